@@ -1,0 +1,76 @@
+"""Lay a token stream out for truncated BPTT, as the literature does.
+
+Training cuts the stream into `rows` contiguous rows and walks windows of `seq_len` columns
+left to right; the hidden state of each row carries from one window to the next.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+
+from charlm.errors import DataError
+
+IGNORE = -100  # target id that cross_entropy skips (F.cross_entropy's default ignore_index)
+
+
+def batchify(stream: torch.Tensor, rows: int, name: str = "train") -> torch.Tensor:
+    """Cut a 1-D stream into `rows` contiguous rows, dropping the remainder.
+
+    With the alphabet as the stream and rows=4:
+
+        a b c d e f g h i j k l m n o p q r s t u v w x y z
+        ->  row 0: a b c d e f
+            row 1: g h i j k l
+            row 2: m n o p q r
+            row 3: s t u v w x        (y z dropped)
+
+    Each row is an independent stream; a window takes the same columns of every row.
+    """
+    length = len(stream) // rows
+    if length < 2:
+        raise DataError(
+            f"the {name} split has {len(stream):,} tokens, too few for {rows} rows of at least 2 "
+            f"tokens; lower train.batch_size to at most {max(len(stream) // 2, 1)} or use a longer corpus"
+        )
+    return stream[: rows * length].view(rows, length)
+
+
+def windows_per_epoch(row_length: int, seq_len: int) -> int:
+    """Windows needed to cover a row once: every position but the last is an input."""
+    return math.ceil((row_length - 1) / seq_len)
+
+
+def window(data: torch.Tensor, index: int, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and next-token targets of window `index`; the last window may be shorter."""
+    start = index * seq_len
+    width = min(seq_len, data.size(1) - 1 - start)
+    return data[:, start : start + width], data[:, start + 1 : start + 1 + width]
+
+
+def eval_layout(stream: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and targets covering every next-token prediction of the stream exactly once.
+
+    The N-1 (input, target) pairs are cut into `rows` contiguous rows; the last row is padded
+    with IGNORE targets. So the tokens scored (N-1) do not depend on the batch size, unlike a
+    plain `batchify` that drops the remainder; only the context each row starts with does.
+    """
+    pairs = len(stream) - 1
+    if pairs < 1:
+        raise DataError(f"cannot evaluate a stream of {len(stream)} token(s); it needs at least 2")
+    rows = min(rows, pairs)
+    length = math.ceil(pairs / rows)
+    inputs = torch.zeros(rows * length, dtype=torch.long)
+    targets = torch.full((rows * length,), IGNORE, dtype=torch.long)
+    inputs[:pairs] = stream[:-1]
+    targets[:pairs] = stream[1:]
+    return inputs.view(rows, length), targets.view(rows, length)
+
+
+def iter_eval_chunks(
+    inputs: torch.Tensor, targets: torch.Tensor, chunk_len: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for start in range(0, inputs.size(1), chunk_len):
+        yield inputs[:, start : start + chunk_len], targets[:, start : start + chunk_len]

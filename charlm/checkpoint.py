@@ -1,0 +1,174 @@
+"""The only module that calls torch.save / torch.load.
+
+A checkpoint is a plain dict of tensors and Python values (weights, optimizer, loop state,
+RNG states as tensors, the resolved config as a dict, the vocabulary as a list of strings), so
+it loads with `torch.load(..., weights_only=True)` and nothing is ever unpickled that could run
+code.
+
+Publishing is crash-safe. Beside each `X.pt` lives `X.pt.sha256`, the list of hashes that
+`X.pt` may have. Saving first widens that list to admit the new hash, then replaces `X.pt`
+(temporary file, fsync, rename, directory fsync), then narrows the list to the new hash. At
+every instant the file on disk, old or new, is admitted by its side file, and a torn or
+flipped file is not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from charlm import __version__
+from charlm.errors import CheckpointError
+
+FORMAT_VERSION = 1
+LAST = "last.pt"
+BEST = "best.pt"
+
+
+def hash_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Publish `payload` at `path` atomically, with its SHA-256 beside it.
+
+    Raises:
+        CheckpointError: the write failed (disk full, permissions); the previous file at
+            `path` is untouched and no temporary file is left.
+    """
+    payload = {"format_version": FORMAT_VERSION, "charlm_version": __version__, **payload}
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data = buffer.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    admitted = _read_hashes(path)
+    _write_atomic(hash_path(path), _hash_lines(admitted | {digest}))
+    _write_atomic(path, data)
+    _write_atomic(hash_path(path), _hash_lines({digest}))
+
+
+def verify_checkpoint(path: Path) -> bytes:
+    """The file's bytes, if its side file admits their SHA-256.
+
+    Raises:
+        CheckpointError: missing, unreadable, no side file, or the hash does not match.
+    """
+    data = _read_bytes(path)
+    admitted = _read_hashes(path)
+    if not admitted:
+        raise CheckpointError(f"{path} has no checksum file ({hash_path(path).name}); it was never fully published")
+    digest = hashlib.sha256(data).hexdigest()
+    if digest not in admitted:
+        raise CheckpointError(
+            f"{path} does not match its checksum (sha256 {digest[:12]}..., expected "
+            f"{sorted(admitted)[0][:12]}...): the file is truncated or corrupted"
+        )
+    return data
+
+
+def load_checkpoint(path: Path, require_hash: bool = True) -> dict[str, Any]:
+    """Load and check a checkpoint with weights_only=True.
+
+    With `require_hash=False` a file without a side file (say, copied alone) still loads; a
+    side file that exists must always match.
+
+    Raises:
+        CheckpointError: for any file that is not a verified charlm checkpoint, including one
+            whose unpickling would run code (refused before anything runs).
+    """
+    path = Path(path)
+    if require_hash or hash_path(path).exists():
+        data = verify_checkpoint(path)
+    else:
+        data = _read_bytes(path)
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{path} was refused: it holds Python objects beyond tensors and plain values, "
+            "and loading it could run code; charlm never loads such files"
+        ) from None
+    except Exception as exc:  # torch raises RuntimeError/EOFError/ValueError for non-checkpoints
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint (truncated, or another kind of file): "
+            f"{str(exc).splitlines()[0][:120]}"
+        ) from None
+    if not isinstance(payload, dict) or "format_version" not in payload:
+        raise CheckpointError(f"{path} is a PyTorch file but not a charlm checkpoint")
+    if payload["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format {payload['format_version']}; this charlm "
+            f"({__version__}) reads format {FORMAT_VERSION}"
+        )
+    return payload
+
+
+def find_checkpoint(run: Path) -> Path:
+    """The checkpoint to evaluate or sample from: RUN itself, or RUN/best.pt, else RUN/last.pt."""
+    run = Path(run)
+    if run.is_dir():
+        for name in (BEST, LAST):
+            if (run / name).is_file():
+                return run / name
+        raise CheckpointError(f"{run} holds no checkpoint ({BEST} or {LAST}); is it a charlm run directory?")
+    if not run.exists():
+        raise CheckpointError(f"no such run directory or checkpoint file: {run}")
+    return run
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint not found: {path}") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror}") from None
+
+
+def _read_hashes(path: Path) -> set[str]:
+    try:
+        text = hash_path(path).read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return set()
+    return {line.split()[0] for line in text.splitlines() if line.strip()}
+
+
+def _hash_lines(hashes: set[str]) -> bytes:
+    return "".join(f"{h}\n" for h in sorted(hashes)).encode()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Temporary file in the same directory, fsync, rename onto `path`, fsync the directory."""
+    path = Path(path)
+    tmp = None
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        tmp = Path(tmp_name)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        raise CheckpointError(
+            f"could not write {path}: {exc.strerror or exc}; the previous file there is intact -- "
+            "free disk space or choose another --out-dir"
+        ) from None
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)

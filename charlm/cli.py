@@ -1,0 +1,224 @@
+"""The charlm command line. The only module that prints errors and picks exit codes.
+
+Each command parses its options, calls one library function and prints the result. A
+CharlmError becomes one red line on stderr and exit code 1; usage mistakes exit 2 (Typer).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from charlm import __version__
+from charlm.errors import CharlmError
+
+app = typer.Typer(
+    help="Train, evaluate and sample character-level RNN/LSTM/GRU language models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Download and prepare corpora.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+SetOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", metavar="KEY=VALUE", help="Override a config key, e.g. --set train.lr=1e-3 (repeatable)."),
+]
+
+
+def friendly_errors(command):
+    """Show a CharlmError as one line and exit 1; Ctrl-C outside training exits 130."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except CharlmError as exc:
+            err.print(f"[bold red]error:[/] {exc}", markup=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"charlm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logs (timings of data preparation).")] = False,
+) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@data_app.command("fetch")
+@friendly_errors
+def data_fetch(
+    corpus: Annotated[str, typer.Argument(help="Corpus to fetch: ptb.")],
+    source: Annotated[Optional[str], typer.Option(help="Local directory or mirror URL holding ptb.{train,valid,test}.txt (default: the canonical URLs).")] = None,
+    root: Annotated[Optional[Path], typer.Option(help="Data root; files land in ROOT/ptb (default: $CHARLM_DATA or ./data).")] = None,
+) -> None:
+    """Download the PTB word files, check their md5 and store them under ROOT/ptb."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from charlm.config import resolve_data_root
+    from charlm.download import fetch_ptb, ptb_dir
+
+    if corpus != "ptb":
+        raise CharlmError(f"unknown corpus {corpus!r}; charlm can fetch: ptb (use data.corpus: text for your own files)")
+    root = resolve_data_root(str(root) if root else None)
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  console=err, transient=True) as progress:
+        tasks: dict[str, int] = {}
+
+        def report(name: str, done: int, total: int | None) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(name, total=total)
+            progress.update(tasks[name], completed=done)
+
+        fetched = fetch_ptb(root, source, report)
+    folder = ptb_dir(root)
+    if fetched:
+        out.print(f"fetched {', '.join(fetched)} into {folder} (md5 verified)")
+    else:
+        out.print(f"{folder} already holds the three PTB files (md5 verified)")
+
+
+@app.command()
+@friendly_errors
+def train(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file (optional with --resume: the run's own config is used).")] = None,
+    set_: SetOption = None,
+    out_dir: Annotated[Optional[Path], typer.Option(help="Run directory (default: runs/<config name>).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda (overrides train.device).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out-dir from its newest good checkpoint.")] = False,
+) -> None:
+    """Train a model; writes checkpoints, metrics.jsonl and config.yaml into the run directory."""
+    from charlm.config import load_config
+    from charlm.progress import RichReporter
+    from charlm.train import CONFIG, train as run_training
+
+    overrides = list(set_ or [])
+    if device is not None:
+        overrides.append(f"train.device={device}")
+    if config is None:
+        if not (resume and out_dir):
+            raise CharlmError("pass --config FILE (or --resume --out-dir RUN to continue a run with its own config)")
+        config = out_dir / CONFIG
+    if out_dir is None:
+        out_dir = Path("runs") / config.stem
+    cfg = load_config(config, overrides)
+    result = run_training(cfg, out_dir, RichReporter(), resume=resume)
+    if result.test is not None:
+        out.print(
+            f"done: best valid bpc {result.best_valid_bpc:.4f}; test bpc {result.test.bpc:.4f} "
+            f"({result.test.tokens:,} tokens); run in {out_dir}"
+        )
+    raise typer.Exit(result.exit_code)
+
+
+@app.command("eval")
+@friendly_errors
+def eval_command(
+    run: Annotated[Path, typer.Argument(help="Run directory (uses best.pt, else last.pt) or checkpoint file.")],
+    split: Annotated[str, typer.Option(help="valid or test.")] = "test",
+    text: Annotated[Optional[Path], typer.Option(help="Score this UTF-8 file instead of a split.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Rows scored in parallel; 1 is how papers report.")] = 1,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Score a split or a text file: tokens, loss (nats/token), bits per character, perplexity."""
+    from charlm.inference import load_trained, score
+
+    if split not in ("valid", "test"):
+        raise CharlmError(f"--split must be valid or test, got {split!r}")
+    if batch_size < 1:
+        raise CharlmError(f"--batch-size must be at least 1, got {batch_size}")
+    trained = load_trained(run, device)
+    result = score(trained, None if text else split, text, batch_size)
+    figures = result.as_dict() | ({"text": str(text)} if text else {"split": split})
+    if as_json:
+        out.print(json.dumps(figures))
+        return
+    out.print(f"checkpoint  {trained.path} (step {trained.step:,})")
+    out.print(f"scored      {figures.get('text') or figures['split']} at batch size {batch_size}")
+    out.print(f"tokens      {result.tokens:,}")
+    out.print(f"loss        {result.loss:.4f} nats/token")
+    out.print(f"bpc         {result.bpc:.4f}")
+    out.print(f"perplexity  {result.perplexity:.4f}")
+
+
+@app.command()
+@friendly_errors
+def sample(
+    run: Annotated[Path, typer.Argument(help="Run directory (uses best.pt, else last.pt) or checkpoint file.")],
+    prompt: Annotated[Optional[str], typer.Option(help="Text to continue (PTB models: plain spaces are fine).")] = None,
+    prompt_file: Annotated[Optional[Path], typer.Option(help="Read the prompt from this UTF-8 file.")] = None,
+    length: Annotated[int, typer.Option(help="Characters to generate per sample.")] = 500,
+    temperature: Annotated[float, typer.Option(help="Below 1: safer text; above 1: more varied.")] = 1.0,
+    top_k: Annotated[Optional[int], typer.Option(help="Sample only among the K most likely characters.")] = None,
+    top_p: Annotated[Optional[float], typer.Option(help="Sample only among the most likely characters holding probability P.")] = None,
+    greedy: Annotated[bool, typer.Option(help="Always take the most likely character.")] = False,
+    num_samples: Annotated[int, typer.Option(help="Independent samples, generated as one batch.")] = 1,
+    seed: Annotated[Optional[int], typer.Option(help="The same seed gives the same text.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
+) -> None:
+    """Generate text from a trained model, streamed as it is produced."""
+    from charlm.corpus import read_utf8
+    from charlm.inference import load_trained, sample_text
+    from charlm.sample import SamplingOptions
+
+    if prompt is not None and prompt_file is not None:
+        raise CharlmError("give --prompt or --prompt-file, not both")
+    if prompt_file is not None:
+        prompt = read_utf8(prompt_file).rstrip("\n")
+    opts = SamplingOptions(length, temperature, top_k, top_p, greedy, num_samples, seed)
+    trained = load_trained(run, device)
+    prompt = prompt or ""
+    if num_samples == 1:
+        sys.stdout.write(prompt)
+
+        def stream(_index: int, text: str) -> None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+        sample_text(trained, prompt, opts, stream)
+        sys.stdout.write("\n")
+        return
+    # Several samples are generated side by side, so each is printed once complete.
+    for i, text in enumerate(sample_text(trained, prompt, opts), start=1):
+        sys.stdout.write(f"--- sample {i} ---\n{prompt}{text}\n")
+    sys.stdout.flush()
+
+
+@app.command("config")
+@friendly_errors
+def show_config(
+    file: Annotated[Path, typer.Argument(help="YAML config file.")],
+    set_: SetOption = None,
+) -> None:
+    """Print the resolved config (defaults, file, overrides), or every problem in it."""
+    from charlm.config import dump_config, load_config
+
+    out.print(dump_config(load_config(file, list(set_ or []))), end="")
+
+
+def main() -> None:
+    app()

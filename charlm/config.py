@@ -1,0 +1,312 @@
+"""The typed config schema (every default lives here) and load_config(path, overrides).
+
+Precedence, lowest to highest: schema defaults < YAML file < `--set key=value` overrides.
+Every problem found (YAML syntax, unknown keys, wrong types, out-of-range values, conflicts
+between keys) is collected and raised together as one ConfigError, each with its dotted path.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from charlm.errors import CharlmError, ConfigError
+
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Which corpus to train on and where it lives."""
+
+    corpus: Literal["ptb", "text"] = "ptb"
+    # Directory holding the corpus cache (PTB lands in ROOT/ptb). Default: $CHARLM_DATA or ./data.
+    root: str | None = None
+    # Where `charlm train` fetches PTB from when it is missing: a local directory or a mirror URL.
+    # Default (null): the canonical URLs.
+    source: str | None = None
+    # corpus: text -- either three files...
+    train: str | None = None
+    valid: str | None = None
+    test: str | None = None
+    # ...or one file cut into contiguous train/valid/test parts by these fractions.
+    path: str | None = None
+    split: tuple[float, float, float] = (0.9, 0.05, 0.05)
+
+    @model_validator(mode="after")
+    def _check_files(self) -> DataConfig:
+        files = {"train": self.train, "valid": self.valid, "test": self.test}
+        given = [k for k, v in files.items() if v is not None]
+        if self.corpus == "ptb":
+            extra = given + (["path"] if self.path is not None else [])
+            if extra:
+                raise ValueError(
+                    f"corpus 'ptb' reads its own files; remove data.{', data.'.join(extra)} "
+                    "or set data.corpus: text"
+                )
+        else:
+            if self.path is None and (self.train is None or self.valid is None):
+                raise ValueError(
+                    "corpus 'text' needs data.train and data.valid (data.test optional), "
+                    "or data.path with data.split"
+                )
+            if self.path is not None and given:
+                raise ValueError(
+                    f"give either data.path or data.{'/'.join(given)}, not both"
+                )
+        if any(not 0 <= f < 1 for f in self.split) or abs(sum(self.split) - 1) > 1e-6:
+            raise ValueError(
+                f"data.split must be three fractions in [0, 1) summing to 1, got {list(self.split)}"
+            )
+        if self.split[0] <= 0 or self.split[1] <= 0:
+            raise ValueError(f"data.split needs train and valid fractions above 0, got {list(self.split)}")
+        return self
+
+
+class ModelConfig(_Section):
+    """Embedding -> multi-layer recurrent network -> dropout -> linear decoder."""
+
+    cell: Literal["lstm", "gru", "rnn_tanh", "rnn_relu"] = "lstm"
+    embedding_dim: int = Field(128, gt=0)
+    hidden_size: int = Field(512, gt=0)
+    num_layers: int = Field(2, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    # Share the embedding and decoder matrices (Press & Wolf 2017); needs embedding_dim == hidden_size.
+    tie_weights: bool = False
+
+    @model_validator(mode="after")
+    def _check_tying(self) -> ModelConfig:
+        if self.tie_weights and self.embedding_dim != self.hidden_size:
+            raise ValueError(
+                f"tie_weights needs embedding_dim == hidden_size, got {self.embedding_dim} and "
+                f"{self.hidden_size}; make them equal or set model.tie_weights: false"
+            )
+        return self
+
+
+class TrainConfig(_Section):
+    """The optimisation loop. Every interval (`*_every`) counts optimizer steps."""
+
+    batch_size: int = Field(64, gt=0)
+    seq_len: int = Field(128, gt=0)
+    max_steps: int = Field(10_000, gt=0)
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = Field(0.0, ge=0, lt=1)  # sgd only
+    grad_clip: float = Field(1.0, ge=0)  # global-norm clipping; 0 turns it off
+    schedule: Literal["constant", "cosine", "plateau"] = "cosine"
+    warmup_steps: int = Field(0, ge=0)  # linear warm-up, for every schedule
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)  # cosine decays to lr * min_lr_ratio
+    plateau_factor: float = Field(0.5, gt=0, lt=1)  # plateau: multiply lr by this...
+    plateau_patience: int = Field(1, ge=0)  # ...after this many evaluations without improvement
+    eval_every: int = Field(500, gt=0)
+    log_every: int = Field(50, gt=0)
+    eval_batch_size: int = Field(64, gt=0)  # rows for the valid pass during training
+    test_batch_size: int = Field(1, gt=0)  # rows for the final test pass (papers use 1)
+    seed: int = 1234
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    threads: int | None = Field(None, gt=0)  # CPU threads; null: PyTorch's default
+
+    @model_validator(mode="after")
+    def _check_schedule(self) -> TrainConfig:
+        if self.warmup_steps >= self.max_steps:
+            raise ValueError(
+                f"warmup_steps ({self.warmup_steps}) must be below max_steps ({self.max_steps})"
+            )
+        if any(not 0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two values in [0, 1), got {list(self.betas)}")
+        return self
+
+
+class Config(_Section):
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (lists, not tuples): what checkpoints and config.yaml store."""
+        return self.model_dump(mode="json")
+
+
+# Names people carry over from other tools, mapped to ours, for "did you mean" hints.
+_ALIASES = {
+    "learning_rate": "lr", "epochs": "max_steps", "steps": "max_steps", "bptt": "seq_len",
+    "hidden": "hidden_size", "nhid": "hidden_size", "layers": "num_layers", "nlayers": "num_layers",
+    "emsize": "embedding_dim", "embedding_size": "embedding_dim", "clip": "grad_clip",
+    "tied": "tie_weights", "tie": "tie_weights", "rnn_type": "cell", "model": "cell",
+    "block_size": "seq_len", "sequence_length": "seq_len",
+}
+
+
+def resolve_data_root(root: str | None) -> Path:
+    """Where corpora live: the config's data.root, else $CHARLM_DATA, else ./data."""
+    return Path(root or os.environ.get("CHARLM_DATA") or "data")
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Read a YAML config, apply `key=value` overrides, validate, and return the Config.
+
+    `path` may be None to start from the defaults alone.
+
+    Raises:
+        ConfigError: listing every problem found, each with its dotted key path.
+    """
+    source = str(path) if path is not None else "defaults"
+    raw = read_yaml_mapping(Path(path)) if path is not None else {}
+    problems: list[str] = []
+    override_keys = apply_overrides(raw, overrides, problems)
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as exc:
+        problems += [_describe(err, override_keys) for err in exc.errors()]
+        raise ConfigError(source, problems) from None
+    if problems:
+        raise ConfigError(source, problems)
+    if cfg.data.root is None:
+        cfg.data.root = str(resolve_data_root(None))
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any], source: str) -> Config:
+    """Validate a config stored in a run directory or checkpoint."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, [_describe(e, set()) for e in exc.errors()]) from None
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved config as YAML, in schema order."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False):
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None,
+                f"duplicate key {key!r} (first on line {seen[key] + 1})",
+                key_node.start_mark,
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
+)
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """Parse a YAML file safely into a dict; empty file -> {}."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CharlmError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise CharlmError(f"config path is a directory, not a YAML file: {path}") from None
+    except UnicodeDecodeError as exc:
+        raise CharlmError(f"config file {path} is not UTF-8 text (byte {exc.start})") from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 -- a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(str(path), [f"invalid YAML{where}: {problem}"]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            str(path), [f"the top level must be a mapping of sections (data, model, train), got {type(data).__name__}"]
+        )
+    return data
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str], problems: list[str]) -> set[str]:
+    """Apply `section.key=value` strings to `raw` in place; return the dotted keys set.
+
+    Values are parsed as YAML scalars (`true`, `64`, `[0.8, 0.1, 0.1]`), then converted by the
+    schema's declared type like file values.
+    """
+    keys: set[str] = set()
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            problems.append(f"--set {item!r}: expected KEY=VALUE, for example train.lr=1e-3")
+            continue
+        parts = key.split(".")
+        if len(parts) != 2 or not all(parts):
+            problems.append(f"--set {item!r}: the key must be section.name, for example model.hidden_size")
+            continue
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        section = raw.setdefault(parts[0], {})
+        if not isinstance(section, dict):
+            problems.append(f"--set {item!r}: section {parts[0]!r} in the file is not a mapping")
+            continue
+        section[parts[1]] = value
+        keys.add(key)
+    return keys
+
+
+def _describe(err: dict[str, Any], override_keys: set[str]) -> str:
+    """One line for one pydantic error: dotted path, what is wrong, and a hint."""
+    loc = [str(p) for p in err["loc"]]
+    path = ".".join(loc)
+    origin = " (from --set)" if ".".join(loc[:2]) in override_keys else ""
+    if err["type"] == "extra_forbidden":
+        return f"unknown key '{path}'{origin}{_suggest(loc)}"
+    if err["type"] == "value_error":
+        # Our own cross-field validators: the message already names the keys.
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        return f"{path}: {msg}" if path else msg
+    got = err.get("input")
+    shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    return f"{path}: {err['msg'][0].lower()}{err['msg'][1:]}{shown}{origin}"
+
+
+def _suggest(loc: list[str]) -> str:
+    """' (did you mean 'train.lr'?)' for a misspelt key, or ''."""
+    name = loc[-1]
+    if len(loc) == 1:
+        valid = list(Config.model_fields)
+        prefix = ""
+    else:
+        section = Config.model_fields.get(loc[0])
+        if section is None:
+            return ""
+        valid = list(section.annotation.model_fields)
+        prefix = loc[0] + "."
+    guess = _ALIASES.get(name.lower())
+    if guess not in valid:
+        close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+        guess = close[0] if close else None
+    if guess is None:
+        # A key put in the wrong section: point to the section that has it.
+        for other, field in Config.model_fields.items():
+            if len(loc) == 2 and name in field.annotation.model_fields:
+                return f" (did you mean '{other}.{name}'?)"
+        return ""
+    return f" (did you mean '{prefix}{guess}'?)"

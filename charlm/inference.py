@@ -1,0 +1,106 @@
+"""Use a trained run: load its model from a checkpoint, score a split or a file, sample text.
+
+Everything needed comes from the checkpoint itself (config, vocabulary, weights); only
+scoring a PTB split reads the data folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from charlm.checkpoint import find_checkpoint, load_checkpoint
+from charlm.config import Config, config_from_dict
+from charlm.corpus import (Vocabulary, from_readable, load_corpus, read_utf8, text_to_stream_text,
+                           to_readable)
+from charlm.errors import CheckpointError, DataError, SamplingError
+from charlm.evaluate import EvalResult, evaluate
+from charlm.model import CharRNN
+from charlm.sample import SamplingOptions, generate
+from charlm.train import pick_device
+
+
+@dataclass
+class TrainedModel:
+    path: Path
+    step: int
+    cfg: Config
+    vocab: Vocabulary
+    model: CharRNN
+
+
+def load_trained(run: Path | str, device: str = "cpu") -> TrainedModel:
+    """The model of a run directory (its best.pt, else last.pt) or of a checkpoint file."""
+    path = find_checkpoint(Path(run))
+    payload = load_checkpoint(path, require_hash=False)
+    cfg = config_from_dict(payload["config"], f"config stored in {path}")
+    vocab = Vocabulary(tuple(payload["vocab"]))
+    model = CharRNN(len(vocab), cfg.model)
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit the stored config: {str(exc).splitlines()[0]}") from None
+    return TrainedModel(path, int(payload["loop"]["step"]), cfg, vocab, model.to(pick_device(device)))
+
+
+def score(
+    trained: TrainedModel, split: str | None, text_file: Path | None, batch_size: int
+) -> EvalResult:
+    """Score a split of the run's corpus, or any UTF-8 file, as one stateful stream."""
+    if text_file is not None:
+        text = text_to_stream_text(read_utf8(text_file), trained.cfg.data.corpus)
+        stream = trained.vocab.encode(text, source=str(text_file))
+    else:
+        corpus = load_corpus(trained.cfg.data)
+        if list(corpus.vocab.tokens) != list(trained.vocab.tokens):
+            raise CheckpointError(
+                f"{trained.path}: the corpus in {trained.cfg.data.root} has another vocabulary "
+                "than the checkpoint; score it with --text instead"
+            )
+        stream = getattr(corpus, split)
+        if stream is None:
+            raise DataError(f"the run's corpus has no {split} split; pass --split valid or --text FILE")
+    if len(stream) < 2:
+        raise DataError(f"{text_file or split} has {len(stream)} token(s); scoring needs at least 2")
+    device = next(trained.model.parameters()).device
+    return evaluate(trained.model, stream, batch_size, device, trained.cfg.train.seq_len)
+
+
+def encode_prompt(trained: TrainedModel, prompt: str) -> torch.Tensor:
+    """Prompt ids; an empty prompt starts from the end-of-line token (a line's beginning)."""
+    corpus = trained.cfg.data.corpus
+    text = from_readable(prompt, corpus) if prompt else "\n"
+    unknown = trained.vocab.unknown_chars(text)
+    if unknown:
+        if text == "\n":
+            return torch.tensor([0])  # no end-of-line in this vocabulary: start from its first symbol
+        listed = ", ".join(repr(c) for c in unknown)
+        raise SamplingError(
+            f"prompt contains characters not in this model's vocabulary: {listed}; "
+            f"the vocabulary is {''.join(to_readable(t, corpus) for t in trained.vocab.tokens if len(t) == 1)!r}"
+        )
+    return trained.vocab.encode(text, source="prompt")
+
+
+def sample_text(
+    trained: TrainedModel, prompt: str, opts: SamplingOptions, on_text: Callable[[int, str], None] | None = None
+) -> list[str]:
+    """Generate `opts.num_samples` continuations of `prompt`, shown readably.
+
+    `on_text(sample_index, text)` is called with each new character of every sample as it is
+    chosen, for streaming.
+    """
+    opts.check(len(trained.vocab))
+    ids = encode_prompt(trained, prompt)
+    corpus, tokens = trained.cfg.data.corpus, trained.vocab.tokens
+
+    def on_step(next_ids: torch.Tensor) -> None:
+        if on_text is not None:
+            for i, token_id in enumerate(next_ids.tolist()):
+                on_text(i, to_readable(tokens[token_id], corpus))
+
+    out = generate(trained.model, ids, opts, on_step)
+    return [to_readable(trained.vocab.decode(row.tolist()), corpus) for row in out]

@@ -1,0 +1,75 @@
+"""Optimiser construction and the learning-rate schedule (a pure function of the step)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from charlm.config import TrainConfig
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW/Adam/SGD; weight decay on matrices only, never on biases (as nanoGPT does)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    # The fused kernel is one launch per step on CUDA; on CPU the default (foreach) is fastest.
+    return cls(groups, lr=cfg.lr, betas=cfg.betas, fused=device.type == "cuda" or None)
+
+
+class LRSchedule:
+    """Learning rate for each step: linear warm-up, then constant, cosine or plateau.
+
+    Constant and cosine depend on the step alone. Plateau keeps a little state (the best
+    validation loss and how many evaluations failed to beat it), saved in checkpoints.
+    """
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.scale = 1.0  # plateau's accumulated reductions
+        self.best_loss = math.inf
+        self.bad_evals = 0
+
+    def lr_at(self, step: int) -> float:
+        cfg = self.cfg
+        if step < cfg.warmup_steps:
+            return cfg.lr * (step + 1) / cfg.warmup_steps
+        if cfg.schedule == "cosine":
+            progress = min((step - cfg.warmup_steps) / max(cfg.max_steps - cfg.warmup_steps, 1), 1.0)
+            ratio = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+            return cfg.lr * ratio
+        return cfg.lr * self.scale
+
+    def observe(self, valid_loss: float) -> bool:
+        """Record a validation loss; return True when plateau lowered the rate."""
+        if valid_loss < self.best_loss:
+            self.best_loss, self.bad_evals = valid_loss, 0
+            return False
+        self.bad_evals += 1
+        if self.cfg.schedule == "plateau" and self.bad_evals > self.cfg.plateau_patience:
+            self.scale *= self.cfg.plateau_factor
+            self.bad_evals = 0
+            return True
+        return False
+
+    def state_dict(self) -> dict:
+        return {"scale": self.scale, "best_loss": self.best_loss, "bad_evals": self.bad_evals}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scale = float(state["scale"])
+        self.best_loss = float(state["best_loss"])
+        self.bad_evals = int(state["bad_evals"])
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

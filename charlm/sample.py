@@ -1,0 +1,85 @@
+"""Generate text from a trained model, one character at a time, carrying the hidden state.
+
+Each new character costs one step of the network: the prompt is read once, and afterwards
+only the newest character is fed in. Several samples run side by side as one batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from charlm.errors import SamplingError
+from charlm.model import CharRNN
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    length: int = 500
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    greedy: bool = False
+    num_samples: int = 1
+    seed: int | None = None
+
+    def check(self, vocab_size: int) -> None:
+        """Refuse options that cannot be honoured, before any work."""
+        if self.length < 0:
+            raise SamplingError(f"--length must be 0 or more, got {self.length}")
+        if self.num_samples < 1:
+            raise SamplingError(f"--num-samples must be at least 1, got {self.num_samples}")
+        if not self.temperature > 0:
+            raise SamplingError(f"--temperature must be above 0, got {self.temperature}; use --greedy for the most likely text")
+        if self.top_k is not None and not 1 <= self.top_k <= vocab_size:
+            raise SamplingError(f"--top-k must be between 1 and the vocabulary size {vocab_size}, got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise SamplingError(f"--top-p must be in (0, 1], got {self.top_p}")
+
+
+def pick_next(logits: torch.Tensor, opts: SamplingOptions, generator: torch.Generator) -> torch.Tensor:
+    """Choose one id per row of `logits` (N, V) by the sampling options."""
+    if opts.greedy:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / opts.temperature
+    if opts.top_k is not None:
+        kth = torch.topk(logits, opts.top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    if opts.top_p is not None:
+        # Keep the smallest set of most likely ids whose probability reaches top_p.
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        before = sorted_probs.cumsum(dim=-1) - sorted_probs  # mass of the ids ranked above
+        sorted_probs = sorted_probs.masked_fill(before >= opts.top_p, 0.0)
+        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def generate(
+    model: CharRNN,
+    prompt_ids: torch.Tensor,
+    opts: SamplingOptions,
+    on_step: Callable[[torch.Tensor], None] | None = None,
+) -> torch.Tensor:
+    """Continue `prompt_ids` (1-D, at least one id) `opts.length` times for each sample.
+
+    `on_step` receives each new column of ids (num_samples,) as soon as it is chosen, so the
+    caller can stream text. Returns the generated ids, (num_samples, length).
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    generator = torch.Generator(device="cpu")
+    generator.manual_seed(opts.seed if opts.seed is not None else torch.seed())
+    x = prompt_ids.to(device).unsqueeze(0).expand(opts.num_samples, -1)
+    logits, hidden = model(x)  # read the prompt once
+    out = []
+    for _ in range(opts.length):
+        next_ids = pick_next(logits[:, -1].cpu(), opts, generator)  # (N,)
+        out.append(next_ids)
+        if on_step is not None:
+            on_step(next_ids)
+        logits, hidden = model(next_ids.to(device).unsqueeze(1), hidden)
+    return torch.stack(out, dim=1) if out else torch.empty(opts.num_samples, 0, dtype=torch.long)

@@ -1,0 +1,351 @@
+"""train(cfg, run_dir, reporter) -> TrainResult: the training loop and its small helpers.
+
+One step: take the next window of every batch row, run the model from the hidden state the
+previous window left (detached: truncated BPTT), take the cross-entropy over every position,
+clip the global gradient norm, step the optimizer. Every `eval_every` steps the whole valid
+split is scored and `last.pt` (and `best.pt` on a new best) is published. At the end the best
+checkpoint is scored on test.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from charlm.batching import batchify, window, windows_per_epoch
+from charlm.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from charlm.config import Config, config_from_dict, dump_config
+from charlm.corpus import Corpus, load_corpus
+from charlm.errors import CharlmError, CheckpointError, TrainingError
+from charlm.evaluate import EvalResult, evaluate
+from charlm.model import CharRNN, detach_hidden, hidden_from_list, hidden_to_list
+from charlm.optim import LRSchedule, build_optimizer, set_lr
+from charlm.progress import Reporter, RunInfo
+from charlm.signals import StopRequest
+
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+CONFIG = "config.yaml"
+# Keys that may change when a run is resumed: they change when or how much is done, not what
+# is learnt. Any other difference is refused.
+RESUMABLE_CHANGES = {
+    "train.max_steps", "train.eval_every", "train.log_every", "train.eval_batch_size",
+    "train.test_batch_size", "train.device", "train.threads", "data.root", "data.source",
+}
+
+
+@dataclass
+class LoopState:
+    """Where the loop is; saved in every checkpoint so a resumed run continues exactly."""
+
+    step: int = 0  # optimizer steps completed
+    epoch: int = 0
+    window: int = 0  # next window of the epoch
+    tokens_seen: int = 0
+    elapsed_s: float = 0.0
+    best_valid_bpc: float = math.inf
+    best_step: int = 0
+    loss_sum: float = 0.0  # train loss summed since the last log line...
+    loss_count: int = 0  # ...over this many steps
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    status: str  # "finished" or "stopped"
+    step: int
+    best_valid_bpc: float
+    test: EvalResult | None
+    exit_code: int
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CharlmError("device 'cuda' was asked for but PyTorch sees no CUDA GPU; use --device cpu or auto")
+    return torch.device(name)
+
+
+def train(cfg: Config, run_dir: Path, reporter: Reporter, resume: bool = False) -> TrainResult:
+    """Train per `cfg` into `run_dir`; with `resume`, continue from its newest good checkpoint."""
+    run_dir = Path(run_dir)
+    payload = _resume_payload(run_dir, cfg, reporter) if resume else _check_fresh(run_dir)
+    return Trainer(cfg, run_dir, reporter, payload).run()
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run_dir: Path, reporter: Reporter, payload: dict | None):
+        self.cfg, self.run_dir, self.reporter = cfg, run_dir, reporter
+        tcfg = cfg.train
+        if tcfg.threads:
+            torch.set_num_threads(tcfg.threads)
+        self.device = pick_device(tcfg.device)
+        torch.manual_seed(tcfg.seed)
+        self.corpus: Corpus = load_corpus(cfg.data)
+        if payload is not None and list(payload["vocab"]) != list(self.corpus.vocab.tokens):
+            raise CheckpointError(_vocab_difference(payload["vocab"], self.corpus.vocab.tokens))
+        self.train_rows = batchify(self.corpus.train, tcfg.batch_size).to(self.device)
+        self.windows = windows_per_epoch(self.train_rows.size(1), tcfg.seq_len)
+        self.model = CharRNN(len(self.corpus.vocab), cfg.model).to(self.device)
+        self.optimizer = build_optimizer(self.model, tcfg, self.device)
+        self.schedule = LRSchedule(tcfg)
+        self.state = LoopState()
+        self.hidden = None
+        self.autocast = (
+            torch.autocast(self.device.type, dtype=torch.bfloat16)
+            if tcfg.precision == "bf16" else nullcontext()
+        )
+        if payload is not None:
+            self._restore(payload)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / CONFIG).write_text(dump_config(cfg), encoding="utf-8")
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        tcfg, state = self.cfg.train, self.state
+        if state.step >= tcfg.max_steps:
+            self.reporter.message(
+                f"run already finished at step {state.step:,} (train.max_steps {tcfg.max_steps:,}); "
+                "raise train.max_steps to train further"
+            )
+            return TrainResult("finished", state.step, state.best_valid_bpc, None, 0)
+        self.reporter.start(RunInfo(
+            str(self.run_dir), _device_name(self.device), self.model.num_parameters(),
+            len(self.corpus.vocab), len(self.corpus.train), state.step, tcfg.max_steps,
+        ))
+        try:
+            with StopRequest() as stop:
+                self._loop(stop)
+                if stop.requested:
+                    self._save(LAST)
+                    self._write_summary("stopped")
+                    self.reporter.message(
+                        f"stopped by signal at step {state.step:,}; checkpoint saved to "
+                        f"{self.run_dir / LAST}; continue with --resume"
+                    )
+                    return TrainResult("stopped", state.step, state.best_valid_bpc, None, stop.exit_code)
+                test = self._final_test()
+        finally:
+            self.reporter.close()
+        self._write_summary("finished", test)
+        return TrainResult("finished", state.step, state.best_valid_bpc, test, 0)
+
+    def _loop(self, stop: StopRequest) -> None:
+        tcfg, state = self.cfg.train, self.state
+        self.model.train()
+        interval_start, interval_tokens = time.perf_counter(), 0
+        while state.step < tcfg.max_steps and not stop.requested:
+            if state.window == self.windows:  # epoch done: start the stream again, from zero state
+                state.epoch, state.window, self.hidden = state.epoch + 1, 0, None
+            x, y = window(self.train_rows, state.window, tcfg.seq_len)
+            lr = self.schedule.lr_at(state.step)
+            set_lr(self.optimizer, lr)
+            loss = self._step(x, y)
+            state.step += 1
+            state.window += 1
+            state.tokens_seen += y.numel()
+            interval_tokens += y.numel()
+            state.loss_sum += loss
+            state.loss_count += 1
+            if state.step % tcfg.log_every == 0 or state.step == tcfg.max_steps:
+                elapsed = time.perf_counter() - interval_start
+                state.elapsed_s += elapsed
+                train_loss = float(state.loss_sum) / state.loss_count
+                self._check_finite(train_loss, "train loss")
+                chars_per_s = interval_tokens / max(elapsed, 1e-9)
+                self.reporter.log(state.step, train_loss / math.log(2), lr, chars_per_s)
+                self._append_metrics({
+                    "split": "train", "step": state.step, "epoch": state.epoch,
+                    "loss": train_loss, "bpc": train_loss / math.log(2), "lr": lr,
+                    "chars_per_s": chars_per_s, "tokens_seen": state.tokens_seen,
+                    "elapsed_s": state.elapsed_s,
+                })
+                state.loss_sum, state.loss_count = 0.0, 0
+                interval_start, interval_tokens = time.perf_counter(), 0
+            if state.step % tcfg.eval_every == 0 or state.step == tcfg.max_steps:
+                eval_start = time.perf_counter()
+                self._evaluate_and_checkpoint()
+                interval_start += time.perf_counter() - eval_start  # eval time is not train time
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One optimizer step on one window; returns the loss as a detached tensor (no sync)."""
+        with self.autocast:
+            logits, hidden = self.model(x, self.hidden)  # (B, T, V)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = self.cfg.train.grad_clip
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else math.inf)
+        if self.device.type == "cpu":
+            # Free on CPU; on CUDA this would stall the GPU every step, so there the loss is
+            # checked at log intervals instead.
+            self._check_finite(float(loss.detach()), "loss")
+            self._check_finite(float(norm), "gradient norm")
+        self.optimizer.step()
+        self.hidden = detach_hidden(hidden)
+        return loss.detach()
+
+    def _check_finite(self, value: float, what: str) -> None:
+        if not math.isfinite(value):
+            raise TrainingError(
+                f"{what} became {value} at step {self.state.step + 1:,}; parameters were not "
+                f"updated and checkpoints in {self.run_dir} are untouched -- lower train.lr, set "
+                "train.grad_clip, or resume from the last checkpoint"
+            )
+
+    # -- evaluation and checkpoints -------------------------------------------------------
+
+    def _evaluate_and_checkpoint(self) -> None:
+        tcfg, state = self.cfg.train, self.state
+        result = evaluate(self.model, self.corpus.valid, tcfg.eval_batch_size, self.device, tcfg.seq_len)
+        is_best = result.bpc < state.best_valid_bpc
+        if is_best:
+            state.best_valid_bpc, state.best_step = result.bpc, state.step
+        if self.schedule.observe(result.loss):
+            self.reporter.message(f"valid loss stopped improving: lr now {self.schedule.lr_at(state.step):.2e}")
+        self.reporter.evaluation(state.step, "valid", result, is_best)
+        self._append_metrics({"split": "valid", "step": state.step, "epoch": state.epoch, **result.as_dict()})
+        self._save(LAST)
+        if is_best:
+            self._save(BEST)
+
+    def _final_test(self) -> EvalResult | None:
+        if self.corpus.test is None:
+            return None
+        best = load_checkpoint(self.run_dir / BEST)
+        model = CharRNN(len(self.corpus.vocab), self.cfg.model).to(self.device)
+        model.load_state_dict(best["model"])
+        batch = self.cfg.train.test_batch_size
+        self.reporter.message(f"scoring test with the best checkpoint (step {best['loop']['step']:,}), batch size {batch}")
+        result = evaluate(model, self.corpus.test, batch, self.device, self.cfg.train.seq_len)
+        self.reporter.evaluation(best["loop"]["step"], "test", result, False)
+        self._append_metrics({"split": "test", "step": best["loop"]["step"], "batch_size": batch, **result.as_dict()})
+        return result
+
+    def _save(self, name: str) -> None:
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        save_checkpoint(self.run_dir / name, {
+            "config": self.cfg.to_dict(),
+            "vocab": list(self.corpus.vocab.tokens),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "loop": asdict(self.state) | {"loss_sum": float(self.state.loss_sum)},
+            "hidden": hidden_to_list(self.hidden),
+            "rng": rng,
+        })
+
+    def _restore(self, payload: dict) -> None:
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.schedule.load_state_dict(payload["schedule"])
+        self.state = LoopState(**payload["loop"])
+        self.hidden = hidden_from_list(payload["hidden"], self.device)
+        torch.set_rng_state(payload["rng"]["torch"])
+        if "cuda" in payload["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(payload["rng"]["cuda"])
+        _truncate_metrics(self.run_dir / METRICS, self.state.step)
+
+    def _append_metrics(self, record: dict) -> None:
+        with open(self.run_dir / METRICS, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _write_summary(self, status: str, test: EvalResult | None = None) -> None:
+        state = self.state
+        summary = {
+            "status": status, "step": state.step, "max_steps": self.cfg.train.max_steps,
+            "epoch": state.epoch, "parameters": self.model.num_parameters(),
+            "best_valid_bpc": state.best_valid_bpc if math.isfinite(state.best_valid_bpc) else None,
+            "best_step": state.best_step, "train_seconds": state.elapsed_s,
+            "chars_per_s": state.tokens_seen / state.elapsed_s if state.elapsed_s else None,
+            "test": test.as_dict() | {"batch_size": self.cfg.train.test_batch_size} if test else None,
+            "device": _device_name(self.device),
+        }
+        tmp = self.run_dir / (SUMMARY + ".tmp")
+        tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, self.run_dir / SUMMARY)
+
+
+# -- starting and resuming ----------------------------------------------------------------
+
+
+def _check_fresh(run_dir: Path) -> None:
+    if any((run_dir / name).exists() for name in (LAST, BEST)):
+        raise TrainingError(
+            f"{run_dir} already holds a run; pass --resume to continue it, or choose a new --out-dir"
+        )
+    return None
+
+
+def _resume_payload(run_dir: Path, cfg: Config, reporter: Reporter) -> dict:
+    """The newest checkpoint in `run_dir` that verifies, checked against `cfg`."""
+    candidates = []
+    for name in (LAST, BEST):
+        path = run_dir / name
+        if not path.exists():
+            continue
+        try:
+            candidates.append(load_checkpoint(path))
+        except CheckpointError as exc:
+            reporter.message(f"warning: skipping {path}: {exc}")
+    if not candidates:
+        raise TrainingError(f"--resume: {run_dir} holds no usable checkpoint ({LAST} or {BEST}); start without --resume")
+    payload = max(candidates, key=lambda p: p["loop"]["step"])
+    saved = config_from_dict(payload["config"], f"checkpoint in {run_dir}")
+    changed = _config_changes(saved.to_dict(), cfg.to_dict())
+    refused = [c for c in changed if c[0] not in RESUMABLE_CHANGES]
+    if refused:
+        listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in refused)
+        raise CheckpointError(
+            f"cannot resume {run_dir}: the config differs from the checkpoint's in {listed}; "
+            f"keep those keys, or start a new run with another --out-dir"
+        )
+    for key, old, new in changed:
+        reporter.message(f"note: {key} changed from {old!r} to {new!r} on resume")
+    return payload
+
+
+def _config_changes(old: dict, new: dict) -> list[tuple[str, object, object]]:
+    changes = []
+    for section in new:
+        for key in new[section]:
+            before, after = old.get(section, {}).get(key), new[section][key]
+            if before != after:
+                changes.append((f"{section}.{key}", before, after))
+    return changes
+
+
+def _vocab_difference(saved: list[str], current: tuple[str, ...]) -> str:
+    only_saved = sorted(set(saved) - set(current))
+    only_now = sorted(set(current) - set(saved))
+    detail = f"only in checkpoint: {only_saved!r}; only in corpus: {only_now!r}" if only_saved or only_now else "same symbols in another order"
+    return f"the checkpoint's vocabulary ({len(saved)} symbols) differs from the corpus's ({len(current)}): {detail}"
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines past the resumed step, so a resumed run never duplicates a step."""
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+    kept = [line for line in kept if json.loads(line).get("split") != "test"]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
