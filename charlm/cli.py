@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from charlm import __version__
 from charlm.errors import CharlmError
@@ -28,8 +29,9 @@ app = typer.Typer(
 data_app = typer.Typer(help="Download and prepare corpora.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# markup=False: paths and messages hold user text, where "[...]" must print as typed.
+out = Console(highlight=False, soft_wrap=True, markup=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 SetOption = Annotated[
     Optional[list[str]],
@@ -45,7 +47,7 @@ def friendly_errors(command):
         try:
             return command(*args, **kwargs)
         except CharlmError as exc:
-            err.print(f"[bold red]error:[/] {exc}", markup=True)
+            err.print(Text("error: ", style="bold red") + Text(str(exc)))
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err.print("interrupted")
@@ -182,7 +184,7 @@ def sample(
 ) -> None:
     """Generate text from a trained model, streamed as it is produced."""
     from charlm.corpus import read_utf8
-    from charlm.inference import load_trained, sample_text
+    from charlm.inference import check_sampling, load_trained, sample_text
     from charlm.sample import SamplingOptions
 
     if prompt is not None and prompt_file is not None:
@@ -192,6 +194,7 @@ def sample(
     opts = SamplingOptions(length, temperature, top_k, top_p, greedy, num_samples, seed)
     trained = load_trained(run, device)
     prompt = prompt or ""
+    check_sampling(trained, prompt, opts)  # refuse bad options before echoing the prompt
     if num_samples == 1:
         sys.stdout.write(prompt)
 

@@ -138,9 +138,10 @@ def _copy_hashed(location: str, out, name: str, progress: ProgressFn | None) -> 
                 if progress:
                     progress(name, done, total)
         except (OSError, http.client.HTTPException) as exc:
+            # Both counts with thousands separators, as in the "ended after" message below.
+            size = f"{total:,}" if total is not None else "?"
             raise DownloadError(
-                f"transfer of {location} broke off after {done:,} of "
-                f"{total if total is not None else '?'} bytes ({type(exc).__name__}); "
+                f"transfer of {location} broke off after {done:,} of {size} bytes ({type(exc).__name__}); "
                 "nothing was written; run the command again"
             ) from None
     if total is not None and done != total:

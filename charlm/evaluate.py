@@ -28,7 +28,7 @@ class EvalResult:
 
     @property
     def perplexity(self) -> float:
-        return math.exp(self.loss)
+        return math.exp(self.loss) if self.loss < 700 else math.inf  # exp overflows past ~709
 
     def as_dict(self) -> dict[str, float | int]:
         return {"tokens": self.tokens, "loss": self.loss, "bpc": self.bpc, "perplexity": self.perplexity}

@@ -85,6 +85,12 @@ def encode_prompt(trained: TrainedModel, prompt: str) -> torch.Tensor:
     return trained.vocab.encode(text, source="prompt")
 
 
+def check_sampling(trained: TrainedModel, prompt: str, opts: SamplingOptions) -> torch.Tensor:
+    """Check the options and prompt against the model; return the prompt's ids."""
+    opts.check(len(trained.vocab))
+    return encode_prompt(trained, prompt)
+
+
 def sample_text(
     trained: TrainedModel, prompt: str, opts: SamplingOptions, on_text: Callable[[int, str], None] | None = None
 ) -> list[str]:
@@ -93,8 +99,7 @@ def sample_text(
     `on_text(sample_index, text)` is called with each new character of every sample as it is
     chosen, for streaming.
     """
-    opts.check(len(trained.vocab))
-    ids = encode_prompt(trained, prompt)
+    ids = check_sampling(trained, prompt, opts)
     corpus, tokens = trained.cfg.data.corpus, trained.vocab.tokens
 
     def on_step(next_ids: torch.Tensor) -> None:

@@ -68,10 +68,10 @@ class RichReporter:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self.console = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
         self.live = self.console.is_terminal
         self.progress = Progress(
-            TextColumn("[bold]train"),
+            TextColumn("train"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("eta"),

@@ -26,6 +26,7 @@ from charlm.config import Config, config_from_dict, dump_config
 from charlm.corpus import Corpus, load_corpus
 from charlm.errors import CharlmError, CheckpointError, TrainingError
 from charlm.evaluate import EvalResult, evaluate
+from charlm.faults import fault_at, maybe_signal
 from charlm.model import CharRNN, detach_hidden, hidden_from_list, hidden_to_list
 from charlm.optim import LRSchedule, build_optimizer, set_lr
 from charlm.progress import Reporter, RunInfo
@@ -112,7 +113,7 @@ class Trainer:
 
     def run(self) -> TrainResult:
         tcfg, state = self.cfg.train, self.state
-        if state.step >= tcfg.max_steps:
+        if state.step >= tcfg.max_steps and self._summary_status() == "finished":
             self.reporter.message(
                 f"run already finished at step {state.step:,} (train.max_steps {tcfg.max_steps:,}); "
                 "raise train.max_steps to train further"
@@ -156,6 +157,7 @@ class Trainer:
             interval_tokens += y.numel()
             state.loss_sum += loss
             state.loss_count += 1
+            maybe_signal(f"train.step={state.step}")
             if state.step % tcfg.log_every == 0 or state.step == tcfg.max_steps:
                 elapsed = time.perf_counter() - interval_start
                 state.elapsed_s += elapsed
@@ -181,6 +183,8 @@ class Trainer:
         with self.autocast:
             logits, hidden = self.model(x, self.hidden)  # (B, T, V)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+        if fault_at(f"train.step={self.state.step + 1}") == "nan":
+            loss = loss * math.nan
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         clip = self.cfg.train.grad_clip
@@ -260,6 +264,12 @@ class Trainer:
     def _append_metrics(self, record: dict) -> None:
         with open(self.run_dir / METRICS, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+
+    def _summary_status(self) -> str | None:
+        try:
+            return json.loads((self.run_dir / SUMMARY).read_text(encoding="utf-8"))["status"]
+        except (OSError, ValueError, KeyError):
+            return None
 
     def _write_summary(self, status: str, test: EvalResult | None = None) -> None:
         state = self.state

@@ -1,0 +1,36 @@
+import pytest
+import torch
+
+from charlm.batching import IGNORE, batchify, eval_layout, iter_eval_chunks, window, windows_per_epoch
+from charlm.errors import DataError
+
+
+def test_batchify_cuts_contiguous_rows_and_drops_the_remainder():
+    rows = batchify(torch.arange(26), 4)
+    assert rows.tolist()[1] == [6, 7, 8, 9, 10, 11]
+    assert rows.shape == (4, 6)
+
+
+def test_batchify_refuses_a_stream_too_short():
+    with pytest.raises(DataError, match="too few for 8 rows"):
+        batchify(torch.arange(10), 8)
+
+
+def test_windows_cover_every_position_once_with_shifted_targets():
+    rows = batchify(torch.arange(40), 2)  # two rows of 20
+    n = windows_per_epoch(rows.size(1), 6)
+    assert n == 4  # 19 inputs per row: 6 + 6 + 6 + 1
+    xs, ys = zip(*(window(rows, i, 6) for i in range(n)))
+    assert torch.equal(torch.cat(xs, 1), rows[:, :-1])
+    assert torch.equal(torch.cat(ys, 1), rows[:, 1:])
+    assert xs[-1].shape == (2, 1)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 7, 64])
+def test_eval_layout_scores_every_pair_once_for_any_batch_size(rows):
+    stream = torch.arange(101)
+    inputs, targets = eval_layout(stream, rows)
+    pairs = sorted((int(x), int(y)) for x, y in zip(inputs.flatten(), targets.flatten()) if y != IGNORE)
+    assert pairs == [(i, i + 1) for i in range(100)]
+    chunks = list(iter_eval_chunks(inputs, targets, 8))
+    assert torch.equal(torch.cat([c[0] for c in chunks], 1), inputs)
