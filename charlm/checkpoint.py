@@ -18,7 +18,9 @@ import hashlib
 import io
 import os
 import pickle
+import pickletools
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -88,17 +90,31 @@ def load_checkpoint(path: Path, require_hash: bool = True) -> dict[str, Any]:
         data = verify_checkpoint(path)
     else:
         data = _read_bytes(path)
+    if not data:
+        raise CheckpointError(f"{path} is empty (0 bytes); it is not a checkpoint")
     try:
-        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # A plain pickle of protocol 3+ (never a charlm file) makes torch warn on stderr
+            # before refusing it; the CLI's one error line says all there is to say.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
+        # torch raises this both for a well-formed pickle that asks for code and for bytes
+        # that are no pickle at all (random data starts with an unknown opcode); only the
+        # first is "refused", the second is plain garbage.
+        if _is_pickle(data):
+            raise CheckpointError(
+                f"{path} was refused: it holds Python objects beyond tensors and plain values, "
+                "and loading it could run code; charlm never loads such files"
+            ) from None
         raise CheckpointError(
-            f"{path} was refused: it holds Python objects beyond tensors and plain values, "
-            "and loading it could run code; charlm never loads such files"
+            f"{path} is not a PyTorch checkpoint (truncated, or another kind of file)"
         ) from None
     except Exception as exc:  # torch raises RuntimeError/EOFError/ValueError for non-checkpoints
+        # Some (EOFError from a truncated legacy file) carry no message at all.
+        detail = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
         raise CheckpointError(
-            f"{path} is not a PyTorch checkpoint (truncated, or another kind of file): "
-            f"{str(exc).splitlines()[0][:120]}"
+            f"{path} is not a PyTorch checkpoint (truncated, or another kind of file): {detail}"
         ) from None
     if not isinstance(payload, dict) or "format_version" not in payload:
         raise CheckpointError(f"{path} is a PyTorch file but not a charlm checkpoint")
@@ -132,6 +148,21 @@ def _read_bytes(path: Path) -> bytes:
         raise CheckpointError(f"{path} is a directory, not a checkpoint file") from None
     except OSError as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror}") from None
+
+
+def _is_pickle(data: bytes) -> bool:
+    """Whether `data` is a zip (torch's format; its pickle was read) or one whole pickle stream.
+
+    pickletools only parses opcodes; nothing is imported or run.
+    """
+    if data[:4] == b"PK\x03\x04":
+        return True
+    try:
+        for _ in pickletools.genops(data):
+            pass
+    except Exception:  # unknown opcode, truncated argument, no STOP
+        return False
+    return True
 
 
 def _read_hashes(path: Path) -> set[str]:

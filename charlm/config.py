@@ -299,10 +299,11 @@ def _suggest(loc: list[str]) -> str:
             return ""
         valid = list(section.annotation.model_fields)
         prefix = loc[0] + "."
-    guess = _ALIASES.get(name.lower())
-    if guess not in valid:
-        close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
-        guess = close[0] if close else None
+    # Match against our names and the other tools' names for them ("lerning_rate" is close to
+    # the alias "learning_rate", which means "lr").
+    known = {key: key for key in valid} | {a: k for a, k in _ALIASES.items() if k in valid}
+    close = difflib.get_close_matches(name.lower(), list(known), n=1, cutoff=0.6)
+    guess = known[close[0]] if close else None
     if guess is None:
         # A key put in the wrong section: point to the section that has it.
         for other, field in Config.model_fields.items():

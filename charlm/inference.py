@@ -107,5 +107,7 @@ def sample_text(
             for i, token_id in enumerate(next_ids.tolist()):
                 on_text(i, to_readable(tokens[token_id], corpus))
 
-    out = generate(trained.model, ids, opts, on_step)
+    # <unk> stands for "some character train lacked": it has no text to show, so never emit it.
+    banned = [trained.vocab.unk_id] if trained.vocab.unk_id is not None else []
+    out = generate(trained.model, ids, opts, on_step, banned)
     return [to_readable(trained.vocab.decode(row.tolist()), corpus) for row in out]

@@ -39,8 +39,12 @@ class SamplingOptions:
             raise SamplingError(f"--top-p must be in (0, 1], got {self.top_p}")
 
 
-def pick_next(logits: torch.Tensor, opts: SamplingOptions, generator: torch.Generator) -> torch.Tensor:
-    """Choose one id per row of `logits` (N, V) by the sampling options."""
+def pick_next(logits: torch.Tensor, opts: SamplingOptions, generator: torch.Generator,
+              banned: list[int] = ()) -> torch.Tensor:
+    """Choose one id per row of `logits` (N, V) by the sampling options, never a `banned` id."""
+    if banned:
+        logits = logits.clone()
+        logits[:, banned] = float("-inf")
     if opts.greedy:
         return logits.argmax(dim=-1)
     logits = logits.float() / opts.temperature
@@ -63,11 +67,12 @@ def generate(
     prompt_ids: torch.Tensor,
     opts: SamplingOptions,
     on_step: Callable[[torch.Tensor], None] | None = None,
+    banned: list[int] = (),
 ) -> torch.Tensor:
     """Continue `prompt_ids` (1-D, at least one id) `opts.length` times for each sample.
 
     `on_step` receives each new column of ids (num_samples,) as soon as it is chosen, so the
-    caller can stream text. Returns the generated ids, (num_samples, length).
+    caller can stream text. Ids in `banned` are never chosen. Returns the generated ids, (num_samples, length).
     """
     model.eval()
     device = next(model.parameters()).device
@@ -77,7 +82,7 @@ def generate(
     logits, hidden = model(x)  # read the prompt once
     out = []
     for _ in range(opts.length):
-        next_ids = pick_next(logits[:, -1].cpu(), opts, generator)  # (N,)
+        next_ids = pick_next(logits[:, -1].cpu(), opts, generator, banned)  # (N,)
         out.append(next_ids)
         if on_step is not None:
             on_step(next_ids)

@@ -1,0 +1,153 @@
+"""The command line, driven as users drive it: real processes, real files, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import tiny_text_config, write_config
+
+
+def charlm(*args, env=None, cwd=None, check=None):
+    """Run `python -m charlm ARGS` and return the completed process."""
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "charlm", *map(str, args)], capture_output=True,
+                          text=True, env=full_env, cwd=cwd, timeout=300)
+    if check is not None:
+        assert proc.returncode == check, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def metric_steps(run_dir, split="train"):
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line)["step"] for line in lines if json.loads(line)["split"] == split]
+
+
+def test_train_stop_resume_eval_sample_end_to_end(tmp_path, text_files):
+    """The whole user journey on a tiny corpus: train, SIGTERM, resume, eval, sample."""
+    config = write_config(tmp_path / "tiny.yaml", tiny_text_config(text_files, max_steps=30, log_every=5))
+    run_dir = tmp_path / "run"
+
+    stopped = charlm("train", "--config", config, "--out-dir", run_dir,
+                     env={"CHARLM_FAULT": "train.step=13:sigterm"}, check=143)
+    assert "stopped by signal at step 13" in stopped.stderr
+
+    resumed = charlm("train", "--config", config, "--out-dir", run_dir, "--resume", check=0)
+    assert "resuming at step 13" in resumed.stderr
+    assert "test bpc" in resumed.stdout
+    assert metric_steps(run_dir) == [5, 10, 15, 20, 25, 30]
+    assert metric_steps(run_dir, "valid") == [10, 20, 30]
+
+    scored = charlm("eval", run_dir, "--json", check=0)
+    figures = json.loads(scored.stdout)
+    assert set(figures) == {"tokens", "loss", "bpc", "perplexity", "split"}
+    assert figures["split"] == "test" and figures["tokens"] == 799
+
+    text = tmp_path / "other.txt"
+    text.write_text("the lazy fox is not gold.\n", encoding="utf-8")
+    on_text = json.loads(charlm("eval", run_dir / "last.pt", "--text", text, "--json", check=0).stdout)
+    assert on_text["text"] == str(text) and on_text["tokens"] == 25
+
+    first = charlm("sample", run_dir, "--prompt", "the ", "--length", "60", "--seed", "3", check=0).stdout
+    again = charlm("sample", run_dir, "--prompt", "the ", "--length", "60", "--seed", "3", check=0).stdout
+    assert first == again and first.startswith("the ") and len(first) == 4 + 60 + 1
+
+
+def test_sigint_stops_a_real_process_with_130(tmp_path, text_files):
+    config = write_config(tmp_path / "c.yaml", tiny_text_config(text_files, max_steps=100000, eval_every=1000))
+    proc = subprocess.Popen([sys.executable, "-m", "charlm", "train", "--config", str(config), "--out-dir", str(tmp_path / "r")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    metrics = tmp_path / "r" / "metrics.jsonl"
+    for _ in range(600):  # wait until training is under way
+        if metrics.exists() and metrics.stat().st_size > 0:
+            break
+        proc.poll()
+        assert proc.returncode is None, proc.stderr.read()
+        import time
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "checkpoint saved" in err
+    assert (tmp_path / "r" / "last.pt").exists()
+
+
+def test_bad_config_reports_every_problem(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  hidden_size: 0\n  dropout: 1.5\ntrain:\n  lerning_rate: 1\n", encoding="utf-8")
+    proc = charlm("train", "--config", bad, "--out-dir", tmp_path / "r", check=1)
+    assert "3 config problems" in proc.stderr
+    assert "model.hidden_size" in proc.stderr and "model.dropout" in proc.stderr
+    assert "did you mean 'train.lr'?" in proc.stderr
+    assert not (tmp_path / "r").exists()
+    proc = charlm("config", bad, "--set", "model.hidden_size=8", check=1)
+    assert "2 config problems" in proc.stderr
+
+
+def test_config_prints_the_resolved_config(tmp_path):
+    proc = charlm("config", "configs/tiny.yaml", "--set", "train.lr=1e-3", check=0,
+                  cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert "lr: 0.001" in proc.stdout and "hidden_size: 32" in proc.stdout
+
+
+def test_prompt_with_unknown_characters_is_a_clear_error(tmp_path, text_files):
+    config = write_config(tmp_path / "c.yaml", tiny_text_config(text_files, max_steps=5, eval_every=5))
+    charlm("train", "--config", config, "--out-dir", tmp_path / "r", check=0)
+    proc = charlm("sample", tmp_path / "r", "--prompt", "the {~}", check=1)
+    assert proc.stdout == ""
+    assert "prompt contains characters not in this model's vocabulary: '{', '}', '~'" in proc.stderr
+    for args, fragment in [
+        (["--temperature", "0"], "--temperature must be above 0"),
+        (["--top-k", "0"], "--top-k must be between 1"),
+        (["--top-k", "500"], "--top-k must be between 1"),
+        (["--top-p", "1.5"], "--top-p must be in (0, 1]"),
+    ]:
+        assert fragment in charlm("sample", tmp_path / "r", *args, check=1).stderr
+    many = charlm("sample", tmp_path / "r", "--num-samples", "3", "--length", "20", "--seed", "1",
+                  "--top-k", "5", "--top-p", "0.9", check=0).stdout
+    assert many.count("--- sample") == 3
+    greedy = charlm("sample", tmp_path / "r", "--greedy", "--length", "20", "--prompt", "to ", check=0).stdout
+    assert greedy == charlm("sample", tmp_path / "r", "--greedy", "--length", "20", "--prompt", "to ", check=0).stdout
+
+
+def test_resume_without_a_checkpoint_and_a_second_fresh_run_are_refused(tmp_path, text_files):
+    config = write_config(tmp_path / "c.yaml", tiny_text_config(text_files, max_steps=5, eval_every=5))
+    assert "holds no usable checkpoint" in charlm("train", "--config", config, "--out-dir", tmp_path / "r", "--resume", check=1).stderr
+    charlm("train", "--config", config, "--out-dir", tmp_path / "r", check=0)
+    assert "already holds a run; pass --resume" in charlm("train", "--config", config, "--out-dir", tmp_path / "r", check=1).stderr
+    # --resume without --config continues with the run's own config.yaml.
+    assert "already finished" in charlm("train", "--resume", "--out-dir", tmp_path / "r", check=0).stderr
+
+
+def test_version_and_help():
+    assert charlm("--version", check=0).stdout.strip().startswith("charlm 0.")
+    for command in (["train"], ["eval"], ["sample"], ["config"], ["data", "fetch"]):
+        assert "Usage" in charlm(*command, "--help", check=0).stdout
+
+
+def test_eval_of_a_missing_run(tmp_path):
+    proc = charlm("eval", tmp_path / "nothing", check=1)
+    assert "no such run directory or checkpoint file" in proc.stderr
+
+
+@pytest.mark.usefixtures("shared_ptb")
+def test_tiny_ptb_run_end_to_end(tmp_path, ptb_root):
+    """configs/tiny.yaml on real PTB-char: fetch from a local copy, train, eval, sample."""
+    repo = os.path.dirname(os.path.dirname(__file__))
+    env = {"CHARLM_DATA": str(tmp_path / "data")}
+    fetched = charlm("data", "fetch", "ptb", "--source", ptb_root / "ptb", env=env, check=0)
+    assert "md5 verified" in fetched.stdout
+    trained = charlm("train", "--config", os.path.join(repo, "configs/tiny.yaml"), "--out-dir", tmp_path / "run",
+                     "--set", "train.max_steps=20", "--set", "train.eval_every=20", env=env, check=0)
+    assert "vocabulary 50" in trained.stderr and "5,017,482 train tokens" in trained.stderr
+    figures = json.loads(charlm("eval", tmp_path / "run", "--split", "valid", "--batch-size", "64", "--json", env=env, check=0).stdout)
+    assert figures["tokens"] == 393_041 and figures["bpc"] < 4.5
+    text = charlm("sample", tmp_path / "run", "--prompt", "the market", "--length", "40", "--seed", "0", check=0).stdout
+    assert text.startswith("the market") and "_" not in text
