@@ -28,6 +28,7 @@ import torch
 
 from charlm import __version__
 from charlm.errors import CheckpointError
+from charlm.faults import maybe_signal
 
 FORMAT_VERSION = 1
 LAST = "last.pt"
@@ -38,22 +39,57 @@ def hash_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Publish `payload` at `path` atomically, with its SHA-256 beside it.
+def save_checkpoint(paths: Path | list[Path], payload: dict[str, Any]) -> None:
+    """Publish `payload` at each of `paths` in turn, atomically, each with its SHA-256 beside it.
 
     Raises:
-        CheckpointError: the write failed (disk full, permissions); the previous file at
-            `path` is untouched and no temporary file is left.
+        CheckpointError: a write failed (disk full, permissions); the previous file at that
+            path is untouched and no temporary file is left.
     """
     payload = {"format_version": FORMAT_VERSION, "charlm_version": __version__, **payload}
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     data = buffer.getvalue()
     digest = hashlib.sha256(data).hexdigest()
-    admitted = _read_hashes(path)
-    _write_atomic(hash_path(path), _hash_lines(admitted | {digest}))
-    _write_atomic(path, data)
+    for path in [paths] if isinstance(paths, Path) else paths:
+        _publish(Path(path), data, digest)
+
+
+def _publish(path: Path, data: bytes, digest: str) -> None:
+    # Widen, replace, narrow: a kill at any point leaves a file its side file admits.
+    _write_atomic(hash_path(path), _hash_lines(_read_hashes(path) | {digest}))
+    maybe_signal("checkpoint.after_widen")
+    _write_atomic(path, data, fault_point="checkpoint.before_replace")
+    maybe_signal("checkpoint.after_replace")
     _write_atomic(hash_path(path), _hash_lines({digest}))
+
+
+def remove_checkpoint(path: Path) -> None:
+    """Delete a checkpoint, then its side file (a side file alone is harmless)."""
+    Path(path).unlink(missing_ok=True)
+    hash_path(Path(path)).unlink(missing_ok=True)
+
+
+def step_checkpoint_name(step: int) -> str:
+    return f"step-{step:08d}.pt"
+
+
+def step_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """(step, path) of the step checkpoints in `run_dir`, newest first."""
+    found = []
+    for path in Path(run_dir).glob("step-*.pt"):
+        number = path.stem.removeprefix("step-")
+        if number.isdigit():
+            found.append((int(number), path))
+    return sorted(found, reverse=True)
+
+
+def remove_temporary_files(run_dir: Path) -> list[Path]:
+    """Delete the temporary files a killed save leaves behind; they are never valid."""
+    stray = list(Path(run_dir).glob(".*.tmp"))
+    for path in stray:
+        path.unlink(missing_ok=True)
+    return stray
 
 
 def verify_checkpoint(path: Path) -> bytes:
@@ -177,7 +213,7 @@ def _hash_lines(hashes: set[str]) -> bytes:
     return "".join(f"{h}\n" for h in sorted(hashes)).encode()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def _write_atomic(path: Path, data: bytes, fault_point: str | None = None) -> None:
     """Temporary file in the same directory, fsync, rename onto `path`, fsync the directory."""
     path = Path(path)
     tmp = None
@@ -188,6 +224,8 @@ def _write_atomic(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if fault_point:
+            maybe_signal(fault_point)
         os.replace(tmp, path)
         tmp = None
         dir_fd = os.open(path.parent, os.O_RDONLY)

@@ -115,6 +115,7 @@ def train(
     """Train a model; writes checkpoints, metrics.jsonl and config.yaml into the run directory."""
     from charlm.config import load_config
     from charlm.progress import RichReporter
+    from charlm.signals import StopRequest
     from charlm.train import CONFIG, train as run_training
 
     overrides = list(set_ or [])
@@ -127,7 +128,7 @@ def train(
     if out_dir is None:
         out_dir = Path("runs") / config.stem
     cfg = load_config(config, overrides)
-    result = run_training(cfg, out_dir, RichReporter(), resume=resume)
+    result = run_training(cfg, out_dir, RichReporter(), resume=resume, stop=StopRequest(ignore_after_stop=True))
     if result.test is not None:
         out.print(
             f"done: best valid bpc {result.best_valid_bpc:.4f}; test bpc {result.test.bpc:.4f} "
@@ -209,6 +210,48 @@ def sample(
     for i, text in enumerate(sample_text(trained, prompt, opts), start=1):
         sys.stdout.write(f"--- sample {i} ---\n{prompt}{text}\n")
     sys.stdout.flush()
+
+
+@app.command()
+@friendly_errors
+def bench(
+    config: Annotated[Path, typer.Option("--config", "-c", help="YAML config file to measure.")],
+    set_: SetOption = None,
+    steps: Annotated[int, typer.Option(help="Training steps per timed repeat (5 repeats, after a warm-up).")] = 20,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda (overrides train.device).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Measure training, evaluation, sampling and data-preparation speed (medians)."""
+    from rich.table import Table
+
+    from charlm.bench import run_bench
+    from charlm.config import load_config
+
+    if steps < 1:
+        raise CharlmError(f"--steps must be at least 1, got {steps}")
+    overrides = list(set_ or []) + ([f"train.device={device}"] if device else [])
+    figures = run_bench(load_config(config, overrides), steps=steps)
+    if as_json:
+        out.print(json.dumps(figures))
+        return
+    table = Table(title=f"charlm bench: {config} on {figures['device']} (medians)")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    rows = [
+        ("train, charlm loop", f"{figures['train_chars_per_s']:,.0f} chars/s"),
+        ("train, bare PyTorch step", f"{figures['bare_chars_per_s']:,.0f} chars/s"),
+        ("loop efficiency", f"{figures['loop_efficiency']:.3f}"),
+        ("eval, batch 1", f"{figures['eval_chars_per_s_batch1']:,.0f} chars/s"),
+        ("eval, configured batch", f"{figures['eval_chars_per_s']:,.0f} chars/s"),
+        ("sample, 1 sample", f"{figures['sample_chars_per_s']:,.0f} chars/s"),
+        ("sample, 16 samples", f"{figures['sample16_chars_per_s']:,.0f} chars/s"),
+        ("data preparation", f"{figures['prepare_s']:.3f} s"),
+        ("cached data load", f"{figures['cached_load_s']:.3f} s"),
+        ("peak memory", f"{figures['peak_memory_mb']:,.0f} MB"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    out.print(table)
 
 
 @app.command("config")

@@ -8,7 +8,9 @@ fraction of a second.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,17 +136,67 @@ def read_utf8(path: Path) -> str:
         ) from None
 
 
-def load_ptb(root: Path, source: str | None = None, progress=None) -> Corpus:
-    """PTB-char: fetch the word files when missing, derive and encode the three splits."""
+def load_ptb(root: Path, source: str | None = None, progress=None, use_cache: bool = True) -> Corpus:
+    """PTB-char: fetch the word files when missing, then derive and encode the three splits.
+
+    The encoded streams are cached beside the word files (ROOT/ptb/ptb_char.bin); the cache is
+    rebuilt whenever it is missing or does not read back exactly.
+    """
     if missing_ptb_files(root):
         fetch_ptb(root, source, progress)
-    started = time.perf_counter()
     folder = ptb_dir(root)
+    cache = folder / PTB_CACHE
+    if use_cache:
+        corpus = _read_ptb_cache(cache)
+        if corpus is not None:
+            return corpus
+    started = time.perf_counter()
     texts = {s: ptb_char_text(read_utf8(folder / f"ptb.{s}.txt")) for s in ("train", "valid", "test")}
     vocab = Vocabulary.from_text(texts["train"], with_unk=False)
     streams = {s: vocab.encode(t, source=str(folder / f"ptb.{s}.txt")) for s, t in texts.items()}
     log.debug("prepared PTB-char in %.3f s", time.perf_counter() - started)
-    return Corpus(vocab, streams["train"], streams["valid"], streams["test"])
+    corpus = Corpus(vocab, streams["train"], streams["valid"], streams["test"])
+    if use_cache:
+        _write_ptb_cache(cache, corpus)
+    return corpus
+
+
+# The cache is raw bytes behind a one-line JSON header: nothing in it is ever unpickled.
+PTB_CACHE = "ptb_char.bin"
+_CACHE_MAGIC = b"charlm ptb-char cache v1\n"
+PTB_TOKENS = {"train": 5_017_482, "valid": 393_042, "test": 442_423}
+
+
+def _write_ptb_cache(path: Path, corpus: Corpus) -> None:
+    header = json.dumps({"vocab": list(corpus.vocab.tokens)}).encode() + b"\n"
+    # bytes(list) rather than .numpy(): NumPy is not a dependency, and this runs once.
+    body = b"".join(bytes(getattr(corpus, s).tolist()) for s in PTB_TOKENS)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(_CACHE_MAGIC + header + body)
+        os.replace(tmp, path)
+    except OSError as exc:  # a read-only data folder only costs the cache
+        log.debug("could not write %s: %s", path, exc)
+        tmp.unlink(missing_ok=True)
+
+
+def _read_ptb_cache(path: Path) -> Corpus | None:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if not data.startswith(_CACHE_MAGIC):
+        return None
+    header_end = data.index(b"\n", len(_CACHE_MAGIC)) + 1
+    try:
+        vocab = Vocabulary(tuple(json.loads(data[len(_CACHE_MAGIC):header_end])["vocab"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+    body = torch.frombuffer(bytearray(data[header_end:]), dtype=torch.uint8)
+    if len(body) != sum(PTB_TOKENS.values()) or len(vocab) != 50 or int(body.max()) >= len(vocab):
+        return None
+    train, valid, test = body.long().split(list(PTB_TOKENS.values()))
+    return Corpus(vocab, train, valid, test)
 
 
 def load_text(cfg: DataConfig) -> Corpus:
@@ -171,9 +223,9 @@ def load_text(cfg: DataConfig) -> Corpus:
     return Corpus(vocab, streams["train"], streams["valid"], streams["test"])
 
 
-def load_corpus(cfg: DataConfig, progress=None) -> Corpus:
+def load_corpus(cfg: DataConfig, progress=None, use_cache: bool = True) -> Corpus:
     if cfg.corpus == "ptb":
-        return load_ptb(resolve_data_root(cfg.root), cfg.source, progress)
+        return load_ptb(resolve_data_root(cfg.root), cfg.source, progress, use_cache)
     return load_text(cfg)
 
 

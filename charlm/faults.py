@@ -1,30 +1,40 @@
 """Test-only fault injection, so tests can stop, kill or poison a run at an exact point.
 
-Set CHARLM_FAULT to `POINT:ACTION`. POINT is `train.step=N` (optimizer step N, counted from 1).
-ACTION is `sigterm`, `sigint` or `sigkill` (sent by the process to itself once step N is done)
-or `nan` (step N's loss becomes NaN). Unset, as always outside tests, each check is one
-environment lookup.
+Set CHARLM_FAULT to `POINT:ACTION` or `POINT#K:ACTION` (the K-th time POINT is reached, counted
+from 1). Points: `train.step=N` (once optimizer step N is done), `train.evaluate` (as an
+evaluation starts), and within each checkpoint file's publication `checkpoint.after_widen`,
+`checkpoint.before_replace` (temporary file written, not yet renamed) and
+`checkpoint.after_replace` (renamed, side file not yet narrowed). Actions: `sigterm`, `sigint`,
+`sigkill` (sent by the process to itself) and, for `train.step=N` only, `nan` (that step's
+loss becomes NaN). Unset, as always outside tests, each check is one environment lookup.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+from collections import Counter
 
 _SIGNALS = {"sigterm": signal.SIGTERM, "sigint": signal.SIGINT, "sigkill": signal.SIGKILL}
+_reached: Counter[str] = Counter()
 
 
 def fault_at(point: str) -> str | None:
-    """The action CHARLM_FAULT asks for at `point`, or None."""
+    """The action CHARLM_FAULT asks for at `point` (any occurrence), or None."""
     spec = os.environ.get("CHARLM_FAULT")
     if not spec:
         return None
     where, _, action = spec.rpartition(":")
-    return action if where == point else None
+    return action if where.partition("#")[0] == point else None
 
 
 def maybe_signal(point: str) -> None:
-    """Send the signal CHARLM_FAULT names for `point` to this process, if any."""
-    action = fault_at(point)
-    if action in _SIGNALS:
+    """Count a visit to `point`; send the signal CHARLM_FAULT names for this visit, if any."""
+    spec = os.environ.get("CHARLM_FAULT")
+    if not spec:
+        return
+    _reached[point] += 1
+    where, _, action = spec.rpartition(":")
+    name, _, nth = where.partition("#")
+    if name == point and action in _SIGNALS and (not nth or int(nth) == _reached[point]):
         os.kill(os.getpid(), _SIGNALS[action])

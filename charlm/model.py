@@ -33,7 +33,8 @@ class CharRNN(nn.Module):
             batch_first=True,
             **extra,
         )
-        self.dropout = nn.Dropout(cfg.dropout)
+        # Identity when off: nn.Dropout(0.0) still runs a kernel over every activation.
+        self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
         self.decoder = nn.Linear(cfg.hidden_size, vocab_size)
         if cfg.tie_weights:
             # Press & Wolf 2017: one matrix both embeds and decodes; fewer parameters, lower loss.

@@ -13,8 +13,11 @@ class StopRequest:
     checkpoint write half-way.
     """
 
-    def __init__(self):
+    def __init__(self, ignore_after_stop: bool = False):
+        """With `ignore_after_stop` (for a process that exits once stopped), signals that come
+        after a stop are ignored until the process is gone."""
         self.signum: int | None = None
+        self.ignore_after_stop = ignore_after_stop
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> StopRequest:
@@ -24,6 +27,13 @@ class StopRequest:
         return self
 
     def __exit__(self, *exc) -> None:
+        if self.requested and self.ignore_after_stop:
+            # The process is on its way out with 130/143; a repeated signal must not turn that
+            # into a kill. Python resets its own handlers to the default (terminate) while
+            # shutting down, but leaves SIG_IGN in place.
+            for signum in self._previous:
+                signal.signal(signum, signal.SIG_IGN)
+            return
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
 

@@ -13,7 +13,7 @@ import json
 import math
 import os
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from charlm.batching import batchify, window, windows_per_epoch
-from charlm.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from charlm.checkpoint import (BEST, LAST, load_checkpoint, remove_checkpoint, remove_temporary_files,
+                               save_checkpoint, step_checkpoint_name, step_checkpoints)
 from charlm.config import Config, config_from_dict, dump_config
 from charlm.corpus import Corpus, load_corpus
 from charlm.errors import CharlmError, CheckpointError, TrainingError
@@ -39,7 +40,8 @@ CONFIG = "config.yaml"
 # is learnt. Any other difference is refused.
 RESUMABLE_CHANGES = {
     "train.max_steps", "train.eval_every", "train.log_every", "train.eval_batch_size",
-    "train.test_batch_size", "train.device", "train.threads", "data.root", "data.source",
+    "train.test_batch_size", "train.device", "train.threads", "train.keep_last", "train.resume",
+    "data.root", "data.source",
 }
 
 
@@ -56,6 +58,23 @@ class LoopState:
     best_step: int = 0
     loss_sum: float = 0.0  # train loss summed since the last log line...
     loss_count: int = 0  # ...over this many steps
+
+
+class _Interval:
+    """Wall time and tokens since the last log line, minus time spent evaluating."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.tokens = 0
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    @contextmanager
+    def paused(self):
+        began = time.perf_counter()
+        yield
+        self.start += time.perf_counter() - began
 
 
 @dataclass(frozen=True)
@@ -75,11 +94,31 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def train(cfg: Config, run_dir: Path, reporter: Reporter, resume: bool = False) -> TrainResult:
-    """Train per `cfg` into `run_dir`; with `resume`, continue from its newest good checkpoint."""
+def train(
+    cfg: Config, run_dir: Path, reporter: Reporter, resume: bool = False, stop: StopRequest | None = None
+) -> TrainResult:
+    """Train per `cfg` into `run_dir`.
+
+    With `resume` (or `train.resume: always`) continue from the run's newest checkpoint that
+    verifies; with `train.resume: auto`, do so only when the run directory holds checkpoints.
+    SIGINT/SIGTERM at any point, even before the first step, stop the run cleanly; `stop`
+    sets how (the CLI's ignores signals after a stop, as its process is about to exit).
+    """
     run_dir = Path(run_dir)
-    payload = _resume_payload(run_dir, cfg, reporter) if resume else _check_fresh(run_dir)
-    return Trainer(cfg, run_dir, reporter, payload).run()
+    mode = "always" if resume else cfg.train.resume
+    with stop or StopRequest() as stop:
+        has_checkpoints = _holds_checkpoints(run_dir)
+        if mode == "always" or (mode == "auto" and has_checkpoints):
+            payload = _resume_payload(run_dir, cfg, reporter)
+        elif has_checkpoints:
+            raise TrainingError(
+                f"{run_dir} already holds a run; pass --resume (or set train.resume: auto) to "
+                "continue it, or choose a new --out-dir"
+            )
+        else:
+            payload = None
+        trainer = Trainer(cfg, run_dir, reporter, payload)
+        return trainer.run(stop)
 
 
 class Trainer:
@@ -100,6 +139,7 @@ class Trainer:
         self.schedule = LRSchedule(tcfg)
         self.state = LoopState()
         self.hidden = None
+        self.evaluate_while_training = True  # `charlm bench` times the loop alone
         self.autocast = (
             torch.autocast(self.device.type, dtype=torch.bfloat16)
             if tcfg.precision == "bf16" else nullcontext()
@@ -111,7 +151,7 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------
 
-    def run(self) -> TrainResult:
+    def run(self, stop: StopRequest) -> TrainResult:
         tcfg, state = self.cfg.train, self.state
         if state.step >= tcfg.max_steps and self._summary_status() == "finished":
             self.reporter.message(
@@ -119,22 +159,24 @@ class Trainer:
                 "raise train.max_steps to train further"
             )
             return TrainResult("finished", state.step, state.best_valid_bpc, None, 0)
+        if stop.requested:  # a signal while the corpus loaded: nothing to save yet
+            self.reporter.message(f"stopped by signal before step {state.step + 1:,}; nothing changed")
+            return TrainResult("stopped", state.step, state.best_valid_bpc, None, stop.exit_code)
         self.reporter.start(RunInfo(
             str(self.run_dir), _device_name(self.device), self.model.num_parameters(),
             len(self.corpus.vocab), len(self.corpus.train), state.step, tcfg.max_steps,
         ))
         try:
-            with StopRequest() as stop:
-                self._loop(stop)
-                if stop.requested:
-                    self._save(LAST)
-                    self._write_summary("stopped")
-                    self.reporter.message(
-                        f"stopped by signal at step {state.step:,}; checkpoint saved to "
-                        f"{self.run_dir / LAST}; continue with --resume"
-                    )
-                    return TrainResult("stopped", state.step, state.best_valid_bpc, None, stop.exit_code)
-                test = self._final_test()
+            self._loop(stop)
+            if stop.requested:
+                self._save()
+                self._write_summary("stopped")
+                self.reporter.message(
+                    f"stopped by signal at step {state.step:,}; checkpoint saved to "
+                    f"{self.run_dir / LAST}; continue with --resume"
+                )
+                return TrainResult("stopped", state.step, state.best_valid_bpc, None, stop.exit_code)
+            test = self._final_test()
         finally:
             self.reporter.close()
         self._write_summary("finished", test)
@@ -143,7 +185,7 @@ class Trainer:
     def _loop(self, stop: StopRequest) -> None:
         tcfg, state = self.cfg.train, self.state
         self.model.train()
-        interval_start, interval_tokens = time.perf_counter(), 0
+        interval = _Interval()
         while state.step < tcfg.max_steps and not stop.requested:
             if state.window == self.windows:  # epoch done: start the stream again, from zero state
                 state.epoch, state.window, self.hidden = state.epoch + 1, 0, None
@@ -154,29 +196,34 @@ class Trainer:
             state.step += 1
             state.window += 1
             state.tokens_seen += y.numel()
-            interval_tokens += y.numel()
+            interval.tokens += y.numel()
             state.loss_sum += loss
             state.loss_count += 1
             maybe_signal(f"train.step={state.step}")
-            if state.step % tcfg.log_every == 0 or state.step == tcfg.max_steps:
-                elapsed = time.perf_counter() - interval_start
-                state.elapsed_s += elapsed
-                train_loss = float(state.loss_sum) / state.loss_count
-                self._check_finite(train_loss, "train loss")
-                chars_per_s = interval_tokens / max(elapsed, 1e-9)
-                self.reporter.log(state.step, train_loss / math.log(2), lr, chars_per_s)
-                self._append_metrics({
-                    "split": "train", "step": state.step, "epoch": state.epoch,
-                    "loss": train_loss, "bpc": train_loss / math.log(2), "lr": lr,
-                    "chars_per_s": chars_per_s, "tokens_seen": state.tokens_seen,
-                    "elapsed_s": state.elapsed_s,
-                })
-                state.loss_sum, state.loss_count = 0.0, 0
-                interval_start, interval_tokens = time.perf_counter(), 0
-            if state.step % tcfg.eval_every == 0 or state.step == tcfg.max_steps:
-                eval_start = time.perf_counter()
-                self._evaluate_and_checkpoint()
-                interval_start += time.perf_counter() - eval_start  # eval time is not train time
+            last_step = state.step == tcfg.max_steps
+            if state.step % tcfg.log_every == 0 or last_step:
+                self._log(lr, interval)
+                interval = _Interval()
+            if self.evaluate_while_training and (state.step % tcfg.eval_every == 0 or last_step):
+                with interval.paused():  # evaluation time is not training time
+                    self._evaluate_and_checkpoint()
+
+    def _log(self, lr: float, interval: _Interval) -> None:
+        """Report and record the mean train loss and throughput since the last log line."""
+        state = self.state
+        elapsed = interval.elapsed()
+        state.elapsed_s += elapsed
+        train_loss = float(state.loss_sum) / state.loss_count  # the one host sync per interval
+        self._check_finite(train_loss, "train loss")
+        chars_per_s = interval.tokens / max(elapsed, 1e-9)
+        self.reporter.log(state.step, train_loss / math.log(2), lr, chars_per_s)
+        self._append_metrics({
+            "split": "train", "step": state.step, "epoch": state.epoch,
+            "loss": train_loss, "bpc": train_loss / math.log(2), "lr": lr,
+            "chars_per_s": chars_per_s, "tokens_seen": state.tokens_seen,
+            "elapsed_s": state.elapsed_s,
+        })
+        state.loss_sum, state.loss_count = 0.0, 0
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One optimizer step on one window; returns the loss as a detached tensor (no sync)."""
@@ -210,6 +257,7 @@ class Trainer:
 
     def _evaluate_and_checkpoint(self) -> None:
         tcfg, state = self.cfg.train, self.state
+        maybe_signal("train.evaluate")
         result = evaluate(self.model, self.corpus.valid, tcfg.eval_batch_size, self.device, tcfg.seq_len)
         is_best = result.bpc < state.best_valid_bpc
         if is_best:
@@ -218,9 +266,7 @@ class Trainer:
             self.reporter.message(f"valid loss stopped improving: lr now {self.schedule.lr_at(state.step):.2e}")
         self.reporter.evaluation(state.step, "valid", result, is_best)
         self._append_metrics({"split": "valid", "step": state.step, "epoch": state.epoch, **result.as_dict()})
-        self._save(LAST)
-        if is_best:
-            self._save(BEST)
+        self._save(best=is_best)
 
     def _final_test(self) -> EvalResult | None:
         if self.corpus.test is None:
@@ -235,11 +281,13 @@ class Trainer:
         self._append_metrics({"split": "test", "step": best["loop"]["step"], "batch_size": batch, **result.as_dict()})
         return result
 
-    def _save(self, name: str) -> None:
+    def _save(self, best: bool = False) -> None:
+        """Publish this step's checkpoint, last.pt (and best.pt), then prune old step files."""
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        save_checkpoint(self.run_dir / name, {
+        names = [step_checkpoint_name(self.state.step), LAST] + ([BEST] if best else [])
+        save_checkpoint([self.run_dir / name for name in names], {
             "config": self.cfg.to_dict(),
             "vocab": list(self.corpus.vocab.tokens),
             "model": self.model.state_dict(),
@@ -249,6 +297,10 @@ class Trainer:
             "hidden": hidden_to_list(self.hidden),
             "rng": rng,
         })
+        # Only now that the new files are published may old ones go.
+        kept = [p for step, p in step_checkpoints(self.run_dir) if step <= self.state.step]
+        for path in kept[self.cfg.train.keep_last:]:
+            remove_checkpoint(path)
 
     def _restore(self, payload: dict) -> None:
         self.model.load_state_dict(payload["model"])
@@ -290,28 +342,31 @@ class Trainer:
 # -- starting and resuming ----------------------------------------------------------------
 
 
-def _check_fresh(run_dir: Path) -> None:
-    if any((run_dir / name).exists() for name in (LAST, BEST)):
-        raise TrainingError(
-            f"{run_dir} already holds a run; pass --resume to continue it, or choose a new --out-dir"
-        )
-    return None
+def _holds_checkpoints(run_dir: Path) -> bool:
+    return any((run_dir / name).exists() for name in (LAST, BEST)) or bool(step_checkpoints(run_dir))
 
 
 def _resume_payload(run_dir: Path, cfg: Config, reporter: Reporter) -> dict:
-    """The newest checkpoint in `run_dir` that verifies, checked against `cfg`."""
-    candidates = []
-    for name in (LAST, BEST):
-        path = run_dir / name
+    """The newest checkpoint in `run_dir` that verifies, checked against `cfg`.
+
+    Step checkpoints come first, newest first: a save publishes step-N.pt before last.pt, so the
+    newest step file that verifies is never older than last.pt. Each file that fails to verify
+    is skipped with a warning.
+    """
+    for stray in remove_temporary_files(run_dir):
+        reporter.message(f"note: removed {stray.name}, left by an interrupted save")
+    candidates = [path for _, path in step_checkpoints(run_dir)] + [run_dir / LAST, run_dir / BEST]
+    payload = None
+    for path in candidates:
         if not path.exists():
             continue
         try:
-            candidates.append(load_checkpoint(path))
+            payload = load_checkpoint(path)
+            break
         except CheckpointError as exc:
             reporter.message(f"warning: skipping {path}: {exc}")
-    if not candidates:
+    if payload is None:
         raise TrainingError(f"--resume: {run_dir} holds no usable checkpoint ({LAST} or {BEST}); start without --resume")
-    payload = max(candidates, key=lambda p: p["loop"]["step"])
     saved = config_from_dict(payload["config"], f"checkpoint in {run_dir}")
     changed = _config_changes(saved.to_dict(), cfg.to_dict())
     refused = [c for c in changed if c[0] not in RESUMABLE_CHANGES]

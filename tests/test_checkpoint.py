@@ -8,6 +8,7 @@ import hashlib
 import os
 import pathlib
 import pickle
+import random
 import shutil
 import subprocess
 import sys
@@ -146,7 +147,7 @@ def broken_files(tmp_path, good: pathlib.Path) -> dict[str, tuple[pathlib.Path, 
     data = good.read_bytes()
     cases = {
         "truncated": (data[: len(data) // 2], "is not a PyTorch checkpoint"),
-        "random": (os.urandom(4096), "is not a PyTorch checkpoint"),
+        "random": (random.Random(0).randbytes(4096), "is not a PyTorch checkpoint"),  # seeded: never flaky
         "text": (b"step,loss\n1,4.2\n2,3.9\n", "is not a PyTorch checkpoint"),
         "empty": (b"", "is empty"),
         "tensor": (None, "not a charlm checkpoint"),

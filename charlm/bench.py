@@ -1,0 +1,176 @@
+"""`charlm bench`: how fast charlm trains, evaluates, samples and prepares data, in one process.
+
+Every figure is a median over repeats after a warm-up. Training throughput is measured twice on
+the same shapes: through charlm's own loop (`Trainer._loop`, logging and all) and through a bare
+step written with nothing but PyTorch (embedding, recurrent layer, linear, cross-entropy,
+backward, clip, optimizer step), so `loop_efficiency` is the cost of charlm itself.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import statistics
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from charlm.config import Config
+from charlm.corpus import load_corpus
+from charlm.evaluate import evaluate
+from charlm.model import CharRNN
+from charlm.progress import SilentReporter
+from charlm.sample import SamplingOptions, generate
+from charlm.signals import StopRequest
+from charlm.train import Trainer
+
+BENCH_KEYS = (
+    "device", "train_chars_per_s", "bare_chars_per_s", "loop_efficiency", "eval_chars_per_s_batch1",
+    "eval_chars_per_s", "sample_chars_per_s", "sample16_chars_per_s", "prepare_s", "cached_load_s",
+    "peak_memory_mb",
+)
+
+
+def run_bench(cfg: Config, steps: int = 20, repeats: int = 5, warmup: int = 3) -> dict:
+    """Measure every figure of BENCH_KEYS for `cfg`; returns them as a dict."""
+    cfg = cfg.model_copy(deep=True)
+    prepare_s, cached_load_s = _time_data(cfg)
+    with tempfile.TemporaryDirectory(prefix="charlm-bench-") as run_dir:
+        trainer = Trainer(cfg, Path(run_dir), SilentReporter(), payload=None)
+        trainer.evaluate_while_training = False
+        device = trainer.device
+        loop_s, bare_s = _time_training(trainer, steps, repeats, warmup)
+        tokens_per_step = cfg.train.batch_size * cfg.train.seq_len
+        figures = {
+            "device": _device_label(device),
+            "train_chars_per_s": tokens_per_step * steps / loop_s,
+            "bare_chars_per_s": tokens_per_step * steps / bare_s,
+        }
+        figures["loop_efficiency"] = figures["train_chars_per_s"] / figures["bare_chars_per_s"]
+        model, valid = trainer.model, trainer.corpus.valid
+        figures["eval_chars_per_s_batch1"] = _eval_speed(model, valid[:20_000], 1, device)
+        figures["eval_chars_per_s"] = _eval_speed(model, valid[:200_000], cfg.train.eval_batch_size, device)
+        figures["sample_chars_per_s"] = _sample_speed(model, 1, device)
+        figures["sample16_chars_per_s"] = _sample_speed(model, 16, device)
+    figures["prepare_s"], figures["cached_load_s"] = prepare_s, cached_load_s
+    figures["peak_memory_mb"] = _peak_memory_mb(device)
+    return figures
+
+
+def _time_training(trainer: Trainer, steps: int, repeats: int, warmup: int) -> tuple[float, float]:
+    """Median seconds for `steps` steps: charlm's loop, and the bare step, interleaved."""
+    tcfg = trainer.cfg.train
+    tcfg.log_every = steps  # one log line per timed block, as in a real run
+    bare = BareStep(trainer.cfg, len(trainer.corpus.vocab), trainer.device)
+    loop_times, bare_times = [], []
+    with StopRequest() as stop:
+        for i in range(repeats + 1):
+            n = warmup if i == 0 else steps
+            tcfg.max_steps = trainer.state.step + n
+            _sync(trainer.device)
+            started = time.perf_counter()
+            trainer._loop(stop)
+            _sync(trainer.device)
+            loop_time = time.perf_counter() - started
+            bare_time = bare.time(n)
+            if i > 0:
+                loop_times.append(loop_time)
+                bare_times.append(bare_time)
+    return statistics.median(loop_times), statistics.median(bare_times)
+
+
+class BareStep:
+    """The same model and optimizer written with plain PyTorch: the ceiling for charlm's loop."""
+
+    def __init__(self, cfg: Config, vocab_size: int, device: torch.device):
+        m, t = cfg.model, cfg.train
+        rnn_cls = {"lstm": nn.LSTM, "gru": nn.GRU}.get(m.cell, nn.RNN)
+        extra = {"nonlinearity": m.cell.removeprefix("rnn_")} if m.cell.startswith("rnn_") else {}
+        self.embedding = nn.Embedding(vocab_size, m.embedding_dim).to(device)
+        self.rnn = rnn_cls(m.embedding_dim, m.hidden_size, m.num_layers, batch_first=True, **extra).to(device)
+        self.decoder = nn.Linear(m.hidden_size, vocab_size).to(device)
+        self.params = [*self.embedding.parameters(), *self.rnn.parameters(), *self.decoder.parameters()]
+        fused = device.type == "cuda" or None
+        self.optimizer = torch.optim.AdamW(self.params, lr=t.lr, fused=fused)
+        self.x = torch.randint(0, vocab_size, (t.batch_size, t.seq_len), device=device)
+        self.y = torch.randint(0, vocab_size, (t.batch_size, t.seq_len), device=device)
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if t.precision == "bf16" else nullcontext()
+        self.clip, self.device = t.grad_clip or math.inf, device
+
+    def time(self, steps: int) -> float:
+        _sync(self.device)
+        started = time.perf_counter()
+        hidden = None
+        for _ in range(steps):
+            with self.autocast:
+                out, hidden = self.rnn(self.embedding(self.x), hidden)
+                logits = self.decoder(out)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), self.y.flatten())
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.params, self.clip)
+            self.optimizer.step()
+            hidden = tuple(h.detach() for h in hidden) if isinstance(hidden, tuple) else hidden.detach()
+        _sync(self.device)
+        return time.perf_counter() - started
+
+
+def _eval_speed(model: CharRNN, stream: torch.Tensor, batch_size: int, device: torch.device, repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        started = time.perf_counter()
+        evaluate(model, stream, batch_size, device)
+        _sync(device)
+        times.append(time.perf_counter() - started)
+    return (len(stream) - 1) / statistics.median(times)
+
+
+def _sample_speed(model: CharRNN, num_samples: int, device: torch.device, length: int = 400, repeats: int = 3) -> float:
+    """Characters per second summed over all samples."""
+    opts = SamplingOptions(length=length, num_samples=num_samples, seed=0)
+    prompt = torch.zeros(1, dtype=torch.long)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        generate(model, prompt, opts)
+        _sync(device)
+        times.append(time.perf_counter() - started)
+    return length * num_samples / statistics.median(times)
+
+
+def _time_data(cfg: Config, repeats: int = 3) -> tuple[float, float]:
+    """Seconds to prepare the corpus from its source files, and to load the prepared cache."""
+    load_corpus(cfg.data)  # fetch if missing, warm the file cache
+    prepare, cached = [], []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        load_corpus(cfg.data, use_cache=False)
+        prepare.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        load_corpus(cfg.data)
+        cached.append(time.perf_counter() - started)
+    return statistics.median(prepare), statistics.median(cached)
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _device_label(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+

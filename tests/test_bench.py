@@ -1,0 +1,37 @@
+import json
+import math
+
+from typer.testing import CliRunner
+
+from charlm.bench import BENCH_KEYS
+from charlm.cli import app
+from tests.conftest import tiny_text_config, write_config
+
+
+def test_bench_reports_every_figure(tmp_path, text_files):
+    config = write_config(tmp_path / "tiny.yaml", tiny_text_config(text_files, threads=1))
+    result = CliRunner().invoke(app, ["bench", "--config", str(config), "--steps", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout)
+    assert set(figures) == set(BENCH_KEYS)
+    assert figures["device"].startswith("cpu")
+    for key in BENCH_KEYS[1:]:
+        assert math.isfinite(figures[key]) and figures[key] > 0, key
+    assert math.isclose(figures["loop_efficiency"], figures["train_chars_per_s"] / figures["bare_chars_per_s"])
+    table = CliRunner().invoke(app, ["bench", "--config", str(config), "--steps", "1"])
+    assert table.exit_code == 0 and "loop efficiency" in table.stdout
+
+
+def test_ptb_cache_reads_back_exactly(ptb_root):
+    from charlm.corpus import PTB_CACHE, load_ptb
+
+    fresh = load_ptb(ptb_root, use_cache=False)
+    cached = load_ptb(ptb_root)  # writes the cache if missing...
+    again = load_ptb(ptb_root)  # ...and reads it
+    assert (ptb_root / "ptb" / PTB_CACHE).is_file()
+    for corpus in (cached, again):
+        assert corpus.vocab == fresh.vocab
+        assert all(getattr(corpus, s).equal(getattr(fresh, s)) for s in ("train", "valid", "test"))
+    # A damaged cache is ignored and rebuilt, never trusted.
+    (ptb_root / "ptb" / PTB_CACHE).write_bytes(b"charlm ptb-char cache v1\n{}\n")
+    assert load_ptb(ptb_root).train.equal(fresh.train)

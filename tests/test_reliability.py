@@ -1,0 +1,139 @@
+"""Never lose a run: kills at every point of a save, signals at awkward moments, auto-resume.
+
+Every scenario drives a real `python -m charlm train` process; CHARLM_FAULT (charlm/faults.py)
+places the kill or signal at an exact point instead of racing a timer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from charlm.checkpoint import load_checkpoint, step_checkpoints
+from tests.conftest import tiny_text_config, write_config
+
+TRAIN_KEYS = dict(max_steps=30, eval_every=10, log_every=5, threads=1)
+
+
+def train_process(config, run_dir, *extra, fault=None):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("CHARLM_FAULT", None)
+    if fault:
+        env["CHARLM_FAULT"] = fault
+    return subprocess.run([sys.executable, "-m", "charlm", "train", "--config", str(config), "--out-dir", str(run_dir), *extra],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def outcome(run_dir):
+    """The train losses logged and the final weights of a run."""
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    losses = [(r["step"], r["loss"]) for r in lines if r["split"] == "train"]
+    return losses, load_checkpoint(run_dir / "last.pt")["model"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted run every interrupted one must reproduce exactly."""
+    from tests.conftest import SAMPLE_TEXT
+
+    root = tmp_path_factory.mktemp("reference")
+    files = {}
+    for split, text in (("train", SAMPLE_TEXT), ("valid", SAMPLE_TEXT[:800]), ("test", SAMPLE_TEXT[800:1600])):
+        files[split] = root / f"{split}.txt"
+        files[split].write_text(text, encoding="utf-8")
+    config = write_config(root / "c.yaml", tiny_text_config(files, **TRAIN_KEYS))
+    assert train_process(config, root / "run").returncode == 0
+    return config, outcome(root / "run")
+
+
+def assert_same_as_reference(run_dir, reference):
+    losses, weights = outcome(run_dir)
+    ref_losses, ref_weights = reference[1]
+    assert losses == ref_losses  # identical per-step losses, no step duplicated or missing
+    assert all(torch.equal(weights[k], ref_weights[k]) for k in ref_weights)
+
+
+# Each save publishes step-N.pt, last.pt and (on a new best) best.pt, so the 4th and 5th visits
+# of a point fall inside the second save, at step 20 (the 6th too when step 20 is a new best,
+# as it is for this run).
+KILL_POINTS = [
+    ("checkpoint.before_replace", 4), ("checkpoint.after_replace", 5), ("checkpoint.after_widen", 5),
+    pytest.param("checkpoint.after_widen", 4, marks=pytest.mark.slow),
+    pytest.param("checkpoint.after_widen", 6, marks=pytest.mark.slow),
+    pytest.param("checkpoint.before_replace", 5, marks=pytest.mark.slow),
+    pytest.param("checkpoint.after_replace", 6, marks=pytest.mark.slow),
+    pytest.param("train.evaluate", 2, marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("point, visit", KILL_POINTS)
+def test_sigkill_during_a_save_loses_nothing(tmp_path, reference, point, visit):
+    config, _ = reference
+    killed = train_process(config, tmp_path / "run", fault=f"{point}#{visit}:sigkill")
+    assert killed.returncode == -signal.SIGKILL
+    resumed = train_process(config, tmp_path / "run", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Traceback" not in resumed.stderr
+    assert_same_as_reference(tmp_path / "run", reference)
+    assert not list((tmp_path / "run").glob(".*.tmp"))
+
+
+def test_sigterm_during_evaluation_saves_and_resumes_exactly(tmp_path, reference):
+    config, _ = reference
+    stopped = train_process(config, tmp_path / "run", fault="train.evaluate#2:sigterm")
+    assert stopped.returncode == 143, stopped.stderr
+    assert "stopped by signal at step 20" in stopped.stderr
+    assert train_process(config, tmp_path / "run", "--resume").returncode == 0
+    assert_same_as_reference(tmp_path / "run", reference)
+
+
+def test_sigint_mid_epoch_exits_130_and_resumes_exactly(tmp_path, reference):
+    config, _ = reference
+    stopped = train_process(config, tmp_path / "run", fault="train.step=17:sigint")
+    assert stopped.returncode == 130
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["loop"]["step"] == 17
+    assert train_process(config, tmp_path / "run", "--resume").returncode == 0
+    assert_same_as_reference(tmp_path / "run", reference)
+
+
+def test_two_signals_50ms_apart_leave_one_good_checkpoint(tmp_path, text_files):
+    config = write_config(tmp_path / "c.yaml", tiny_text_config(text_files, max_steps=100_000, eval_every=50, threads=1))
+    proc = subprocess.Popen([sys.executable, "-m", "charlm", "train", "--config", str(config), "--out-dir", str(tmp_path / "run")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "run" / "last.pt.sha256").exists():  # a save has happened: mid-training
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    step = load_checkpoint(tmp_path / "run" / "last.pt")["loop"]["step"]
+    assert f"stopped by signal at step {step:,}" in err
+
+
+def test_resume_auto_starts_fresh_then_continues(tmp_path, text_files):
+    keys = dict(max_steps=20, eval_every=10, threads=1, resume="auto")
+    config = write_config(tmp_path / "c.yaml", tiny_text_config(text_files, **keys))
+    first = train_process(config, tmp_path / "run", fault="train.step=10:sigterm")
+    assert first.returncode == 143
+    second = train_process(config, tmp_path / "run")
+    assert second.returncode == 0 and "resuming at step 10" in second.stderr
+    third = train_process(config, tmp_path / "run")
+    assert third.returncode == 0 and "already finished" in third.stderr
+
+
+def test_keep_last_prunes_step_checkpoints_only_after_publishing(tmp_path, text_files):
+    config = write_config(tmp_path / "c.yaml", tiny_text_config(text_files, max_steps=40, eval_every=5, keep_last=3, threads=1))
+    assert train_process(config, tmp_path / "run").returncode == 0
+    assert [step for step, _ in step_checkpoints(tmp_path / "run")] == [40, 35, 30]
+    for _, path in step_checkpoints(tmp_path / "run"):
+        load_checkpoint(path)
