@@ -30,7 +30,8 @@ data_app = typer.Typer(help="Download and prepare corpora.", no_args_is_help=Tru
 app.add_typer(data_app, name="data")
 
 # markup=False: paths and messages hold user text, where "[...]" must print as typed.
-out = Console(highlight=False, soft_wrap=True, markup=False)
+# A pipe or log file gets 160 columns instead of Rich's 80, so tables are not squeezed.
+out = Console(highlight=False, soft_wrap=True, markup=False, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 SetOption = Annotated[
@@ -252,6 +253,67 @@ def bench(
     for name, value in rows:
         table.add_row(name, value)
     out.print(table)
+
+
+@app.command()
+@friendly_errors
+def runs(
+    dirs: Annotated[Optional[list[Path]], typer.Argument(help="Run directories or folders holding them (default: runs).")] = None,
+    sort: Annotated[str, typer.Option(help="Column to sort by: " + ", ".join(("name", "best_valid_bpc", "test_bpc", "chars_per_s", "steps", "parameters", "wall_s", "status")) + ".")] = "name",
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
+) -> None:
+    """List run directories (recursively): model, size, steps, best valid and test BPC, status."""
+    import csv
+
+    from rich.table import Table
+
+    from charlm.runs import COLUMNS, describe_run, find_runs, sort_rows
+
+    roots = dirs or [Path("runs")]
+    rows = [describe_run(path, base=root) for root in roots for path in find_runs([root])]
+    rows = sort_rows(rows, sort)
+    if as_json:
+        out.print(json.dumps([r.as_dict() for r in rows]))
+        return
+    if as_csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=[*COLUMNS, "path"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(r.as_dict() for r in rows)
+        return
+    table = Table()
+    for title, justify in (("run", "left"), ("cell", "left"), ("layers x hidden", "right"), ("params", "right"),
+                           ("steps", "right"), ("best valid bpc", "right"), ("test bpc", "right"),
+                           ("chars/s", "right"), ("wall", "right"), ("status", "left")):
+        table.add_column(title, justify=justify)
+
+    def show(value, fmt):
+        return "-" if value is None else format(value, fmt)
+
+    for r in rows:
+        wall = "-" if r.wall_s is None else f"{r.wall_s / 60:.1f} min"
+        table.add_row(r.name, r.cell or "-", r.size or "-", show(r.parameters, ","), show(r.steps, ","),
+                      show(r.best_valid_bpc, ".4f"), show(r.test_bpc, ".4f"), show(r.chars_per_s, ",.0f"), wall, r.status)
+    out.print(table)
+
+
+@app.command()
+@friendly_errors
+def plot(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories to draw.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Image file, .png or .svg.")] = Path("curves.png"),
+    x: Annotated[str, typer.Option("--x", help="x axis: step, chars or time.")] = "step",
+    metric: Annotated[str, typer.Option(help="bpc or loss.")] = "bpc",
+) -> None:
+    """Draw the train and valid curves of several runs on one figure."""
+    from charlm.plot import plot_runs
+    from charlm.runs import find_runs
+
+    paths = find_runs(runs)
+    missing = [str(p) for p in paths if not (p / "metrics.jsonl").exists()]
+    if missing:
+        raise CharlmError(f"no metrics.jsonl in: {', '.join(missing)}; pass run directories")
+    out.print(f"wrote {plot_runs(paths, output, x, metric)}")
 
 
 @app.command("config")

@@ -34,7 +34,7 @@ class EvalResult:
         return {"tokens": self.tokens, "loss": self.loss, "bpc": self.bpc, "perplexity": self.perplexity}
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(
     model: CharRNN, stream: torch.Tensor, batch_size: int, device: torch.device, min_chunk: int = 1
 ) -> EvalResult:

@@ -61,7 +61,7 @@ def pick_next(logits: torch.Tensor, opts: SamplingOptions, generator: torch.Gene
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate(
     model: CharRNN,
     prompt_ids: torch.Tensor,

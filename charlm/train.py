@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
@@ -87,6 +88,8 @@ class TrainResult:
 
 
 def pick_device(name: str) -> torch.device:
+    if name not in ("auto", "cpu", "cuda"):
+        raise CharlmError(f"unknown device {name!r}; use auto, cpu or cuda")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -166,6 +169,7 @@ class Trainer:
             str(self.run_dir), _device_name(self.device), self.model.num_parameters(),
             len(self.corpus.vocab), len(self.corpus.train), state.step, tcfg.max_steps,
         ))
+        self._write_summary("running")
         try:
             self._loop(stop)
             if stop.requested:
@@ -177,6 +181,9 @@ class Trainer:
                 )
                 return TrainResult("stopped", state.step, state.best_valid_bpc, None, stop.exit_code)
             test = self._final_test()
+        except Exception as exc:
+            self._write_summary("failed", error=str(exc))
+            raise
         finally:
             self.reporter.close()
         self._write_summary("finished", test)
@@ -265,7 +272,10 @@ class Trainer:
         if self.schedule.observe(result.loss):
             self.reporter.message(f"valid loss stopped improving: lr now {self.schedule.lr_at(state.step):.2e}")
         self.reporter.evaluation(state.step, "valid", result, is_best)
-        self._append_metrics({"split": "valid", "step": state.step, "epoch": state.epoch, **result.as_dict()})
+        self._append_metrics({
+            "split": "valid", "step": state.step, "epoch": state.epoch, **result.as_dict(),
+            "tokens_seen": state.tokens_seen, "elapsed_s": state.elapsed_s,
+        })
         self._save(best=is_best)
 
     def _final_test(self) -> EvalResult | None:
@@ -323,10 +333,17 @@ class Trainer:
         except (OSError, ValueError, KeyError):
             return None
 
-    def _write_summary(self, status: str, test: EvalResult | None = None) -> None:
+    def _write_summary(self, status: str, test: EvalResult | None = None, error: str | None = None) -> None:
+        """summary.json: the run's status (running, stopped, finished, failed) and headline figures.
+
+        A "running" summary names the process, so `charlm runs` can tell a crashed run from a
+        live one.
+        """
         state = self.state
         summary = {
-            "status": status, "step": state.step, "max_steps": self.cfg.train.max_steps,
+            "status": status, "pid": os.getpid(), "host": socket.gethostname(),
+            "updated_at": time.time(), "error": error,
+            "step": state.step, "max_steps": self.cfg.train.max_steps,
             "epoch": state.epoch, "parameters": self.model.num_parameters(),
             "best_valid_bpc": state.best_valid_bpc if math.isfinite(state.best_valid_bpc) else None,
             "best_step": state.best_step, "train_seconds": state.elapsed_s,

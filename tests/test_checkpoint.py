@@ -126,10 +126,12 @@ def test_resume_never_runs_a_hostile_last_pt(tmp_path, shared):
         run(tmp_path, text_files, "alone", resume=True)
     assert not marker.exists()
 
-    # Beside a good best.pt: resume warns, falls back to best.pt and trains on.
+    # Beside a good best.pt: resume warns, falls back to best.pt and trains on. The hostile
+    # file replaces both copies of the newest checkpoint (step-00000010.pt and last.pt).
     shutil.copytree(trained_run, tmp_path / "run")
-    for name in ("last.pt", "last.pt.sha256"):
-        shutil.copy(alone / name, tmp_path / "run" / name)
+    for newest in ("step-00000010.pt", "last.pt"):
+        shutil.copy(alone / "last.pt", tmp_path / "run" / newest)
+        shutil.copy(alone / "last.pt.sha256", tmp_path / "run" / (newest + ".sha256"))
     result, reporter = run(tmp_path, text_files, resume=True, max_steps=15, eval_every=5)
     assert not marker.exists()
     assert result.status == "finished" and result.step == 15
@@ -205,16 +207,19 @@ def test_a_flipped_byte_is_caught_and_resume_falls_back_to_best(tmp_path, shared
     trained_run, text_files = shared
     shutil.copytree(trained_run, tmp_path / "run")
     last = tmp_path / "run" / "last.pt"
-    data = bytearray(last.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    last.write_bytes(bytes(data))
+    # Both copies of the newest checkpoint are damaged, so resume must go back to best.pt.
+    for newest in (tmp_path / "run" / "step-00000010.pt", last):
+        data = bytearray(newest.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        newest.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match=r"last\.pt does not match its checksum .*truncated or corrupted"):
         load_checkpoint(last)
     with pytest.raises(CheckpointError, match="does not match its checksum"):
         load_checkpoint(last, require_hash=False)  # an existing side file is always checked
     result, reporter = run(tmp_path, text_files, resume=True, max_steps=15, eval_every=5)
     warnings = [m for m in reporter.messages if m.startswith("warning:")]
-    assert len(warnings) == 1 and str(last) in warnings[0] and "does not match its checksum" in warnings[0]
+    assert len(warnings) == 2 and str(last) in warnings[1]
+    assert all("does not match its checksum" in w for w in warnings)
     assert reporter.info.start_step == 10  # best.pt's step
     assert result.status == "finished" and result.step == 15
     assert load_checkpoint(last)["loop"]["step"] == 15  # the corrupt file was replaced by a good one

@@ -151,3 +151,10 @@ def test_tiny_ptb_run_end_to_end(tmp_path, ptb_root):
     assert figures["tokens"] == 393_041 and figures["bpc"] < 4.5
     text = charlm("sample", tmp_path / "run", "--prompt", "the market", "--length", "40", "--seed", "0", check=0).stdout
     assert text.startswith("the market") and "_" not in text
+
+
+def test_unknown_device_is_a_clear_error(tmp_path, text_files):
+    config = write_config(tmp_path / "c.yaml", tiny_text_config(text_files, max_steps=5, eval_every=5))
+    charlm("train", "--config", config, "--out-dir", tmp_path / "r", check=0)
+    assert "unknown device 'gpu'" in charlm("eval", tmp_path / "r", "--device", "gpu", check=1).stderr
+    assert "train.device" in charlm("train", "--config", config, "--out-dir", tmp_path / "s", "--device", "gpu", check=1).stderr

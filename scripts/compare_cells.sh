@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# compare_cells.sh -- RNN (tanh), GRU and LSTM at matched parameter budgets on PTB-char:
+# the same data, steps, batch and optimiser, then one table and one plot.
+#
+# Usage: scripts/compare_cells.sh [STEPS] [OUT_DIR]
+#   STEPS    optimizer steps per cell (default 600: about 4 minutes per cell on 2 CPU cores)
+#   OUT_DIR  where the three runs, the table and the plot go (default runs/compare-cells)
+#
+# One layer each, sized to about 1.31M recurrent parameters: the LSTM has 4 weight blocks per
+# unit, the GRU 3 and the plain RNN 1, so the hidden sizes are 512, 600 and 1084.
+# Restartable: finished runs are skipped (scripts/sweep.sh semantics).
+# $CONFIG sets the base config (default configs/ptb_cpu.yaml); $CHARLM the command (charlm).
+set -euo pipefail
+
+steps=${1:-600}
+out=${2:-runs/compare-cells}
+config=${CONFIG:-configs/ptb_cpu.yaml}
+read -r -a charlm <<< "${CHARLM:-charlm}"
+[[ $steps =~ ^[0-9]+$ && $steps -ge 4 ]] || { echo "compare_cells.sh: STEPS must be a whole number >= 4, got '$steps'" >&2; exit 2; }
+mkdir -p "$out"
+
+eval_every=$(( steps / 4 ))
+warmup=$(( steps / 10 ))
+for spec in rnn_tanh:1084 gru:600 lstm:512; do
+    cell=${spec%%:*}
+    hidden=${spec#*:}
+    run="$out/$cell"
+    if [[ -f $run/summary.json ]] && grep -q '"status": "finished"' "$run/summary.json"; then
+        echo "skipped $run (finished)"
+        continue
+    fi
+    resume=()
+    [[ -f $run/last.pt ]] && resume=(--resume)
+    "${charlm[@]}" train --config "$config" --out-dir "$run" "${resume[@]}" \
+        --set model.cell="$cell" --set model.hidden_size="$hidden" --set model.num_layers=1 \
+        --set model.embedding_dim=128 \
+        --set model.dropout=0.0 --set model.tie_weights=false \
+        --set train.max_steps="$steps" --set train.eval_every="$eval_every" \
+        --set train.warmup_steps="$warmup"
+done
+
+"${charlm[@]}" runs "$out" --sort best_valid_bpc
+"${charlm[@]}" runs "$out" --sort best_valid_bpc --csv > "$out/cells.csv"
+"${charlm[@]}" plot "$out/rnn_tanh" "$out/gru" "$out/lstm" --x time -o "$out/cells.png"
