@@ -116,6 +116,7 @@ class TrainConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
     threads: int | None = Field(None, gt=0)  # CPU threads; null: PyTorch's default
+    tensorboard: bool = False  # also log every metric to RUN/tensorboard (pip install 'charlm[tensorboard]')
     keep_last: int = Field(2, ge=2)  # step checkpoints kept besides last.pt and best.pt
     # never: refuse a run directory that holds checkpoints; auto: continue it if it does;
     # always: it must (what `charlm train --resume` asks for).

@@ -1,12 +1,13 @@
 """Test-only fault injection, so tests can stop, kill or poison a run at an exact point.
 
 Set CHARLM_FAULT to `POINT:ACTION` or `POINT#K:ACTION` (the K-th time POINT is reached, counted
-from 1). Points: `train.step=N` (once optimizer step N is done), `train.evaluate` (as an
-evaluation starts), and within each checkpoint file's publication `checkpoint.after_widen`,
-`checkpoint.before_replace` (temporary file written, not yet renamed) and
-`checkpoint.after_replace` (renamed, side file not yet narrowed). Actions: `sigterm`, `sigint`,
-`sigkill` (sent by the process to itself) and, for `train.step=N` only, `nan` (that step's
-loss becomes NaN). Unset, as always outside tests, each check is one environment lookup.
+from 1). Points: `train.setup` (before the corpus loads), `train.step=N` (once optimizer step N
+is done), `train.evaluate` (as an evaluation starts), and within each checkpoint file's
+publication `checkpoint.after_widen`, `checkpoint.before_replace` (temporary file written, not
+yet renamed) and `checkpoint.after_replace` (renamed, side file not yet narrowed). Actions:
+`sigterm`, `sigint`, `sigkill` (sent by the process to itself) and, for `train.step=N` only,
+`nan` (that step's loss becomes NaN). Unset, as always outside tests, each check is one
+environment lookup.
 """
 
 from __future__ import annotations

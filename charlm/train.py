@@ -29,12 +29,12 @@ from charlm.corpus import Corpus, load_corpus
 from charlm.errors import CharlmError, CheckpointError, TrainingError
 from charlm.evaluate import EvalResult, evaluate
 from charlm.faults import fault_at, maybe_signal
+from charlm.metrics_log import MetricsLog
 from charlm.model import CharRNN, detach_hidden, hidden_from_list, hidden_to_list
 from charlm.optim import LRSchedule, build_optimizer, set_lr
 from charlm.progress import Reporter, RunInfo
 from charlm.signals import StopRequest
 
-METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 CONFIG = "config.yaml"
 # Keys that may change when a run is resumed: they change when or how much is done, not what
@@ -42,6 +42,7 @@ CONFIG = "config.yaml"
 RESUMABLE_CHANGES = {
     "train.max_steps", "train.eval_every", "train.log_every", "train.eval_batch_size",
     "train.test_batch_size", "train.device", "train.threads", "train.keep_last", "train.resume",
+    "train.tensorboard",
     "data.root", "data.source",
 }
 
@@ -110,6 +111,7 @@ def train(
     run_dir = Path(run_dir)
     mode = "always" if resume else cfg.train.resume
     with stop or StopRequest() as stop:
+        maybe_signal("train.setup")
         has_checkpoints = _holds_checkpoints(run_dir)
         if mode == "always" or (mode == "auto" and has_checkpoints):
             payload = _resume_payload(run_dir, cfg, reporter)
@@ -147,9 +149,15 @@ class Trainer:
             torch.autocast(self.device.type, dtype=torch.bfloat16)
             if tcfg.precision == "bf16" else nullcontext()
         )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics = MetricsLog(run_dir, tcfg.tensorboard)
         if payload is not None:
             self._restore(payload)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            # A fresh start in a folder without checkpoints: metrics of an attempt killed
+            # before its first checkpoint describe nothing that exists any more.
+            self.metrics.start_fresh()
+            (run_dir / SUMMARY).unlink(missing_ok=True)
         (run_dir / CONFIG).write_text(dump_config(cfg), encoding="utf-8")
 
     # -- the loop -------------------------------------------------------------------------
@@ -186,6 +194,7 @@ class Trainer:
             raise
         finally:
             self.reporter.close()
+            self.metrics.close()
         self._write_summary("finished", test)
         return TrainResult("finished", state.step, state.best_valid_bpc, test, 0)
 
@@ -224,7 +233,7 @@ class Trainer:
         self._check_finite(train_loss, "train loss")
         chars_per_s = interval.tokens / max(elapsed, 1e-9)
         self.reporter.log(state.step, train_loss / math.log(2), lr, chars_per_s)
-        self._append_metrics({
+        self.metrics.append({
             "split": "train", "step": state.step, "epoch": state.epoch,
             "loss": train_loss, "bpc": train_loss / math.log(2), "lr": lr,
             "chars_per_s": chars_per_s, "tokens_seen": state.tokens_seen,
@@ -272,7 +281,7 @@ class Trainer:
         if self.schedule.observe(result.loss):
             self.reporter.message(f"valid loss stopped improving: lr now {self.schedule.lr_at(state.step):.2e}")
         self.reporter.evaluation(state.step, "valid", result, is_best)
-        self._append_metrics({
+        self.metrics.append({
             "split": "valid", "step": state.step, "epoch": state.epoch, **result.as_dict(),
             "tokens_seen": state.tokens_seen, "elapsed_s": state.elapsed_s,
         })
@@ -288,7 +297,7 @@ class Trainer:
         self.reporter.message(f"scoring test with the best checkpoint (step {best['loop']['step']:,}), batch size {batch}")
         result = evaluate(model, self.corpus.test, batch, self.device, self.cfg.train.seq_len)
         self.reporter.evaluation(best["loop"]["step"], "test", result, False)
-        self._append_metrics({"split": "test", "step": best["loop"]["step"], "batch_size": batch, **result.as_dict()})
+        self.metrics.append({"split": "test", "step": best["loop"]["step"], "batch_size": batch, **result.as_dict()})
         return result
 
     def _save(self, best: bool = False) -> None:
@@ -321,11 +330,7 @@ class Trainer:
         torch.set_rng_state(payload["rng"]["torch"])
         if "cuda" in payload["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(payload["rng"]["cuda"])
-        _truncate_metrics(self.run_dir / METRICS, self.state.step)
-
-    def _append_metrics(self, record: dict) -> None:
-        with open(self.run_dir / METRICS, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        self.metrics.truncate_after(self.state.step)
 
     def _summary_status(self) -> str | None:
         try:
@@ -413,18 +418,6 @@ def _vocab_difference(saved: list[str], current: tuple[str, ...]) -> str:
     only_now = sorted(set(current) - set(saved))
     detail = f"only in checkpoint: {only_saved!r}; only in corpus: {only_now!r}" if only_saved or only_now else "same symbols in another order"
     return f"the checkpoint's vocabulary ({len(saved)} symbols) differs from the corpus's ({len(current)}): {detail}"
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines past the resumed step, so a resumed run never duplicates a step."""
-    if not path.exists():
-        return
-    lines = path.read_text(encoding="utf-8").splitlines()
-    kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
-    kept = [line for line in kept if json.loads(line).get("split") != "test"]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _device_name(device: torch.device) -> str:

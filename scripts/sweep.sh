@@ -8,7 +8,8 @@
 #
 #   makes four runs, the first `charlm train --config configs/tiny.yaml --set
 #   model.hidden_size=32 --set train.lr=0.01 --out-dir runs/sweep-tiny/hidden_size-32_lr-0.01`,
-#   then prints a table of every run sorted by best valid BPC.
+#   then prints a table of every run sorted by best valid BPC, the `charlm runs` table, and
+#   draws every run's curves into runs/sweep-tiny/curves.png with `charlm plot`.
 #
 # - Runs land under $SWEEP_DIR (default: runs/sweep-<config stem>), one directory per
 #   combination, named from the settings: hidden_size-64_lr-0.003.
@@ -168,9 +169,6 @@ for i in "${!combos[@]}"; do
         cmd+=(--resume)
         echo "$label: resuming unfinished run"
     else
-        # No checkpoint: start afresh, dropping what an earlier attempt left before its
-        # first checkpoint (charlm would append to an old metrics.jsonl).
-        rm -f "$run_dir/metrics.jsonl" "$run_dir/summary.json"
         echo "$label: training"
     fi
     echo "  ${cmd[*]}"
@@ -231,6 +229,17 @@ for row in table:
         f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]:>{widths[3]}}".rstrip()
     )
 PY
+
+# The same runs through charlm's own tools: the full table, and the curves in one figure.
+echo
+"${charlm[@]}" runs "$sweep_dir" --sort best_valid_bpc || true
+plotted=()
+for record in "${results[@]}"; do
+    [[ -f $sweep_dir/${record%%$'\t'*}/metrics.jsonl ]] && plotted+=("$sweep_dir/${record%%$'\t'*}")
+done
+if [[ ${#plotted[@]} -gt 0 ]]; then
+    "${charlm[@]}" plot "${plotted[@]}" -o "$sweep_dir/curves.png" || true
+fi
 
 if [[ $interrupted -ne 0 ]]; then
     exit "$interrupted"

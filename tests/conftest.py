@@ -38,14 +38,18 @@ SAMPLE_TEXT = (
 ) * 40
 
 
-@pytest.fixture
-def text_files(tmp_path) -> dict[str, Path]:
-    """A small English corpus as train/valid/test files."""
+def write_text_corpus(folder: Path) -> dict[str, Path]:
+    """A small English corpus as train/valid/test files in `folder`."""
     paths = {}
     for split, text in (("train", SAMPLE_TEXT), ("valid", SAMPLE_TEXT[:800]), ("test", SAMPLE_TEXT[800:1600])):
-        paths[split] = tmp_path / f"{split}.txt"
+        paths[split] = folder / f"{split}.txt"
         paths[split].write_text(text, encoding="utf-8")
     return paths
+
+
+@pytest.fixture
+def text_files(tmp_path) -> dict[str, Path]:
+    return write_text_corpus(tmp_path)
 
 
 def write_config(path: Path, config: dict) -> Path:

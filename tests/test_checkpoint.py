@@ -23,7 +23,7 @@ from charlm.errors import CheckpointError, TrainingError
 from charlm.inference import load_trained
 from charlm.progress import SilentReporter
 from charlm.train import train
-from tests.conftest import REPO, SAMPLE_TEXT, tiny_text_config, write_config
+from tests.conftest import REPO, tiny_text_config, write_config, write_text_corpus
 
 
 class Hostile:
@@ -77,10 +77,7 @@ def shared(tmp_path_factory):
     read-only: copy the run before changing anything. Resumes must use these same files, as
     data paths may not change on resume."""
     root = tmp_path_factory.mktemp("shared")
-    files = {}
-    for split, text in (("train", SAMPLE_TEXT), ("valid", SAMPLE_TEXT[:800]), ("test", SAMPLE_TEXT[800:1600])):
-        files[split] = root / f"{split}.txt"
-        files[split].write_text(text, encoding="utf-8")
+    files = write_text_corpus(root)
     run(root, files, max_steps=10, eval_every=10)
     return root / "run", files
 

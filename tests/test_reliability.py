@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from charlm.checkpoint import load_checkpoint, step_checkpoints
-from tests.conftest import tiny_text_config, write_config
+from tests.conftest import tiny_text_config, write_config, write_text_corpus
 
 TRAIN_KEYS = dict(max_steps=30, eval_every=10, log_every=5, threads=1)
 
@@ -41,13 +41,8 @@ def outcome(run_dir):
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """An uninterrupted run every interrupted one must reproduce exactly."""
-    from tests.conftest import SAMPLE_TEXT
-
     root = tmp_path_factory.mktemp("reference")
-    files = {}
-    for split, text in (("train", SAMPLE_TEXT), ("valid", SAMPLE_TEXT[:800]), ("test", SAMPLE_TEXT[800:1600])):
-        files[split] = root / f"{split}.txt"
-        files[split].write_text(text, encoding="utf-8")
+    files = write_text_corpus(root)
     config = write_config(root / "c.yaml", tiny_text_config(files, **TRAIN_KEYS))
     assert train_process(config, root / "run").returncode == 0
     return config, outcome(root / "run")
@@ -137,3 +132,12 @@ def test_keep_last_prunes_step_checkpoints_only_after_publishing(tmp_path, text_
     assert [step for step, _ in step_checkpoints(tmp_path / "run")] == [40, 35, 30]
     for _, path in step_checkpoints(tmp_path / "run"):
         load_checkpoint(path)
+
+
+def test_a_signal_before_the_first_step_exits_cleanly(tmp_path, reference):
+    config, _ = reference
+    stopped = train_process(config, tmp_path / "run", fault="train.setup:sigterm")
+    assert stopped.returncode == 143 and "Traceback" not in stopped.stderr
+    assert "stopped by signal before step 1; nothing changed" in stopped.stderr
+    assert not list((tmp_path / "run").glob("*.pt"))
+    assert train_process(config, tmp_path / "run").returncode == 0  # a plain start works after

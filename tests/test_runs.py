@@ -11,20 +11,15 @@ from charlm.cli import app
 from charlm.config import load_config
 from charlm.progress import SilentReporter
 from charlm.train import train
-from tests.conftest import tiny_text_config, write_config
+from tests.conftest import tiny_text_config, write_config, write_text_corpus
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    from tests.conftest import SAMPLE_TEXT
-
     root = tmp_path_factory.mktemp("finished")
-    files = {}
-    for split, text in (("train", SAMPLE_TEXT), ("valid", SAMPLE_TEXT[:800]), ("test", SAMPLE_TEXT[800:1600])):
-        files[split] = root / f"{split}.txt"
-        files[split].write_text(text, encoding="utf-8")
+    files = write_text_corpus(root)
     config = write_config(root / "c.yaml", tiny_text_config(files, max_steps=20, eval_every=5, threads=1))
     train(load_config(config), root / "run", SilentReporter())
     return root / "run"

@@ -31,7 +31,11 @@ def table(stdout: str) -> dict[str, list[str]]:
     lines = stdout.splitlines()
     header = max(i for i, line in enumerate(lines) if line.startswith("run "))
     assert re.split(r"\s{2,}", lines[header]) == ["run", "status", "best valid bpc", "test bpc"]
-    rows = [re.split(r"\s{2,}", line) for line in lines[header + 1:] if line.strip()]
+    rows = []
+    for line in lines[header + 1:]:
+        if not line.strip():
+            break  # the sweep's own table ends here; `charlm runs` and `charlm plot` follow
+        rows.append(re.split(r"\s{2,}", line))
     return {row[0]: row[1:] for row in rows}
 
 
@@ -46,7 +50,7 @@ def test_grid_runs_every_combination_then_a_rerun_skips_them(tmp_path, text_file
 
     first = sweep(tmp_path, str(config), "model.hidden_size=8,16", "train.lr=0.01")
     assert first.returncode == 0, first.stdout + first.stderr
-    assert sorted(p.name for p in runs.iterdir()) == sorted(names)
+    assert sorted(p.name for p in runs.iterdir() if p.is_dir()) == sorted(names)
     summaries = {name: summary(runs / name) for name in names}
     for name, s in summaries.items():
         assert s["status"] == "finished" and s["step"] == 4, name
@@ -119,3 +123,11 @@ def test_bad_usage_exits_2_with_usage(tmp_path, text_files, args):
     assert "Usage: scripts/sweep.sh CONFIG KEY=V1,V2" in result.stderr
     assert result.stdout == ""
     assert not (tmp_path / "sweep").exists()
+
+
+def test_sweep_ends_with_the_runs_table_and_a_plot(tmp_path, text_files):
+    config = write_config(tmp_path / "tiny.yaml", tiny_text_config(text_files, **FAST))
+    result = sweep(tmp_path, str(config), "model.hidden_size=8,16")
+    assert result.returncode == 0, result.stderr
+    assert "layers x hidden" in result.stdout  # the `charlm runs` table
+    assert (tmp_path / "sweep" / "curves.png").read_bytes().startswith(b"\x89PNG")

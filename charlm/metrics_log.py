@@ -1,0 +1,67 @@
+"""Where training metrics go: metrics.jsonl in the run directory, and TensorBoard when asked.
+
+Both receive the same records: one per log interval (`"split": "train"`) and one per
+evaluation (`"valid"`, `"test"`). TensorBoard gets every numeric field as the scalar
+`SPLIT/FIELD` at the record's step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from charlm.errors import CharlmError
+
+METRICS = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+_NOT_SCALARS = {"split", "step", "epoch"}
+
+
+class MetricsLog:
+    def __init__(self, run_dir: Path, tensorboard: bool = False):
+        self.path = Path(run_dir) / METRICS
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise CharlmError(
+                    "train.tensorboard: true needs the tensorboard package; install it with "
+                    "pip install 'charlm[tensorboard]' or set train.tensorboard: false"
+                ) from None
+            self.writer = SummaryWriter(log_dir=str(Path(run_dir) / TENSORBOARD_DIR))
+
+    def start_fresh(self) -> None:
+        """Forget the records of an attempt that died before its first checkpoint."""
+        self.path.unlink(missing_ok=True)
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records past `step` (and test scores), so a resumed run never repeats a step."""
+        if not self.path.exists():
+            return
+        kept = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a line torn by a kill mid-write
+            if record.get("step", 0) <= step and record.get("split") != "test":
+                kept.append(line)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+    def append(self, record: dict) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key, value in record.items():
+                if key not in _NOT_SCALARS and isinstance(value, (int, float)):
+                    self.writer.add_scalar(f"{record['split']}/{key}", value, record["step"])
+            if record["split"] != "train":
+                self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
