@@ -22,9 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from charlm.batching import batchify, window, windows_per_epoch
-from charlm.checkpoint import (BEST, LAST, load_checkpoint, remove_checkpoint, remove_temporary_files,
-                               save_checkpoint, step_checkpoint_name, step_checkpoints)
-from charlm.config import Config, config_from_dict, dump_config
+from charlm.checkpoint import BEST, LAST, load_checkpoint, remove_checkpoint, save_checkpoint, step_checkpoint_name, step_checkpoints
+from charlm.config import Config, dump_config
 from charlm.corpus import Corpus, load_corpus
 from charlm.errors import CharlmError, CheckpointError, TrainingError
 from charlm.evaluate import EvalResult, evaluate
@@ -33,18 +32,11 @@ from charlm.metrics_log import MetricsLog
 from charlm.model import CharRNN, detach_hidden, hidden_from_list, hidden_to_list
 from charlm.optim import LRSchedule, build_optimizer, set_lr
 from charlm.progress import Reporter, RunInfo
+from charlm.resume import holds_checkpoints, resume_payload, vocab_difference
 from charlm.signals import StopRequest
 
 SUMMARY = "summary.json"
 CONFIG = "config.yaml"
-# Keys that may change when a run is resumed: they change when or how much is done, not what
-# is learnt. Any other difference is refused.
-RESUMABLE_CHANGES = {
-    "train.max_steps", "train.eval_every", "train.log_every", "train.eval_batch_size",
-    "train.test_batch_size", "train.device", "train.threads", "train.keep_last", "train.resume",
-    "train.tensorboard",
-    "data.root", "data.source",
-}
 
 
 @dataclass
@@ -112,9 +104,9 @@ def train(
     mode = "always" if resume else cfg.train.resume
     with stop or StopRequest() as stop:
         maybe_signal("train.setup")
-        has_checkpoints = _holds_checkpoints(run_dir)
+        has_checkpoints = holds_checkpoints(run_dir)
         if mode == "always" or (mode == "auto" and has_checkpoints):
-            payload = _resume_payload(run_dir, cfg, reporter)
+            payload = resume_payload(run_dir, cfg, reporter)
         elif has_checkpoints:
             raise TrainingError(
                 f"{run_dir} already holds a run; pass --resume (or set train.resume: auto) to "
@@ -136,7 +128,7 @@ class Trainer:
         torch.manual_seed(tcfg.seed)
         self.corpus: Corpus = load_corpus(cfg.data)
         if payload is not None and list(payload["vocab"]) != list(self.corpus.vocab.tokens):
-            raise CheckpointError(_vocab_difference(payload["vocab"], self.corpus.vocab.tokens))
+            raise CheckpointError(vocab_difference(payload["vocab"], self.corpus.vocab.tokens))
         self.train_rows = batchify(self.corpus.train, tcfg.batch_size).to(self.device)
         self.windows = windows_per_epoch(self.train_rows.size(1), tcfg.seq_len)
         self.model = CharRNN(len(self.corpus.vocab), cfg.model).to(self.device)
@@ -359,65 +351,6 @@ class Trainer:
         tmp = self.run_dir / (SUMMARY + ".tmp")
         tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         os.replace(tmp, self.run_dir / SUMMARY)
-
-
-# -- starting and resuming ----------------------------------------------------------------
-
-
-def _holds_checkpoints(run_dir: Path) -> bool:
-    return any((run_dir / name).exists() for name in (LAST, BEST)) or bool(step_checkpoints(run_dir))
-
-
-def _resume_payload(run_dir: Path, cfg: Config, reporter: Reporter) -> dict:
-    """The newest checkpoint in `run_dir` that verifies, checked against `cfg`.
-
-    Step checkpoints come first, newest first: a save publishes step-N.pt before last.pt, so the
-    newest step file that verifies is never older than last.pt. Each file that fails to verify
-    is skipped with a warning.
-    """
-    for stray in remove_temporary_files(run_dir):
-        reporter.message(f"note: removed {stray.name}, left by an interrupted save")
-    candidates = [path for _, path in step_checkpoints(run_dir)] + [run_dir / LAST, run_dir / BEST]
-    payload = None
-    for path in candidates:
-        if not path.exists():
-            continue
-        try:
-            payload = load_checkpoint(path)
-            break
-        except CheckpointError as exc:
-            reporter.message(f"warning: skipping {path}: {exc}")
-    if payload is None:
-        raise TrainingError(f"--resume: {run_dir} holds no usable checkpoint ({LAST} or {BEST}); start without --resume")
-    saved = config_from_dict(payload["config"], f"checkpoint in {run_dir}")
-    changed = _config_changes(saved.to_dict(), cfg.to_dict())
-    refused = [c for c in changed if c[0] not in RESUMABLE_CHANGES]
-    if refused:
-        listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in refused)
-        raise CheckpointError(
-            f"cannot resume {run_dir}: the config differs from the checkpoint's in {listed}; "
-            f"keep those keys, or start a new run with another --out-dir"
-        )
-    for key, old, new in changed:
-        reporter.message(f"note: {key} changed from {old!r} to {new!r} on resume")
-    return payload
-
-
-def _config_changes(old: dict, new: dict) -> list[tuple[str, object, object]]:
-    changes = []
-    for section in new:
-        for key in new[section]:
-            before, after = old.get(section, {}).get(key), new[section][key]
-            if before != after:
-                changes.append((f"{section}.{key}", before, after))
-    return changes
-
-
-def _vocab_difference(saved: list[str], current: tuple[str, ...]) -> str:
-    only_saved = sorted(set(saved) - set(current))
-    only_now = sorted(set(current) - set(saved))
-    detail = f"only in checkpoint: {only_saved!r}; only in corpus: {only_now!r}" if only_saved or only_now else "same symbols in another order"
-    return f"the checkpoint's vocabulary ({len(saved)} symbols) differs from the corpus's ({len(current)}): {detail}"
 
 
 def _device_name(device: torch.device) -> str:

@@ -1,0 +1,77 @@
+"""Continue a run: choose the newest checkpoint that verifies and check it fits the config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from charlm.checkpoint import BEST, LAST, load_checkpoint, remove_temporary_files, step_checkpoints
+from charlm.config import Config, config_from_dict
+from charlm.errors import CheckpointError, TrainingError
+from charlm.progress import Reporter
+
+# Keys that may change when a run is resumed: they change when or how much is done, not what
+# is learnt. Any other difference is refused.
+RESUMABLE_CHANGES = {
+    "train.max_steps", "train.eval_every", "train.log_every", "train.eval_batch_size",
+    "train.test_batch_size", "train.device", "train.threads", "train.keep_last", "train.resume",
+    "train.tensorboard",
+    "data.root", "data.source",
+}
+
+
+def holds_checkpoints(run_dir: Path) -> bool:
+    """Whether `run_dir` holds any checkpoint, good or not."""
+    return any((run_dir / name).exists() for name in (LAST, BEST)) or bool(step_checkpoints(run_dir))
+
+
+def resume_payload(run_dir: Path, cfg: Config, reporter: Reporter) -> dict:
+    """The newest checkpoint in `run_dir` that verifies, checked against `cfg`.
+
+    Step checkpoints come first, newest first: a save publishes step-N.pt before last.pt, so the
+    newest step file that verifies is never older than last.pt. Each file that fails to verify
+    is skipped with a warning.
+    """
+    for stray in remove_temporary_files(run_dir):
+        reporter.message(f"note: removed {stray.name}, left by an interrupted save")
+    candidates = [path for _, path in step_checkpoints(run_dir)] + [run_dir / LAST, run_dir / BEST]
+    payload = None
+    for path in candidates:
+        if not path.exists():
+            continue
+        try:
+            payload = load_checkpoint(path)
+            break
+        except CheckpointError as exc:
+            reporter.message(f"warning: skipping {path}: {exc}")
+    if payload is None:
+        raise TrainingError(f"--resume: {run_dir} holds no usable checkpoint ({LAST} or {BEST}); start without --resume")
+    saved = config_from_dict(payload["config"], f"checkpoint in {run_dir}")
+    changed = _config_changes(saved.to_dict(), cfg.to_dict())
+    refused = [c for c in changed if c[0] not in RESUMABLE_CHANGES]
+    if refused:
+        listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in refused)
+        raise CheckpointError(
+            f"cannot resume {run_dir}: the config differs from the checkpoint's in {listed}; "
+            f"keep those keys, or start a new run with another --out-dir"
+        )
+    for key, old, new in changed:
+        reporter.message(f"note: {key} changed from {old!r} to {new!r} on resume")
+    return payload
+
+
+def _config_changes(old: dict, new: dict) -> list[tuple[str, object, object]]:
+    changes = []
+    for section in new:
+        for key in new[section]:
+            before, after = old.get(section, {}).get(key), new[section][key]
+            if before != after:
+                changes.append((f"{section}.{key}", before, after))
+    return changes
+
+
+def vocab_difference(saved: list[str], current: tuple[str, ...]) -> str:
+    """A message naming how two vocabularies differ."""
+    only_saved = sorted(set(saved) - set(current))
+    only_now = sorted(set(current) - set(saved))
+    detail = f"only in checkpoint: {only_saved!r}; only in corpus: {only_now!r}" if only_saved or only_now else "same symbols in another order"
+    return f"the checkpoint's vocabulary ({len(saved)} symbols) differs from the corpus's ({len(current)}): {detail}"
