@@ -1,6 +1,7 @@
 """`charlm bench`: how fast charlm trains, evaluates, samples and prepares data, in one process.
 
-Every figure is a median over repeats after a warm-up. Training throughput is measured twice on
+Every figure is a median over repeats after a warm-up. For a fused model, the same model built
+from reference cells (`model.impl: reference`) is timed too, as `reference_chars_per_s`. Training throughput is measured twice on
 the same shapes: through charlm's own loop (`Trainer._loop`, logging and all) and through a bare
 step written with nothing but PyTorch (embedding, recurrent layer, linear, cross-entropy,
 backward, clip, optimizer step), so `loop_efficiency` is the cost of charlm itself.
@@ -60,6 +61,9 @@ def run_bench(cfg: Config, steps: int = 20, repeats: int = 5, warmup: int = 3) -
         figures["eval_chars_per_s"] = _eval_speed(model, valid[:200_000], cfg.train.eval_batch_size, device)
         figures["sample_chars_per_s"] = _sample_speed(model, 1, device)
         figures["sample16_chars_per_s"] = _sample_speed(model, 16, device)
+    if cfg.model.impl == "fused":
+        # The same model as reference cells (charlm/cells.py), for the comparison.
+        figures["reference_chars_per_s"] = _reference_speed(cfg, max(1, steps // 5))
     figures["prepare_s"], figures["cached_load_s"] = prepare_s, cached_load_s
     figures["peak_memory_mb"] = _peak_memory_mb(device)
     return figures
@@ -85,6 +89,27 @@ def _time_training(trainer: Trainer, steps: int, repeats: int, warmup: int) -> t
                 loop_times.append(loop_time)
                 bare_times.append(bare_time)
     return statistics.median(loop_times), statistics.median(bare_times)
+
+
+def _reference_speed(cfg: Config, steps: int, repeats: int = 3) -> float:
+    """charlm's loop with `model.impl: reference`: one Python step per character per layer."""
+    ref = cfg.model_copy(deep=True)
+    ref.model.impl = "reference"
+    with tempfile.TemporaryDirectory(prefix="charlm-bench-") as run_dir:
+        trainer = Trainer(ref, Path(run_dir), SilentReporter(), payload=None)
+        trainer.evaluate_while_training = False
+        ref.train.log_every = steps
+        times = []
+        with StopRequest() as stop:
+            for i in range(repeats + 1):
+                ref.train.max_steps = trainer.state.step + steps
+                _sync(trainer.device)
+                started = time.perf_counter()
+                trainer._loop(stop)
+                _sync(trainer.device)
+                if i > 0:  # the first block warms up
+                    times.append(time.perf_counter() - started)
+    return ref.train.batch_size * ref.train.seq_len * steps / statistics.median(times)
 
 
 class BareStep:

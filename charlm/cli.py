@@ -250,6 +250,8 @@ def bench(
         ("cached data load", f"{figures['cached_load_s']:.3f} s"),
         ("peak memory", f"{figures['peak_memory_mb']:,.0f} MB"),
     ]
+    if "reference_chars_per_s" in figures:
+        rows.insert(3, ("train, reference cells", f"{figures['reference_chars_per_s']:,.0f} chars/s"))
     for name, value in rows:
         table.add_row(name, value)
     out.print(table)

@@ -73,7 +73,11 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     """Embedding -> multi-layer recurrent network -> dropout -> linear decoder."""
 
-    cell: Literal["lstm", "gru", "rnn_tanh", "rnn_relu"] = "lstm"
+    cell: Literal["lstm", "gru", "rnn_tanh", "rnn_relu", "mogrifier_lstm"] = "lstm"
+    # fused: nn.LSTM/GRU/RNN kernels (cuDNN, oneDNN). reference: cells written from the
+    # equations (charlm/cells.py); the GRU is then Cho et al. 2014's, not cuDNN's variant.
+    impl: Literal["fused", "reference"] = "fused"
+    mogrifier_rounds: int = Field(5, ge=1)  # mogrifier_lstm: rounds of mutual gating
     embedding_dim: int = Field(128, gt=0)
     hidden_size: int = Field(512, gt=0)
     num_layers: int = Field(2, gt=0)
@@ -83,6 +87,8 @@ class ModelConfig(_Section):
 
     @model_validator(mode="after")
     def _check_tying(self) -> ModelConfig:
+        if self.cell == "mogrifier_lstm" and self.impl != "reference":
+            raise ValueError("cell mogrifier_lstm exists only as model.impl: reference")
         if self.tie_weights and self.embedding_dim != self.hidden_size:
             raise ValueError(
                 f"tie_weights needs embedding_dim == hidden_size, got {self.embedding_dim} and "

@@ -1,10 +1,11 @@
-"""CharRNN: embedding -> multi-layer RNN/LSTM/GRU -> dropout -> linear decoder."""
+"""CharRNN: embedding -> multi-layer RNN/LSTM/GRU (fused kernels or reference cells) -> dropout -> linear."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from charlm.cells import ReferenceRNN
 from charlm.config import ModelConfig
 
 Hidden = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
@@ -22,17 +23,16 @@ class CharRNN(nn.Module):
 
     def __init__(self, vocab_size: int, cfg: ModelConfig):
         super().__init__()
-        rnn_cls, extra = _CELLS[cfg.cell]
         self.embedding = nn.Embedding(vocab_size, cfg.embedding_dim)
-        self.rnn = rnn_cls(
-            cfg.embedding_dim,
-            cfg.hidden_size,
-            num_layers=cfg.num_layers,
-            # nn.RNN applies this between layers only; it warns when there is one layer.
-            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
-            batch_first=True,
-            **extra,
-        )
+        # Dropout between layers only; nn.RNN warns when it is set with one layer.
+        between = cfg.dropout if cfg.num_layers > 1 else 0.0
+        if cfg.impl == "reference":
+            self.rnn = ReferenceRNN(cfg.cell, cfg.embedding_dim, cfg.hidden_size, cfg.num_layers,
+                                    between, cfg.mogrifier_rounds)
+        else:
+            rnn_cls, extra = _CELLS[cfg.cell]
+            self.rnn = rnn_cls(cfg.embedding_dim, cfg.hidden_size, num_layers=cfg.num_layers,
+                               dropout=between, batch_first=True, **extra)
         # Identity when off: nn.Dropout(0.0) still runs a kernel over every activation.
         self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
         self.decoder = nn.Linear(cfg.hidden_size, vocab_size)

@@ -118,3 +118,20 @@ def test_compare_cells_script_makes_a_table_and_a_plot(tmp_path, text_files):
     again = subprocess.run(["bash", str(repo / "scripts" / "compare_cells.sh"), "4", str(tmp_path / "cells")],
                            capture_output=True, text=True, env=env, timeout=300)
     assert again.stdout.count("skipped") == 3
+
+
+def test_compare_impls_script_runs_all_five(tmp_path, text_files):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    config = write_config(tmp_path / "c.yaml", tiny_text_config(text_files, threads=1, eval_batch_size=2, test_batch_size=2))
+    env = {**os.environ, "CONFIG": str(config), "CHARLM": f"{sys.executable} -m charlm", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(["bash", str(repo / "scripts" / "compare_impls.sh"), "3", str(tmp_path / "impls")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "impls" / "impls.csv").read_text())))
+    assert sorted(r["name"] for r in rows) == ["gru-fused", "gru-reference", "lstm-fused", "lstm-reference",
+                                              "mogrifier_lstm-reference"]
+    assert {r["status"] for r in rows} == {"finished"}
