@@ -70,11 +70,10 @@ class RichReporter:
 
         self.console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
         self.live = self.console.is_terminal
+        # Kept narrow (about 90 columns) so the bar survives an 80- or 100-column terminal.
         self.progress = Progress(
-            TextColumn("train"),
-            BarColumn(),
+            BarColumn(bar_width=16),
             MofNCompleteColumn(),
-            TextColumn("eta"),
             TimeRemainingColumn(),
             TextColumn("{task.fields[stats]}"),
             console=self.console,
@@ -95,10 +94,14 @@ class RichReporter:
 
     def log(self, step, train_bpc, lr, chars_per_s) -> None:
         valid = f"{self.valid_bpc:.4f}" if self.valid_bpc is not None else "-"
-        stats = f"train bpc {train_bpc:.4f} | valid bpc {valid} | lr {lr:.2e} | {chars_per_s:,.0f} chars/s"
-        self.progress.update(self.task, completed=step, stats=stats)
-        if not self.live:
-            self.console.print(f"step {step:>7,} | {stats}")
+        if self.live:
+            stats = f"train bpc {train_bpc:.3f} | valid {valid} | {chars_per_s / 1000:,.1f}k chars/s"
+            self.progress.update(self.task, completed=step, stats=stats)
+        else:
+            self.console.print(
+                f"step {step:>7,} | train bpc {train_bpc:.4f} | valid bpc {valid} | lr {lr:.2e} | "
+                f"{chars_per_s:,.0f} chars/s"
+            )
 
     def evaluation(self, step, split, result, is_best) -> None:
         if split == "valid":
