@@ -122,6 +122,7 @@ class TrainConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
     threads: int | None = Field(None, gt=0)  # CPU threads; null: PyTorch's default
+    dist_timeout: float = Field(1800.0, gt=0)  # seconds a torchrun rank waits for the others
     tensorboard: bool = False  # also log every metric to RUN/tensorboard (pip install 'charlm[tensorboard]')
     keep_last: int = Field(2, ge=2)  # step checkpoints kept besides last.pt and best.pt
     # never: refuse a run directory that holds checkpoints; auto: continue it if it does;

@@ -19,10 +19,13 @@ _NOT_SCALARS = {"split", "step", "epoch"}
 
 
 class MetricsLog:
-    def __init__(self, run_dir: Path, tensorboard: bool = False):
+    """With `enabled=False` (torchrun ranks other than 0) every method does nothing."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool = False, enabled: bool = True):
         self.path = Path(run_dir) / METRICS
+        self.enabled = enabled
         self.writer = None
-        if tensorboard:
+        if tensorboard and enabled:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
@@ -34,11 +37,12 @@ class MetricsLog:
 
     def start_fresh(self) -> None:
         """Forget the records of an attempt that died before its first checkpoint."""
-        self.path.unlink(missing_ok=True)
+        if self.enabled:
+            self.path.unlink(missing_ok=True)
 
     def truncate_after(self, step: int) -> None:
         """Drop records past `step` (and test scores), so a resumed run never repeats a step."""
-        if not self.path.exists():
+        if not self.enabled or not self.path.exists():
             return
         kept = []
         for line in self.path.read_text(encoding="utf-8").splitlines():
@@ -53,6 +57,8 @@ class MetricsLog:
         os.replace(tmp, self.path)
 
     def append(self, record: dict) -> None:
+        if not self.enabled:
+            return
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         if self.writer is not None:

@@ -29,9 +29,10 @@ from charlm.errors import CharlmError, CheckpointError, TrainingError
 from charlm.evaluate import EvalResult, evaluate
 from charlm.faults import fault_at, maybe_signal
 from charlm.metrics_log import MetricsLog
-from charlm.model import CharRNN, detach_hidden, hidden_from_list, hidden_to_list
+from charlm.model import CharRNN, detach_hidden, hidden_from_list
 from charlm.optim import LRSchedule, build_optimizer, set_lr
-from charlm.progress import Reporter, RunInfo
+from charlm.distributed import Dist
+from charlm.progress import Reporter, RunInfo, SilentReporter
 from charlm.resume import holds_checkpoints, resume_payload, vocab_difference
 from charlm.signals import StopRequest
 
@@ -102,36 +103,51 @@ def train(
     """
     run_dir = Path(run_dir)
     mode = "always" if resume else cfg.train.resume
-    with stop or StopRequest() as stop:
-        maybe_signal("train.setup")
-        has_checkpoints = holds_checkpoints(run_dir)
-        if mode == "always" or (mode == "auto" and has_checkpoints):
-            payload = resume_payload(run_dir, cfg, reporter)
-        elif has_checkpoints:
-            raise TrainingError(
-                f"{run_dir} already holds a run; pass --resume (or set train.resume: auto) to "
-                "continue it, or choose a new --out-dir"
-            )
-        else:
-            payload = None
-        trainer = Trainer(cfg, run_dir, reporter, payload)
-        return trainer.run(stop)
+    ddp = Dist.from_environment(cfg.train.device, cfg.train.dist_timeout)
+    if not ddp.is_main:
+        reporter = SilentReporter()  # rank 0 speaks for the job
+    try:
+        with stop or StopRequest() as stop:
+            return _train(cfg, run_dir, reporter, mode, stop, ddp)
+    finally:
+        ddp.close()
+
+
+def _train(cfg: Config, run_dir: Path, reporter: Reporter, mode: str, stop: StopRequest, ddp: Dist) -> TrainResult:
+    maybe_signal("train.setup")
+    has_checkpoints = holds_checkpoints(run_dir)
+    if mode == "always" or (mode == "auto" and has_checkpoints):
+        payload = resume_payload(run_dir, cfg, reporter)
+    elif has_checkpoints:
+        raise TrainingError(
+            f"{run_dir} already holds a run; pass --resume (or set train.resume: auto) to "
+            "continue it, or choose a new --out-dir"
+        )
+    else:
+        payload = None
+    trainer = Trainer(cfg, run_dir, reporter, payload, ddp)
+    return trainer.run(stop)
 
 
 class Trainer:
-    def __init__(self, cfg: Config, run_dir: Path, reporter: Reporter, payload: dict | None):
+    def __init__(self, cfg: Config, run_dir: Path, reporter: Reporter, payload: dict | None, ddp: Dist | None = None):
         self.cfg, self.run_dir, self.reporter = cfg, run_dir, reporter
+        self.ddp = ddp = ddp or Dist()
         tcfg = cfg.train
         if tcfg.threads:
             torch.set_num_threads(tcfg.threads)
-        self.device = pick_device(tcfg.device)
+        self.device = ddp.place(pick_device(tcfg.device))
+        ddp.rows_per_rank(tcfg.batch_size)  # refuse an uneven split before any work
         torch.manual_seed(tcfg.seed)
         self.corpus: Corpus = load_corpus(cfg.data)
         if payload is not None and list(payload["vocab"]) != list(self.corpus.vocab.tokens):
             raise CheckpointError(vocab_difference(payload["vocab"], self.corpus.vocab.tokens))
-        self.train_rows = batchify(self.corpus.train, tcfg.batch_size).to(self.device)
+        self.train_rows = ddp.shard_rows(batchify(self.corpus.train, tcfg.batch_size)).to(self.device)
         self.windows = windows_per_epoch(self.train_rows.size(1), tcfg.seq_len)
         self.model = CharRNN(len(self.corpus.vocab), cfg.model).to(self.device)
+        self.net = ddp.wrap(self.model)  # what the loop runs; self.model is what checkpoints hold
+        if ddp.enabled:
+            torch.manual_seed(tcfg.seed + ddp.rank)  # each rank its own dropout masks
         self.optimizer = build_optimizer(self.model, tcfg, self.device)
         self.schedule = LRSchedule(tcfg)
         self.state = LoopState()
@@ -142,15 +158,17 @@ class Trainer:
             if tcfg.precision == "bf16" else nullcontext()
         )
         run_dir.mkdir(parents=True, exist_ok=True)
-        self.metrics = MetricsLog(run_dir, tcfg.tensorboard)
+        self.metrics = MetricsLog(run_dir, tcfg.tensorboard, enabled=ddp.is_main)
+        self.stopping = False
         if payload is not None:
             self._restore(payload)
-        else:
+        elif ddp.is_main:
             # A fresh start in a folder without checkpoints: metrics of an attempt killed
             # before its first checkpoint describe nothing that exists any more.
             self.metrics.start_fresh()
             (run_dir / SUMMARY).unlink(missing_ok=True)
-        (run_dir / CONFIG).write_text(dump_config(cfg), encoding="utf-8")
+        if ddp.is_main:
+            (run_dir / CONFIG).write_text(dump_config(cfg), encoding="utf-8")
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -172,15 +190,18 @@ class Trainer:
         self._write_summary("running")
         try:
             self._loop(stop)
-            if stop.requested:
+            if self._should_stop(stop, now=True):  # a signal may have come during the last step
                 self._save()
                 self._write_summary("stopped")
                 self.reporter.message(
                     f"stopped by signal at step {state.step:,}; checkpoint saved to "
                     f"{self.run_dir / LAST}; continue with --resume"
                 )
-                return TrainResult("stopped", state.step, state.best_valid_bpc, None, stop.exit_code)
+                # A rank the signal did not reach stops like one SIGTERM reached.
+                code = stop.exit_code if stop.requested else 143
+                return TrainResult("stopped", state.step, state.best_valid_bpc, None, code)
             test = self._final_test()
+            self.ddp.barrier()  # the other ranks wait for rank 0's test pass, then all leave together
         except Exception as exc:
             self._write_summary("failed", error=str(exc))
             raise
@@ -194,7 +215,7 @@ class Trainer:
         tcfg, state = self.cfg.train, self.state
         self.model.train()
         interval = _Interval()
-        while state.step < tcfg.max_steps and not stop.requested:
+        while state.step < tcfg.max_steps and not self._should_stop(stop):
             if state.window == self.windows:  # epoch done: start the stream again, from zero state
                 state.epoch, state.window, self.hidden = state.epoch + 1, 0, None
             x, y = window(self.train_rows, state.window, tcfg.seq_len)
@@ -216,12 +237,23 @@ class Trainer:
                 with interval.paused():  # evaluation time is not training time
                     self._evaluate_and_checkpoint()
 
+    def _should_stop(self, stop: StopRequest, now: bool = False) -> bool:
+        """Whether any process got a stop signal. Across ranks this is one all-reduce: every
+        step on CPU, every log interval on CUDA (where reading it would stall the GPU), and
+        whenever `now`."""
+        if not self.ddp.enabled:
+            self.stopping = stop.requested
+        elif now or self.device.type == "cpu" or self.state.step % self.cfg.train.log_every == 0:
+            self.stopping = self.ddp.any_true(stop.requested, self.device)
+        return self.stopping
+
     def _log(self, lr: float, interval: _Interval) -> None:
         """Report and record the mean train loss and throughput since the last log line."""
         state = self.state
         elapsed = interval.elapsed()
         state.elapsed_s += elapsed
-        train_loss = float(state.loss_sum) / state.loss_count  # the one host sync per interval
+        # The one host sync per interval; across ranks, the mean over all rows.
+        train_loss = self.ddp.mean(float(state.loss_sum) / state.loss_count, self.device)
         self._check_finite(train_loss, "train loss")
         chars_per_s = interval.tokens / max(elapsed, 1e-9)
         self.reporter.log(state.step, train_loss / math.log(2), lr, chars_per_s)
@@ -236,7 +268,7 @@ class Trainer:
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One optimizer step on one window; returns the loss as a detached tensor (no sync)."""
         with self.autocast:
-            logits, hidden = self.model(x, self.hidden)  # (B, T, V)
+            logits, hidden = self.net(x, self.hidden)  # (B, T, V)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
         if fault_at(f"train.step={self.state.step + 1}") == "nan":
             loss = loss * math.nan
@@ -266,7 +298,10 @@ class Trainer:
     def _evaluate_and_checkpoint(self) -> None:
         tcfg, state = self.cfg.train, self.state
         maybe_signal("train.evaluate")
-        result = evaluate(self.model, self.corpus.valid, tcfg.eval_batch_size, self.device, tcfg.seq_len)
+        result = EvalResult(0, 0.0)
+        if self.ddp.is_main:  # the others wait in the broadcast
+            result = evaluate(self.model, self.corpus.valid, tcfg.eval_batch_size, self.device, tcfg.seq_len)
+        result = EvalResult(result.tokens, self.ddp.broadcast_from_main(result.loss, self.device))
         is_best = result.bpc < state.best_valid_bpc
         if is_best:
             state.best_valid_bpc, state.best_step = result.bpc, state.step
@@ -280,7 +315,7 @@ class Trainer:
         self._save(best=is_best)
 
     def _final_test(self) -> EvalResult | None:
-        if self.corpus.test is None:
+        if self.corpus.test is None or not self.ddp.is_main:
             return None
         best = load_checkpoint(self.run_dir / BEST)
         model = CharRNN(len(self.corpus.vocab), self.cfg.model).to(self.device)
@@ -297,6 +332,15 @@ class Trainer:
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
+        # Collectives first, on every rank: the full hidden state (rows of all ranks, the
+        # single-process layout) and every rank's random streams.
+        hidden = [self.ddp.gather_rows(h).detach().cpu() for h in _hidden_parts(self.hidden)]
+        rng_ranks = self.ddp.gather_objects(rng)
+        # Each rank summed the loss of its own rows; resumed ranks all start from the mean.
+        loss_sum = self.ddp.mean(float(self.state.loss_sum), self.device)
+        if not self.ddp.is_main:
+            self.ddp.barrier()  # wait until rank 0 has published
+            return
         names = [step_checkpoint_name(self.state.step), LAST] + ([BEST] if best else [])
         save_checkpoint([self.run_dir / name for name in names], {
             "config": self.cfg.to_dict(),
@@ -304,24 +348,36 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
-            "loop": asdict(self.state) | {"loss_sum": float(self.state.loss_sum)},
-            "hidden": hidden_to_list(self.hidden),
+            "loop": asdict(self.state) | {"loss_sum": loss_sum},
+            "hidden": hidden,
             "rng": rng,
+            "rng_ranks": rng_ranks,
+            "world_size": self.ddp.world_size,
         })
         # Only now that the new files are published may old ones go.
         kept = [p for step, p in step_checkpoints(self.run_dir) if step <= self.state.step]
         for path in kept[self.cfg.train.keep_last:]:
             remove_checkpoint(path)
+        self.ddp.barrier()
 
     def _restore(self, payload: dict) -> None:
+        saved_world = payload.get("world_size", 1)
+        if saved_world != self.ddp.world_size:
+            raise CheckpointError(
+                f"{self.run_dir} was trained by {saved_world} process(es); resume it with the same "
+                f"number (torchrun --nproc_per_node {saved_world}), not {self.ddp.world_size}"
+            )
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.schedule.load_state_dict(payload["schedule"])
         self.state = LoopState(**payload["loop"])
-        self.hidden = hidden_from_list(payload["hidden"], self.device)
-        torch.set_rng_state(payload["rng"]["torch"])
-        if "cuda" in payload["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(payload["rng"]["cuda"])
+        rows = self.cfg.train.batch_size // self.ddp.world_size
+        mine = [h[:, self.ddp.rank * rows : (self.ddp.rank + 1) * rows] for h in payload["hidden"]]
+        self.hidden = hidden_from_list(mine, self.device)
+        rng = payload.get("rng_ranks", [payload["rng"]])[self.ddp.rank]
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
         self.metrics.truncate_after(self.state.step)
 
     def _summary_status(self) -> str | None:
@@ -336,6 +392,8 @@ class Trainer:
         A "running" summary names the process, so `charlm runs` can tell a crashed run from a
         live one.
         """
+        if not self.ddp.is_main:
+            return
         state = self.state
         summary = {
             "status": status, "pid": os.getpid(), "host": socket.gethostname(),
@@ -357,3 +415,9 @@ def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def _hidden_parts(hidden) -> tuple[torch.Tensor, ...]:
+    if hidden is None:
+        return ()
+    return tuple(hidden) if isinstance(hidden, tuple) else (hidden,)
