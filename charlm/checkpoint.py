@@ -31,6 +31,7 @@ from charlm.errors import CheckpointError
 from charlm.faults import maybe_signal
 
 FORMAT_VERSION = 1
+REQUIRED_KEYS = ("config", "vocab", "model", "optimizer", "schedule", "loop", "hidden", "rng")
 LAST = "last.pt"
 BEST = "best.pt"
 
@@ -98,8 +99,11 @@ def verify_checkpoint(path: Path) -> bytes:
     Raises:
         CheckpointError: missing, unreadable, no side file, or the hash does not match.
     """
-    data = _read_bytes(path)
+    # Side file before and after the bytes: a save running meanwhile narrows it between our
+    # reads, and the file we read is admitted by one of the two.
     admitted = _read_hashes(path)
+    data = _read_bytes(path)
+    admitted |= _read_hashes(path)
     if not admitted:
         raise CheckpointError(f"{path} has no checksum file ({hash_path(path).name}); it was never fully published")
     digest = hashlib.sha256(data).hexdigest()
@@ -159,6 +163,9 @@ def load_checkpoint(path: Path, require_hash: bool = True) -> dict[str, Any]:
             f"{path} has checkpoint format {payload['format_version']}; this charlm "
             f"({__version__}) reads format {FORMAT_VERSION}"
         )
+    missing = [key for key in REQUIRED_KEYS if key not in payload]
+    if missing:
+        raise CheckpointError(f"{path} is not a complete charlm checkpoint: it lacks {', '.join(missing)}")
     return payload
 
 

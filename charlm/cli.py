@@ -142,7 +142,7 @@ def train(
 @friendly_errors
 def eval_command(
     run: Annotated[Path, typer.Argument(help="Run directory (uses best.pt, else last.pt) or checkpoint file.")],
-    split: Annotated[str, typer.Option(help="valid or test.")] = "test",
+    split: Annotated[str, typer.Option(help="valid or test (default test).")] = "test",
     text: Annotated[Optional[Path], typer.Option(help="Score this UTF-8 file instead of a split.")] = None,
     batch_size: Annotated[int, typer.Option(help="Rows scored in parallel; 1 is how papers report.")] = 1,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
@@ -153,6 +153,8 @@ def eval_command(
 
     if split not in ("valid", "test"):
         raise CharlmError(f"--split must be valid or test, got {split!r}")
+    if text is not None and split != "test":
+        raise CharlmError("give --split or --text, not both")
     if batch_size < 1:
         raise CharlmError(f"--batch-size must be at least 1, got {batch_size}")
     trained = load_trained(run, device)
@@ -261,7 +263,7 @@ def bench(
 @friendly_errors
 def runs(
     dirs: Annotated[Optional[list[Path]], typer.Argument(help="Run directories or folders holding them (default: runs).")] = None,
-    sort: Annotated[str, typer.Option(help="Column to sort by: " + ", ".join(("name", "best_valid_bpc", "test_bpc", "chars_per_s", "steps", "parameters", "wall_s", "status")) + ".")] = "name",
+    sort: Annotated[str, typer.Option(help="Column to sort by: name, cell, size, parameters, steps, best_valid_bpc, test_bpc, chars_per_s, wall_s or status.")] = "name",
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
 ) -> None:

@@ -184,8 +184,6 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
         raise ConfigError(source, problems) from None
     if problems:
         raise ConfigError(source, problems)
-    if cfg.data.root is None:
-        cfg.data.root = str(resolve_data_root(None))
     return cfg
 
 

@@ -187,7 +187,9 @@ def _read_ptb_cache(path: Path) -> Corpus | None:
         return None
     if not data.startswith(_CACHE_MAGIC):
         return None
-    header_end = data.index(b"\n", len(_CACHE_MAGIC)) + 1
+    header_end = data.find(b"\n", len(_CACHE_MAGIC)) + 1
+    if header_end == 0:
+        return None
     try:
         vocab = Vocabulary(tuple(json.loads(data[len(_CACHE_MAGIC):header_end])["vocab"]))
     except (ValueError, KeyError, TypeError):
@@ -212,7 +214,9 @@ def load_text(cfg: DataConfig) -> Corpus:
         parts = {"train": read_utf8(Path(cfg.train)), "valid": read_utf8(Path(cfg.valid)),
                  "test": read_utf8(Path(cfg.test)) if cfg.test else None}
         names = {"train": cfg.train, "valid": cfg.valid, "test": cfg.test}
-    for split in ("train", "valid"):
+    if cfg.path is not None and parts["test"] is not None and len(parts["test"]) < 2:
+        parts["test"] = None  # a rounding sliver, not a split to score
+    for split in ("train", "valid") + (("test",) if parts["test"] is not None else ()):
         if len(parts[split]) < 2:
             raise DataError(
                 f"the {split} split ({names[split]}) has {len(parts[split])} characters; it needs "

@@ -33,10 +33,19 @@ class Dist:
     @classmethod
     def from_environment(cls, device: str, timeout_s: float) -> Dist:
         """Join the torchrun job described by the environment, or stand alone without one."""
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        try:
+            world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        except ValueError:
+            raise CharlmError(f"WORLD_SIZE must be a whole number, got {os.environ['WORLD_SIZE']!r}") from None
         if world_size == 1:
             return cls()
-        rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+        try:
+            rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+        except (KeyError, ValueError):
+            raise CharlmError(
+                f"WORLD_SIZE is {world_size} but RANK is {os.environ.get('RANK')!r}; launch with "
+                "torchrun, or unset WORLD_SIZE for a single process"
+            ) from None
         use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
         if use_cuda:
             torch.cuda.set_device(local_rank)

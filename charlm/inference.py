@@ -75,8 +75,8 @@ def encode_prompt(trained: TrainedModel, prompt: str) -> torch.Tensor:
     text = from_readable(prompt, corpus) if prompt else "\n"
     unknown = trained.vocab.unknown_chars(text)
     if unknown:
-        if text == "\n":
-            return torch.tensor([0])  # no end-of-line in this vocabulary: start from its first symbol
+        if not prompt:
+            raise SamplingError("this model's vocabulary has no end-of-line to start from; give a --prompt")
         listed = ", ".join(repr(c) for c in unknown)
         raise SamplingError(
             f"prompt contains characters not in this model's vocabulary: {listed}; "

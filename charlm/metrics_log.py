@@ -59,8 +59,11 @@ class MetricsLog:
     def append(self, record: dict) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            raise CharlmError(f"could not write {self.path}: {exc.strerror or exc}; free disk space, then --resume") from None
         if self.writer is not None:
             for key, value in record.items():
                 if key not in _NOT_SCALARS and isinstance(value, (int, float)):

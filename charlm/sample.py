@@ -6,6 +6,7 @@ only the newest character is fed in. Several samples run side by side as one bat
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -33,8 +34,11 @@ class SamplingOptions:
             raise SamplingError(f"--length must be 0 or more, got {self.length}")
         if self.num_samples < 1:
             raise SamplingError(f"--num-samples must be at least 1, got {self.num_samples}")
-        if not self.temperature > 0:
-            raise SamplingError(f"--temperature must be above 0, got {self.temperature}; use --greedy for the most likely text")
+        if not (self.temperature >= 1e-4 and math.isfinite(self.temperature)):
+            raise SamplingError(
+                f"--temperature must be a finite number of at least 0.0001, got {self.temperature}; "
+                "use --greedy for the most likely text"
+            )
         if self.top_k is not None and not 1 <= self.top_k <= vocab_size:
             raise SamplingError(f"--top-k must be between 1 and the vocabulary size {vocab_size}, got {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:

@@ -9,6 +9,7 @@ checkpoint is scored on test.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -157,7 +158,9 @@ class Trainer:
             torch.autocast(self.device.type, dtype=torch.bfloat16)
             if tcfg.precision == "bf16" else nullcontext()
         )
-        run_dir.mkdir(parents=True, exist_ok=True)
+        _make_run_dir(run_dir)
+        if ddp.is_main:
+            self._lock = _lock_run_dir(run_dir)  # held until the process exits
         self.metrics = MetricsLog(run_dir, tcfg.tensorboard, enabled=ddp.is_main)
         self.stopping = False
         if payload is not None:
@@ -183,6 +186,7 @@ class Trainer:
         if stop.requested:  # a signal while the corpus loaded: nothing to save yet
             self.reporter.message(f"stopped by signal before step {state.step + 1:,}; nothing changed")
             return TrainResult("stopped", state.step, state.best_valid_bpc, None, stop.exit_code)
+        self.metrics.truncate_after(state.step)  # a resumed run never repeats a step
         self.reporter.start(RunInfo(
             str(self.run_dir), _device_name(self.device), self.model.num_parameters(),
             len(self.corpus.vocab), len(self.corpus.train), state.step, tcfg.max_steps,
@@ -224,8 +228,9 @@ class Trainer:
             loss = self._step(x, y)
             state.step += 1
             state.window += 1
-            state.tokens_seen += y.numel()
-            interval.tokens += y.numel()
+            tokens = y.numel() * self.ddp.world_size  # every rank trains on as many rows
+            state.tokens_seen += tokens
+            interval.tokens += tokens
             state.loss_sum += loss
             state.loss_count += 1
             maybe_signal(f"train.step={state.step}")
@@ -378,7 +383,6 @@ class Trainer:
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
-        self.metrics.truncate_after(self.state.step)
 
     def _summary_status(self) -> str | None:
         try:
@@ -421,3 +425,25 @@ def _hidden_parts(hidden) -> tuple[torch.Tensor, ...]:
     if hidden is None:
         return ()
     return tuple(hidden) if isinstance(hidden, tuple) else (hidden,)
+
+
+def _make_run_dir(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TrainingError(
+            f"cannot use {run_dir} as the run directory: {exc.strerror or exc}; choose another --out-dir"
+        ) from None
+
+
+def _lock_run_dir(run_dir: Path):
+    """An exclusive lock on RUN/.lock, so two trainers never write one run directory."""
+    handle = open(run_dir / ".lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise TrainingError(
+            f"another charlm process is training in {run_dir}; wait for it, stop it, or choose another --out-dir"
+        ) from None
+    return handle

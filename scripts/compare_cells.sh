@@ -30,7 +30,7 @@ for spec in rnn_tanh:1084 gru:600 lstm:512; do
         continue
     fi
     resume=()
-    [[ -f $run/last.pt ]] && resume=(--resume)
+    compgen -G "$run/*.pt" > /dev/null && resume=(--resume)  # any checkpoint, step files included
     "${charlm[@]}" train --config "$config" --out-dir "$run" "${resume[@]}" \
         --set model.cell="$cell" --set model.hidden_size="$hidden" --set model.num_layers=1 \
         --set model.embedding_dim=128 \

@@ -24,7 +24,7 @@ for spec in lstm:fused lstm:reference gru:reference gru:fused mogrifier_lstm:ref
         continue
     fi
     resume=()
-    [[ -f $run/last.pt ]] && resume=(--resume)
+    compgen -G "$run/*.pt" > /dev/null && resume=(--resume)  # any checkpoint, step files included
     "${charlm[@]}" train --config "$config" --out-dir "$run" "${resume[@]}" \
         --set model.cell="$cell" --set model.impl="$impl" --set model.num_layers=1 \
         --set model.hidden_size=256 --set model.embedding_dim=64 --set model.dropout=0.0 \

@@ -165,7 +165,7 @@ for i in "${!combos[@]}"; do
         cmd+=(--set "$setting")
     done
     cmd+=(--out-dir "$run_dir")
-    if [[ -f $run_dir/last.pt || -f $run_dir/best.pt ]]; then
+    if compgen -G "$run_dir/*.pt" > /dev/null; then  # any checkpoint, step files included
         cmd+=(--resume)
         echo "$label: resuming unfinished run"
     else

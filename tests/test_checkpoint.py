@@ -17,13 +17,18 @@ import textwrap
 import pytest
 import torch
 
-from charlm.checkpoint import hash_path, load_checkpoint, save_checkpoint, verify_checkpoint
+from charlm.checkpoint import REQUIRED_KEYS, hash_path, load_checkpoint, save_checkpoint, verify_checkpoint
 from charlm.config import load_config
 from charlm.errors import CheckpointError, TrainingError
 from charlm.inference import load_trained
 from charlm.progress import SilentReporter
 from charlm.train import train
 from tests.conftest import REPO, tiny_text_config, write_config, write_text_corpus
+
+def complete(payload: dict) -> dict:
+    """A payload with every key a charlm checkpoint must hold, for tests of the file mechanics."""
+    return {key: None for key in REQUIRED_KEYS} | payload
+
 
 
 class Hostile:
@@ -231,8 +236,8 @@ def side_hashes(path: pathlib.Path) -> list[str]:
 
 def test_publishing_twice_leaves_one_hash_and_no_temp_files(tmp_path):
     path = tmp_path / "last.pt"
-    save_checkpoint(path, {"loop": {"step": 1}, "w": torch.arange(4.0)})
-    save_checkpoint(path, {"loop": {"step": 2}, "w": torch.arange(8.0)})
+    save_checkpoint(path, complete({"loop": {"step": 1}, "w": torch.arange(4.0)}))
+    save_checkpoint(path, complete({"loop": {"step": 2}, "w": torch.arange(8.0)}))
     assert side_hashes(path) == [hashlib.sha256(path.read_bytes()).hexdigest()]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "last.pt.sha256"]
     assert not list(tmp_path.glob(".last.pt.*.tmp"))
@@ -242,8 +247,8 @@ def test_publishing_twice_leaves_one_hash_and_no_temp_files(tmp_path):
 def test_a_crash_between_the_phases_leaves_either_file_valid(tmp_path):
     old, new = tmp_path / "last.pt", tmp_path / "new" / "last.pt"
     new.parent.mkdir()
-    save_checkpoint(old, {"loop": {"step": 1}, "w": torch.zeros(4)})
-    save_checkpoint(new, {"loop": {"step": 2}, "w": torch.ones(4)})
+    save_checkpoint(old, complete({"loop": {"step": 1}, "w": torch.zeros(4)}))
+    save_checkpoint(new, complete({"loop": {"step": 2}, "w": torch.ones(4)}))
     # The state after "widen" and before "narrow": the side file admits both hashes.
     hash_path(old).write_text("\n".join(sorted(side_hashes(old) + side_hashes(new))) + "\n")
     assert len(side_hashes(old)) == 2
@@ -251,7 +256,7 @@ def test_a_crash_between_the_phases_leaves_either_file_valid(tmp_path):
     shutil.copy(new, old)
     assert load_checkpoint(old)["loop"]["step"] == 2  # crash after the rename
     # Neither admits a third file, nor a torn one.
-    save_checkpoint(tmp_path / "other.pt", {"loop": {"step": 3}})
+    save_checkpoint(tmp_path / "other.pt", complete({"loop": {"step": 3}}))
     shutil.copy(tmp_path / "other.pt", old)
     with pytest.raises(CheckpointError, match="does not match its checksum"):
         verify_checkpoint(old)
@@ -259,7 +264,7 @@ def test_a_crash_between_the_phases_leaves_either_file_valid(tmp_path):
     with pytest.raises(CheckpointError, match="does not match its checksum"):
         verify_checkpoint(old)
     # The next publish narrows the list again.
-    save_checkpoint(old, {"loop": {"step": 4}})
+    save_checkpoint(old, complete({"loop": {"step": 4}}))
     assert len(side_hashes(old)) == 1 and load_checkpoint(old)["loop"]["step"] == 4
 
 
@@ -286,7 +291,7 @@ WRITE_TOO_BIG = textwrap.dedent("""
 
 def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path):
     path = tmp_path / "last.pt"
-    save_checkpoint(path, {"loop": {"step": 1}, "w": torch.zeros(16)})
+    save_checkpoint(path, complete({"loop": {"step": 1}, "w": torch.zeros(16)}))
     before = path.read_bytes()
     limit = 64 * 1024
     assert len(before) < limit

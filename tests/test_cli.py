@@ -104,7 +104,8 @@ def test_prompt_with_unknown_characters_is_a_clear_error(tmp_path, text_files):
     assert proc.stdout == ""
     assert "prompt contains characters not in this model's vocabulary: '{', '}', '~'" in proc.stderr
     for args, fragment in [
-        (["--temperature", "0"], "--temperature must be above 0"),
+        (["--temperature", "0"], "--temperature must be a finite number of at least 0.0001"),
+        (["--temperature", "inf"], "--temperature must be a finite number of at least 0.0001"),
         (["--top-k", "0"], "--top-k must be between 1"),
         (["--top-k", "500"], "--top-k must be between 1"),
         (["--top-p", "1.5"], "--top-p must be in (0, 1]"),
@@ -158,3 +159,27 @@ def test_unknown_device_is_a_clear_error(tmp_path, text_files):
     charlm("train", "--config", config, "--out-dir", tmp_path / "r", check=0)
     assert "unknown device 'gpu'" in charlm("eval", tmp_path / "r", "--device", "gpu", check=1).stderr
     assert "train.device" in charlm("train", "--config", config, "--out-dir", tmp_path / "s", "--device", "gpu", check=1).stderr
+
+
+def test_eval_refuses_split_and_text_together(tmp_path, text_files):
+    config = write_config(tmp_path / "c.yaml", tiny_text_config(text_files, max_steps=5, eval_every=5))
+    charlm("train", "--config", config, "--out-dir", tmp_path / "r", check=0)
+    assert "give --split or --text, not both" in charlm("eval", tmp_path / "r", "--split", "valid", "--text", text_files["test"], check=1).stderr
+
+
+def test_two_trainers_cannot_share_a_run_directory(tmp_path, text_files):
+    import fcntl
+
+    config = write_config(tmp_path / "c.yaml", tiny_text_config(text_files, max_steps=5, eval_every=5))
+    (tmp_path / "r").mkdir()
+    with open(tmp_path / "r" / ".lock", "a+") as held:  # as a live trainer holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        proc = charlm("train", "--config", config, "--out-dir", tmp_path / "r", check=1)
+    assert "another charlm process is training in" in proc.stderr
+    charlm("train", "--config", config, "--out-dir", tmp_path / "r", check=0)  # free again
+
+
+def test_an_out_dir_that_is_a_file_is_a_clear_error(tmp_path, text_files):
+    config = write_config(tmp_path / "c.yaml", tiny_text_config(text_files, max_steps=5, eval_every=5))
+    (tmp_path / "file").write_text("x")
+    assert "cannot use" in charlm("train", "--config", config, "--out-dir", tmp_path / "file", check=1).stderr

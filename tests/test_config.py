@@ -94,7 +94,12 @@ def test_missing_config_file(tmp_path):
 
 
 def test_data_root_defaults_to_environment(tmp_path, monkeypatch):
+    from charlm.config import resolve_data_root
+
+    # Left unset in the config (and so in checkpoints), resolved where the data is used.
+    assert load_config(None).data.root is None
     monkeypatch.setenv("CHARLM_DATA", str(tmp_path / "corpora"))
-    assert load_config(None).data.root == str(tmp_path / "corpora")
+    assert resolve_data_root(None) == tmp_path / "corpora"
     monkeypatch.delenv("CHARLM_DATA")
-    assert load_config(None).data.root == "data"
+    assert str(resolve_data_root(None)) == "data"
+    assert str(resolve_data_root("elsewhere")) == "elsewhere"

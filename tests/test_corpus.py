@@ -97,3 +97,14 @@ def test_vocabulary_from_text_is_sorted_and_complete():
     vocab = Vocabulary.from_text("banana\n", with_unk=False)
     assert vocab.tokens == ("\n", "a", "b", "n")
     assert torch.equal(vocab.encode("nab", "t"), torch.tensor([3, 1, 2]))
+
+
+def test_a_test_split_too_short_to_score_is_caught_before_training(tmp_path):
+    (tmp_path / "all.txt").write_text("abcdefghij" * 100 + "k", encoding="utf-8")
+    corpus = load_text(DataConfig(corpus="text", path=str(tmp_path / "all.txt"), split=(0.9, 0.1, 0.0)))
+    assert corpus.test is None  # the 1-character remainder is no split
+    for name, text in (("train", "abcdef" * 10), ("valid", "abc"), ("test", "a")):
+        (tmp_path / f"{name}.txt").write_text(text, encoding="utf-8")
+    with pytest.raises(DataError, match=r"the test split .* has 1 characters"):
+        load_text(DataConfig(corpus="text", train=str(tmp_path / "train.txt"), valid=str(tmp_path / "valid.txt"),
+                             test=str(tmp_path / "test.txt")))

@@ -133,3 +133,11 @@ def test_a_run_stopped_on_its_last_step_finishes_on_resume(tmp_path, text_files,
     done, _ = run(tmp_path, text_files, resume=True)
     assert done.status == "finished" and done.test is not None
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "finished"
+
+
+def test_resuming_a_finished_run_keeps_its_test_score(tmp_path, text_files):
+    run(tmp_path, text_files)
+    before = (tmp_path / "run" / "metrics.jsonl").read_text()
+    assert '"split": "test"' in before
+    run(tmp_path, text_files, resume=True)
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
