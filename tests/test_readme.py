@@ -1,7 +1,9 @@
 """Every command the README shows runs, in the order shown, against a tiny stand-in for PTB runs.
 
 The substitutions only shrink the work (the tiny config for the CPU recipe, a local folder for
-the network); each command line is otherwise run as written, through a shell.
+the network); each command line is otherwise run as written, through a shell. The `torchrun`
+examples need several processes and a GPU-sized config; tests/test_distributed.py launches
+charlm through torchrun the same way on a tiny corpus.
 """
 
 from __future__ import annotations
