@@ -23,6 +23,7 @@ from torch import nn
 
 from charlm.config import Config
 from charlm.corpus import load_corpus
+from charlm.device import device_name
 from charlm.evaluate import evaluate
 from charlm.model import CharRNN
 from charlm.progress import SilentReporter
@@ -51,7 +52,7 @@ def run_bench(cfg: Config, steps: int = 20, repeats: int = 5, warmup: int = 3) -
         loop_s, bare_s = _time_training(trainer, steps, repeats, warmup)
         tokens_per_step = cfg.train.batch_size * cfg.train.seq_len
         figures = {
-            "device": _device_label(device),
+            "device": device_name(device),
             "train_chars_per_s": tokens_per_step * steps / loop_s,
             "bare_chars_per_s": tokens_per_step * steps / bare_s,
         }
@@ -190,12 +191,6 @@ def _peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def _device_label(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads)"
 
 
 def _sync(device: torch.device) -> None:

@@ -117,7 +117,8 @@ def train(
     from charlm.config import load_config
     from charlm.progress import RichReporter
     from charlm.signals import StopRequest
-    from charlm.train import CONFIG, train as run_training
+    from charlm.rundir import CONFIG
+    from charlm.train import train as run_training
 
     overrides = list(set_ or [])
     if device is not None:
@@ -310,11 +311,12 @@ def plot(
     metric: Annotated[str, typer.Option(help="bpc or loss.")] = "bpc",
 ) -> None:
     """Draw the train and valid curves of several runs on one figure."""
+    from charlm.metrics_log import METRICS
     from charlm.plot import plot_runs
     from charlm.runs import find_runs
 
     paths = find_runs(runs)
-    missing = [str(p) for p in paths if not (p / "metrics.jsonl").exists()]
+    missing = [str(p) for p in paths if not (p / METRICS).exists()]
     if missing:
         raise CharlmError(f"no metrics.jsonl in: {', '.join(missing)}; pass run directories")
     out.print(f"wrote {plot_runs(paths, output, x, metric)}")

@@ -20,7 +20,7 @@ from charlm.errors import CheckpointError, DataError, SamplingError
 from charlm.evaluate import EvalResult, evaluate
 from charlm.model import CharRNN
 from charlm.sample import SamplingOptions, generate
-from charlm.train import pick_device
+from charlm.device import pick_device
 
 
 @dataclass

@@ -5,10 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from charlm.cells import ReferenceRNN
+from charlm.cells import Hidden, ReferenceRNN
 from charlm.config import ModelConfig
-
-Hidden = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 _CELLS = {
     "lstm": (nn.LSTM, {}),

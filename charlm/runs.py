@@ -13,10 +13,13 @@ import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from charlm.checkpoint import BEST, LAST
 from charlm.config import read_yaml_mapping
 from charlm.errors import CharlmError
+from charlm.metrics_log import METRICS
+from charlm.rundir import CONFIG, SUMMARY
 
-RUN_MARKERS = ("config.yaml", "metrics.jsonl", "summary.json", "last.pt", "best.pt")
+RUN_MARKERS = (CONFIG, METRICS, SUMMARY, LAST, BEST)
 COLUMNS = ("name", "cell", "size", "parameters", "steps", "best_valid_bpc", "test_bpc",
            "chars_per_s", "wall_s", "status")
 
@@ -76,7 +79,7 @@ def describe_run(path: Path, base: Path | None = None) -> RunRow:
 def read_metrics(path: Path) -> list[dict]:
     """The records of RUN/metrics.jsonl; a torn last line (a run killed mid-write) is skipped."""
     records = []
-    metrics = Path(path) / "metrics.jsonl"
+    metrics = Path(path) / METRICS
     if not metrics.exists():
         return records
     for line in metrics.read_text(encoding="utf-8").splitlines():
@@ -94,9 +97,9 @@ def _is_run(path: Path) -> bool:
 
 
 def _fill_from_config(row: RunRow, path: Path) -> None:
-    if not (path / "config.yaml").exists():
+    if not (path / CONFIG).exists():
         return
-    model = read_yaml_mapping(path / "config.yaml").get("model", {})
+    model = read_yaml_mapping(path / CONFIG).get("model", {})
     row.cell = model.get("cell")
     if model.get("num_layers") and model.get("hidden_size"):
         row.size = f"{model['num_layers']}x{model['hidden_size']}"
@@ -120,9 +123,9 @@ def _fill_from_metrics(row: RunRow, path: Path) -> None:
 
 
 def _fill_from_summary(row: RunRow, path: Path) -> None:
-    if not (path / "summary.json").exists():
+    if not (path / SUMMARY).exists():
         return
-    summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
+    summary = json.loads((path / SUMMARY).read_text(encoding="utf-8"))
     row.parameters = summary.get("parameters")
     row.steps = summary.get("step", row.steps)
     if summary.get("best_valid_bpc") is not None:

@@ -9,11 +9,7 @@ checkpoint is scored on test.
 
 from __future__ import annotations
 
-import fcntl
-import json
 import math
-import os
-import socket
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
@@ -26,19 +22,19 @@ from charlm.batching import batchify, window, windows_per_epoch
 from charlm.checkpoint import BEST, LAST, load_checkpoint, remove_checkpoint, save_checkpoint, step_checkpoint_name, step_checkpoints
 from charlm.config import Config, dump_config
 from charlm.corpus import Corpus, load_corpus
-from charlm.errors import CharlmError, CheckpointError, TrainingError
+from charlm.device import device_name, pick_device
+from charlm.distributed import Dist
+from charlm.errors import CheckpointError, TrainingError
 from charlm.evaluate import EvalResult, evaluate
 from charlm.faults import fault_at, maybe_signal
 from charlm.metrics_log import MetricsLog
 from charlm.model import CharRNN, detach_hidden, hidden_from_list
 from charlm.optim import LRSchedule, build_optimizer, set_lr
-from charlm.distributed import Dist
 from charlm.progress import Reporter, RunInfo, SilentReporter
 from charlm.resume import holds_checkpoints, resume_payload, vocab_difference
+from charlm.rundir import CONFIG, SUMMARY, lock_run_dir, make_run_dir, summary_status, write_summary
 from charlm.signals import StopRequest
 
-SUMMARY = "summary.json"
-CONFIG = "config.yaml"
 
 
 @dataclass
@@ -80,16 +76,6 @@ class TrainResult:
     best_valid_bpc: float
     test: EvalResult | None
     exit_code: int
-
-
-def pick_device(name: str) -> torch.device:
-    if name not in ("auto", "cpu", "cuda"):
-        raise CharlmError(f"unknown device {name!r}; use auto, cpu or cuda")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise CharlmError("device 'cuda' was asked for but PyTorch sees no CUDA GPU; use --device cpu or auto")
-    return torch.device(name)
 
 
 def train(
@@ -158,9 +144,9 @@ class Trainer:
             torch.autocast(self.device.type, dtype=torch.bfloat16)
             if tcfg.precision == "bf16" else nullcontext()
         )
-        _make_run_dir(run_dir)
+        make_run_dir(run_dir)
         if ddp.is_main:
-            self._lock = _lock_run_dir(run_dir)  # held until the process exits
+            self._lock = lock_run_dir(run_dir)  # held until the process exits
         self.metrics = MetricsLog(run_dir, tcfg.tensorboard, enabled=ddp.is_main)
         self.stopping = False
         if payload is not None:
@@ -177,18 +163,18 @@ class Trainer:
 
     def run(self, stop: StopRequest) -> TrainResult:
         tcfg, state = self.cfg.train, self.state
-        if state.step >= tcfg.max_steps and self._summary_status() == "finished":
+        if state.step >= tcfg.max_steps and summary_status(self.run_dir) == "finished":
             self.reporter.message(
                 f"run already finished at step {state.step:,} (train.max_steps {tcfg.max_steps:,}); "
                 "raise train.max_steps to train further"
             )
             return TrainResult("finished", state.step, state.best_valid_bpc, None, 0)
-        if stop.requested:  # a signal while the corpus loaded: nothing to save yet
+        if self._should_stop(stop, now=True):  # a signal while the corpus loaded: nothing to save yet
             self.reporter.message(f"stopped by signal before step {state.step + 1:,}; nothing changed")
-            return TrainResult("stopped", state.step, state.best_valid_bpc, None, stop.exit_code)
+            return TrainResult("stopped", state.step, state.best_valid_bpc, None, stop.exit_code if stop.requested else 143)
         self.metrics.truncate_after(state.step)  # a resumed run never repeats a step
         self.reporter.start(RunInfo(
-            str(self.run_dir), _device_name(self.device), self.model.num_parameters(),
+            str(self.run_dir), device_name(self.device), self.model.num_parameters(),
             len(self.corpus.vocab), len(self.corpus.train), state.step, tcfg.max_steps,
         ))
         self._write_summary("running")
@@ -384,41 +370,20 @@ class Trainer:
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
 
-    def _summary_status(self) -> str | None:
-        try:
-            return json.loads((self.run_dir / SUMMARY).read_text(encoding="utf-8"))["status"]
-        except (OSError, ValueError, KeyError):
-            return None
 
     def _write_summary(self, status: str, test: EvalResult | None = None, error: str | None = None) -> None:
-        """summary.json: the run's status (running, stopped, finished, failed) and headline figures.
-
-        A "running" summary names the process, so `charlm runs` can tell a crashed run from a
-        live one.
-        """
         if not self.ddp.is_main:
             return
         state = self.state
-        summary = {
-            "status": status, "pid": os.getpid(), "host": socket.gethostname(),
-            "updated_at": time.time(), "error": error,
-            "step": state.step, "max_steps": self.cfg.train.max_steps,
+        write_summary(self.run_dir, status, {
+            "error": error, "step": state.step, "max_steps": self.cfg.train.max_steps,
             "epoch": state.epoch, "parameters": self.model.num_parameters(),
             "best_valid_bpc": state.best_valid_bpc if math.isfinite(state.best_valid_bpc) else None,
             "best_step": state.best_step, "train_seconds": state.elapsed_s,
             "chars_per_s": state.tokens_seen / state.elapsed_s if state.elapsed_s else None,
             "test": test.as_dict() | {"batch_size": self.cfg.train.test_batch_size} if test else None,
-            "device": _device_name(self.device),
-        }
-        tmp = self.run_dir / (SUMMARY + ".tmp")
-        tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, self.run_dir / SUMMARY)
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({torch.get_num_threads()} threads)"
+            "device": device_name(self.device),
+        })
 
 
 def _hidden_parts(hidden) -> tuple[torch.Tensor, ...]:
@@ -427,23 +392,3 @@ def _hidden_parts(hidden) -> tuple[torch.Tensor, ...]:
     return tuple(hidden) if isinstance(hidden, tuple) else (hidden,)
 
 
-def _make_run_dir(run_dir: Path) -> None:
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise TrainingError(
-            f"cannot use {run_dir} as the run directory: {exc.strerror or exc}; choose another --out-dir"
-        ) from None
-
-
-def _lock_run_dir(run_dir: Path):
-    """An exclusive lock on RUN/.lock, so two trainers never write one run directory."""
-    handle = open(run_dir / ".lock", "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        raise TrainingError(
-            f"another charlm process is training in {run_dir}; wait for it, stop it, or choose another --out-dir"
-        ) from None
-    return handle
