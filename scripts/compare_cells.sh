@@ -16,6 +16,8 @@ steps=${1:-600}
 out=${2:-runs/compare-cells}
 config=${CONFIG:-configs/ptb_cpu.yaml}
 read -r -a charlm <<< "${CHARLM:-charlm}"
+# shellcheck source=scripts/train_once.sh
+source "$(dirname "$0")/train_once.sh"
 [[ $steps =~ ^[0-9]+$ && $steps -ge 4 ]] || { echo "compare_cells.sh: STEPS must be a whole number >= 4, got '$steps'" >&2; exit 2; }
 mkdir -p "$out"
 
@@ -25,13 +27,7 @@ for spec in rnn_tanh:1084 gru:600 lstm:512; do
     cell=${spec%%:*}
     hidden=${spec#*:}
     run="$out/$cell"
-    if [[ -f $run/summary.json ]] && grep -q '"status": "finished"' "$run/summary.json"; then
-        echo "skipped $run (finished)"
-        continue
-    fi
-    resume=()
-    compgen -G "$run/*.pt" > /dev/null && resume=(--resume)  # any checkpoint, step files included
-    "${charlm[@]}" train --config "$config" --out-dir "$run" "${resume[@]}" \
+    train_once "$run" --config "$config" \
         --set model.cell="$cell" --set model.hidden_size="$hidden" --set model.num_layers=1 \
         --set model.embedding_dim=128 \
         --set model.dropout=0.0 --set model.tie_weights=false \

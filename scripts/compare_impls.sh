@@ -12,6 +12,8 @@ steps=${1:-1500}
 out=${2:-runs/compare-impls}
 config=${CONFIG:-configs/ptb_cpu.yaml}
 read -r -a charlm <<< "${CHARLM:-charlm}"
+# shellcheck source=scripts/train_once.sh
+source "$(dirname "$0")/train_once.sh"
 [[ $steps =~ ^[0-9]+$ && $steps -ge 3 ]] || { echo "compare_impls.sh: STEPS must be a whole number >= 3, got '$steps'" >&2; exit 2; }
 mkdir -p "$out"
 
@@ -19,13 +21,7 @@ for spec in lstm:fused lstm:reference gru:reference gru:fused mogrifier_lstm:ref
     cell=${spec%%:*}
     impl=${spec#*:}
     run="$out/${cell}-${impl}"
-    if [[ -f $run/summary.json ]] && grep -q '"status": "finished"' "$run/summary.json"; then
-        echo "skipped $run (finished)"
-        continue
-    fi
-    resume=()
-    compgen -G "$run/*.pt" > /dev/null && resume=(--resume)  # any checkpoint, step files included
-    "${charlm[@]}" train --config "$config" --out-dir "$run" "${resume[@]}" \
+    train_once "$run" --config "$config" \
         --set model.cell="$cell" --set model.impl="$impl" --set model.num_layers=1 \
         --set model.hidden_size=256 --set model.embedding_dim=64 --set model.dropout=0.0 \
         --set train.batch_size=32 --set train.seq_len=64 --set train.max_steps="$steps" \
