@@ -25,6 +25,7 @@ from charlm.config import Config
 from charlm.corpus import load_corpus
 from charlm.device import device_name
 from charlm.evaluate import evaluate
+from charlm.inference import TrainedModel, quantize_for_cpu
 from charlm.model import CharRNN
 from charlm.progress import SilentReporter
 from charlm.sample import SamplingOptions, generate
@@ -62,6 +63,10 @@ def run_bench(cfg: Config, steps: int = 20, repeats: int = 5, warmup: int = 3) -
         figures["eval_chars_per_s"] = _eval_speed(model, valid[:200_000], cfg.train.eval_batch_size, device)
         figures["sample_chars_per_s"] = _sample_speed(model, 1, device)
         figures["sample16_chars_per_s"] = _sample_speed(model, 16, device)
+        if device.type == "cpu":
+            trained = TrainedModel(Path(run_dir), 0, cfg, trainer.corpus.vocab, model)
+            quantize_for_cpu(trained)  # `charlm sample --int8`
+            figures["sample_int8_chars_per_s"] = _sample_speed(trained.model, 1, device)
     if cfg.model.impl == "fused":
         # The same model as reference cells (charlm/cells.py), for the comparison.
         figures["reference_chars_per_s"] = _reference_speed(cfg, max(1, steps // 5))

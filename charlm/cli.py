@@ -186,10 +186,11 @@ def sample(
     num_samples: Annotated[int, typer.Option(help="Independent samples, generated as one batch.")] = 1,
     seed: Annotated[Optional[int], typer.Option(help="The same seed gives the same text.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
+    int8: Annotated[bool, typer.Option("--int8", help="CPU: int8 weights, about 2x faster; slightly different text.")] = False,
 ) -> None:
     """Generate text from a trained model, streamed as it is produced."""
     from charlm.corpus import read_utf8
-    from charlm.inference import check_sampling, load_trained, sample_text
+    from charlm.inference import check_sampling, load_trained, quantize_for_cpu, sample_text
     from charlm.sample import SamplingOptions
 
     if prompt is not None and prompt_file is not None:
@@ -198,6 +199,8 @@ def sample(
         prompt = read_utf8(prompt_file).rstrip("\n")
     opts = SamplingOptions(length, temperature, top_k, top_p, greedy, num_samples, seed)
     trained = load_trained(run, device)
+    if int8:
+        quantize_for_cpu(trained)
     prompt = prompt or ""
     check_sampling(trained, prompt, opts)  # refuse bad options before echoing the prompt
     if num_samples == 1:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+import warnings
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from charlm.checkpoint import find_checkpoint, load_checkpoint
 from charlm.config import Config, config_from_dict
@@ -44,6 +46,23 @@ def load_trained(run: Path | str, device: str = "cpu") -> TrainedModel:
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit the stored config: {str(exc).splitlines()[0]}") from None
     return TrainedModel(path, int(payload["loop"]["step"]), cfg, vocab, model.to(pick_device(device)))
+
+
+def quantize_for_cpu(trained: TrainedModel) -> None:
+    """Swap the model for one with int8 weights (PyTorch dynamic quantisation), CPU only.
+
+    A step of a 2x512 LSTM reads 12 MB of fp32 weights, which bounds one-sample generation
+    near 5k characters per second on a 2-core CPU; int8 weights are a quarter of that. The
+    distribution sampled from changes slightly; the same seed still gives the same text.
+    """
+    if next(trained.model.parameters()).device.type != "cpu":
+        raise SamplingError("--int8 works on the CPU only; drop it or use --device cpu")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao.quantization announces its successor
+            trained.model = torch.ao.quantization.quantize_dynamic(trained.model, {nn.LSTM, nn.GRU, nn.RNN, nn.Linear}, dtype=torch.qint8)
+    except (AttributeError, RuntimeError) as exc:
+        raise SamplingError(f"this PyTorch cannot quantise the model ({exc}); sample without --int8") from None
 
 
 def score(

@@ -13,7 +13,7 @@ def test_bench_reports_every_figure(tmp_path, text_files):
     result = CliRunner().invoke(app, ["bench", "--config", str(config), "--steps", "2", "--json"])
     assert result.exit_code == 0, result.output
     figures = json.loads(result.stdout)
-    assert set(figures) == set(BENCH_KEYS) | {"reference_chars_per_s"}
+    assert set(figures) == set(BENCH_KEYS) | {"reference_chars_per_s", "sample_int8_chars_per_s"}
     assert figures["reference_chars_per_s"] > 0
     assert figures["device"].startswith("cpu")
     for key in BENCH_KEYS[1:]:

@@ -114,6 +114,9 @@ def test_prompt_with_unknown_characters_is_a_clear_error(tmp_path, text_files):
     many = charlm("sample", tmp_path / "r", "--num-samples", "3", "--length", "20", "--seed", "1",
                   "--top-k", "5", "--top-p", "0.9", check=0).stdout
     assert many.count("--- sample") == 3
+    int8 = charlm("sample", tmp_path / "r", "--int8", "--length", "30", "--seed", "4", "--prompt", "to ", check=0).stdout
+    assert int8 == charlm("sample", tmp_path / "r", "--int8", "--length", "30", "--seed", "4", "--prompt", "to ", check=0).stdout
+    assert int8.startswith("to ") and len(int8) == 3 + 30 + 1
     greedy = charlm("sample", tmp_path / "r", "--greedy", "--length", "20", "--prompt", "to ", check=0).stdout
     assert greedy == charlm("sample", tmp_path / "r", "--greedy", "--length", "20", "--prompt", "to ", check=0).stdout
 
