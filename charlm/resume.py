@@ -14,7 +14,7 @@ from charlm.progress import Reporter
 RESUMABLE_CHANGES = {
     "train.max_steps", "train.eval_every", "train.log_every", "train.eval_batch_size",
     "train.test_batch_size", "train.device", "train.threads", "train.keep_last", "train.resume",
-    "train.tensorboard", "train.dist_timeout",
+    "train.tensorboard", "train.dist_timeout", "train.compile",
     "data.root", "data.source",
 }
 

@@ -132,7 +132,8 @@ class Trainer:
         self.train_rows = ddp.shard_rows(batchify(self.corpus.train, tcfg.batch_size)).to(self.device)
         self.windows = windows_per_epoch(self.train_rows.size(1), tcfg.seq_len)
         self.model = CharRNN(len(self.corpus.vocab), cfg.model).to(self.device)
-        self.net = ddp.wrap(self.model)  # what the loop runs; self.model is what checkpoints hold
+        # What the loop runs; self.model (never compiled or wrapped) is what checkpoints hold.
+        self.net = ddp.wrap(torch.compile(self.model) if tcfg.compile else self.model)
         if ddp.enabled:
             torch.manual_seed(tcfg.seed + ddp.rank)  # each rank its own dropout masks
         self.optimizer = build_optimizer(self.model, tcfg, self.device)

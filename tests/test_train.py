@@ -141,3 +141,11 @@ def test_resuming_a_finished_run_keeps_its_test_score(tmp_path, text_files):
     assert '"split": "test"' in before
     run(tmp_path, text_files, resume=True)
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
+
+
+def test_compiled_training_saves_plain_weights(tmp_path, text_files):
+    result, _ = run(tmp_path, text_files, max_steps=6, eval_every=3, compile=True, threads=1)
+    assert result.status == "finished"
+    keys = load_checkpoint(tmp_path / "run" / "last.pt")["model"].keys()
+    assert not any(k.startswith(("_orig_mod.", "module.")) for k in keys)  # nanoGPT #325
+    load_trained(tmp_path / "run")
