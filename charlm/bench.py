@@ -119,7 +119,9 @@ def _reference_speed(cfg: Config, steps: int, repeats: int = 3) -> float:
 
 
 class BareStep:
-    """The same model and optimizer written with plain PyTorch: the ceiling for charlm's loop."""
+    """The same shapes written with plain PyTorch (AdamW, no dropout, untied): the ceiling for
+    charlm's loop. It matches configs like ptb_cpu.yaml exactly; with dropout, tied weights or
+    another optimizer the ratio also counts those differences."""
 
     def __init__(self, cfg: Config, vocab_size: int, device: torch.device):
         m, t = cfg.model, cfg.train

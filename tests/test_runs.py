@@ -98,7 +98,8 @@ def test_plot_refuses_what_it_cannot_draw(tmp_path, runs_dir):
     assert "--x must be one of" in invoke("plot", runs_dir / "a-finished", "--x", "epoch", "-o", tmp_path / "x.png").stderr
 
 
-def test_compare_cells_script_makes_a_table_and_a_plot(tmp_path, text_files):
+def run_script(name: str, steps: int, out, text_files, tmp_path):
+    """scripts/NAME STEPS OUT on the tiny text corpus, through `python -m charlm`."""
     import subprocess
     import sys
     from pathlib import Path
@@ -106,31 +107,26 @@ def test_compare_cells_script_makes_a_table_and_a_plot(tmp_path, text_files):
     repo = Path(__file__).resolve().parents[1]
     config = write_config(tmp_path / "c.yaml", tiny_text_config(text_files, threads=1, eval_batch_size=2, test_batch_size=2))
     env = {**os.environ, "CONFIG": str(config), "CHARLM": f"{sys.executable} -m charlm", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(["bash", str(repo / "scripts" / "compare_cells.sh"), "4", str(tmp_path / "cells")],
+    proc = subprocess.run(["bash", str(repo / "scripts" / name), str(steps), str(out)],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_compare_cells_script_makes_a_table_and_a_plot(tmp_path, text_files):
+    run_script("compare_cells.sh", 4, tmp_path / "cells", text_files, tmp_path)
     assert (tmp_path / "cells" / "cells.png").read_bytes().startswith(PNG_SIGNATURE)
     rows = list(csv.DictReader(io.StringIO((tmp_path / "cells" / "cells.csv").read_text())))
     assert sorted(r["cell"] for r in rows) == ["gru", "lstm", "rnn_tanh"]
     assert {r["status"] for r in rows} == {"finished"}
     params = [int(r["parameters"]) for r in rows]
     assert max(params) / min(params) < 1.03  # matched budgets (decoders differ by hidden x vocab)
-    again = subprocess.run(["bash", str(repo / "scripts" / "compare_cells.sh"), "4", str(tmp_path / "cells")],
-                           capture_output=True, text=True, env=env, timeout=300)
+    again = run_script("compare_cells.sh", 4, tmp_path / "cells", text_files, tmp_path)
     assert again.stdout.count("skipped") == 3
 
 
 def test_compare_impls_script_runs_all_five(tmp_path, text_files):
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    repo = Path(__file__).resolve().parents[1]
-    config = write_config(tmp_path / "c.yaml", tiny_text_config(text_files, threads=1, eval_batch_size=2, test_batch_size=2))
-    env = {**os.environ, "CONFIG": str(config), "CHARLM": f"{sys.executable} -m charlm", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(["bash", str(repo / "scripts" / "compare_impls.sh"), "3", str(tmp_path / "impls")],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    run_script("compare_impls.sh", 3, tmp_path / "impls", text_files, tmp_path)
     rows = list(csv.DictReader(io.StringIO((tmp_path / "impls" / "impls.csv").read_text())))
     assert sorted(r["name"] for r in rows) == ["gru-fused", "gru-reference", "lstm-fused", "lstm-reference",
                                               "mogrifier_lstm-reference"]
