@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import pickle
 import pickletools
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ import torch
 from charlm import __version__
 from charlm.errors import CheckpointError
 from charlm.faults import maybe_signal
+from charlm.files import read_bytes, write_atomic
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("config", "vocab", "model", "optimizer", "schedule", "loop", "hidden", "rng")
@@ -102,7 +101,7 @@ def verify_checkpoint(path: Path) -> bytes:
     # Side file before and after the bytes: a save running meanwhile narrows it between our
     # reads, and the file we read is admitted by one of the two.
     admitted = _read_hashes(path)
-    data = _read_bytes(path)
+    data = read_bytes(path, "checkpoint", CheckpointError)
     admitted |= _read_hashes(path)
     if not admitted:
         raise CheckpointError(f"{path} has no checksum file ({hash_path(path).name}); it was never fully published")
@@ -129,7 +128,7 @@ def load_checkpoint(path: Path, require_hash: bool = True) -> dict[str, Any]:
     if require_hash or hash_path(path).exists():
         data = verify_checkpoint(path)
     else:
-        data = _read_bytes(path)
+        data = read_bytes(path, "checkpoint", CheckpointError)
     if not data:
         raise CheckpointError(f"{path} is empty (0 bytes); it is not a checkpoint")
     try:
@@ -182,17 +181,6 @@ def find_checkpoint(run: Path) -> Path:
     return run
 
 
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint not found: {path}") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"{path} is a directory, not a checkpoint file") from None
-    except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror}") from None
-
-
 def _is_pickle(data: bytes) -> bool:
     """Whether `data` is a zip (torch's format; its pickle was read) or one whole pickle stream.
 
@@ -221,30 +209,10 @@ def _hash_lines(hashes: set[str]) -> bytes:
 
 
 def _write_atomic(path: Path, data: bytes, fault_point: str | None = None) -> None:
-    """Temporary file in the same directory, fsync, rename onto `path`, fsync the directory."""
-    path = Path(path)
-    tmp = None
     try:
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        tmp = Path(tmp_name)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if fault_point:
-            maybe_signal(fault_point)
-        os.replace(tmp, path)
-        tmp = None
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomic(path, data, (lambda: maybe_signal(fault_point)) if fault_point else None)
     except OSError as exc:
         raise CheckpointError(
             f"could not write {path}: {exc.strerror or exc}; the previous file there is intact -- "
             "free disk space or choose another --out-dir"
         ) from None
-    finally:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)

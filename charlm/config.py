@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from charlm.errors import CharlmError, ConfigError
+from charlm.files import read_bytes
 
 
 
@@ -228,12 +229,9 @@ _StrictLoader.add_constructor(
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
     """Parse a YAML file safely into a dict; empty file -> {}."""
+    data = read_bytes(path, "config file")
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CharlmError(f"config file not found: {path}") from None
-    except IsADirectoryError:
-        raise CharlmError(f"config path is a directory, not a YAML file: {path}") from None
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CharlmError(f"config file {path} is not UTF-8 text (byte {exc.start})") from None
     try:

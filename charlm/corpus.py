@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 from charlm.config import DataConfig, resolve_data_root
 from charlm.download import fetch_ptb, missing_ptb_files, ptb_dir
 from charlm.errors import DataError
+from charlm.files import read_bytes, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -119,14 +119,7 @@ def ptb_char_text(word_text: str) -> str:
 
 def read_utf8(path: Path) -> str:
     """A file's text; invalid UTF-8 is an error naming the file and byte offset."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"corpus file not found: {path}") from None
-    except IsADirectoryError:
-        raise DataError(f"corpus path is a directory, not a text file: {path}") from None
-    except OSError as exc:
-        raise DataError(f"cannot read corpus file {path}: {exc.strerror}") from None
+    data = read_bytes(path, "corpus file", DataError)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -171,13 +164,10 @@ def _write_ptb_cache(path: Path, corpus: Corpus) -> None:
     header = json.dumps({"vocab": list(corpus.vocab.tokens)}).encode() + b"\n"
     # bytes(list) rather than .numpy(): NumPy is not a dependency, and this runs once.
     body = b"".join(bytes(getattr(corpus, s).tolist()) for s in PTB_TOKENS)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_bytes(_CACHE_MAGIC + header + body)
-        os.replace(tmp, path)
+        write_atomic(path, _CACHE_MAGIC + header + body)
     except OSError as exc:  # a read-only data folder only costs the cache
         log.debug("could not write %s: %s", path, exc)
-        tmp.unlink(missing_ok=True)
 
 
 def _read_ptb_cache(path: Path) -> Corpus | None:

@@ -8,10 +8,10 @@ evaluation (`"valid"`, `"test"`). TensorBoard gets every numeric field as the sc
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from charlm.errors import CharlmError
+from charlm.files import write_atomic
 
 METRICS = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -52,9 +52,10 @@ class MetricsLog:
                 continue  # a line torn by a kill mid-write
             if record.get("step", 0) <= step and record.get("split") != "test":
                 kept.append(line)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-        os.replace(tmp, self.path)
+        try:
+            write_atomic(self.path, "".join(line + "\n" for line in kept).encode())
+        except OSError as exc:
+            raise CharlmError(f"could not write {self.path}: {exc.strerror or exc}; free disk space, then --resume") from None
 
     def append(self, record: dict) -> None:
         if not self.enabled:

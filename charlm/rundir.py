@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from charlm.errors import TrainingError
+from charlm.files import write_atomic
 
 SUMMARY = "summary.json"
 CONFIG = "config.yaml"
@@ -53,6 +54,7 @@ def write_summary(run_dir: Path, status: str, figures: dict) -> None:
     process gone) from a live one.
     """
     summary = {"status": status, "pid": os.getpid(), "host": socket.gethostname(), "updated_at": time.time(), **figures}
-    tmp = Path(run_dir) / (SUMMARY + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, Path(run_dir) / SUMMARY)
+    try:
+        write_atomic(Path(run_dir) / SUMMARY, (json.dumps(summary, indent=2) + "\n").encode())
+    except OSError as exc:
+        raise TrainingError(f"could not write {Path(run_dir) / SUMMARY}: {exc.strerror or exc}; free disk space, then --resume") from None

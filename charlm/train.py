@@ -48,7 +48,9 @@ class LoopState:
     elapsed_s: float = 0.0
     best_valid_bpc: float = math.inf
     best_step: int = 0
-    loss_sum: float = 0.0  # train loss summed since the last log line...
+    # Train loss summed since the last log line: a device tensor inside the loop (adding to it
+    # needs no host sync), a plain float in checkpoints...
+    loss_sum: float | torch.Tensor = 0.0
     loss_count: int = 0  # ...over this many steps
 
 
