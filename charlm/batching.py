@@ -45,9 +45,27 @@ def windows_per_epoch(row_length: int, seq_len: int) -> int:
 
 def window(data: torch.Tensor, index: int, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs and next-token targets of window `index`; the last window may be shorter."""
-    start = index * seq_len
-    width = min(seq_len, data.size(1) - 1 - start)
+    return window_at(data, index * seq_len, seq_len)
+
+
+def window_at(data: torch.Tensor, start: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and next-token targets of the window from column `start`, at most `length` wide."""
+    width = min(length, data.size(1) - 1 - start)
     return data[:, start : start + width], data[:, start + 1 : start + 1 + width]
+
+
+def variable_bptt_length(seed: int, step: int, seq_len: int) -> int:
+    """AWD-LSTM's window length for optimizer step `step`: seq_len, or seq_len / 2 with
+    probability 0.05, plus Gaussian noise of std 5; at least 5, and at most seq_len + 20 (AWD
+    left it unbounded, with a comment about running out of memory).
+
+    A pure function of (seed, step): a resumed run and every torchrun rank draw the same
+    lengths without any saved state.
+    """
+    generator = torch.Generator().manual_seed((seed % 2**31) * 1_000_003 + step)
+    mean = seq_len if float(torch.rand((), generator=generator)) < 0.95 else seq_len / 2
+    length = int(mean + 5 * float(torch.randn((), generator=generator)))
+    return max(5, min(length, seq_len + 20))
 
 
 def eval_layout(stream: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor]:

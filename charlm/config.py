@@ -82,20 +82,49 @@ class ModelConfig(_Section):
     embedding_dim: int = Field(128, gt=0)
     hidden_size: int = Field(512, gt=0)
     num_layers: int = Field(2, gt=0)
+    # Plain dropout (a new mask at every position) on the embedding output, between layers and
+    # on the last layer's output.
     dropout: float = Field(0.0, ge=0, lt=1)
-    # Share the embedding and decoder matrices (Press & Wolf 2017); needs embedding_dim == hidden_size.
+    # AWD-LSTM's regularisers (charlm/regularize.py; AWD's flag in brackets). Locked dropout
+    # keeps one mask per sequence for the whole window: on the embedding output (dropouti),
+    # between layers (dropouth) and on the last layer's output (dropout).
+    dropout_input: float = Field(0.0, ge=0, lt=1)
+    dropout_hidden: float = Field(0.0, ge=0, lt=1)
+    dropout_output: float = Field(0.0, ge=0, lt=1)
+    dropout_embedding: float = Field(0.0, ge=0, lt=1)  # whole embedding rows (dropoute)
+    weight_drop: float = Field(0.0, ge=0, lt=1)  # DropConnect on hidden-to-hidden weights (wdrop)
+    # Share the embedding and decoder matrices (Press & Wolf 2017). With embedding_dim !=
+    # hidden_size the last layer gets embedding_dim units, as AWD-LSTM does (needs 2+ layers).
     tie_weights: bool = False
 
     @model_validator(mode="after")
     def _check_tying(self) -> ModelConfig:
         if self.cell == "mogrifier_lstm" and self.impl != "reference":
             raise ValueError("cell mogrifier_lstm exists only as model.impl: reference")
-        if self.tie_weights and self.embedding_dim != self.hidden_size:
+        if self.tie_weights and self.embedding_dim != self.hidden_size and self.num_layers < 2:
             raise ValueError(
-                f"tie_weights needs embedding_dim == hidden_size, got {self.embedding_dim} and "
-                f"{self.hidden_size}; make them equal or set model.tie_weights: false"
+                f"tie_weights with one layer needs embedding_dim == hidden_size, got "
+                f"{self.embedding_dim} and {self.hidden_size}; make them equal, add a layer "
+                "(the last one then gets embedding_dim units) or set model.tie_weights: false"
             )
+        awd = {k: getattr(self, k) for k in AWD_MODEL_KEYS if getattr(self, k) > 0}
+        if awd and self.impl == "reference":
+            raise ValueError(
+                f"model.{', model.'.join(awd)} need model.impl: fused (the reference cells "
+                "have no weight drop or per-layer modules); set model.impl: fused"
+            )
+        locked = [k for k in ("dropout_input", "dropout_hidden", "dropout_output") if getattr(self, k) > 0]
+        if locked and self.dropout > 0:
+            raise ValueError(
+                f"model.dropout (plain) and model.{', model.'.join(locked)} (locked) both set; use "
+                "one kind: set model.dropout: 0 for AWD-style locked dropout"
+            )
+        if self.tie_weights and self.embedding_dim != self.hidden_size and self.impl == "reference":
+            raise ValueError("a tied last layer of embedding_dim units needs model.impl: fused")
         return self
+
+
+AWD_MODEL_KEYS = ("dropout_input", "dropout_hidden", "dropout_output", "dropout_embedding", "weight_drop")
 
 
 class TrainConfig(_Section):
@@ -126,6 +155,27 @@ class TrainConfig(_Section):
     # Run the training forward through torch.compile. Measured on the 2-core CPU: no gain (the
     # recurrent kernel is opaque to the compiler); checkpoints never carry its _orig_mod prefix.
     compile: bool = False
+    # AWD-LSTM's activation regularisation (AR, alpha) and temporal AR (TAR, beta) on the last
+    # layer's output; AWD's character recipe uses 0 for both, its word recipes 2 and 1.
+    activation_reg: float = Field(0.0, ge=0)
+    temporal_activation_reg: float = Field(0.0, ge=0)
+    # AWD's variable-length BPTT: each window seq_len (or seq_len / 2 with probability 0.05)
+    # plus Gaussian noise of std 5, at least 5 and at most seq_len + 20; the learning rate is
+    # scaled by length / seq_len so every character weighs the same.
+    variable_bptt: bool = False
+    # Averaged weights, kept beside the trained ones; evaluation, best.pt and `charlm eval`
+    # use them. ema: exponential moving average with ema_decay. ntasgd: AWD's non-monotonically
+    # triggered averaging -- once the valid loss is worse than the best of all but the last
+    # ntasgd_nonmono evaluations, every later step's weights are averaged (with train.optimizer:
+    # sgd this is exactly AWD's switch to ASGD).
+    average: Literal["none", "ema", "ntasgd"] = "none"
+    ema_decay: float = Field(0.999, gt=0, lt=1)
+    ntasgd_nonmono: int = Field(5, ge=1)
+    # Multiply the learning rate by lr_drop_factor at each of these steps or epochs (AWD's
+    # character recipe: 10x at epochs 300 and 400).
+    lr_drops: list[int] = []
+    lr_drop_unit: Literal["step", "epoch"] = "epoch"
+    lr_drop_factor: float = Field(0.1, gt=0, le=1)
     dist_timeout: float = Field(1800.0, gt=0)  # seconds a torchrun rank waits for the others
     tensorboard: bool = False  # also log every metric to RUN/tensorboard (pip install 'charlm[tensorboard]')
     keep_last: int = Field(2, ge=2)  # step checkpoints kept besides last.pt and best.pt
@@ -139,6 +189,8 @@ class TrainConfig(_Section):
             raise ValueError(
                 f"warmup_steps ({self.warmup_steps}) must be below max_steps ({self.max_steps})"
             )
+        if any(d < 1 for d in self.lr_drops) or sorted(set(self.lr_drops)) != list(self.lr_drops):
+            raise ValueError(f"lr_drops must be increasing positive {self.lr_drop_unit}s, got {self.lr_drops}")
         if any(not 0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must be two values in [0, 1), got {list(self.betas)}")
         return self

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from charlm.averaging import averaged_state_dict
 from charlm.checkpoint import find_checkpoint, load_checkpoint
 from charlm.config import Config, config_from_dict
 from charlm.corpus import (Vocabulary, from_readable, load_corpus, read_utf8, text_to_stream_text,
@@ -32,20 +33,36 @@ class TrainedModel:
     cfg: Config
     vocab: Vocabulary
     model: CharRNN
+    weights: str = "trained"  # or "averaged" (train.average's EMA / NT-ASGD weights)
 
 
-def load_trained(run: Path | str, device: str = "cpu") -> TrainedModel:
-    """The model of a run directory (its best.pt, else last.pt) or of a checkpoint file."""
+WEIGHT_CHOICES = ("auto", "trained", "averaged")
+
+
+def load_trained(run: Path | str, device: str = "cpu", weights: str = "auto") -> TrainedModel:
+    """The model of a run directory (its best.pt, else last.pt) or of a checkpoint file.
+
+    `weights`: "trained", "averaged" (the EMA or NT-ASGD average that `train.average` keeps), or
+    "auto": the averaged ones when the checkpoint has them, as training evaluated them.
+    """
+    if weights not in WEIGHT_CHOICES:
+        raise CheckpointError(f"--weights must be one of {', '.join(WEIGHT_CHOICES)}, got {weights!r}")
     path = find_checkpoint(Path(run))
     payload = load_checkpoint(path, require_hash=False)
     cfg = config_from_dict(payload["config"], f"config stored in {path}")
     vocab = Vocabulary(tuple(payload["vocab"]))
     model = CharRNN(len(vocab), cfg.model)
+    averaged = averaged_state_dict(payload["model"], payload.get("average"))
+    if weights == "averaged" and averaged is None:
+        why = "train.average is none" if cfg.train.average == "none" else "its average has not started yet"
+        raise CheckpointError(f"{path} holds no averaged weights ({why}); use --weights trained")
+    use_average = averaged is not None and weights != "trained"
     try:
-        model.load_state_dict(payload["model"])
+        model.load_state_dict(averaged if use_average else payload["model"])
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit the stored config: {str(exc).splitlines()[0]}") from None
-    return TrainedModel(path, int(payload["loop"]["step"]), cfg, vocab, model.to(pick_device(device)))
+    return TrainedModel(path, int(payload["loop"]["step"]), cfg, vocab, model.to(pick_device(device)),
+                        "averaged" if use_average else "trained")
 
 
 def quantize_for_cpu(trained: TrainedModel) -> None:
@@ -69,6 +86,13 @@ def score(
     trained: TrainedModel, split: str | None, text_file: Path | None, batch_size: int
 ) -> EvalResult:
     """Score a split of the run's corpus, or any UTF-8 file, as one stateful stream."""
+    stream = stream_to_score(trained, split, text_file)
+    device = next(trained.model.parameters()).device
+    return evaluate(trained.model, stream, batch_size, device, trained.cfg.train.seq_len)
+
+
+def stream_to_score(trained: TrainedModel, split: str | None, text_file: Path | None) -> torch.Tensor:
+    """The token ids of a split of the run's corpus, or of any UTF-8 file."""
     if text_file is not None:
         text = text_to_stream_text(read_utf8(text_file), trained.cfg.data.corpus)
         stream = trained.vocab.encode(text, source=str(text_file))
@@ -84,8 +108,7 @@ def score(
             raise DataError(f"the run's corpus has no {split} split; pass --split valid or --text FILE")
     if len(stream) < 2:
         raise DataError(f"{text_file or split} has {len(stream)} token(s); scoring needs at least 2")
-    device = next(trained.model.parameters()).device
-    return evaluate(trained.model, stream, batch_size, device, trained.cfg.train.seq_len)
+    return stream
 
 
 def encode_prompt(trained: TrainedModel, prompt: str) -> torch.Tensor:

@@ -1,4 +1,18 @@
-"""CharRNN: embedding -> multi-layer RNN/LSTM/GRU (fused kernels or reference cells) -> dropout -> linear."""
+"""CharRNN: embedding -> multi-layer RNN/LSTM/GRU (fused kernels or reference cells) -> dropout -> linear.
+
+Two layouts of the recurrent layers, chosen from the config:
+
+- stacked (the default): one multi-layer nn.LSTM/GRU/RNN (or ReferenceRNN); the hidden state
+  is nn.LSTM's, (h, c) of shape (layers, batch, hidden), or h for GRU/RNN.
+- layered (AWD-LSTM): one single-layer module per layer, needed for locked dropout between
+  layers (`model.dropout_hidden`) and for a last layer of `embedding_dim` units when
+  `tie_weights` ties a decoder narrower than the hidden layers. The hidden state is then the
+  flat tuple (h_1, c_1, h_2, c_2, ...) for LSTMs, (h_1, h_2, ...) otherwise, each
+  (1, batch, size).
+
+Either way the hidden state is a tensor or a tuple of tensors with the batch on dimension 1,
+which is all the training loop, checkpoints and DDP rely on.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +21,7 @@ from torch import nn
 
 from charlm.cells import Hidden, ReferenceRNN
 from charlm.config import ModelConfig
+from charlm.regularize import LockedDropout, activation_penalty, embed_with_dropout, run_with_weight_drop
 
 _CELLS = {
     "lstm": (nn.LSTM, {}),
@@ -21,32 +36,93 @@ class CharRNN(nn.Module):
 
     def __init__(self, vocab_size: int, cfg: ModelConfig):
         super().__init__()
+        self.cfg = cfg
         self.embedding = nn.Embedding(vocab_size, cfg.embedding_dim)
-        # Dropout between layers only; nn.RNN warns when it is set with one layer.
-        between = cfg.dropout if cfg.num_layers > 1 else 0.0
-        if cfg.impl == "reference":
+        self.input_dropout = _dropout(cfg.dropout, cfg.dropout_input)
+        self.output_dropout = _dropout(cfg.dropout, cfg.dropout_output)
+        sizes = layer_sizes(cfg)
+        self.layered = uses_layers(cfg)
+        if self.layered:
+            rnn_cls, extra = _CELLS[cfg.cell]
+            inputs = [cfg.embedding_dim, *sizes[:-1]]
+            self.rnns = nn.ModuleList(
+                rnn_cls(n_in, n_out, batch_first=True, **extra) for n_in, n_out in zip(inputs, sizes)
+            )
+            self.hidden_dropout = LockedDropout(cfg.dropout_hidden)
+        elif cfg.impl == "reference":
+            between = cfg.dropout if cfg.num_layers > 1 else 0.0
             self.rnn = ReferenceRNN(cfg.cell, cfg.embedding_dim, cfg.hidden_size, cfg.num_layers,
                                     between, cfg.mogrifier_rounds)
         else:
+            # Dropout between layers only; nn.RNN warns when it is set with one layer.
+            between = cfg.dropout if cfg.num_layers > 1 else 0.0
             rnn_cls, extra = _CELLS[cfg.cell]
             self.rnn = rnn_cls(cfg.embedding_dim, cfg.hidden_size, num_layers=cfg.num_layers,
                                dropout=between, batch_first=True, **extra)
-        # Identity when off: nn.Dropout(0.0) still runs a kernel over every activation.
-        self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
-        self.decoder = nn.Linear(cfg.hidden_size, vocab_size)
+        self.decoder = nn.Linear(sizes[-1], vocab_size)
         if cfg.tie_weights:
             # Press & Wolf 2017: one matrix both embeds and decodes; fewer parameters, lower loss.
             self.decoder.weight = self.embedding.weight
 
-    def forward(self, x: torch.Tensor, hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
-        emb = self.dropout(self.embedding(x))  # (B, T, E)
-        out, hidden = self.rnn(emb, hidden)  # (B, T, H)
-        logits = self.decoder(self.dropout(out))  # (B, T, V)
+    def forward(self, x: torch.Tensor, hidden: Hidden | None = None, ar: float = 0.0, tar: float = 0.0):
+        """Logits (B, T, V) and the new hidden state; with `ar` or `tar` (training), also the
+        AR/TAR penalty on the last layer's output, as a third value."""
+        cfg = self.cfg
+        emb = self.input_dropout(embed_with_dropout(self.embedding, x, cfg.dropout_embedding, self.training))
+        if self.layered:
+            raw, hidden = self._run_layers(emb, hidden)
+        else:
+            raw, hidden = self._run(self.rnn, emb, hidden)  # (B, T, H)
+        out = self.output_dropout(raw)
+        logits = self.decoder(out)  # (B, T, V)
+        if ar or tar:
+            return logits, hidden, activation_penalty(raw, out, ar, tar)
         return logits, hidden
+
+    def _run(self, rnn: nn.Module, x: torch.Tensor, hidden):
+        if self.cfg.weight_drop > 0:
+            return run_with_weight_drop(rnn, self.cfg.weight_drop, x, hidden)
+        return rnn(x, hidden)
+
+    def _run_layers(self, x: torch.Tensor, hidden: Hidden | None):
+        per_layer = 2 if self.cfg.cell == "lstm" else 1
+        parts = (hidden,) if isinstance(hidden, torch.Tensor) else hidden
+        new_parts: list[torch.Tensor] = []
+        for i, rnn in enumerate(self.rnns):
+            state = None
+            if parts is not None:
+                mine = parts[i * per_layer : (i + 1) * per_layer]
+                state = tuple(mine) if per_layer == 2 else mine[0]
+            x, state = self._run(rnn, x, state)
+            new_parts.extend(state if per_layer == 2 else (state,))
+            if i < len(self.rnns) - 1:
+                x = self.hidden_dropout(x)
+        return x, tuple(new_parts)
 
     def num_parameters(self) -> int:
         """Distinct trainable parameters (a tied matrix counts once)."""
         return sum(p.numel() for p in self.parameters())
+
+
+def layer_sizes(cfg: ModelConfig) -> list[int]:
+    """Units of each recurrent layer: hidden_size, except that a tied decoder narrower than
+    the hidden layers makes the last layer embedding_dim wide (AWD-LSTM's choice)."""
+    sizes = [cfg.hidden_size] * cfg.num_layers
+    if cfg.tie_weights:
+        sizes[-1] = cfg.embedding_dim
+    return sizes
+
+
+def uses_layers(cfg: ModelConfig) -> bool:
+    """Whether the model needs one module per layer (see the module docstring)."""
+    return cfg.dropout_hidden > 0 or layer_sizes(cfg)[-1] != cfg.hidden_size
+
+
+def _dropout(plain: float, locked: float) -> nn.Module:
+    # Identity when off: nn.Dropout(0.0) still runs a kernel over every activation.
+    if locked > 0:
+        return LockedDropout(locked)
+    return nn.Dropout(plain) if plain > 0 else nn.Identity()
 
 
 def detach_hidden(hidden: Hidden | None) -> Hidden | None:
@@ -70,4 +146,4 @@ def hidden_from_list(parts: list[torch.Tensor], device: torch.device) -> Hidden 
     if not parts:
         return None
     moved = [p.to(device) for p in parts]
-    return tuple(moved) if len(moved) == 2 else moved[0]
+    return tuple(moved) if len(moved) > 1 else moved[0]

@@ -39,7 +39,11 @@ class LRSchedule:
         self.best_loss = math.inf
         self.bad_evals = 0
 
-    def lr_at(self, step: int) -> float:
+    def lr_at(self, step: int, epoch: int = 0) -> float:
+        """The rate for step `step` (0-based) taken in epoch `epoch`, drops included."""
+        return self._scheduled(step) * self.drop_scale(step, epoch)
+
+    def _scheduled(self, step: int) -> float:
         cfg = self.cfg
         if step < cfg.warmup_steps:
             return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -48,6 +52,14 @@ class LRSchedule:
             ratio = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
             return cfg.lr * ratio
         return cfg.lr * self.scale
+
+    def drop_scale(self, step: int, epoch: int) -> float:
+        """lr_drop_factor to the number of `lr_drops` passed. Steps and epochs count from 1 here,
+        as logs and AWD do: a drop at N applies from step (epoch) N on, so AWD's `--when 300 400`
+        lowers epochs 300-399 ten times and 400-500 a hundred times."""
+        at = (step if self.cfg.lr_drop_unit == "step" else epoch) + 1
+        passed = sum(1 for drop in self.cfg.lr_drops if at >= drop)
+        return self.cfg.lr_drop_factor ** passed
 
     def observe(self, valid_loss: float) -> bool:
         """Record a validation loss; return True when plateau lowered the rate."""

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from charlm.batching import batchify, window, windows_per_epoch
+from charlm.averaging import WeightAverage, averaged_state_dict
+from charlm.batching import batchify, variable_bptt_length, window_at
 from charlm.checkpoint import BEST, LAST, load_checkpoint, remove_checkpoint, save_checkpoint, step_checkpoint_name, step_checkpoints
 from charlm.config import Config, dump_config
 from charlm.corpus import Corpus, load_corpus
@@ -43,7 +44,8 @@ class LoopState:
 
     step: int = 0  # optimizer steps completed
     epoch: int = 0
-    window: int = 0  # next window of the epoch
+    window: int = 0  # windows done in this epoch
+    position: int = 0  # column of the train rows the next window starts at
     tokens_seen: int = 0
     elapsed_s: float = 0.0
     best_valid_bpc: float = math.inf
@@ -132,7 +134,6 @@ class Trainer:
         if payload is not None and list(payload["vocab"]) != list(self.corpus.vocab.tokens):
             raise CheckpointError(vocab_difference(payload["vocab"], self.corpus.vocab.tokens))
         self.train_rows = ddp.shard_rows(batchify(self.corpus.train, tcfg.batch_size)).to(self.device)
-        self.windows = windows_per_epoch(self.train_rows.size(1), tcfg.seq_len)
         self.model = CharRNN(len(self.corpus.vocab), cfg.model).to(self.device)
         # What the loop runs; self.model (never compiled or wrapped) is what checkpoints hold.
         self.net = ddp.wrap(torch.compile(self.model) if tcfg.compile else self.model)
@@ -140,6 +141,10 @@ class Trainer:
             torch.manual_seed(tcfg.seed + ddp.rank)  # each rank its own dropout masks
         self.optimizer = build_optimizer(self.model, tcfg, self.device)
         self.schedule = LRSchedule(tcfg)
+        self.average = (
+            None if tcfg.average == "none"
+            else WeightAverage(self.model, tcfg.average, tcfg.ema_decay, tcfg.ntasgd_nonmono)
+        )
         self.state = LoopState()
         self.hidden = None
         self.evaluate_while_training = True  # `charlm bench` times the loop alone
@@ -208,15 +213,22 @@ class Trainer:
         tcfg, state = self.cfg.train, self.state
         self.model.train()
         interval = _Interval()
+        last_input = self.train_rows.size(1) - 1  # every column but the last is an input
         while state.step < tcfg.max_steps and not self._should_stop(stop):
-            if state.window == self.windows:  # epoch done: start the stream again, from zero state
-                state.epoch, state.window, self.hidden = state.epoch + 1, 0, None
-            x, y = window(self.train_rows, state.window, tcfg.seq_len)
-            lr = self.schedule.lr_at(state.step)
-            set_lr(self.optimizer, lr)
+            if state.position >= last_input:  # epoch done: start the stream again, from zero state
+                state.epoch, state.window, state.position, self.hidden = state.epoch + 1, 0, 0, None
+            length = (
+                variable_bptt_length(tcfg.seed, state.step, tcfg.seq_len) if tcfg.variable_bptt
+                else tcfg.seq_len
+            )
+            x, y = window_at(self.train_rows, state.position, length)
+            lr = self.schedule.lr_at(state.step, state.epoch)
+            # AWD: a window's rate scales with its length, so each character weighs the same.
+            set_lr(self.optimizer, lr * x.size(1) / tcfg.seq_len if tcfg.variable_bptt else lr)
             loss = self._step(x, y)
             state.step += 1
             state.window += 1
+            state.position += x.size(1)
             tokens = y.numel() * self.ddp.world_size  # every rank trains on as many rows
             state.tokens_seen += tokens
             interval.tokens += tokens
@@ -261,13 +273,17 @@ class Trainer:
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One optimizer step on one window; returns the loss as a detached tensor (no sync)."""
+        tcfg = self.cfg.train
+        reg = {"ar": tcfg.activation_reg, "tar": tcfg.temporal_activation_reg}
+        reg = reg if any(reg.values()) else {}
         with self.autocast:
-            logits, hidden = self.net(x, self.hidden)  # (B, T, V)
+            out = self.net(x, self.hidden, **reg)
+        logits, hidden = out[0], out[1]  # (B, T, V), state
         loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
         if fault_at(f"train.step={self.state.step + 1}") == "nan":
             loss = loss * math.nan
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss + out[2] if reg else loss).backward()  # AR/TAR shape the gradient, not the logged loss
         clip = self.cfg.train.grad_clip
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else math.inf)
         if self.device.type == "cpu":
@@ -276,6 +292,8 @@ class Trainer:
             self._check_finite(float(loss.detach()), "loss")
             self._check_finite(float(norm), "gradient norm")
         self.optimizer.step()
+        if self.average is not None:
+            self.average.update(self.state.step + 1)
         self.hidden = detach_hidden(hidden)
         return loss.detach()
 
@@ -294,8 +312,11 @@ class Trainer:
         maybe_signal("train.evaluate")
         result = EvalResult(0, 0.0)
         if self.ddp.is_main:  # the others wait in the broadcast
-            result = evaluate(self.model, self.corpus.valid, tcfg.eval_batch_size, self.device, tcfg.seq_len)
+            with self.average.swapped_in() if self.average is not None else nullcontext():
+                result = evaluate(self.model, self.corpus.valid, tcfg.eval_batch_size, self.device, tcfg.seq_len)
         result = EvalResult(result.tokens, self.ddp.broadcast_from_main(result.loss, self.device))
+        if self.average is not None and self.average.observe(result.loss, state.step):
+            self.reporter.message(f"NT-ASGD: valid loss stopped improving; averaging weights from step {state.step:,}")
         is_best = result.bpc < state.best_valid_bpc
         if is_best:
             state.best_valid_bpc, state.best_step = result.bpc, state.step
@@ -313,7 +334,7 @@ class Trainer:
             return None
         best = load_checkpoint(self.run_dir / BEST)
         model = CharRNN(len(self.corpus.vocab), self.cfg.model).to(self.device)
-        model.load_state_dict(best["model"])
+        model.load_state_dict(averaged_state_dict(best["model"], best.get("average")) or best["model"])
         batch = self.cfg.train.test_batch_size
         self.reporter.message(f"scoring test with the best checkpoint (step {best['loop']['step']:,}), batch size {batch}")
         result = evaluate(model, self.corpus.test, batch, self.device, self.cfg.train.seq_len)
@@ -342,6 +363,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
+            "average": self.average.state_dict() if self.average is not None else None,
             "loop": asdict(self.state) | {"loss_sum": loss_sum},
             "hidden": hidden,
             "rng": rng,
@@ -364,7 +386,11 @@ class Trainer:
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.schedule.load_state_dict(payload["schedule"])
-        self.state = LoopState(**payload["loop"])
+        loop = dict(payload["loop"])
+        loop.setdefault("position", loop["window"] * self.cfg.train.seq_len)  # checkpoints of 0.1
+        self.state = LoopState(**loop)
+        if self.average is not None and payload.get("average"):
+            self.average.load_state_dict(payload["average"])
         rows = self.cfg.train.batch_size // self.ddp.world_size
         mine = [h[:, self.ddp.rank * rows : (self.ddp.rank + 1) * rows] for h in payload["hidden"]]
         self.hidden = hidden_from_list(mine, self.device)

@@ -1,0 +1,111 @@
+"""Averaged weights for evaluation: an exponential moving average, or AWD-LSTM's NT-ASGD.
+
+The average lives beside the trained weights; training always continues from the trained
+ones, and evaluation (valid during training, `charlm eval`, the final test) swaps the average
+in. Checkpoints hold both, so either set can be evaluated later.
+
+- ema:    avg <- decay * avg + (1 - decay) * w after every step, from the first step.
+- ntasgd: nothing until the trigger (Merity et al. 2018): an evaluation whose loss is worse
+          than the best of all evaluations except the last `nonmono` ones. From then on, the
+          uniform mean of the weights after every step. With SGD this is AWD's switch to
+          torch.optim.ASGD(t0=0, lambd=0): the same SGD steps, plus this average.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+class WeightAverage:
+    def __init__(self, model: nn.Module, kind: str, ema_decay: float = 0.999, nonmono: int = 5):
+        if kind not in ("ema", "ntasgd"):
+            raise ValueError(f"unknown averaging {kind!r}")
+        self.model, self.kind, self.ema_decay, self.nonmono = model, kind, ema_decay, nonmono
+        self.params = list(model.parameters())
+        # Every state_dict name of each parameter: a tied matrix has two (embedding, decoder).
+        index = {id(p): i for i, p in enumerate(self.params)}
+        self.names = {name: index[id(p)] for name, p in model.named_parameters(remove_duplicate=False)}
+        self.average: list[torch.Tensor] | None = None  # fp32, like the parameters
+        self.count = 0  # steps averaged
+        self.started_step: int | None = None
+        self.valid_losses: list[float] = []
+
+    @property
+    def active(self) -> bool:
+        """Whether an average exists (EMA after the first step; NT-ASGD after its trigger)."""
+        return self.average is not None
+
+    def observe(self, valid_loss: float, step: int) -> bool:
+        """Record an evaluation; returns True when this one triggers NT-ASGD's averaging."""
+        losses = self.valid_losses
+        losses.append(valid_loss)
+        if self.kind != "ntasgd" or self.active:
+            return False
+        if len(losses) > self.nonmono and valid_loss > min(losses[: -self.nonmono]):
+            self.started_step = step
+            self.average = [p.detach().clone() for p in self.params]
+            self.count = 1
+            return True
+        return False
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        """Fold the weights after optimizer step `step` into the average."""
+        if self.kind == "ema":
+            if self.average is None:
+                self.average = [p.detach().clone() for p in self.params]
+                self.started_step, self.count = step, 1
+                return
+            weight = 1 - self.ema_decay
+        elif self.average is None:
+            return
+        else:
+            weight = 1 / (self.count + 1)
+        torch._foreach_lerp_(self.average, [p.detach() for p in self.params], weight)
+        self.count += 1
+
+    @contextmanager
+    def swapped_in(self):
+        """Run the block with the averaged weights in the model (if any), then restore."""
+        if self.average is None:
+            yield
+            return
+        with torch.no_grad():
+            saved = [p.detach().clone() for p in self.params]
+            torch._foreach_copy_(self.params, self.average)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_(self.params, saved)
+
+    def state_dict(self) -> dict:
+        return {
+            "kind": self.kind, "count": self.count, "started_step": self.started_step,
+            "valid_losses": list(self.valid_losses),
+            # Keyed like model.state_dict(), so `charlm eval` can load the average as a model.
+            "params": None if self.average is None else {
+                name: self.average[i].detach().cpu() for name, i in self.names.items()
+            },
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.count, self.started_step = int(state["count"]), state["started_step"]
+        self.valid_losses = [float(v) for v in state["valid_losses"]]
+        params = state["params"]
+        device = self.params[0].device
+        if params is None:
+            self.average = None
+            return
+        first = {i: name for name, i in reversed(self.names.items())}  # one name per parameter
+        self.average = [params[first[i]].to(device) for i in range(len(self.params))]
+
+
+def averaged_state_dict(model_state: dict, average: dict | None) -> dict | None:
+    """model_state with the averaged parameters in place, or None if there is no average."""
+    if not average or average.get("params") is None:
+        return None
+    return {**model_state, **average["params"]}
