@@ -101,6 +101,9 @@ def _reference_speed(cfg: Config, steps: int, repeats: int = 3) -> float:
     """charlm's loop with `model.impl: reference`: one Python step per character per layer."""
     ref = cfg.model_copy(deep=True)
     ref.model.impl = "reference"
+    # Compiling the reference model unrolls every time step of every layer into one graph,
+    # which takes minutes for 150-step windows; the figure is for the cells as they run.
+    ref.train.compile = False
     with tempfile.TemporaryDirectory(prefix="charlm-bench-") as run_dir:
         trainer = Trainer(ref, Path(run_dir), SilentReporter(), payload=None)
         trainer.evaluate_while_training = False

@@ -74,7 +74,7 @@ def dynamic_evaluate(
                 loss_sum = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum")
                 total += loss_sum.detach()  # 1. scored with the weights before this segment's update
                 if on_segment is not None:
-                    on_segment(start, float(loss_sum))
+                    on_segment(start, float(loss_sum.detach()))
                 grads = torch.autograd.grad(loss_sum / y.numel(), params, allow_unused=True)
                 with torch.no_grad():  # 2. learn from it
                     used = [(p, g) for p, g in zip(params, grads) if g is not None]

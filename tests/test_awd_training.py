@@ -1,0 +1,88 @@
+"""Training with AWD-LSTM's regularisers, averaging and variable BPTT; eval --weights/--dynamic."""
+
+import json
+
+import pytest
+import torch
+
+from charlm.checkpoint import load_checkpoint, save_checkpoint
+from tests.test_cli import charlm
+from tests.test_train import run, stop_and_resume, train_losses
+from tests.conftest import tiny_text_config, write_config
+
+AWD = ["model.num_layers=3", "model.embedding_dim=8", "model.hidden_size=16", "model.tie_weights=true",
+       "model.dropout_input=0.1", "model.dropout_hidden=0.2", "model.dropout_output=0.1",
+       "model.dropout_embedding=0.1", "model.weight_drop=0.3", "train.activation_reg=1.0",
+       "train.temporal_activation_reg=1.0", "train.variable_bptt=true", "train.lr_drops=[2]"]
+
+
+@pytest.mark.parametrize("average", ["ema", "ntasgd"])
+def test_awd_run_resumes_exactly_with_its_average(tmp_path, text_files, monkeypatch, average):
+    """Every regulariser on, windows of varying length, an epoch boundary and an average:
+    stopped and resumed, the run equals an uninterrupted one, average included."""
+    # A high rate makes the valid loss wobble, so NT-ASGD's trigger fires within the run.
+    overrides = [*AWD, f"train.average={average}", "train.ntasgd_nonmono=1", "train.lr=0.1"]
+    stop_and_resume(tmp_path, text_files, monkeypatch, 53, overrides,
+                    max_steps=110, eval_every=10, log_every=1)
+    full = load_checkpoint(tmp_path / "full" / "last.pt")
+    part = load_checkpoint(tmp_path / "part" / "last.pt")
+    assert full["loop"]["epoch"] >= 1
+    assert full["average"]["params"] is not None  # ntasgd: triggered within the run
+    assert full["average"]["started_step"] == part["average"]["started_step"]
+    assert all(torch.equal(full["average"]["params"][k], part["average"]["params"][k]) for k in full["model"])
+
+
+def test_variable_bptt_windows_cover_the_epoch_and_scale_the_rate(tmp_path, text_files):
+    result, _ = run(tmp_path, text_files, overrides=["train.variable_bptt=true", "train.schedule=constant"],
+                    max_steps=120, eval_every=120, log_every=1)
+    payload = load_checkpoint(tmp_path / "run" / "last.pt")
+    # 4 rows of 1470 tokens: the epoch ended once the windows covered 1469 inputs per row.
+    assert payload["loop"]["epoch"] == 1
+    lrs = {group["lr"] for group in payload["optimizer"]["param_groups"]}
+    assert lrs != {1e-2}  # the last window's length scaled the rate (1e-2 * length / 16)
+
+
+def test_a_checkpoint_from_before_variable_bptt_resumes(tmp_path, text_files):
+    run(tmp_path, text_files, max_steps=20)
+    for name in ("last.pt", "step-00000020.pt"):
+        path = tmp_path / "run" / name
+        payload = load_checkpoint(path)
+        del payload["loop"]["position"], payload["average"]  # as charlm 0.1 wrote them
+        save_checkpoint([path], payload)
+    result, _ = run(tmp_path, text_files, resume=True, max_steps=30)
+    assert result.step == 30
+    assert [s for s, _ in train_losses(tmp_path / "run")][-1] == 30
+
+
+def test_eval_chooses_trained_or_averaged_weights(tmp_path, text_files):
+    cfg = write_config(tmp_path / "c.yaml", tiny_text_config(text_files, average="ema", ema_decay=0.9))
+    charlm("train", "--config", cfg, "--out-dir", tmp_path / "r", check=0)
+    scores = {}
+    for weights in ("auto", "trained", "averaged"):
+        proc = charlm("eval", tmp_path / "r", "--weights", weights, "--json", check=0)
+        scores[weights] = json.loads(proc.stdout)
+    assert scores["auto"]["weights"] == "averaged" and scores["trained"]["weights"] == "trained"
+    assert scores["auto"]["bpc"] == scores["averaged"]["bpc"] != scores["trained"]["bpc"]
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    same_batch = json.loads(charlm("eval", tmp_path / "r", "--batch-size", "4", "--json", check=0).stdout)
+    assert summary["test"]["bpc"] == pytest.approx(same_batch["bpc"])  # training's test used the average
+
+    plain = write_config(tmp_path / "p.yaml", tiny_text_config(text_files))
+    charlm("train", "--config", plain, "--out-dir", tmp_path / "p", check=0)
+    proc = charlm("eval", tmp_path / "p", "--weights", "averaged", check=1)
+    assert "holds no averaged weights (train.average is none); use --weights trained" in proc.stderr
+
+
+def test_eval_dynamic_scores_every_token_and_checks_its_options(tmp_path, text_files):
+    cfg = write_config(tmp_path / "c.yaml", tiny_text_config(text_files, max_steps=40))
+    charlm("train", "--config", cfg, "--out-dir", tmp_path / "r", check=0)
+    static = json.loads(charlm("eval", tmp_path / "r", "--json", check=0).stdout)
+    proc = charlm("eval", tmp_path / "r", "--dynamic", "--dynamic-lr", "0.3", "--json", check=0)
+    dynamic = json.loads(proc.stdout)
+    assert dynamic["tokens"] == static["tokens"] == 799
+    assert dynamic["dynamic"] == {"lr": 0.3, "decay": 0.0, "seq_len": 50}
+    assert dynamic["bpc"] < static["bpc"]  # the test text repeats the training text's sentences
+    proc = charlm("eval", tmp_path / "r", "--dynamic", "--batch-size", "4", check=1)
+    assert "--dynamic reads the text as one stream (batch size 1)" in proc.stderr
+    proc = charlm("eval", tmp_path / "r", "--dynamic", "--dynamic-lr", "0", check=1)
+    assert "--dynamic-lr must be above 0, got 0.0" in proc.stderr
