@@ -14,6 +14,9 @@ from charlm.model import CharRNN
 # Evaluation has no backward pass, so long chunks are cheap; longer chunks mean fewer Python
 # round trips, which matters most at batch size 1.
 EVAL_CHUNK_TOKENS = 1 << 16
+# cuDNN refused (CUDNN_STATUS_NOT_SUPPORTED) a 65,536-step chunk of the AWD-LSTM at batch size 1
+# on an H200, and ran 6,554-step chunks (batch 10); at these lengths a launch per chunk is free.
+CUDA_MAX_CHUNK_STEPS = 4096
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ def evaluate(
     inputs, targets = eval_layout(stream, batch_size)
     inputs, targets = inputs.to(device), targets.to(device)
     chunk_len = max(min_chunk, EVAL_CHUNK_TOKENS // inputs.size(0))
+    if device.type == "cuda":
+        chunk_len = min(chunk_len, max(min_chunk, CUDA_MAX_CHUNK_STEPS))
     total = torch.zeros((), dtype=torch.float64, device=device)
     hidden = None
     for x, y in iter_eval_chunks(inputs, targets, chunk_len):

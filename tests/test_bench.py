@@ -23,6 +23,18 @@ def test_bench_reports_every_figure(tmp_path, text_files):
     assert table.exit_code == 0 and "loop efficiency" in table.stdout
 
 
+def test_bench_measures_an_awd_model_without_a_reference_twin(tmp_path, text_files):
+    """Weight drop and per-layer modules have no reference-cell form: that figure is left out."""
+    awd = {"num_layers": 2, "tie_weights": True, "dropout_hidden": 0.2, "weight_drop": 0.5}
+    cfg = tiny_text_config(text_files, threads=1, variable_bptt=True)
+    cfg["model"].update(awd)
+    result = CliRunner().invoke(app, ["bench", "--config", str(write_config(tmp_path / "awd.yaml", cfg)),
+                                      "--steps", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout)
+    assert "reference_chars_per_s" not in figures and figures["train_chars_per_s"] > 0
+
+
 def test_ptb_cache_reads_back_exactly(ptb_root):
     from charlm.corpus import PTB_CACHE, load_ptb
 

@@ -46,7 +46,8 @@ def test_train_stop_resume_eval_sample_end_to_end(tmp_path, text_files):
 
     scored = charlm("eval", run_dir, "--json", check=0)
     figures = json.loads(scored.stdout)
-    assert set(figures) == {"tokens", "loss", "bpc", "perplexity", "split"}
+    assert set(figures) == {"tokens", "loss", "bpc", "perplexity", "split", "weights"}
+    assert figures["weights"] == "trained"  # no train.average in this config
     assert figures["split"] == "test" and figures["tokens"] == 799
 
     text = tmp_path / "other.txt"

@@ -55,8 +55,8 @@ foo: 1
 
 
 def test_cross_field_conflicts(tmp_path):
-    problems = problems_of(tmp_path, "model:\n  tie_weights: true\n  embedding_dim: 64\n  hidden_size: 128\n")
-    assert any("tie_weights needs embedding_dim == hidden_size" in p for p in problems)
+    problems = problems_of(tmp_path, "model:\n  tie_weights: true\n  num_layers: 1\n  embedding_dim: 64\n  hidden_size: 128\n")
+    assert any("tie_weights with one layer needs embedding_dim == hidden_size" in p for p in problems)
     problems = problems_of(tmp_path, "data:\n  corpus: text\n")
     assert any("data.train" in p for p in problems)
     problems = problems_of(tmp_path, "train:\n  warmup_steps: 100\n  max_steps: 50\n")
