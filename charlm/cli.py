@@ -149,9 +149,10 @@ def eval_command(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
     weights: Annotated[str, typer.Option(help="auto (averaged if the run kept an average), trained or averaged.")] = "auto",
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic evaluation: learn from each segment after scoring it (batch size 1).")] = False,
-    dynamic_lr: Annotated[float, typer.Option(help="--dynamic: SGD step size per segment.")] = 3e-2,
-    dynamic_decay: Annotated[float, typer.Option(help="--dynamic: pull towards the trained weights per segment.")] = 0.0,
+    dynamic_lr: Annotated[float, typer.Option(help="--dynamic: SGD step size per segment.")] = 0.1,
+    dynamic_decay: Annotated[float, typer.Option(help="--dynamic: pull towards the trained weights per segment.")] = 0.01,
     dynamic_seq_len: Annotated[int, typer.Option(help="--dynamic: characters per segment.")] = 50,
+    dynamic_method: Annotated[str, typer.Option(help="--dynamic: sgd, or rms (steps scaled by gradient statistics of the training text).")] = "sgd",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Score a split or a text file: tokens, loss (nats/token), bits per character, perplexity."""
@@ -164,24 +165,27 @@ def eval_command(
         raise CharlmError("give --split or --text, not both")
     if batch_size < 1:
         raise CharlmError(f"--batch-size must be at least 1, got {batch_size}")
-    dynamic_opts = DynamicOptions(dynamic_lr, dynamic_decay, dynamic_seq_len)
+    dynamic_opts = DynamicOptions(dynamic_lr, dynamic_decay, dynamic_seq_len, dynamic_method)
     if dynamic:
         dynamic_opts.check()
         if batch_size != 1:
             raise CharlmError(f"--dynamic reads the text as one stream (batch size 1); drop --batch-size {batch_size}")
     trained = load_trained(run, device, weights)
     if dynamic:
-        result = dynamic_evaluate(trained.model, stream_to_score(trained, None if text else split, text), dynamic_opts)
+        stream = stream_to_score(trained, None if text else split, text)
+        train_stream = stream_to_score(trained, "train", None) if dynamic_method == "rms" else None
+        result = dynamic_evaluate(trained.model, stream, dynamic_opts, train_stream=train_stream)
     else:
         result = score(trained, None if text else split, text, batch_size)
     figures = result.as_dict() | ({"text": str(text)} if text else {"split": split}) | {"weights": trained.weights}
     if dynamic:
-        figures["dynamic"] = {"lr": dynamic_lr, "decay": dynamic_decay, "seq_len": dynamic_seq_len}
+        figures["dynamic"] = {"method": dynamic_method, "lr": dynamic_lr, "decay": dynamic_decay, "seq_len": dynamic_seq_len}
     if as_json:
         out.print(json.dumps(figures))
         return
     out.print(f"checkpoint  {trained.path} (step {trained.step:,}, {trained.weights} weights)")
-    how = f"dynamic evaluation (lr {dynamic_lr:g}, decay {dynamic_decay:g}, segments of {dynamic_seq_len})" if dynamic else f"batch size {batch_size}"
+    how = (f"dynamic evaluation ({dynamic_method}, lr {dynamic_lr:g}, decay {dynamic_decay:g}, segments of "
+           f"{dynamic_seq_len})" if dynamic else f"batch size {batch_size}")
     out.print(f"scored      {figures.get('text') or figures['split']} at {how}")
     out.print(f"tokens      {result.tokens:,}")
     out.print(f"loss        {result.loss:.4f} nats/token")

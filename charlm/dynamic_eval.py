@@ -4,10 +4,14 @@ The model keeps learning from the text it is scoring: the stream is read as one 
 segments of `seq_len` characters, and each segment is
 
     1. scored with the current weights (its loss is what the result reports), then
-    2. learnt from: one gradient step on that segment's mean loss,
-           theta <- theta - lr * grad + decay * (theta_0 - theta),
-       the paper's SGD update with its "global prior" pulling the weights back towards the
-       trained ones theta_0.
+    2. learnt from, by one step on that segment's mean loss, pulled back towards the trained
+       weights theta_0 by `decay` (the paper's "global prior"). Two update rules:
+
+       sgd:  theta <- theta - lr * grad + decay * (theta_0 - theta)
+       rms:  theta <- theta - lr * grad / (sqrt(MS) + eps) + decay * r * (theta_0 - theta)
+             MS: each weight's mean squared gradient over segments of the training split,
+             measured once before the pass; r = sqrt(MS) / mean(sqrt(MS)), capped at 1 / decay
+             (the paper's "RMS with a global prior", its best rule).
 
 Scoring a segment always happens before the model learns from it, so no character is ever
 predicted by weights that have seen it; `on_segment` lets a test check exactly that. The
@@ -23,25 +27,31 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from charlm.errors import CharlmError
 from charlm.evaluate import EvalResult
 from charlm.model import CharRNN, detach_hidden
+
+RMS_EPS = 1e-8
 
 
 @dataclass(frozen=True)
 class DynamicOptions:
-    lr: float = 3e-2  # best of 1e-4..0.3 for configs/ptb_cpu.yaml's model on valid
-    decay: float = 0.0  # pull towards the trained weights per segment (0: none)
+    # Defaults: the best of a grid for configs/ptb_cpu.yaml's model on the first 50k characters
+    # of valid (sgd: lr 1e-4..0.3, decay 0..0.05, segments 30..100).
+    lr: float = 0.1
+    decay: float = 0.01  # pull towards the trained weights per segment (0: none)
     seq_len: int = 50  # characters per segment: scored, then learnt from
+    method: str = "sgd"  # or "rms"
 
     def check(self) -> None:
-        from charlm.errors import CharlmError
-
         if not self.lr > 0:
             raise CharlmError(f"--dynamic-lr must be above 0, got {self.lr}")
         if not 0 <= self.decay < 1:
             raise CharlmError(f"--dynamic-decay must be in [0, 1), got {self.decay}")
         if self.seq_len < 1:
             raise CharlmError(f"--dynamic-seq-len must be at least 1, got {self.seq_len}")
+        if self.method not in ("sgd", "rms"):
+            raise CharlmError(f"--dynamic-method must be sgd or rms, got {self.method!r}")
 
 
 def dynamic_evaluate(
@@ -49,11 +59,13 @@ def dynamic_evaluate(
     stream: torch.Tensor,
     opts: DynamicOptions,
     on_segment: Callable[[int, float], None] | None = None,
+    train_stream: torch.Tensor | None = None,
 ) -> EvalResult:
     """Score every next-token prediction of `stream` once (batch size 1), adapting as it goes.
 
     `on_segment(start, loss_sum)` is called with each segment's summed loss (nats) right after
-    it is scored and before the update that learns from it.
+    it is scored and before the update that learns from it. `train_stream` (training text) is
+    needed by the rms rule, for its gradient statistics.
     """
     device = next(model.parameters()).device
     was_training = model.training
@@ -67,6 +79,11 @@ def dynamic_evaluate(
     # cuDNN computes RNN gradients only in training mode; PyTorch's own kernels do in any mode.
     with torch.enable_grad(), torch.backends.cudnn.flags(enabled=device.type != "cuda"):
         try:
+            step = _sgd_step(params, trained, opts)
+            if opts.method == "rms":
+                if train_stream is None:
+                    raise CharlmError("--dynamic-method rms needs the run's training text for its statistics")
+                step = _rms_step(params, trained, opts, gradient_mean_square(model, params, train_stream, opts.seq_len))
             for start in range(0, inputs.size(1), opts.seq_len):
                 x = inputs[:, start : start + opts.seq_len]
                 y = targets[:, start : start + opts.seq_len]
@@ -77,10 +94,7 @@ def dynamic_evaluate(
                     on_segment(start, float(loss_sum.detach()))
                 grads = torch.autograd.grad(loss_sum / y.numel(), params, allow_unused=True)
                 with torch.no_grad():  # 2. learn from it
-                    used = [(p, g) for p, g in zip(params, grads) if g is not None]
-                    torch._foreach_add_([p for p, _ in used], [g for _, g in used], alpha=-opts.lr)
-                    if opts.decay:
-                        torch._foreach_lerp_(params, trained, opts.decay)
+                    step([g if g is not None else torch.zeros_like(p) for p, g in zip(params, grads)])
                 hidden = detach_hidden(new_hidden)
         finally:
             with torch.no_grad():
@@ -88,3 +102,47 @@ def dynamic_evaluate(
             model.train(was_training)
     count = targets.numel()
     return EvalResult(tokens=count, loss=float(total) / count)
+
+
+def _sgd_step(params, trained, opts: DynamicOptions):
+    def step(grads: list[torch.Tensor]) -> None:
+        torch._foreach_add_(params, grads, alpha=-opts.lr)
+        if opts.decay:
+            torch._foreach_lerp_(params, trained, opts.decay)
+    return step
+
+
+def _rms_step(params, trained, opts: DynamicOptions, mean_square: list[torch.Tensor]):
+    rms = [ms.sqrt() for ms in mean_square]
+    denominators = [r + RMS_EPS for r in rms]
+    mean_rms = torch.cat([r.flatten() for r in rms]).mean()
+    # Per-weight pull towards theta_0: decay * r, at most 1 (all the way back).
+    pulls = [(opts.decay * r / mean_rms).clamp(max=1.0) for r in rms]
+
+    def step(grads: list[torch.Tensor]) -> None:
+        torch._foreach_addcdiv_(params, grads, denominators, value=-opts.lr)
+        if opts.decay:
+            gaps = torch._foreach_sub(trained, params)
+            torch._foreach_mul_(gaps, pulls)
+            torch._foreach_add_(params, gaps)
+    return step
+
+
+def gradient_mean_square(
+    model: CharRNN, params: list[torch.Tensor], train_stream: torch.Tensor, seq_len: int, segments: int = 200
+) -> list[torch.Tensor]:
+    """Each weight's mean squared gradient over `segments` segments of `seq_len` characters
+    spread evenly over the training text, at batch size 1 (the dynamic pass's setting)."""
+    device = params[0].device
+    span = seq_len + 1
+    starts = torch.linspace(0, max(len(train_stream) - span - 1, 0), segments).long().tolist()
+    sums = [torch.zeros_like(p) for p in params]
+    for start in starts:
+        piece = train_stream[start : start + span].to(device).unsqueeze(0)
+        logits, _ = model(piece[:, :-1])
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), piece[:, 1:].flatten())
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        for total, g in zip(sums, grads):
+            if g is not None:
+                total += g.detach() ** 2
+    return [total / len(starts) for total in sums]

@@ -80,7 +80,7 @@ def test_eval_dynamic_scores_every_token_and_checks_its_options(tmp_path, text_f
     proc = charlm("eval", tmp_path / "r", "--dynamic", "--dynamic-lr", "0.3", "--json", check=0)
     dynamic = json.loads(proc.stdout)
     assert dynamic["tokens"] == static["tokens"] == 799
-    assert dynamic["dynamic"] == {"lr": 0.3, "decay": 0.0, "seq_len": 50}
+    assert dynamic["dynamic"] == {"method": "sgd", "lr": 0.3, "decay": 0.01, "seq_len": 50}
     assert dynamic["bpc"] < static["bpc"]  # the test text repeats the training text's sentences
     proc = charlm("eval", tmp_path / "r", "--dynamic", "--batch-size", "4", check=1)
     assert "--dynamic reads the text as one stream (batch size 1)" in proc.stderr

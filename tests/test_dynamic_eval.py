@@ -67,3 +67,43 @@ def test_adapting_to_repetitive_text_lowers_the_loss():
     static = evaluate(model, stream, 1, torch.device("cpu"))
     dynamic = dynamic_evaluate(model, stream, DynamicOptions(lr=3.0, seq_len=20))
     assert dynamic.bpc < static.bpc / 2  # 2.76 -> 0.89 bpc: it learns the repeating pattern
+
+
+def test_rms_rule_scores_first_then_steps_by_training_gradient_statistics():
+    from charlm.dynamic_eval import gradient_mean_square
+
+    model = small_model()
+    stream, train_stream = repetitive_stream(200), repetitive_stream(900).roll(3)
+    opts = DynamicOptions(lr=0.01, decay=0.2, seq_len=25, method="rms")
+    seen = []
+    dynamic_evaluate(model, stream, opts, lambda s, loss: seen.append(loss), train_stream=train_stream)
+    replay = copy.deepcopy(model).eval()
+    params = list(replay.parameters())
+    trained = [p.detach().clone() for p in params]
+    ms = gradient_mean_square(replay, params, train_stream, 25)
+    rms = [m.sqrt() for m in ms]
+    mean_rms = torch.cat([r.flatten() for r in rms]).mean()
+    hidden, expected = None, []
+    for start in range(0, len(stream) - 1, 25):
+        x, y = stream[start : start + 25].unsqueeze(0), stream[start + 1 : start + 26].unsqueeze(0)
+        x = x[:, : y.size(1)]
+        logits, new_hidden = replay(x, hidden)
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")
+        expected.append(loss.item())
+        grads = torch.autograd.grad(loss / y.numel(), params)
+        with torch.no_grad():
+            for p, g, r, p0 in zip(params, grads, rms, trained):
+                p -= 0.01 * g / (r + 1e-8)
+                p += (0.2 * r / mean_rms).clamp(max=1) * (p0 - p)
+        hidden = detach_hidden(new_hidden)
+    torch.testing.assert_close(seen, expected, rtol=1e-5, atol=1e-5)
+    # The second segment was scored by adapted weights: not what static evaluation gives it.
+    static_second = evaluate(model, stream[:51], 1, torch.device("cpu")).loss * 50 - seen[0]
+    assert seen[1] != pytest.approx(static_second, rel=1e-3)
+
+
+def test_rms_rule_needs_training_text():
+    from charlm.errors import CharlmError
+
+    with pytest.raises(CharlmError, match="needs the run's training text"):
+        dynamic_evaluate(small_model(), repetitive_stream(), DynamicOptions(method="rms"))
