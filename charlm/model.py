@@ -48,7 +48,7 @@ class CharRNN(nn.Module):
             self.rnns = nn.ModuleList(
                 rnn_cls(n_in, n_out, batch_first=True, **extra) for n_in, n_out in zip(inputs, sizes)
             )
-            self.hidden_dropout = LockedDropout(cfg.dropout_hidden)
+            self.hidden_dropout = _dropout(cfg.dropout, cfg.dropout_hidden)
         elif cfg.impl == "reference":
             between = cfg.dropout if cfg.num_layers > 1 else 0.0
             self.rnn = ReferenceRNN(cfg.cell, cfg.embedding_dim, cfg.hidden_size, cfg.num_layers,

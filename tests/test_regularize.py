@@ -115,3 +115,11 @@ def test_conflicting_regulariser_settings_are_refused(overrides, fragment):
 
     with pytest.raises(ConfigError, match=fragment):
         load_config(None, overrides)
+
+
+def test_plain_dropout_still_applies_between_layers_of_a_layered_model():
+    """A narrow tied last layer needs one module per layer; plain dropout keeps its meaning."""
+    model = CharRNN(11, load_config(None, ["model.num_layers=2", "model.tie_weights=true",
+                                           "model.embedding_dim=8", "model.dropout=0.3"]).model)
+    assert model.layered and isinstance(model.hidden_dropout, nn.Dropout)
+    assert model.hidden_dropout.p == 0.3
