@@ -4,7 +4,9 @@ The average lives beside the trained weights; training always continues from the
 ones, and evaluation (valid during training, `charlm eval`, the final test) swaps the average
 in. Checkpoints hold both, so either set can be evaluated later.
 
-- ema:    avg <- decay * avg + (1 - decay) * w after every step, from the first step.
+- ema:    avg <- d * avg + (1 - d) * w after every step, from the first step, with
+          d = min(decay, (1 + n) / (10 + n)) after n updates (TensorFlow's warm-up): a plain
+          0.999 would still give the random initial weights 74% of the average at step 300.
 - ntasgd: nothing until the trigger (Merity et al. 2018): an evaluation whose loss is worse
           than the best of all evaluations except the last `nonmono` ones. From then on, the
           uniform mean of the weights after every step. With SGD this is AWD's switch to
@@ -59,7 +61,7 @@ class WeightAverage:
                 self.average = [p.detach().clone() for p in self.params]
                 self.started_step, self.count = step, 1
                 return
-            weight = 1 - self.ema_decay
+            weight = 1 - min(self.ema_decay, (1 + self.count) / (10 + self.count))
         elif self.average is None:
             return
         else:

@@ -24,12 +24,16 @@ def set_weights(model: nn.Module, value: float) -> None:
 def test_ema_matches_a_hand_computation():
     model = toy_model()
     average = WeightAverage(model, "ema", ema_decay=0.9)
-    values = [1.0, 2.0, 4.0, -1.0]
+    values = [1.0, 2.0, 4.0, -1.0] + [3.0] * 100
     expected = None
     for step, v in enumerate(values, 1):
         set_weights(model, v)
         average.update(step)
-        expected = v if expected is None else 0.9 * expected + 0.1 * v
+        # Warm-up: after n updates the decay is (1 + n) / (10 + n) until that passes 0.9.
+        n = step - 1
+        decay = min(0.9, (1 + n) / (10 + n))
+        expected = v if expected is None else decay * expected + (1 - decay) * v
+    assert average.count == len(values)
     for a in average.average:
         torch.testing.assert_close(a, torch.full_like(a, expected))
 
@@ -59,8 +63,10 @@ def test_swapping_in_the_average_restores_the_trained_weights():
     average.update(1)
     set_weights(model, 4.0)
     average.update(2)
+    averaged = [a.clone() for a in average.average]
+    assert not torch.equal(averaged[0], next(model.parameters()))
     with average.swapped_in():
-        assert all(torch.all(p == 3.0) for p in model.parameters())
+        assert all(torch.equal(p, a) for p, a in zip(model.parameters(), averaged))
     assert all(torch.all(p == 4.0) for p in model.parameters())
 
 
