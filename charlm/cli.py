@@ -149,10 +149,10 @@ def eval_command(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
     weights: Annotated[str, typer.Option(help="auto (averaged if the run kept an average), trained or averaged.")] = "auto",
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic evaluation: learn from each segment after scoring it (batch size 1).")] = False,
-    dynamic_lr: Annotated[float, typer.Option(help="--dynamic: SGD step size per segment.")] = 0.1,
+    dynamic_lr: Annotated[Optional[float], typer.Option(help="--dynamic: step size per segment (default: 3e-4 for rms, 0.1 for sgd).")] = None,
     dynamic_decay: Annotated[float, typer.Option(help="--dynamic: pull towards the trained weights per segment.")] = 0.01,
     dynamic_seq_len: Annotated[int, typer.Option(help="--dynamic: characters per segment.")] = 50,
-    dynamic_method: Annotated[str, typer.Option(help="--dynamic: sgd, or rms (steps scaled by gradient statistics of the training text).")] = "sgd",
+    dynamic_method: Annotated[str, typer.Option(help="--dynamic: rms (steps scaled by gradient statistics of the training text) or sgd.")] = "rms",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Score a split or a text file: tokens, loss (nats/token), bits per character, perplexity."""
@@ -179,12 +179,12 @@ def eval_command(
         result = score(trained, None if text else split, text, batch_size)
     figures = result.as_dict() | ({"text": str(text)} if text else {"split": split}) | {"weights": trained.weights}
     if dynamic:
-        figures["dynamic"] = {"method": dynamic_method, "lr": dynamic_lr, "decay": dynamic_decay, "seq_len": dynamic_seq_len}
+        figures["dynamic"] = {"method": dynamic_method, "lr": dynamic_opts.step_size, "decay": dynamic_decay, "seq_len": dynamic_seq_len}
     if as_json:
         out.print(json.dumps(figures))
         return
     out.print(f"checkpoint  {trained.path} (step {trained.step:,}, {trained.weights} weights)")
-    how = (f"dynamic evaluation ({dynamic_method}, lr {dynamic_lr:g}, decay {dynamic_decay:g}, segments of "
+    how = (f"dynamic evaluation ({dynamic_method}, lr {dynamic_opts.step_size:g}, decay {dynamic_decay:g}, segments of "
            f"{dynamic_seq_len})" if dynamic else f"batch size {batch_size}")
     out.print(f"scored      {figures.get('text') or figures['split']} at {how}")
     out.print(f"tokens      {result.tokens:,}")

@@ -77,11 +77,14 @@ def test_eval_dynamic_scores_every_token_and_checks_its_options(tmp_path, text_f
     cfg = write_config(tmp_path / "c.yaml", tiny_text_config(text_files, max_steps=40))
     charlm("train", "--config", cfg, "--out-dir", tmp_path / "r", check=0)
     static = json.loads(charlm("eval", tmp_path / "r", "--json", check=0).stdout)
-    proc = charlm("eval", tmp_path / "r", "--dynamic", "--dynamic-lr", "0.3", "--json", check=0)
+    proc = charlm("eval", tmp_path / "r", "--dynamic", "--dynamic-method", "sgd", "--dynamic-lr", "0.3", "--json", check=0)
     dynamic = json.loads(proc.stdout)
     assert dynamic["tokens"] == static["tokens"] == 799
     assert dynamic["dynamic"] == {"method": "sgd", "lr": 0.3, "decay": 0.01, "seq_len": 50}
     assert dynamic["bpc"] < static["bpc"]  # the test text repeats the training text's sentences
+    rms = json.loads(charlm("eval", tmp_path / "r", "--dynamic", "--json", check=0).stdout)
+    assert rms["dynamic"] == {"method": "rms", "lr": 3e-4, "decay": 0.01, "seq_len": 50}
+    assert rms["tokens"] == 799 and rms["bpc"] != static["bpc"]
     proc = charlm("eval", tmp_path / "r", "--dynamic", "--batch-size", "4", check=1)
     assert "--dynamic reads the text as one stream (batch size 1)" in proc.stderr
     proc = charlm("eval", tmp_path / "r", "--dynamic", "--dynamic-lr", "0", check=1)
