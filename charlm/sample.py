@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from charlm.errors import SamplingError
+from charlm.lstm_step import LSTMStepper
 from charlm.model import CharRNN
 
 
@@ -86,14 +87,21 @@ def generate(
     generator.manual_seed(opts.seed if opts.seed is not None else torch.seed())
     x = prompt_ids.to(device).unsqueeze(0).expand(opts.num_samples, -1)
     logits, hidden = model(x)  # read the prompt once
+    logits = logits[:, -1]
+    stepper = LSTMStepper.for_model(model)  # CPU LSTMs: fewer bytes read per character
+    state = stepper.state_from(hidden) if stepper is not None else None
     out = []
     with _one_step_kernels(device):
         for _ in range(opts.length):
-            next_ids = pick_next(logits[:, -1].cpu(), opts, generator, banned)  # (N,)
+            next_ids = pick_next(logits.cpu(), opts, generator, banned)  # (N,)
             out.append(next_ids)
             if on_step is not None:
                 on_step(next_ids)
-            logits, hidden = model(next_ids.to(device).unsqueeze(1), hidden)
+            if stepper is not None:
+                logits, state = stepper.step(next_ids, state)
+            else:
+                logits, hidden = model(next_ids.to(device).unsqueeze(1), hidden)
+                logits = logits[:, -1]
     return torch.stack(out, dim=1) if out else torch.empty(opts.num_samples, 0, dtype=torch.long)
 
 
