@@ -183,7 +183,7 @@ def _eval_speed(model: CharRNN, stream: torch.Tensor, batch_size: int, device: t
     return (len(stream) - 1) / statistics.median(times)
 
 
-def _sample_speed(model: CharRNN, num_samples: int, device: torch.device, length: int = 400, repeats: int = 3) -> float:
+def _sample_speed(model: CharRNN, num_samples: int, device: torch.device, length: int = 1000, repeats: int = 5) -> float:
     """Characters per second summed over all samples."""
     opts = SamplingOptions(length=length, num_samples=num_samples, seed=0)
     prompt = torch.zeros(1, dtype=torch.long)
