@@ -8,9 +8,10 @@ in. Checkpoints hold both, so either set can be evaluated later.
           d = min(decay, (1 + n) / (10 + n)) after n updates (TensorFlow's warm-up): a plain
           0.999 would still give the random initial weights 74% of the average at step 300.
 - ntasgd: nothing until the trigger (Merity et al. 2018): an evaluation whose loss is worse
-          than the best of all evaluations except the last `nonmono` ones. From then on, the
-          uniform mean of the weights after every step. With SGD this is AWD's switch to
-          torch.optim.ASGD(t0=0, lambd=0): the same SGD steps, plus this average.
+          than the best of the earlier ones except the last `nonmono` (AWD's test, on the losses
+          before this one). From then on, the uniform mean of the weights after every step. With
+          SGD this is AWD's switch to torch.optim.ASGD(t0=0, lambd=0): the same SGD steps, and
+          ASGD's average `ax`, which also starts with the weights after the first step.
 """
 
 from __future__ import annotations
@@ -37,21 +38,21 @@ class WeightAverage:
 
     @property
     def active(self) -> bool:
-        """Whether an average exists (EMA after the first step; NT-ASGD after its trigger)."""
+        """Whether an average exists (EMA after the first step; NT-ASGD after the first step
+        that follows its trigger)."""
         return self.average is not None
 
     def observe(self, valid_loss: float, step: int) -> bool:
         """Record an evaluation; returns True when this one triggers NT-ASGD's averaging."""
-        losses = self.valid_losses
-        losses.append(valid_loss)
-        if self.kind != "ntasgd" or self.active:
-            return False
-        if len(losses) > self.nonmono and valid_loss > min(losses[: -self.nonmono]):
-            self.started_step = step
-            self.average = [p.detach().clone() for p in self.params]
-            self.count = 1
-            return True
-        return False
+        earlier = self.valid_losses
+        triggered = (
+            self.kind == "ntasgd" and self.started_step is None
+            and len(earlier) > self.nonmono and valid_loss > min(earlier[: -self.nonmono])
+        )
+        earlier.append(valid_loss)
+        if triggered:
+            self.started_step = step  # the average starts with the next step's weights
+        return triggered
 
     @torch.no_grad()
     def update(self, step: int) -> None:
@@ -62,7 +63,10 @@ class WeightAverage:
                 self.started_step, self.count = step, 1
                 return
             weight = 1 - min(self.ema_decay, (1 + self.count) / (10 + self.count))
+        elif self.started_step is None:
+            return  # NT-ASGD before its trigger
         elif self.average is None:
+            self.average, self.count = [p.detach().clone() for p in self.params], 1
             return
         else:
             weight = 1 / (self.count + 1)

@@ -157,7 +157,7 @@ def eval_command(
 ) -> None:
     """Score a split or a text file: tokens, loss (nats/token), bits per character, perplexity."""
     from charlm.dynamic_eval import DynamicOptions, dynamic_evaluate
-    from charlm.inference import load_trained, score, stream_to_score
+    from charlm.inference import load_trained, score, stream_to_score, training_stream
 
     if split not in ("valid", "test"):
         raise CharlmError(f"--split must be valid or test, got {split!r}")
@@ -173,7 +173,7 @@ def eval_command(
     trained = load_trained(run, device, weights)
     if dynamic:
         stream = stream_to_score(trained, None if text else split, text)
-        train_stream = stream_to_score(trained, "train", None) if dynamic_method == "rms" else None
+        train_stream = training_stream(trained) if dynamic_method == "rms" else None
         result = dynamic_evaluate(trained.model, stream, dynamic_opts, train_stream=train_stream)
     else:
         result = score(trained, None if text else split, text, batch_size)
@@ -208,6 +208,7 @@ def sample(
     seed: Annotated[Optional[int], typer.Option(help="The same seed gives the same text.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
     int8: Annotated[bool, typer.Option("--int8", help="CPU: int8 weights, about 2x faster; slightly different text.")] = False,
+    weights: Annotated[str, typer.Option(help="auto (averaged if the run kept an average), trained or averaged.")] = "auto",
 ) -> None:
     """Generate text from a trained model, streamed as it is produced."""
     from charlm.corpus import read_utf8
@@ -219,7 +220,7 @@ def sample(
     if prompt_file is not None:
         prompt = read_utf8(prompt_file).rstrip("\n")
     opts = SamplingOptions(length, temperature, top_k, top_p, greedy, num_samples, seed)
-    trained = load_trained(run, device)
+    trained = load_trained(run, device, weights)
     if int8:
         quantize_for_cpu(trained)
     prompt = prompt or ""

@@ -107,11 +107,17 @@ class ModelConfig(_Section):
                 f"{self.embedding_dim} and {self.hidden_size}; make them equal, add a layer "
                 "(the last one then gets embedding_dim units) or set model.tie_weights: false"
             )
-        awd = {k: getattr(self, k) for k in AWD_MODEL_KEYS if getattr(self, k) > 0}
+        awd = [k for k in AWD_MODEL_KEYS if getattr(self, k) > 0]
+        if self.tie_weights and self.embedding_dim != self.hidden_size:
+            awd.append("tie_weights (with embedding_dim != hidden_size)")
         if awd and self.impl == "reference":
+            fix = (
+                f"remove model.{', model.'.join(awd)}: cell mogrifier_lstm exists only as reference cells"
+                if self.cell == "mogrifier_lstm" else "set model.impl: fused"
+            )
             raise ValueError(
-                f"model.{', model.'.join(awd)} need model.impl: fused (the reference cells "
-                "have no weight drop or per-layer modules); set model.impl: fused"
+                f"model.{', model.'.join(awd)} {'needs' if len(awd) == 1 else 'need'} model.impl: fused (the reference cells "
+                f"have no weight drop or per-layer modules); {fix}"
             )
         locked = [k for k in ("dropout_input", "dropout_hidden", "dropout_output") if getattr(self, k) > 0]
         if locked and self.dropout > 0:
@@ -119,8 +125,6 @@ class ModelConfig(_Section):
                 f"model.dropout (plain) and model.{', model.'.join(locked)} (locked) both set; use "
                 "one kind: set model.dropout: 0 for AWD-style locked dropout"
             )
-        if self.tie_weights and self.embedding_dim != self.hidden_size and self.impl == "reference":
-            raise ValueError("a tied last layer of embedding_dim units needs model.impl: fused")
         return self
 
 

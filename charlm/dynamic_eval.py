@@ -5,13 +5,16 @@ segments of `seq_len` characters, and each segment is
 
     1. scored with the current weights (its loss is what the result reports), then
     2. learnt from, by one step on that segment's mean loss, pulled back towards the trained
-       weights theta_0 by `decay` (the paper's "global prior"). Two update rules:
+       weights theta_0 by `decay` (the paper's "global prior"); both terms are computed from
+       the weights before the step, as in the paper's code. Two update rules:
 
        sgd:  theta <- theta - lr * grad + decay * (theta_0 - theta)
-       rms:  theta <- theta - lr * grad / (sqrt(MS) + eps) + decay * r * (theta_0 - theta)
-             MS: each weight's mean squared gradient over segments of the training split,
-             measured once before the pass; r = sqrt(MS) / mean(sqrt(MS)), capped at 1 / decay
-             (the paper's "RMS with a global prior", its best rule).
+       rms:  theta <- theta - lr * grad / s + decay * r * (theta_0 - theta)
+             s: each weight's root mean squared gradient over segments of the training split,
+             measured once before the pass, floored at a tenth of its mean over all weights (a
+             weight the sample never moved would otherwise take an unbounded step and never be
+             pulled back); r = s / mean(s), with decay * r capped at 1 (the paper's "RMS with a
+             global prior", its best rule; the paper normalises per tensor, this by all weights).
 
 Scoring a segment always happens before the model learns from it, so no character is ever
 predicted by weights that have seen it; `on_segment` lets a test check exactly that. The
@@ -31,7 +34,7 @@ from charlm.errors import CharlmError
 from charlm.evaluate import EvalResult
 from charlm.model import CharRNN, detach_hidden
 
-RMS_EPS = 1e-8
+RMS_FLOOR = 0.1  # of the mean RMS: the smallest divisor a weight's step gets
 
 
 # Defaults: the best of a grid for configs/ptb_cpu.yaml's model on the first 50,000 characters of
@@ -114,25 +117,26 @@ def dynamic_evaluate(
 
 def _sgd_step(params, trained, opts: DynamicOptions):
     def step(grads: list[torch.Tensor]) -> None:
+        pulls = torch._foreach_sub(trained, params) if opts.decay else None  # from the weights before the step
         torch._foreach_add_(params, grads, alpha=-opts.step_size)
-        if opts.decay:
-            torch._foreach_lerp_(params, trained, opts.decay)
+        if pulls is not None:
+            torch._foreach_add_(params, pulls, alpha=opts.decay)
     return step
 
 
 def _rms_step(params, trained, opts: DynamicOptions, mean_square: list[torch.Tensor]):
     rms = [ms.sqrt() for ms in mean_square]
-    denominators = [r + RMS_EPS for r in rms]
     mean_rms = torch.cat([r.flatten() for r in rms]).mean()
+    scales = [r.clamp(min=RMS_FLOOR * float(mean_rms)) for r in rms]
     # Per-weight pull towards theta_0: decay * r, at most 1 (all the way back).
-    pulls = [(opts.decay * r / mean_rms).clamp(max=1.0) for r in rms]
+    rates = [(opts.decay * s / mean_rms).clamp(max=1.0) for s in scales]
 
     def step(grads: list[torch.Tensor]) -> None:
-        torch._foreach_addcdiv_(params, grads, denominators, value=-opts.step_size)
-        if opts.decay:
-            gaps = torch._foreach_sub(trained, params)
-            torch._foreach_mul_(gaps, pulls)
-            torch._foreach_add_(params, gaps)
+        pulls = torch._foreach_sub(trained, params) if opts.decay else None  # from the weights before the step
+        torch._foreach_addcdiv_(params, grads, scales, value=-opts.step_size)
+        if pulls is not None:
+            torch._foreach_mul_(pulls, rates)
+            torch._foreach_add_(params, pulls)
     return step
 
 

@@ -1,7 +1,8 @@
 """Use a trained run: load its model from a checkpoint, score a split or a file, sample text.
 
 Everything needed comes from the checkpoint itself (config, vocabulary, weights); only
-scoring a PTB split reads the data folder.
+scoring a split, and `eval --dynamic`'s rms rule (statistics of the training split), read the
+run's corpus.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from charlm.checkpoint import find_checkpoint, load_checkpoint
 from charlm.config import Config, config_from_dict
 from charlm.corpus import (Vocabulary, from_readable, load_corpus, read_utf8, text_to_stream_text,
                            to_readable)
-from charlm.errors import CheckpointError, DataError, SamplingError
+from charlm.errors import CharlmError, CheckpointError, DataError, SamplingError
 from charlm.evaluate import EvalResult, evaluate
 from charlm.model import CharRNN
 from charlm.sample import SamplingOptions, generate
@@ -52,7 +53,10 @@ def load_trained(run: Path | str, device: str = "cpu", weights: str = "auto") ->
     cfg = config_from_dict(payload["config"], f"config stored in {path}")
     vocab = Vocabulary(tuple(payload["vocab"]))
     model = CharRNN(len(vocab), cfg.model)
-    averaged = averaged_state_dict(payload["model"], payload.get("average"))
+    try:
+        averaged = None if weights == "trained" else averaged_state_dict(payload["model"], payload.get("average"))
+    except (AttributeError, KeyError, TypeError):
+        raise CheckpointError(f"{path}: its averaged weights are malformed; use --weights trained") from None
     if weights == "averaged" and averaged is None:
         why = "train.average is none" if cfg.train.average == "none" else "its average has not started yet"
         raise CheckpointError(f"{path} holds no averaged weights ({why}); use --weights trained")
@@ -89,6 +93,17 @@ def score(
     stream = stream_to_score(trained, split, text_file)
     device = next(trained.model.parameters()).device
     return evaluate(trained.model, stream, batch_size, device, trained.cfg.train.seq_len)
+
+
+def training_stream(trained: TrainedModel) -> torch.Tensor:
+    """The run's training split, for dynamic evaluation's gradient statistics."""
+    try:
+        return stream_to_score(trained, "train", None)
+    except CharlmError as exc:
+        raise CharlmError(
+            f"--dynamic-method rms needs the run's training split for its gradient statistics, "
+            f"and reading it failed: {exc}; use --dynamic-method sgd, which needs none"
+        ) from None
 
 
 def stream_to_score(trained: TrainedModel, split: str | None, text_file: Path | None) -> torch.Tensor:

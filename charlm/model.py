@@ -63,6 +63,10 @@ class CharRNN(nn.Module):
         if cfg.tie_weights:
             # Press & Wolf 2017: one matrix both embeds and decodes; fewer parameters, lower loss.
             self.decoder.weight = self.embedding.weight
+            # As a decoder the matrix needs small values (nn.Embedding draws N(0, 1), which
+            # starts with huge logits): AWD-LSTM's uniform(-0.1, 0.1) and a zero bias.
+            nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+            nn.init.zeros_(self.decoder.bias)
 
     def forward(self, x: torch.Tensor, hidden: Hidden | None = None, ar: float = 0.0, tar: float = 0.0):
         """Logits (B, T, V) and the new hidden state; with `ar` or `tar` (training), also the

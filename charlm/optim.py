@@ -39,8 +39,8 @@ class LRSchedule:
         self.best_loss = math.inf
         self.bad_evals = 0
 
-    def lr_at(self, step: int, epoch: int = 0) -> float:
-        """The rate for step `step` (0-based) taken in epoch `epoch`, drops included."""
+    def lr_at(self, step: int, epoch: int) -> float:
+        """The rate for step `step` (0-based) taken in epoch `epoch` (0-based), drops included."""
         return self._scheduled(step) * self.drop_scale(step, epoch)
 
     def _scheduled(self, step: int) -> float:
@@ -54,10 +54,10 @@ class LRSchedule:
         return cfg.lr * self.scale
 
     def drop_scale(self, step: int, epoch: int) -> float:
-        """lr_drop_factor to the number of `lr_drops` passed. Steps and epochs count from 1 here,
-        as logs and AWD do: a drop at N applies from step (epoch) N on, so AWD's `--when 300 400`
-        lowers epochs 300-399 ten times and 400-500 a hundred times."""
-        at = (step if self.cfg.lr_drop_unit == "step" else epoch) + 1
+        """lr_drop_factor to the number of `lr_drops` passed: a drop at N applies once N steps
+        (epochs) are done, as AWD's `--when 300 400` divides the rate after epochs 300 and 400, so
+        its epochs 301-400 run at a tenth and 401-500 at a hundredth."""
+        at = step if self.cfg.lr_drop_unit == "step" else epoch  # steps (epochs) completed
         passed = sum(1 for drop in self.cfg.lr_drops if at >= drop)
         return self.cfg.lr_drop_factor ** passed
 

@@ -316,12 +316,12 @@ class Trainer:
                 result = evaluate(self.model, self.corpus.valid, tcfg.eval_batch_size, self.device, tcfg.seq_len)
         result = EvalResult(result.tokens, self.ddp.broadcast_from_main(result.loss, self.device))
         if self.average is not None and self.average.observe(result.loss, state.step):
-            self.reporter.message(f"NT-ASGD: valid loss stopped improving; averaging weights from step {state.step:,}")
+            self.reporter.message(f"NT-ASGD: valid loss stopped improving at step {state.step:,}; averaging every later step's weights")
         is_best = result.bpc < state.best_valid_bpc
         if is_best:
             state.best_valid_bpc, state.best_step = result.bpc, state.step
         if self.schedule.observe(result.loss):
-            self.reporter.message(f"valid loss stopped improving: lr now {self.schedule.lr_at(state.step):.2e}")
+            self.reporter.message(f"valid loss stopped improving: lr now {self.schedule.lr_at(state.step, state.epoch):.2e}")
         self.reporter.evaluation(state.step, "valid", result, is_best)
         self.metrics.append({
             "split": "valid", "step": state.step, "epoch": state.epoch, **result.as_dict(),
@@ -390,7 +390,10 @@ class Trainer:
         loop.setdefault("position", loop["window"] * self.cfg.train.seq_len)  # checkpoints of 0.1
         self.state = LoopState(**loop)
         if self.average is not None and payload.get("average"):
-            self.average.load_state_dict(payload["average"])
+            try:
+                self.average.load_state_dict(payload["average"])
+            except (AttributeError, KeyError, TypeError, ValueError) as exc:
+                raise CheckpointError(f"{self.run_dir}: the checkpoint's averaged weights are malformed ({exc!r})") from None
         rows = self.cfg.train.batch_size // self.ddp.world_size
         mine = [h[:, self.ddp.rank * rows : (self.ddp.rank + 1) * rows] for h in payload["hidden"]]
         self.hidden = hidden_from_list(mine, self.device)

@@ -44,14 +44,17 @@ def test_ntasgd_waits_for_its_trigger_then_averages_uniformly():
     set_weights(model, 5.0)
     average.update(1)
     assert not average.active  # nothing before the trigger
-    # Losses 3, 2, 1 improve; 1.5 is not worse than min(3) (all but the last 2): no trigger yet.
-    assert [average.observe(loss, step) for step, loss in enumerate([3.0, 2.0, 1.0, 1.5], 1)] == [False] * 4
-    assert average.observe(2.5, 5)  # worse than min(3, 2, 1) = 1: trigger (AWD's rule)
-    assert average.started_step == 5
-    for step, v in enumerate([7.0, 9.0, 11.0], 6):
+    # AWD: trigger when the loss is worse than min(earlier[:-nonmono]). 3, 2, 1 improve; then
+    # 1.1 > min(3) = 3 is false; 1.2 > min(3, 2) is false; 2.5 > min(3, 2, 1) triggers.
+    losses = [3.0, 2.0, 1.0, 1.1, 1.2]
+    assert [average.observe(loss, step) for step, loss in enumerate(losses, 1)] == [False] * 5
+    assert average.observe(2.5, 6)
+    assert average.started_step == 6 and not average.active
+    assert not average.observe(9.0, 7)  # one trigger only
+    for step, v in enumerate([7.0, 9.0, 11.0], 7):
         set_weights(model, v)
         average.update(step)
-    expected = (5.0 + 7.0 + 9.0 + 11.0) / 4  # the weights at the trigger, then after each step
+    expected = (7.0 + 9.0 + 11.0) / 3  # the weights after each step that follows the trigger
     for a in average.average:
         torch.testing.assert_close(a, torch.full_like(a, expected))
 
@@ -90,15 +93,15 @@ def test_average_state_round_trips_and_covers_tied_names():
 def test_lr_drops_by_epoch_follow_awds_when():
     cfg = load_config(None, ["train.schedule=constant", "train.lr=1.0", "train.lr_drops=[3, 5]"]).train
     schedule = LRSchedule(cfg)
-    # Epochs counted from 1 as AWD does: epochs 1-2 full, 3-4 a tenth, 5+ a hundredth.
-    assert [schedule.lr_at(0, epoch) for epoch in range(6)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    # As AWD's --when 3 5: lowered after 3 and after 5 epochs are done (epochs count from 0 here).
+    assert [schedule.lr_at(0, epoch) for epoch in range(7)] == pytest.approx([1, 1, 1, 0.1, 0.1, 0.01, 0.01])
 
 
 def test_lr_drops_by_step():
     cfg = load_config(None, ["train.schedule=constant", "train.lr=1.0", "train.lr_drops=[10]",
                              "train.lr_drop_unit=step", "train.lr_drop_factor=0.5"]).train
     schedule = LRSchedule(cfg)
-    assert schedule.lr_at(8) == 1.0 and schedule.lr_at(9) == 0.5  # step 10 (as logged) is index 9
+    assert schedule.lr_at(9, 0) == 1.0 and schedule.lr_at(10, 0) == 0.5  # after 10 steps are done
 
 
 def test_variable_bptt_is_awds_distribution_and_a_pure_function_of_the_step():

@@ -89,3 +89,15 @@ def test_eval_dynamic_scores_every_token_and_checks_its_options(tmp_path, text_f
     assert "--dynamic reads the text as one stream (batch size 1)" in proc.stderr
     proc = charlm("eval", tmp_path / "r", "--dynamic", "--dynamic-lr", "0", check=1)
     assert "--dynamic-lr must be above 0, got 0.0" in proc.stderr
+
+
+def test_a_malformed_average_in_a_checkpoint_is_a_clear_error(tmp_path, text_files):
+    cfg = write_config(tmp_path / "c.yaml", tiny_text_config(text_files, average="ema"))
+    charlm("train", "--config", cfg, "--out-dir", tmp_path / "r", check=0)
+    path = tmp_path / "r" / "best.pt"
+    payload = load_checkpoint(path)
+    payload["average"] = "not an average"
+    save_checkpoint([path], payload)
+    proc = charlm("eval", path, check=1)
+    assert "its averaged weights are malformed; use --weights trained" in proc.stderr
+    assert json.loads(charlm("eval", path, "--weights", "trained", "--json", check=0).stdout)["tokens"] == 799

@@ -41,8 +41,7 @@ def test_each_segment_is_scored_before_the_update_that_learns_from_it():
         (loss / y.numel()).backward()
         with torch.no_grad():
             for p, p0 in zip(replay.parameters(), trained):
-                p -= 0.5 * p.grad
-                p += 0.1 * (p0 - p)
+                p += -0.5 * p.grad + 0.1 * (p0 - p)  # both terms from the weights before the step
         hidden = detach_hidden(new_hidden)
     assert [s for s, _ in seen] == [s for s, _ in expected]
     torch.testing.assert_close([loss for _, loss in seen], [loss for _, loss in expected], rtol=1e-5, atol=1e-5)
@@ -83,6 +82,7 @@ def test_rms_rule_scores_first_then_steps_by_training_gradient_statistics():
     ms = gradient_mean_square(replay, params, train_stream, 25)
     rms = [m.sqrt() for m in ms]
     mean_rms = torch.cat([r.flatten() for r in rms]).mean()
+    rms = [r.clamp(min=0.1 * mean_rms) for r in rms]  # the floor
     hidden, expected = None, []
     for start in range(0, len(stream) - 1, 25):
         x, y = stream[start : start + 25].unsqueeze(0), stream[start + 1 : start + 26].unsqueeze(0)
@@ -93,8 +93,7 @@ def test_rms_rule_scores_first_then_steps_by_training_gradient_statistics():
         grads = torch.autograd.grad(loss / y.numel(), params)
         with torch.no_grad():
             for p, g, r, p0 in zip(params, grads, rms, trained):
-                p -= 0.01 * g / (r + 1e-8)
-                p += (0.2 * r / mean_rms).clamp(max=1) * (p0 - p)
+                p += -0.01 * g / r + (0.2 * r / mean_rms).clamp(max=1) * (p0 - p)
         hidden = detach_hidden(new_hidden)
     torch.testing.assert_close(seen, expected, rtol=1e-5, atol=1e-5)
     # The second segment was scored by adapted weights: not what static evaluation gives it.
@@ -107,3 +106,18 @@ def test_rms_rule_needs_training_text():
 
     with pytest.raises(CharlmError, match="needs the run's training text"):
         dynamic_evaluate(small_model(), repetitive_stream(), DynamicOptions(method="rms"))
+
+
+def test_rms_steps_stay_bounded_for_weights_the_statistics_never_moved():
+    """Character 6 never occurs in the training sample, so its embedding row has no gradient
+    statistics; its steps are bounded by the floor instead of dividing by zero."""
+    model = small_model()
+    row_before = model.embedding.weight[6].detach().clone()
+    train_stream = torch.tensor([0, 1, 2, 3, 4, 5] * 100)
+    stream = torch.tensor([6, 1, 2, 6, 3, 6] * 10)
+    rows = []
+    opts = DynamicOptions(lr=3e-4, seq_len=20, method="rms")
+    dynamic_evaluate(model, stream, opts, lambda s, loss: rows.append(model.embedding.weight[6].detach().clone()),
+                     train_stream=train_stream)
+    moved = (rows[-1] - row_before).abs().max()
+    assert 0 < moved < 0.1

@@ -87,6 +87,7 @@ def test_awd_model_has_plain_parameters_and_a_narrow_tied_last_layer():
     model = CharRNN(11, load_config(None, AWD).model)
     assert [m.hidden_size for m in model.rnns] == [16, 16, 6]
     assert model.decoder.weight is model.embedding.weight
+    assert model.embedding.weight.abs().max() <= 0.1 and not model.decoder.bias.any()  # AWD's init
     assert all(not name.endswith("_raw") for name in model.state_dict())  # nothing AWD-specific saved
     x = torch.randint(0, 11, (4, 9))
     model.train()
@@ -106,7 +107,7 @@ def test_awd_model_at_the_published_size_has_13_8_million_parameters():
 
 @pytest.mark.parametrize("overrides, fragment", [
     (["model.dropout=0.2", "model.dropout_hidden=0.2"], "use one kind"),
-    (["model.impl=reference", "model.weight_drop=0.5"], "need model.impl: fused"),
+    (["model.impl=reference", "model.weight_drop=0.5"], "needs model.impl: fused"),
     (["model.num_layers=1", "model.tie_weights=true", "model.embedding_dim=8"], "add a layer"),
     (["train.lr_drops=[300, 200]"], "increasing"),
 ])
