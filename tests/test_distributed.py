@@ -100,3 +100,23 @@ def test_world_size_and_batch_split_are_checked(single_and_double, corpus, tmp_p
     odd = write_config(tmp_path / "odd.yaml", tiny_text_config(files, **{**KEYS, "batch_size": 3}))
     uneven = launch(odd, tmp_path / "odd", 2)
     assert uneven.returncode != 0 and "does not split evenly over 2 processes" in uneven.stderr
+
+
+def test_awd_options_under_torchrun(corpus, tmp_path):
+    """The per-layer AWD model, variable windows, AR/TAR and an EMA: 2 ranks equal 1 process
+    (averages included); with weight drop and locked dropout (masks per rank) the job runs."""
+    _, files = corpus
+    cfg = tiny_text_config(files, **KEYS, variable_bptt=True, average="ema", activation_reg=1.0,
+                           temporal_activation_reg=1.0)
+    cfg["model"].update(num_layers=2, tie_weights=True)  # a narrow last layer: one module per layer
+    config = write_config(tmp_path / "awd.yaml", cfg)
+    one, two = launch(config, tmp_path / "one", ranks=1), launch(config, tmp_path / "two", ranks=2)
+    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
+    assert_same_model(tmp_path / "one", tmp_path / "two", atol=1e-5)
+    a = load_checkpoint(tmp_path / "one" / "last.pt")["average"]["params"]
+    b = load_checkpoint(tmp_path / "two" / "last.pt")["average"]["params"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=0)
+    cfg["model"].update(weight_drop=0.3, dropout_hidden=0.2, dropout_output=0.1)
+    dropped = launch(write_config(tmp_path / "wd.yaml", cfg), tmp_path / "wd", ranks=2)
+    assert dropped.returncode == 0, dropped.stderr
