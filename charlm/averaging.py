@@ -26,7 +26,7 @@ class WeightAverage:
     def __init__(self, model: nn.Module, kind: str, ema_decay: float = 0.999, nonmono: int = 5):
         if kind not in ("ema", "ntasgd"):
             raise ValueError(f"unknown averaging {kind!r}")
-        self.model, self.kind, self.ema_decay, self.nonmono = model, kind, ema_decay, nonmono
+        self.kind, self.ema_decay, self.nonmono = kind, ema_decay, nonmono
         self.params = list(model.parameters())
         # Every state_dict name of each parameter: a tied matrix has two (embedding, decoder).
         index = {id(p): i for i, p in enumerate(self.params)}
@@ -57,17 +57,15 @@ class WeightAverage:
     @torch.no_grad()
     def update(self, step: int) -> None:
         """Fold the weights after optimizer step `step` into the average."""
-        if self.kind == "ema":
-            if self.average is None:
-                self.average = [p.detach().clone() for p in self.params]
-                self.started_step, self.count = step, 1
-                return
-            weight = 1 - min(self.ema_decay, (1 + self.count) / (10 + self.count))
-        elif self.started_step is None:
+        if self.kind == "ntasgd" and self.started_step is None:
             return  # NT-ASGD before its trigger
-        elif self.average is None:
+        if self.average is None:  # the first weights averaged are the average
             self.average, self.count = [p.detach().clone() for p in self.params], 1
+            if self.started_step is None:
+                self.started_step = step
             return
+        if self.kind == "ema":
+            weight = 1 - min(self.ema_decay, (1 + self.count) / (10 + self.count))
         else:
             weight = 1 / (self.count + 1)
         torch._foreach_lerp_(self.average, [p.detach() for p in self.params], weight)

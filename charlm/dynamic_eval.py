@@ -78,6 +78,8 @@ def dynamic_evaluate(
     it is scored and before the update that learns from it. `train_stream` (training text) is
     needed by the rms rule, for its gradient statistics.
     """
+    if opts.method == "rms" and train_stream is None:
+        raise CharlmError("--dynamic-method rms needs the run's training text for its statistics; use --dynamic-method sgd")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()  # no dropout and no weight drop while adapting, as the paper does
@@ -90,11 +92,10 @@ def dynamic_evaluate(
     # cuDNN computes RNN gradients only in training mode; PyTorch's own kernels do in any mode.
     with torch.enable_grad(), torch.backends.cudnn.flags(enabled=device.type != "cuda"):
         try:
-            step = _sgd_step(params, trained, opts)
             if opts.method == "rms":
-                if train_stream is None:
-                    raise CharlmError("--dynamic-method rms needs the run's training text for its statistics; use --dynamic-method sgd")
                 step = _rms_step(params, trained, opts, gradient_mean_square(model, params, train_stream, opts.seq_len))
+            else:
+                step = _sgd_step(params, trained, opts)
             for start in range(0, inputs.size(1), opts.seq_len):
                 x = inputs[:, start : start + opts.seq_len]
                 y = targets[:, start : start + opts.seq_len]
@@ -103,9 +104,9 @@ def dynamic_evaluate(
                 total += loss_sum.detach()  # 1. scored with the weights before this segment's update
                 if on_segment is not None:
                     on_segment(start, float(loss_sum.detach()))
-                grads = torch.autograd.grad(loss_sum / y.numel(), params, allow_unused=True)
+                grads = torch.autograd.grad(loss_sum / y.numel(), params, materialize_grads=True)
                 with torch.no_grad():  # 2. learn from it
-                    step([g if g is not None else torch.zeros_like(p) for p, g in zip(params, grads)])
+                    step(list(grads))
                 hidden = detach_hidden(new_hidden)
         finally:
             with torch.no_grad():
@@ -153,8 +154,6 @@ def gradient_mean_square(
         piece = train_stream[start : start + span].to(device).unsqueeze(0)
         logits, _ = model(piece[:, :-1])
         loss = F.cross_entropy(logits.flatten(0, 1).float(), piece[:, 1:].flatten())
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-        for total, g in zip(sums, grads):
-            if g is not None:
-                total += g.detach() ** 2
+        grads = torch.autograd.grad(loss, params, materialize_grads=True)
+        torch._foreach_addcmul_(sums, grads, grads)
     return [total / len(starts) for total in sums]

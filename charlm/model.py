@@ -42,21 +42,19 @@ class CharRNN(nn.Module):
         self.output_dropout = _dropout(cfg.dropout, cfg.dropout_output)
         sizes = layer_sizes(cfg)
         self.layered = uses_layers(cfg)
+        rnn_cls, extra = _CELLS.get(cfg.cell, (None, {}))  # mogrifier_lstm: reference cells only
+        # Dropout between layers only; nn.RNN warns when it is set with one layer.
+        between = cfg.dropout if cfg.num_layers > 1 else 0.0
         if self.layered:
-            rnn_cls, extra = _CELLS[cfg.cell]
             inputs = [cfg.embedding_dim, *sizes[:-1]]
             self.rnns = nn.ModuleList(
                 rnn_cls(n_in, n_out, batch_first=True, **extra) for n_in, n_out in zip(inputs, sizes)
             )
             self.hidden_dropout = _dropout(cfg.dropout, cfg.dropout_hidden)
         elif cfg.impl == "reference":
-            between = cfg.dropout if cfg.num_layers > 1 else 0.0
             self.rnn = ReferenceRNN(cfg.cell, cfg.embedding_dim, cfg.hidden_size, cfg.num_layers,
                                     between, cfg.mogrifier_rounds)
         else:
-            # Dropout between layers only; nn.RNN warns when it is set with one layer.
-            between = cfg.dropout if cfg.num_layers > 1 else 0.0
-            rnn_cls, extra = _CELLS[cfg.cell]
             self.rnn = rnn_cls(cfg.embedding_dim, cfg.hidden_size, num_layers=cfg.num_layers,
                                dropout=between, batch_first=True, **extra)
         self.decoder = nn.Linear(sizes[-1], vocab_size)

@@ -147,6 +147,9 @@ class Trainer:
         )
         self.state = LoopState()
         self.hidden = None
+        # AR/TAR, passed to the model's forward only when asked for (it then returns the penalty).
+        reg = {"ar": tcfg.activation_reg, "tar": tcfg.temporal_activation_reg}
+        self.activation_reg = reg if any(reg.values()) else {}
         self.evaluate_while_training = True  # `charlm bench` times the loop alone
         self.autocast = (
             torch.autocast(self.device.type, dtype=torch.bfloat16)
@@ -273,9 +276,7 @@ class Trainer:
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One optimizer step on one window; returns the loss as a detached tensor (no sync)."""
-        tcfg = self.cfg.train
-        reg = {"ar": tcfg.activation_reg, "tar": tcfg.temporal_activation_reg}
-        reg = reg if any(reg.values()) else {}
+        reg = self.activation_reg
         with self.autocast:
             out = self.net(x, self.hidden, **reg)
         logits, hidden = out[0], out[1]  # (B, T, V), state

@@ -15,6 +15,11 @@ def toy_model() -> nn.Module:
     return nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 1))
 
 
+def assert_average_is(average: WeightAverage, value: float) -> None:
+    for a in average.average:
+        torch.testing.assert_close(a, torch.full_like(a, value))
+
+
 def set_weights(model: nn.Module, value: float) -> None:
     with torch.no_grad():
         for p in model.parameters():
@@ -34,8 +39,7 @@ def test_ema_matches_a_hand_computation():
         decay = min(0.9, (1 + n) / (10 + n))
         expected = v if expected is None else decay * expected + (1 - decay) * v
     assert average.count == len(values)
-    for a in average.average:
-        torch.testing.assert_close(a, torch.full_like(a, expected))
+    assert_average_is(average, expected)
 
 
 def test_ntasgd_waits_for_its_trigger_then_averages_uniformly():
@@ -54,9 +58,7 @@ def test_ntasgd_waits_for_its_trigger_then_averages_uniformly():
     for step, v in enumerate([7.0, 9.0, 11.0], 7):
         set_weights(model, v)
         average.update(step)
-    expected = (7.0 + 9.0 + 11.0) / 3  # the weights after each step that follows the trigger
-    for a in average.average:
-        torch.testing.assert_close(a, torch.full_like(a, expected))
+    assert_average_is(average, (7.0 + 9.0 + 11.0) / 3)  # the weights after each step that follows the trigger
 
 
 def test_swapping_in_the_average_restores_the_trained_weights():
