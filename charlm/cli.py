@@ -82,7 +82,7 @@ def data_fetch(
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
     from charlm.config import resolve_data_root
-    from charlm.download import fetch_ptb, ptb_dir
+    from charlm.data.fetch import fetch_ptb, ptb_dir
 
     if corpus != "ptb":
         raise CharlmError(f"unknown corpus {corpus!r}; charlm can fetch: ptb (use data.corpus: text for your own files)")
@@ -115,10 +115,10 @@ def train(
 ) -> None:
     """Train a model; writes checkpoints, metrics.jsonl and config.yaml into the run directory."""
     from charlm.config import load_config
-    from charlm.progress import RichReporter
-    from charlm.signals import StopRequest
-    from charlm.rundir import CONFIG
-    from charlm.train import train as run_training
+    from charlm.reporting.base import RichReporter
+    from charlm.training.signals import StopRequest
+    from charlm.runs.rundir import CONFIG
+    from charlm.training.trainer import train as run_training
 
     overrides = list(set_ or [])
     if device is not None:
@@ -156,8 +156,8 @@ def eval_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Score a split or a text file: tokens, loss (nats/token), bits per character, perplexity."""
-    from charlm.dynamic_eval import DynamicOptions, dynamic_evaluate
-    from charlm.inference import load_trained, score, stream_to_score, training_stream
+    from charlm.inference.dynamic import DynamicOptions, dynamic_evaluate
+    from charlm.inference.trained import load_trained, score, stream_to_score, training_stream
 
     if split not in ("valid", "test"):
         raise CharlmError(f"--split must be valid or test, got {split!r}")
@@ -211,9 +211,9 @@ def sample(
     weights: Annotated[str, typer.Option(help="auto (averaged if the run kept an average), trained or averaged.")] = "auto",
 ) -> None:
     """Generate text from a trained model, streamed as it is produced."""
-    from charlm.corpus import read_utf8
-    from charlm.inference import check_sampling, load_trained, quantize_for_cpu, sample_text
-    from charlm.sample import SamplingOptions
+    from charlm.data.corpus import read_utf8
+    from charlm.inference.trained import check_sampling, load_trained, quantize_for_cpu, sample_text
+    from charlm.inference.sample import SamplingOptions
 
     if prompt is not None and prompt_file is not None:
         raise CharlmError("give --prompt or --prompt-file, not both")
@@ -253,7 +253,7 @@ def bench(
     """Measure training, evaluation, sampling and data-preparation speed (medians)."""
     from rich.table import Table
 
-    from charlm.bench import run_bench
+    from charlm.tools.bench import run_bench
     from charlm.config import load_config
 
     if steps < 1:
@@ -298,7 +298,7 @@ def runs(
 
     from rich.table import Table
 
-    from charlm.runs import COLUMNS, describe_run, find_runs, sort_rows
+    from charlm.runs.listing import COLUMNS, describe_run, find_runs, sort_rows
 
     roots = dirs or [Path("runs")]
     rows = [describe_run(path, base=root) for root in roots for path in find_runs([root])]
@@ -336,9 +336,9 @@ def plot(
     metric: Annotated[str, typer.Option(help="bpc or loss.")] = "bpc",
 ) -> None:
     """Draw the train and valid curves of several runs on one figure."""
-    from charlm.metrics_log import METRICS
-    from charlm.plot import plot_runs
-    from charlm.runs import find_runs
+    from charlm.reporting.jsonl import METRICS
+    from charlm.tools.plot import plot_runs
+    from charlm.runs.listing import find_runs
 
     paths = find_runs(runs)
     missing = [str(p) for p in paths if not (p / METRICS).exists()]

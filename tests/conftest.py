@@ -1,12 +1,21 @@
-"""Shared fixtures: the local PTB copy, tiny corpora and tiny configs."""
+"""Shared fixtures and helpers: the local PTB copy, tiny corpora and configs, running charlm."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+
+from charlm.config import load_config
+from charlm.reporting.base import SilentReporter
+from charlm.runs.checkpoint import load_checkpoint
+from charlm.training.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
 # The offline copy of PTB that developers and CI have beside the checkout; override with
@@ -24,7 +33,7 @@ def shared_ptb() -> Path:
 @pytest.fixture(scope="session")
 def ptb_root(shared_ptb, tmp_path_factory) -> Path:
     """A data root holding verified PTB files, fetched once per session from the local copy."""
-    from charlm.download import fetch_ptb
+    from charlm.data.fetch import fetch_ptb
 
     root = tmp_path_factory.mktemp("data")
     fetch_ptb(root, str(shared_ptb))
@@ -71,3 +80,42 @@ def tiny_text_config(text_files: dict[str, Path], **train) -> dict:
 @pytest.fixture
 def tiny_config(tmp_path, text_files) -> Path:
     return write_config(tmp_path / "tiny.yaml", tiny_text_config(text_files))
+
+
+# -- helpers shared by several test modules ---------------------------------------------------
+
+def charlm(*args, env=None, cwd=None, check=None):
+    """Run `python -m charlm ARGS` and return the completed process."""
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "charlm", *map(str, args)], capture_output=True,
+                          text=True, env=full_env, cwd=cwd, timeout=300)
+    if check is not None:
+        assert proc.returncode == check, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def run(tmp_path, text_files, name="run", resume=False, overrides=(), **train_keys):
+    cfg_path = write_config(tmp_path / f"{name}.yaml", tiny_text_config(text_files, **train_keys))
+    reporter = SilentReporter()
+    result = train(load_config(cfg_path, list(overrides)), tmp_path / name, reporter, resume=resume)
+    return result, reporter
+
+
+def train_losses(run_dir):
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in lines if r["split"] == "train"]
+
+
+def stop_and_resume(tmp_path, text_files, monkeypatch, stop_at, overrides=(), **keys):
+    """Train 'full' uninterrupted, and 'part' stopped by SIGTERM after `stop_at` then resumed."""
+    run(tmp_path, text_files, "full", overrides=overrides, **keys)
+    monkeypatch.setenv("CHARLM_FAULT", f"train.step={stop_at}:sigterm")
+    stopped, _ = run(tmp_path, text_files, "part", overrides=overrides, **keys)
+    assert (stopped.status, stopped.step, stopped.exit_code) == ("stopped", stop_at, 143)
+    monkeypatch.delenv("CHARLM_FAULT")
+    run(tmp_path, text_files, "part", resume=True, overrides=overrides, **keys)
+    assert train_losses(tmp_path / "full") == train_losses(tmp_path / "part")
+    a = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "part" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

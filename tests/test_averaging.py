@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from charlm.averaging import WeightAverage, averaged_state_dict
-from charlm.batching import variable_bptt_length
+from charlm.training.averaging import WeightAverage, averaged_state_dict
+from charlm.data.batching import variable_bptt_length
 from charlm.config import load_config
-from charlm.optim import LRSchedule
+from charlm.training.optim import LRSchedule
 
 
 def toy_model() -> nn.Module:

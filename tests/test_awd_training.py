@@ -5,10 +5,8 @@ import json
 import pytest
 import torch
 
-from charlm.checkpoint import load_checkpoint, save_checkpoint
-from tests.test_cli import charlm
-from tests.test_train import run, stop_and_resume, train_losses
-from tests.conftest import tiny_text_config, write_config
+from charlm.runs.checkpoint import load_checkpoint, save_checkpoint
+from tests.conftest import charlm, run, stop_and_resume, tiny_text_config, train_losses, write_config
 
 AWD = ["model.num_layers=3", "model.embedding_dim=8", "model.hidden_size=16", "model.tie_weights=true",
        "model.dropout_input=0.1", "model.dropout_hidden=0.2", "model.dropout_output=0.1",

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from charlm.batching import IGNORE, batchify, eval_layout, iter_eval_chunks, window, windows_per_epoch
+from charlm.data.batching import IGNORE, batchify, eval_layout, iter_eval_chunks, window, windows_per_epoch
 from charlm.errors import DataError
 
 

@@ -3,7 +3,7 @@ import math
 
 from typer.testing import CliRunner
 
-from charlm.bench import BENCH_KEYS
+from charlm.tools.bench import BENCH_KEYS
 from charlm.cli import app
 from tests.conftest import tiny_text_config, write_config
 
@@ -36,7 +36,7 @@ def test_bench_measures_an_awd_model_without_a_reference_twin(tmp_path, text_fil
 
 
 def test_ptb_cache_reads_back_exactly(ptb_root):
-    from charlm.corpus import PTB_CACHE, load_ptb
+    from charlm.data.corpus import PTB_CACHE, load_ptb
 
     fresh = load_ptb(ptb_root, use_cache=False)
     cached = load_ptb(ptb_root)  # writes the cache if missing...

@@ -4,14 +4,14 @@ import pytest
 import torch
 from torch import nn
 
-from charlm.cells import (MogrifierLSTMCell, ReferenceGRUCell, ReferenceLSTMCell, ReferenceRNN, ReferenceRNNCell,
+from charlm.models.reference import (MogrifierLSTMCell, ReferenceGRUCell, ReferenceLSTMCell, ReferenceRNN, ReferenceRNNCell,
                           copy_from_fused_lstm, cudnn_gru_step)
 from charlm.config import load_config
 from charlm.errors import CheckpointError, ConfigError
-from charlm.inference import load_trained, sample_text
-from charlm.progress import SilentReporter
-from charlm.sample import SamplingOptions
-from charlm.train import train
+from charlm.inference.trained import load_trained, sample_text
+from charlm.reporting.base import SilentReporter
+from charlm.inference.sample import SamplingOptions
+from charlm.training.trainer import train
 from tests.conftest import tiny_text_config, write_config
 
 

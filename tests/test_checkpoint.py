@@ -17,12 +17,12 @@ import textwrap
 import pytest
 import torch
 
-from charlm.checkpoint import REQUIRED_KEYS, hash_path, load_checkpoint, save_checkpoint, verify_checkpoint
+from charlm.runs.checkpoint import REQUIRED_KEYS, hash_path, load_checkpoint, save_checkpoint, verify_checkpoint
 from charlm.config import load_config
 from charlm.errors import CheckpointError, TrainingError
-from charlm.inference import load_trained
-from charlm.progress import SilentReporter
-from charlm.train import train
+from charlm.inference.trained import load_trained
+from charlm.reporting.base import SilentReporter
+from charlm.training.trainer import train
 from tests.conftest import REPO, tiny_text_config, write_config, write_text_corpus
 
 def complete(payload: dict) -> dict:
@@ -274,7 +274,7 @@ WRITE_TOO_BIG = textwrap.dedent("""
     import resource, signal, sys
     from pathlib import Path
     import torch
-    from charlm.checkpoint import save_checkpoint
+    from charlm.runs.checkpoint import save_checkpoint
     from charlm.errors import CheckpointError
 
     path, limit = Path(sys.argv[1]), int(sys.argv[2])

@@ -10,18 +10,7 @@ import sys
 
 import pytest
 
-from tests.conftest import tiny_text_config, write_config
-
-
-def charlm(*args, env=None, cwd=None, check=None):
-    """Run `python -m charlm ARGS` and return the completed process."""
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "charlm", *map(str, args)], capture_output=True,
-                          text=True, env=full_env, cwd=cwd, timeout=300)
-    if check is not None:
-        assert proc.returncode == check, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc
+from tests.conftest import charlm, tiny_text_config, write_config
 
 
 def metric_steps(run_dir, split="train"):

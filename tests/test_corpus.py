@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from charlm.config import DataConfig
-from charlm.corpus import UNK, Vocabulary, load_ptb, load_text, ptb_char_text
+from charlm.data.corpus import UNK, Vocabulary, load_ptb, load_text, ptb_char_text
 from charlm.errors import DataError
 
 # The derived character files and token counts published in shared/data/ptb/README.md.

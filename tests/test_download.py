@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from charlm import download
+from charlm.data import fetch as download
 from charlm.cli import app
-from charlm.download import PTB_MD5, fetch_ptb, missing_ptb_files, ptb_dir
+from charlm.data.fetch import PTB_MD5, fetch_ptb, missing_ptb_files, ptb_dir
 from charlm.errors import DownloadError
 
 from tests.conftest import tiny_text_config, write_config

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from charlm.config import load_config
-from charlm.dynamic_eval import DynamicOptions, dynamic_evaluate
-from charlm.evaluate import evaluate
-from charlm.model import CharRNN, detach_hidden
+from charlm.inference.dynamic import DynamicOptions, dynamic_evaluate
+from charlm.inference.evaluate import evaluate
+from charlm.models.charrnn import CharRNN, detach_hidden
 
 
 def small_model() -> CharRNN:
@@ -69,7 +69,7 @@ def test_adapting_to_repetitive_text_lowers_the_loss():
 
 
 def test_rms_rule_scores_first_then_steps_by_training_gradient_statistics():
-    from charlm.dynamic_eval import gradient_mean_square
+    from charlm.inference.dynamic import gradient_mean_square
 
     model = small_model()
     stream, train_stream = repetitive_stream(200), repetitive_stream(900).roll(3)

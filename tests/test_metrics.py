@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from charlm.config import ModelConfig
-from charlm.evaluate import EvalResult, evaluate
-from charlm.model import CharRNN
+from charlm.inference.evaluate import EvalResult, evaluate
+from charlm.models.charrnn import CharRNN
 
 
 def test_bpc_is_nats_over_ln2_and_perplexity_is_exp():

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from charlm.config import ModelConfig
-from charlm.model import CharRNN, detach_hidden, hidden_from_list, hidden_to_list
+from charlm.models.charrnn import CharRNN, detach_hidden, hidden_from_list, hidden_to_list
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh", "rnn_relu"])

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from charlm.config import load_config
-from charlm.model import CharRNN
-from charlm.regularize import LockedDropout, activation_penalty, embed_with_dropout, run_with_weight_drop
+from charlm.models.charrnn import CharRNN
+from charlm.models.regularize import LockedDropout, activation_penalty, embed_with_dropout, run_with_weight_drop
 
 
 def test_locked_dropout_shares_one_mask_across_time_and_not_across_sequences():

@@ -16,7 +16,7 @@ import time
 import pytest
 import torch
 
-from charlm.checkpoint import load_checkpoint, step_checkpoints
+from charlm.runs.checkpoint import load_checkpoint, step_checkpoints
 from tests.conftest import tiny_text_config, write_config, write_text_corpus
 
 TRAIN_KEYS = dict(max_steps=30, eval_every=10, log_every=5, threads=1)

@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from charlm.cli import app
 from charlm.config import load_config
-from charlm.progress import SilentReporter
-from charlm.train import train
+from charlm.reporting.base import SilentReporter
+from charlm.training.trainer import train
 from tests.conftest import tiny_text_config, write_config, write_text_corpus
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

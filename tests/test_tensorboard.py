@@ -3,8 +3,8 @@ import json
 import pytest
 
 from charlm.config import load_config
-from charlm.progress import SilentReporter
-from charlm.train import train
+from charlm.reporting.base import SilentReporter
+from charlm.training.trainer import train
 from tests.conftest import tiny_text_config, write_config
 
 

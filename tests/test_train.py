@@ -4,25 +4,10 @@ import math
 import pytest
 import torch
 
-from charlm.checkpoint import load_checkpoint
-from charlm.config import load_config
+from charlm.runs.checkpoint import load_checkpoint
 from charlm.errors import CheckpointError, TrainingError
-from charlm.inference import load_trained
-from charlm.progress import SilentReporter
-from charlm.train import train
-from tests.conftest import tiny_text_config, write_config
-
-
-def run(tmp_path, text_files, name="run", resume=False, overrides=(), **train_keys):
-    cfg_path = write_config(tmp_path / f"{name}.yaml", tiny_text_config(text_files, **train_keys))
-    reporter = SilentReporter()
-    result = train(load_config(cfg_path, list(overrides)), tmp_path / name, reporter, resume=resume)
-    return result, reporter
-
-
-def train_losses(run_dir):
-    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [(r["step"], r["loss"]) for r in lines if r["split"] == "train"]
+from charlm.inference.trained import load_trained
+from tests.conftest import run, stop_and_resume, train_losses
 
 
 def test_loss_falls_on_a_tiny_corpus(tmp_path, text_files):
@@ -45,20 +30,6 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path, text_files):
     again = load_trained(tmp_path / "run" / "last.pt")
     torch.testing.assert_close(trained.model.eval()(x)[0], again.model.eval()(x)[0], rtol=0, atol=0)
     assert torch.equal(trained.model.decoder.weight, payload["model"]["decoder.weight"])
-
-
-def stop_and_resume(tmp_path, text_files, monkeypatch, stop_at, overrides=(), **keys):
-    """Train 'full' uninterrupted, and 'part' stopped by SIGTERM after `stop_at` then resumed."""
-    run(tmp_path, text_files, "full", overrides=overrides, **keys)
-    monkeypatch.setenv("CHARLM_FAULT", f"train.step={stop_at}:sigterm")
-    stopped, _ = run(tmp_path, text_files, "part", overrides=overrides, **keys)
-    assert (stopped.status, stopped.step, stopped.exit_code) == ("stopped", stop_at, 143)
-    monkeypatch.delenv("CHARLM_FAULT")
-    run(tmp_path, text_files, "part", resume=True, overrides=overrides, **keys)
-    assert train_losses(tmp_path / "full") == train_losses(tmp_path / "part")
-    a = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
-    b = load_checkpoint(tmp_path / "part" / "last.pt")["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.parametrize("stop_at, dropout", [(10, 0.0), (13, 0.3)])

@@ -18,23 +18,23 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from charlm.averaging import WeightAverage, averaged_state_dict
-from charlm.batching import batchify, variable_bptt_length, window_at
-from charlm.checkpoint import BEST, LAST, load_checkpoint, remove_checkpoint, save_checkpoint, step_checkpoint_name, step_checkpoints
+from charlm.training.averaging import WeightAverage, averaged_state_dict
+from charlm.data.batching import batchify, variable_bptt_length, window_at
+from charlm.runs.checkpoint import BEST, LAST, load_checkpoint, remove_checkpoint, save_checkpoint, step_checkpoint_name, step_checkpoints
 from charlm.config import Config, dump_config
-from charlm.corpus import Corpus, load_corpus
+from charlm.data.corpus import Corpus, load_corpus
 from charlm.device import device_name, pick_device
-from charlm.distributed import Dist
+from charlm.training.distributed import Dist
 from charlm.errors import CheckpointError, TrainingError
-from charlm.evaluate import EvalResult, evaluate
+from charlm.inference.evaluate import EvalResult, evaluate
 from charlm.faults import fault_at, maybe_signal
-from charlm.metrics_log import MetricsLog
-from charlm.model import CharRNN, detach_hidden, hidden_from_list
-from charlm.optim import LRSchedule, build_optimizer, set_lr
-from charlm.progress import Reporter, RunInfo, SilentReporter
-from charlm.resume import holds_checkpoints, resume_payload, vocab_difference
-from charlm.rundir import CONFIG, SUMMARY, lock_run_dir, make_run_dir, summary_status, write_summary
-from charlm.signals import StopRequest
+from charlm.reporting.jsonl import MetricsLog
+from charlm.models.charrnn import CharRNN, detach_hidden, hidden_from_list
+from charlm.training.optim import LRSchedule, build_optimizer, set_lr
+from charlm.reporting.base import Reporter, RunInfo, SilentReporter
+from charlm.training.resume import holds_checkpoints, resume_payload, vocab_difference
+from charlm.runs.rundir import CONFIG, SUMMARY, lock_run_dir, make_run_dir, summary_status, write_summary
+from charlm.training.signals import StopRequest
 
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from charlm.model import CharRNN
+from charlm.models.charrnn import CharRNN
 
 State = list[tuple[torch.Tensor, torch.Tensor]]  # (h, c) per layer, each (N, H)
 

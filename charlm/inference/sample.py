@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 
 from charlm.errors import SamplingError
-from charlm.lstm_step import LSTMStepper
-from charlm.model import CharRNN
+from charlm.models.lstm_step import LSTMStepper
+from charlm.models.charrnn import CharRNN
 
 
 @dataclass(frozen=True)

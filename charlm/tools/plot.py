@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from charlm.errors import CharlmError
-from charlm.runs import read_metrics
+from charlm.runs.listing import read_metrics
 
 X_AXES = {
     "step": ("step", 1.0, "optimizer step"),

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from charlm.batching import IGNORE, eval_layout, iter_eval_chunks
-from charlm.model import CharRNN
+from charlm.data.batching import IGNORE, eval_layout, iter_eval_chunks
+from charlm.models.charrnn import CharRNN
 
 # Evaluation has no backward pass, so long chunks are cheap; longer chunks mean fewer Python
 # round trips, which matters most at batch size 1.

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from charlm.checkpoint import BEST, LAST, load_checkpoint, remove_temporary_files, step_checkpoints
+from charlm.runs.checkpoint import BEST, LAST, load_checkpoint, remove_temporary_files, step_checkpoints
 from charlm.config import Config, config_from_dict
 from charlm.errors import CheckpointError, TrainingError
-from charlm.progress import Reporter
+from charlm.reporting.base import Reporter
 
 # Keys that may change when a run is resumed: they change when or how much is done, not what
 # is learnt. Any other difference is refused.

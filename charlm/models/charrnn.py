@@ -19,9 +19,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from charlm.cells import Hidden, ReferenceRNN
+from charlm.models.reference import Hidden, ReferenceRNN
 from charlm.config import ModelConfig
-from charlm.regularize import LockedDropout, activation_penalty, embed_with_dropout, run_with_weight_drop
+from charlm.models.regularize import LockedDropout, activation_penalty, embed_with_dropout, run_with_weight_drop
 
 _CELLS = {
     "lstm": (nn.LSTM, {}),

@@ -13,11 +13,11 @@ import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from charlm.checkpoint import BEST, LAST
+from charlm.runs.checkpoint import BEST, LAST
 from charlm.config import read_yaml_mapping
 from charlm.errors import CharlmError
-from charlm.metrics_log import METRICS
-from charlm.rundir import CONFIG, SUMMARY
+from charlm.reporting.jsonl import METRICS
+from charlm.runs.rundir import CONFIG, SUMMARY
 
 RUN_MARKERS = (CONFIG, METRICS, SUMMARY, LAST, BEST)
 COLUMNS = ("name", "cell", "size", "parameters", "steps", "best_valid_bpc", "test_bpc",

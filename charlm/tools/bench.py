@@ -23,15 +23,15 @@ from pydantic import ValidationError
 from torch import nn
 
 from charlm.config import Config
-from charlm.corpus import load_corpus
+from charlm.data.corpus import load_corpus
 from charlm.device import device_name
-from charlm.evaluate import evaluate
-from charlm.inference import TrainedModel, quantize_for_cpu
-from charlm.model import CharRNN
-from charlm.progress import SilentReporter
-from charlm.sample import SamplingOptions, generate
-from charlm.signals import StopRequest
-from charlm.train import Trainer
+from charlm.inference.evaluate import evaluate
+from charlm.inference.trained import TrainedModel, quantize_for_cpu
+from charlm.models.charrnn import CharRNN
+from charlm.reporting.base import SilentReporter
+from charlm.inference.sample import SamplingOptions, generate
+from charlm.training.signals import StopRequest
+from charlm.training.trainer import Trainer
 
 BENCH_KEYS = (
     "device", "train_chars_per_s", "bare_chars_per_s", "loop_efficiency", "eval_chars_per_s_batch1",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from charlm.evaluate import EvalResult
+from charlm.inference.evaluate import EvalResult
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from charlm.errors import CharlmError
-from charlm.evaluate import EvalResult
-from charlm.model import CharRNN, detach_hidden
+from charlm.inference.evaluate import EvalResult
+from charlm.models.charrnn import CharRNN, detach_hidden
 
 RMS_FLOOR = 0.1  # of the mean RMS: the smallest divisor a weight's step gets
 

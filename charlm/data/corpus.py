@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from charlm.config import DataConfig, resolve_data_root
-from charlm.download import fetch_ptb, missing_ptb_files, ptb_dir
+from charlm.data.fetch import fetch_ptb, missing_ptb_files, ptb_dir
 from charlm.errors import DataError
 from charlm.files import read_bytes, write_atomic
 

@@ -15,15 +15,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from charlm.averaging import averaged_state_dict
-from charlm.checkpoint import find_checkpoint, load_checkpoint
+from charlm.training.averaging import averaged_state_dict
+from charlm.runs.checkpoint import find_checkpoint, load_checkpoint
 from charlm.config import Config, config_from_dict
-from charlm.corpus import (Vocabulary, from_readable, load_corpus, read_utf8, text_to_stream_text,
+from charlm.data.corpus import (Vocabulary, from_readable, load_corpus, read_utf8, text_to_stream_text,
                            to_readable)
 from charlm.errors import CharlmError, CheckpointError, DataError, SamplingError
-from charlm.evaluate import EvalResult, evaluate
-from charlm.model import CharRNN
-from charlm.sample import SamplingOptions, generate
+from charlm.inference.evaluate import EvalResult, evaluate
+from charlm.models.charrnn import CharRNN
+from charlm.inference.sample import SamplingOptions, generate
 from charlm.device import pick_device
 
 
