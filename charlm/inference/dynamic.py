@@ -32,7 +32,8 @@ import torch.nn.functional as F
 
 from charlm.errors import CharlmError
 from charlm.inference.evaluate import EvalResult
-from charlm.models.charrnn import CharRNN, detach_hidden
+from charlm.models.charrnn import CharRNN
+from charlm.models.hidden import detach_hidden
 
 RMS_FLOOR = 0.1  # of the mean RMS: the smallest divisor a weight's step gets
 

@@ -18,10 +18,12 @@ from torch import nn
 from charlm.training.averaging import averaged_state_dict
 from charlm.runs.checkpoint import find_checkpoint, load_checkpoint
 from charlm.config import Config, config_from_dict
-from charlm.data.corpus import (Vocabulary, from_readable, load_corpus, read_utf8, text_to_stream_text,
-                           to_readable)
+from charlm.data.corpora import corpus_kind, load_corpus
+from charlm.data.corpus import read_utf8
+from charlm.data.vocab import Vocabulary
 from charlm.errors import CharlmError, CheckpointError, DataError, SamplingError
 from charlm.inference.evaluate import EvalResult, evaluate
+from charlm.models.cells import fused_classes
 from charlm.models.charrnn import CharRNN
 from charlm.inference.sample import SamplingOptions, generate
 from charlm.device import pick_device
@@ -81,7 +83,7 @@ def quantize_for_cpu(trained: TrainedModel) -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.ao.quantization announces its successor
-            trained.model = torch.ao.quantization.quantize_dynamic(trained.model, {nn.LSTM, nn.GRU, nn.RNN, nn.Linear}, dtype=torch.qint8)
+            trained.model = torch.ao.quantization.quantize_dynamic(trained.model, fused_classes() | {nn.Linear}, dtype=torch.qint8)
     except (AttributeError, RuntimeError) as exc:
         raise SamplingError(f"this PyTorch cannot quantise the model ({exc}); sample without --int8") from None
 
@@ -109,7 +111,7 @@ def training_stream(trained: TrainedModel) -> torch.Tensor:
 def stream_to_score(trained: TrainedModel, split: str | None, text_file: Path | None) -> torch.Tensor:
     """The token ids of a split of the run's corpus, or of any UTF-8 file."""
     if text_file is not None:
-        text = text_to_stream_text(read_utf8(text_file), trained.cfg.data.corpus)
+        text = corpus_kind(trained.cfg.data.corpus).to_stream_text(read_utf8(text_file))
         stream = trained.vocab.encode(text, source=str(text_file))
     else:
         corpus = load_corpus(trained.cfg.data)
@@ -128,8 +130,8 @@ def stream_to_score(trained: TrainedModel, split: str | None, text_file: Path | 
 
 def encode_prompt(trained: TrainedModel, prompt: str) -> torch.Tensor:
     """Prompt ids; an empty prompt starts from the end-of-line token (a line's beginning)."""
-    corpus = trained.cfg.data.corpus
-    text = from_readable(prompt, corpus) if prompt else "\n"
+    corpus = corpus_kind(trained.cfg.data.corpus)
+    text = corpus.from_readable(prompt) if prompt else "\n"
     unknown = trained.vocab.unknown_chars(text)
     if unknown:
         if not prompt:
@@ -137,7 +139,7 @@ def encode_prompt(trained: TrainedModel, prompt: str) -> torch.Tensor:
         listed = ", ".join(repr(c) for c in unknown)
         raise SamplingError(
             f"prompt contains characters not in this model's vocabulary: {listed}; "
-            f"the vocabulary is {''.join(to_readable(t, corpus) for t in trained.vocab.tokens if len(t) == 1)!r}"
+            f"the vocabulary is {''.join(corpus.to_readable(t) for t in trained.vocab.tokens if len(t) == 1)!r}"
         )
     return trained.vocab.encode(text, source="prompt")
 
@@ -157,14 +159,14 @@ def sample_text(
     chosen, for streaming.
     """
     ids = check_sampling(trained, prompt, opts)
-    corpus, tokens = trained.cfg.data.corpus, trained.vocab.tokens
+    corpus, tokens = corpus_kind(trained.cfg.data.corpus), trained.vocab.tokens
 
     def on_step(next_ids: torch.Tensor) -> None:
         if on_text is not None:
             for i, token_id in enumerate(next_ids.tolist()):
-                on_text(i, to_readable(tokens[token_id], corpus))
+                on_text(i, corpus.to_readable(tokens[token_id]))
 
     # <unk> stands for "some character train lacked": it has no text to show, so never emit it.
     banned = [trained.vocab.unk_id] if trained.vocab.unk_id is not None else []
     out = generate(trained.model, ids, opts, on_step, banned)
-    return [to_readable(trained.vocab.decode(row.tolist()), corpus) for row in out]
+    return [corpus.to_readable(trained.vocab.decode(row.tolist())) for row in out]

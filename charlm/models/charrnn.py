@@ -19,16 +19,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from charlm.models.reference import Hidden, ReferenceRNN
 from charlm.config import ModelConfig
+from charlm.models.cells import cell_kind, recurrent_stack
+from charlm.models.hidden import Hidden
 from charlm.models.regularize import LockedDropout, activation_penalty, embed_with_dropout, run_with_weight_drop
-
-_CELLS = {
-    "lstm": (nn.LSTM, {}),
-    "gru": (nn.GRU, {}),
-    "rnn_tanh": (nn.RNN, {"nonlinearity": "tanh"}),
-    "rnn_relu": (nn.RNN, {"nonlinearity": "relu"}),
-}
 
 
 class CharRNN(nn.Module):
@@ -42,21 +36,15 @@ class CharRNN(nn.Module):
         self.output_dropout = _dropout(cfg.dropout, cfg.dropout_output)
         sizes = layer_sizes(cfg)
         self.layered = uses_layers(cfg)
-        rnn_cls, extra = _CELLS.get(cfg.cell, (None, {}))  # mogrifier_lstm: reference cells only
-        # Dropout between layers only; nn.RNN warns when it is set with one layer.
-        between = cfg.dropout if cfg.num_layers > 1 else 0.0
-        if self.layered:
+        self.kind = cell_kind(cfg.cell)
+        if self.layered:  # fused cells only (the config refuses reference cells here)
             inputs = [cfg.embedding_dim, *sizes[:-1]]
-            self.rnns = nn.ModuleList(
-                rnn_cls(n_in, n_out, batch_first=True, **extra) for n_in, n_out in zip(inputs, sizes)
-            )
+            self.rnns = nn.ModuleList(self.kind.make_fused(n_in, n_out) for n_in, n_out in zip(inputs, sizes))
             self.hidden_dropout = _dropout(cfg.dropout, cfg.dropout_hidden)
-        elif cfg.impl == "reference":
-            self.rnn = ReferenceRNN(cfg.cell, cfg.embedding_dim, cfg.hidden_size, cfg.num_layers,
-                                    between, cfg.mogrifier_rounds)
         else:
-            self.rnn = rnn_cls(cfg.embedding_dim, cfg.hidden_size, num_layers=cfg.num_layers,
-                               dropout=between, batch_first=True, **extra)
+            # Dropout between layers only; nn.RNN warns when it is set with one layer.
+            between = cfg.dropout if cfg.num_layers > 1 else 0.0
+            self.rnn = recurrent_stack(cfg, cfg.embedding_dim, cfg.hidden_size, cfg.num_layers, between)
         self.decoder = nn.Linear(sizes[-1], vocab_size)
         if cfg.tie_weights:
             # Press & Wolf 2017: one matrix both embeds and decodes; fewer parameters, lower loss.
@@ -87,7 +75,7 @@ class CharRNN(nn.Module):
         return rnn(x, hidden)
 
     def _run_layers(self, x: torch.Tensor, hidden: Hidden | None):
-        per_layer = 2 if self.cfg.cell == "lstm" else 1
+        per_layer = 2 if self.kind.has_cell_state else 1
         parts = (hidden,) if isinstance(hidden, torch.Tensor) else hidden
         new_parts: list[torch.Tensor] = []
         for i, rnn in enumerate(self.rnns):
@@ -100,6 +88,11 @@ class CharRNN(nn.Module):
             if i < len(self.rnns) - 1:
                 x = self.hidden_dropout(x)
         return x, tuple(new_parts)
+
+    def fast_stepper(self):
+        """The cell's one-character stepper for this model (models/lstm_step.py), or None where
+        the model's own forward is the way to step (no stepper for the cell, or not applicable)."""
+        return self.kind.stepper.for_model(self) if self.kind.stepper is not None else None
 
     def num_parameters(self) -> int:
         """Distinct trainable parameters (a tied matrix counts once)."""
@@ -125,27 +118,3 @@ def _dropout(plain: float, locked: float) -> nn.Module:
     if locked > 0:
         return LockedDropout(locked)
     return nn.Dropout(plain) if plain > 0 else nn.Identity()
-
-
-def detach_hidden(hidden: Hidden | None) -> Hidden | None:
-    """Cut the graph between BPTT windows while keeping the values (truncated BPTT)."""
-    if hidden is None:
-        return None
-    if isinstance(hidden, tuple):
-        return tuple(h.detach() for h in hidden)
-    return hidden.detach()
-
-
-def hidden_to_list(hidden: Hidden | None) -> list[torch.Tensor]:
-    """Hidden state as a list of CPU tensors, for a checkpoint."""
-    if hidden is None:
-        return []
-    parts = hidden if isinstance(hidden, tuple) else (hidden,)
-    return [h.detach().cpu() for h in parts]
-
-
-def hidden_from_list(parts: list[torch.Tensor], device: torch.device) -> Hidden | None:
-    if not parts:
-        return None
-    moved = [p.to(device) for p in parts]
-    return tuple(moved) if len(moved) > 1 else moved[0]

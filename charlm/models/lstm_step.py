@@ -16,10 +16,13 @@ Measured on the 2-core AMD EPYC, 2x512 LSTM (the README's performance table has 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-from charlm.models.charrnn import CharRNN
+if TYPE_CHECKING:
+    from charlm.models.charrnn import CharRNN
 
 State = list[tuple[torch.Tensor, torch.Tensor]]  # (h, c) per layer, each (N, H)
 
@@ -29,8 +32,8 @@ class LSTMStepper:
     def for_model(model: CharRNN) -> LSTMStepper | None:
         """A stepper for a fused fp32 LSTM on the CPU, else None (the model then steps itself)."""
         rnns = list(model.rnns) if model.layered else [getattr(model, "rnn", None)]
-        if model.cfg.cell != "lstm" or not all(type(r) is nn.LSTM for r in rnns):
-            return None  # GRU/RNN, reference cells, or int8-quantised modules
+        if not all(type(r) is nn.LSTM for r in rnns):
+            return None  # reference cells, or int8-quantised modules
         weight = model.decoder.weight
         if weight.device.type != "cpu" or weight.dtype != torch.float32:
             return None

@@ -23,10 +23,11 @@ from pydantic import ValidationError
 from torch import nn
 
 from charlm.config import Config
-from charlm.data.corpus import load_corpus
+from charlm.data.corpora import load_corpus
 from charlm.device import device_name
 from charlm.inference.evaluate import evaluate
 from charlm.inference.trained import TrainedModel, quantize_for_cpu
+from charlm.models.cells import recurrent_stack
 from charlm.models.charrnn import CharRNN
 from charlm.reporting.base import SilentReporter
 from charlm.inference.sample import SamplingOptions, generate
@@ -134,15 +135,15 @@ def _reference_speed(ref: Config, steps: int, repeats: int = 3) -> float:
 
 class BareStep:
     """The same shapes written with plain PyTorch (AdamW, no dropout, untied): the ceiling for
-    charlm's loop. It matches configs like ptb_cpu.yaml exactly; with dropout, tied weights or
-    another optimizer the ratio also counts those differences."""
+    charlm's loop. Its recurrent layers are the model's own, from the cell registry (the fused
+    module, or the reference stack for `model.impl: reference`). It matches configs like
+    ptb_cpu.yaml exactly; with dropout, tied weights or another optimizer the ratio also counts
+    those differences."""
 
     def __init__(self, cfg: Config, vocab_size: int, device: torch.device):
         m, t = cfg.model, cfg.train
-        rnn_cls = {"lstm": nn.LSTM, "gru": nn.GRU}.get(m.cell, nn.RNN)
-        extra = {"nonlinearity": m.cell.removeprefix("rnn_")} if m.cell.startswith("rnn_") else {}
         self.embedding = nn.Embedding(vocab_size, m.embedding_dim).to(device)
-        self.rnn = rnn_cls(m.embedding_dim, m.hidden_size, m.num_layers, batch_first=True, **extra).to(device)
+        self.rnn = recurrent_stack(m, m.embedding_dim, m.hidden_size, m.num_layers, 0.0).to(device)
         self.decoder = nn.Linear(m.hidden_size, vocab_size).to(device)
         self.params = [*self.embedding.parameters(), *self.rnn.parameters(), *self.decoder.parameters()]
         fused = device.type == "cuda" or None

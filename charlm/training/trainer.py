@@ -22,14 +22,16 @@ from charlm.training.averaging import WeightAverage, averaged_state_dict
 from charlm.data.batching import batchify, variable_bptt_length, window_at
 from charlm.runs.checkpoint import BEST, LAST, load_checkpoint, remove_checkpoint, save_checkpoint, step_checkpoint_name, step_checkpoints
 from charlm.config import Config, dump_config
-from charlm.data.corpus import Corpus, load_corpus
+from charlm.data.corpora import load_corpus
+from charlm.data.corpus import Corpus
 from charlm.device import device_name, pick_device
 from charlm.training.distributed import Dist
 from charlm.errors import CheckpointError, TrainingError
 from charlm.inference.evaluate import EvalResult, evaluate
 from charlm.faults import fault_at, maybe_signal
 from charlm.reporting.jsonl import MetricsLog
-from charlm.models.charrnn import CharRNN, detach_hidden, hidden_from_list
+from charlm.models.charrnn import CharRNN
+from charlm.models.hidden import detach_hidden, hidden_from_list, hidden_parts
 from charlm.training.optim import LRSchedule, build_optimizer, set_lr
 from charlm.reporting.base import Reporter, RunInfo, SilentReporter
 from charlm.training.resume import holds_checkpoints, resume_payload, vocab_difference
@@ -350,7 +352,7 @@ class Trainer:
             rng["cuda"] = torch.cuda.get_rng_state_all()
         # Collectives first, on every rank: the full hidden state (rows of all ranks, the
         # single-process layout) and every rank's random streams.
-        hidden = [self.ddp.gather_rows(h).detach().cpu() for h in _hidden_parts(self.hidden)]
+        hidden = [self.ddp.gather_rows(h).detach().cpu() for h in hidden_parts(self.hidden)]
         rng_ranks = self.ddp.gather_objects(rng)
         # Each rank summed the loss of its own rows; resumed ranks all start from the mean.
         loss_sum = self.ddp.mean(float(self.state.loss_sum), self.device)
@@ -417,11 +419,3 @@ class Trainer:
             "test": test.as_dict() | {"batch_size": self.cfg.train.test_batch_size} if test else None,
             "device": device_name(self.device),
         })
-
-
-def _hidden_parts(hidden) -> tuple[torch.Tensor, ...]:
-    if hidden is None:
-        return ()
-    return tuple(hidden) if isinstance(hidden, tuple) else (hidden,)
-
-

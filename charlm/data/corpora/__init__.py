@@ -1,0 +1,104 @@
+"""The registry of corpora: one module in this package per `data.corpus` name.
+
+A module subclasses `CorpusKind` and registers an instance. The kind loads the corpus from the
+data config, fetches its files when it has canonical ones (`charlm data fetch NAME`), checks
+the data keys of a config, and maps text between the user's readable form and the corpus's own
+(PTB-char writes a space as "_"). Training, evaluation, sampling, `charlm data fetch` and the
+schema's validation look corpora up here, so a new corpus is one new module plus its name in
+the schema's `Literal` (a test checks that the two agree). Modules are found by listing this
+package and imported on the first lookup.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from charlm.errors import DataError
+
+if TYPE_CHECKING:
+    from charlm.config import DataConfig
+    from charlm.data.corpus import Corpus
+
+# progress(file_name, bytes_done, bytes_total_or_None), for downloads
+ProgressFn = Callable[[str, int, "int | None"], None]
+# The data keys a config uses to name its own files.
+FILE_KEYS = ("train", "valid", "test", "path")
+
+
+class CorpusKind:
+    """A corpus charlm knows by name. The defaults suit a corpus that reads its own files."""
+
+    name: ClassVar[str]
+    # Whether `charlm data fetch NAME` can download it (canonical URLs and checksums).
+    fetchable: ClassVar[bool] = False
+
+    def config_problems(self, cfg: DataConfig) -> list[str]:
+        """What is wrong with the data section for this corpus (empty: nothing)."""
+        given = [key for key in FILE_KEYS if getattr(cfg, key) is not None]
+        if given:
+            return [f"corpus '{self.name}' reads its own files; remove data.{', data.'.join(given)} "
+                    "or set data.corpus: text"]
+        return []
+
+    def load(self, cfg: DataConfig, progress: ProgressFn | None = None, use_cache: bool = True) -> Corpus:
+        raise NotImplementedError
+
+    def fetch(self, root: Path, source: str | None, progress: ProgressFn | None = None) -> tuple[Path, list[str]]:
+        """Make ROOT hold the verified files; returns their folder and the names fetched."""
+        raise DataError(f"corpus '{self.name}' has no files to fetch")
+
+    def to_stream_text(self, text: str) -> str:
+        """A user's text (a file to score) in the form the corpus is written in."""
+        return text
+
+    def to_readable(self, text: str) -> str:
+        """Generated text as a reader expects it."""
+        return text
+
+    def from_readable(self, text: str) -> str:
+        """A prompt typed readably, in the corpus's form."""
+        return text
+
+
+_CORPORA: dict[str, CorpusKind] = {}
+_discovered = False
+
+
+def register(kind: CorpusKind) -> CorpusKind:
+    """Add a corpus to the registry (called by the corpus's own module)."""
+    if kind.name in _CORPORA:
+        raise ValueError(f"corpus {kind.name!r} is registered twice")
+    _CORPORA[kind.name] = kind
+    return kind
+
+
+def all_corpora() -> dict[str, CorpusKind]:
+    """Every registered corpus, by name."""
+    global _discovered
+    if not _discovered:
+        _discovered = True
+        for module in pkgutil.iter_modules(__path__):
+            importlib.import_module(f"{__name__}.{module.name}")
+    return dict(_CORPORA)
+
+
+def corpus_kind(name: str) -> CorpusKind:
+    corpora = all_corpora()
+    if name not in corpora:
+        raise DataError(f"unknown corpus {name!r}; charlm knows: {', '.join(sorted(corpora))}")
+    return corpora[name]
+
+
+def resolve_data_root(root: str | None) -> Path:
+    """Where corpora live: the config's data.root, else $CHARLM_DATA, else ./data."""
+    return Path(root or os.environ.get("CHARLM_DATA") or "data")
+
+
+def load_corpus(cfg: DataConfig, progress: ProgressFn | None = None, use_cache: bool = True) -> Corpus:
+    """The corpus the data config names, fetched first where it can be and is missing."""
+    return corpus_kind(cfg.corpus).load(cfg, progress, use_cache)

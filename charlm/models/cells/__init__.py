@@ -1,0 +1,108 @@
+"""The registry of recurrent cells: one module in this package per kind of cell.
+
+A module registers a `CellKind`: its name (the config's `model.cell`), the shape of its state,
+the cell written from its equations (`model.impl: reference`, one time step of one layer) and,
+where PyTorch has one, the fused multi-layer module (`model.impl: fused`: cuDNN, oneDNN). The
+model, the reference stack, `charlm bench`'s bare twin, int8 sampling and the fast CPU stepper
+all look cells up here, so a new cell is one new module plus its name in the schema's `Literal`
+(a test checks that the two agree).
+
+Modules are found by listing this package (no list of names to edit); they are imported on the
+first lookup, which also keeps them free to import this module.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import pkgutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+if TYPE_CHECKING:
+    from charlm.config import ModelConfig
+
+# reference(input_size, hidden_size, **options) -> one layer for one time step:
+# cell(x (B, in), state) -> (output (B, H), new state).
+ReferenceFactory = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class CellKind:
+    name: str
+    # True: each layer's state is (h, c), as nn.LSTM's; False: h alone.
+    has_cell_state: bool
+    reference: ReferenceFactory
+    # The model config keys the cell reads besides the sizes (the Mogrifier's rounds), handed
+    # to `reference` as keyword arguments.
+    options: tuple[str, ...] = ()
+    # PyTorch's fused module (nn.LSTM, nn.GRU, nn.RNN) and its extra arguments; None where the
+    # cell exists only as reference cells.
+    fused: type[nn.RNNBase] | None = None
+    fused_options: Mapping[str, Any] = field(default_factory=dict)
+    # A class with `for_model(model) -> stepper | None` that generates one character at a time
+    # faster than the model's own forward (models/lstm_step.py), where one exists.
+    stepper: type | None = None
+
+    def make_fused(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0) -> nn.RNNBase:
+        return self.fused(input_size, hidden_size, num_layers=num_layers, dropout=dropout,
+                          batch_first=True, **self.fused_options)
+
+
+_CELLS: dict[str, CellKind] = {}
+_discovered = False
+
+
+def register(kind: CellKind) -> CellKind:
+    """Add a kind of cell to the registry (called by the cell's own module)."""
+    if kind.name in _CELLS:
+        raise ValueError(f"cell {kind.name!r} is registered twice")
+    _CELLS[kind.name] = kind
+    return kind
+
+
+def all_cells() -> dict[str, CellKind]:
+    """Every registered kind of cell, by name."""
+    global _discovered
+    if not _discovered:
+        _discovered = True
+        for module in pkgutil.iter_modules(__path__):
+            importlib.import_module(f"{__name__}.{module.name}")
+    return dict(_CELLS)
+
+
+def cell_kind(name: str) -> CellKind:
+    cells = all_cells()
+    if name not in cells:
+        raise KeyError(f"no cell named {name!r}; registered: {', '.join(sorted(cells))}")
+    return cells[name]
+
+
+def recurrent_stack(cfg: ModelConfig, input_size: int, hidden_size: int, num_layers: int, dropout: float) -> nn.Module:
+    """`num_layers` layers of `cfg.cell` with nn.LSTM's interface (batch first; state with the
+    layers on dimension 0), fused or from the reference cells as `cfg.impl` says."""
+    kind = cell_kind(cfg.cell)
+    if cfg.impl == "reference":
+        from charlm.models.reference import ReferenceRNN
+
+        options = {name: getattr(cfg, name) for name in kind.options}
+        return ReferenceRNN(cfg.cell, input_size, hidden_size, num_layers, dropout, **options)
+    return kind.make_fused(input_size, hidden_size, num_layers, dropout)
+
+
+def init_uniform(module: nn.Module, hidden_size: int) -> None:
+    """nn.LSTM's initialisation: every weight and bias uniform in +-1/sqrt(hidden)."""
+    bound = 1 / math.sqrt(hidden_size)
+    for p in module.parameters():
+        nn.init.uniform_(p, -bound, bound)
+
+
+def fused_classes() -> set[type[nn.Module]]:
+    """PyTorch's module classes behind the fused cells (what int8 quantisation converts)."""
+    return {kind.fused for kind in all_cells().values() if kind.fused is not None}
+
+
+__all__ = ["CellKind", "all_cells", "cell_kind", "fused_classes", "init_uniform", "recurrent_stack", "register"]
