@@ -7,16 +7,15 @@ between keys) is collected and raised together as one ConfigError, each with its
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from charlm.errors import CharlmError, ConfigError
-from charlm.files import read_bytes
-
+from charlm.config_problems import describe_problem
+from charlm.config_yaml import apply_overrides, read_yaml_mapping
+from charlm.errors import ConfigError
 
 
 class _Section(BaseModel):
@@ -175,11 +174,45 @@ class TrainConfig(_Section):
     lr_drop_unit: Literal["step", "epoch"] = "epoch"
     lr_drop_factor: float = Field(0.1, gt=0, le=1)
     dist_timeout: float = Field(1800.0, gt=0)  # seconds a torchrun rank waits for the others
-    tensorboard: bool = False  # also log every metric to RUN/tensorboard (pip install 'charlm[tensorboard]')
+    # Where progress and metrics go, one sink each (charlm/reporting/sinks/): console (progress
+    # on stderr), jsonl (RUN/metrics.jsonl, which `charlm runs` and `charlm plot` read),
+    # tensorboard (RUN/tensorboard; pip install 'charlm[tensorboard]'). charlm 0.1's
+    # `tensorboard: true` still works: it adds tensorboard here.
+    loggers: list[Literal["console", "jsonl", "tensorboard"]] = ["console", "jsonl"]
     keep_last: int = Field(2, ge=2)  # step checkpoints kept besides last.pt and best.pt
     # never: refuse a run directory that holds checkpoints; auto: continue it if it does;
     # always: it must (what `charlm train --resume` asks for).
     resume: Literal["never", "auto", "always"] = "never"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _translate_tensorboard(cls, data: Any) -> Any:
+        """charlm 0.1's one bool per backend, `tensorboard`, as `loggers` (its config.yaml files
+        and checkpoints hold `tensorboard: false`, and must still load and resume)."""
+        if not isinstance(data, dict) or "tensorboard" not in data:
+            return data
+        data = dict(data)
+        flag = data.pop("tensorboard")
+        if flag not in (True, False):
+            raise ValueError(
+                f"tensorboard must be true or false, got {flag!r}; it is the old spelling of "
+                "loggers: [console, jsonl, tensorboard]"
+            )
+        loggers = data.get("loggers", cls.model_fields["loggers"].default)
+        if not isinstance(loggers, list):
+            return data  # the field's own check names the problem
+        if flag and "tensorboard" not in loggers:
+            data["loggers"] = [*loggers, "tensorboard"]
+        elif not flag and "tensorboard" in loggers:
+            raise ValueError("tensorboard: false contradicts loggers, which lists tensorboard; remove the old key tensorboard")
+        return data
+
+    @model_validator(mode="after")
+    def _check_loggers(self) -> TrainConfig:
+        twice = sorted({name for name in self.loggers if self.loggers.count(name) > 1})
+        if twice:
+            raise ValueError(f"loggers lists {', '.join(twice)} more than once")
+        return self
 
     @model_validator(mode="after")
     def _check_schedule(self) -> TrainConfig:
@@ -204,16 +237,6 @@ class Config(_Section):
         return self.model_dump(mode="json")
 
 
-# Names people carry over from other tools, mapped to ours, for "did you mean" hints.
-_ALIASES = {
-    "learning_rate": "lr", "epochs": "max_steps", "steps": "max_steps", "bptt": "seq_len",
-    "hidden": "hidden_size", "nhid": "hidden_size", "layers": "num_layers", "nlayers": "num_layers",
-    "emsize": "embedding_dim", "embedding_size": "embedding_dim", "clip": "grad_clip",
-    "tied": "tie_weights", "tie": "tie_weights", "rnn_type": "cell", "model": "cell",
-    "block_size": "seq_len", "sequence_length": "seq_len",
-}
-
-
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     """Read a YAML config, apply `key=value` overrides, validate, and return the Config.
 
@@ -229,7 +252,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as exc:
-        problems += [_describe(err, override_keys) for err in exc.errors()]
+        problems += [describe_problem(err, override_keys, Config) for err in exc.errors()]
         raise ConfigError(source, problems) from None
     if problems:
         raise ConfigError(source, problems)
@@ -241,129 +264,9 @@ def config_from_dict(data: dict[str, Any], source: str) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, [_describe(e, set()) for e in exc.errors()]) from None
+        raise ConfigError(source, [describe_problem(e, set(), Config) for e in exc.errors()]) from None
 
 
 def dump_config(cfg: Config) -> str:
     """The resolved config as YAML, in schema order."""
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
-
-
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False):
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None,
-                f"duplicate key {key!r} (first on line {seen[key] + 1})",
-                key_node.start_mark,
-            )
-        seen[key] = key_node.start_mark.line
-    return loader.construct_mapping(node, deep=deep)
-
-
-_StrictLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
-)
-
-
-def read_yaml_mapping(path: Path) -> dict[str, Any]:
-    """Parse a YAML file safely into a dict; empty file -> {}."""
-    data = read_bytes(path, "config file")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise CharlmError(f"config file {path} is not UTF-8 text (byte {exc.start})") from None
-    try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 -- a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        where = ""
-        mark = getattr(exc, "problem_mark", None)
-        if mark is not None:
-            where = f" at line {mark.line + 1}, column {mark.column + 1}"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(str(path), [f"invalid YAML{where}: {problem}"]) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(
-            str(path), [f"the top level must be a mapping of sections (data, model, train), got {type(data).__name__}"]
-        )
-    return data
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str], problems: list[str]) -> set[str]:
-    """Apply `section.key=value` strings to `raw` in place; return the dotted keys set.
-
-    Values are parsed as YAML scalars (`true`, `64`, `[0.8, 0.1, 0.1]`), then converted by the
-    schema's declared type like file values.
-    """
-    keys: set[str] = set()
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            problems.append(f"--set {item!r}: expected KEY=VALUE, for example train.lr=1e-3")
-            continue
-        parts = key.split(".")
-        if len(parts) != 2 or not all(parts):
-            problems.append(f"--set {item!r}: the key must be section.name, for example model.hidden_size")
-            continue
-        try:
-            value = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError:
-            value = text
-        section = raw.setdefault(parts[0], {})
-        if not isinstance(section, dict):
-            problems.append(f"--set {item!r}: section {parts[0]!r} in the file is not a mapping")
-            continue
-        section[parts[1]] = value
-        keys.add(key)
-    return keys
-
-
-def _describe(err: dict[str, Any], override_keys: set[str]) -> str:
-    """One line for one pydantic error: dotted path, what is wrong, and a hint."""
-    loc = [str(p) for p in err["loc"]]
-    path = ".".join(loc)
-    origin = " (from --set)" if ".".join(loc[:2]) in override_keys else ""
-    if err["type"] == "extra_forbidden":
-        return f"unknown key '{path}'{origin}{_suggest(loc)}"
-    if err["type"] == "value_error":
-        # Our own cross-field validators: the message already names the keys.
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        return f"{path}: {msg}" if path else msg
-    got = err.get("input")
-    shown = "" if isinstance(got, dict) else f" (got {got!r})"
-    return f"{path}: {err['msg'][0].lower()}{err['msg'][1:]}{shown}{origin}"
-
-
-def _suggest(loc: list[str]) -> str:
-    """' (did you mean 'train.lr'?)' for a misspelt key, or ''."""
-    name = loc[-1]
-    if len(loc) == 1:
-        valid = list(Config.model_fields)
-        prefix = ""
-    else:
-        section = Config.model_fields.get(loc[0])
-        if section is None:
-            return ""
-        valid = list(section.annotation.model_fields)
-        prefix = loc[0] + "."
-    # Match against our names and the other tools' names for them ("lerning_rate" is close to
-    # the alias "learning_rate", which means "lr").
-    known = {key: key for key in valid} | {a: k for a, k in _ALIASES.items() if k in valid}
-    close = difflib.get_close_matches(name.lower(), list(known), n=1, cutoff=0.6)
-    guess = known[close[0]] if close else None
-    if guess is None:
-        # A key put in the wrong section: point to the section that has it.
-        for other, field in Config.model_fields.items():
-            if len(loc) == 2 and name in field.annotation.model_fields:
-                return f" (did you mean '{other}.{name}'?)"
-        return ""
-    return f" (did you mean '{prefix}{guess}'?)"

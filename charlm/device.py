@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import torch
 
+from charlm.config import DEVICES
 from charlm.errors import CharlmError
 
 
 def pick_device(name: str) -> torch.device:
-    if name not in ("auto", "cpu", "cuda"):
-        raise CharlmError(f"unknown device {name!r}; use auto, cpu or cuda")
+    if name not in DEVICES:
+        raise CharlmError(f"unknown device {name!r}; use {', '.join(DEVICES[:-1])} or {DEVICES[-1]}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():

@@ -7,7 +7,10 @@ publication `checkpoint.after_widen`, `checkpoint.before_replace` (temporary fil
 yet renamed) and `checkpoint.after_replace` (renamed, side file not yet narrowed). Actions:
 `sigterm`, `sigint`, `sigkill` (sent by the process to itself) and, for `train.step=N` only,
 `nan` (that step's loss becomes NaN). CHARLM_FAULT_RANK=R limits the fault to torchrun rank R.
-Unset, as always outside tests, each check is one environment lookup.
+
+The training loop asks `FaultPlan.from_environment()` once, when it starts: unset, as always
+outside tests, that is None, and each step then pays one `is None` test. Points outside the
+loop (setup, evaluation, checkpoint saves) call `maybe_signal`, one environment lookup each.
 """
 
 from __future__ import annotations
@@ -15,36 +18,42 @@ from __future__ import annotations
 import os
 import signal
 from collections import Counter
+from dataclasses import dataclass
 
 _SIGNALS = {"sigterm": signal.SIGTERM, "sigint": signal.SIGINT, "sigkill": signal.SIGKILL}
-_reached: Counter[str] = Counter()
+_reached: Counter[str] = Counter()  # visits per point in this process, for POINT#K
 
 
-def _spec() -> str | None:
-    """CHARLM_FAULT, unless CHARLM_FAULT_RANK names another torchrun rank than this one."""
-    spec = os.environ.get("CHARLM_FAULT")
-    only = os.environ.get("CHARLM_FAULT_RANK")
-    if spec and only is not None and only != os.environ.get("RANK", "0"):
-        return None
-    return spec
+@dataclass(frozen=True)
+class FaultPlan:
+    point: str  # where, e.g. "train.step=7"
+    nth: int | None  # only at this visit (1-based); None: every visit
+    action: str  # sigterm, sigint, sigkill or nan
 
+    @classmethod
+    def from_environment(cls) -> FaultPlan | None:
+        """The fault CHARLM_FAULT asks for in this process, or None (unset, or another rank's)."""
+        spec = os.environ.get("CHARLM_FAULT")
+        only = os.environ.get("CHARLM_FAULT_RANK")
+        if not spec or (only is not None and only != os.environ.get("RANK", "0")):
+            return None
+        where, _, action = spec.rpartition(":")
+        point, _, nth = where.partition("#")
+        return cls(point, int(nth) if nth else None, action)
 
-def fault_at(point: str) -> str | None:
-    """The action CHARLM_FAULT asks for at `point` (any occurrence), or None."""
-    spec = _spec()
-    if not spec:
-        return None
-    where, _, action = spec.rpartition(":")
-    return action if where.partition("#")[0] == point else None
+    def action_at(self, point: str) -> str | None:
+        """The action asked for at `point` (any visit), or None."""
+        return self.action if point == self.point else None
+
+    def reached(self, point: str) -> None:
+        """Count a visit to `point`; send the signal asked for at this visit, if any."""
+        _reached[point] += 1
+        if point == self.point and self.action in _SIGNALS and self.nth in (None, _reached[point]):
+            os.kill(os.getpid(), _SIGNALS[self.action])
 
 
 def maybe_signal(point: str) -> None:
-    """Count a visit to `point`; send the signal CHARLM_FAULT names for this visit, if any."""
-    spec = _spec()
-    if not spec:
-        return
-    _reached[point] += 1
-    where, _, action = spec.rpartition(":")
-    name, _, nth = where.partition("#")
-    if name == point and action in _SIGNALS and (not nth or int(nth) == _reached[point]):
-        os.kill(os.getpid(), _SIGNALS[action])
+    """`FaultPlan.reached(point)` for the plan in the environment, if there is one."""
+    plan = FaultPlan.from_environment()
+    if plan is not None:
+        plan.reached(point)

@@ -17,7 +17,8 @@ import textwrap
 import pytest
 import torch
 
-from charlm.runs.checkpoint import REQUIRED_KEYS, hash_path, load_checkpoint, save_checkpoint, verify_checkpoint
+from charlm.runs.checkpoint import hash_path, load_checkpoint, save_checkpoint, verify_checkpoint
+from charlm.runs.payload import REQUIRED_KEYS
 from charlm.config import load_config
 from charlm.errors import CheckpointError, TrainingError
 from charlm.inference.trained import load_trained

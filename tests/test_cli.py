@@ -150,8 +150,11 @@ def test_tiny_ptb_run_end_to_end(tmp_path, ptb_root):
 def test_unknown_device_is_a_clear_error(tmp_path, text_files):
     config = write_config(tmp_path / "c.yaml", tiny_text_config(text_files, max_steps=5, eval_every=5))
     charlm("train", "--config", config, "--out-dir", tmp_path / "r", check=0)
-    assert "unknown device 'gpu'" in charlm("eval", tmp_path / "r", "--device", "gpu", check=1).stderr
-    assert "train.device" in charlm("train", "--config", config, "--out-dir", tmp_path / "s", "--device", "gpu", check=1).stderr
+    # --device is a Typer choice: a usage error (exit 2) naming the option, before any work.
+    assert "Invalid value for '--device'" in charlm("eval", tmp_path / "r", "--device", "gpu", check=2).stderr
+    assert "Invalid value for '--device'" in charlm("train", "--config", config, "--out-dir", tmp_path / "s", "--device", "gpu", check=2).stderr
+    # The config key itself is checked by the schema, as every config problem (exit 1).
+    assert "train.device" in charlm("train", "--config", config, "--out-dir", tmp_path / "s", "--set", "train.device=gpu", check=1).stderr
 
 
 def test_eval_refuses_split_and_text_together(tmp_path, text_files):
@@ -176,3 +179,45 @@ def test_an_out_dir_that_is_a_file_is_a_clear_error(tmp_path, text_files):
     config = write_config(tmp_path / "c.yaml", tiny_text_config(text_files, max_steps=5, eval_every=5))
     (tmp_path / "file").write_text("x")
     assert "cannot use" in charlm("train", "--config", config, "--out-dir", tmp_path / "file", check=1).stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["eval", "RUN", "--split", "train"], ["eval", "RUN", "--weights", "best"], ["eval", "RUN", "--dynamic-method", "adam"],
+    ["eval", "RUN", "--device", "gpu"], ["sample", "RUN", "--device", "gpu"], ["sample", "RUN", "--weights", "best"],
+    ["train", "--device", "gpu"], ["bench", "--config", "c.yaml", "--device", "gpu"], ["runs", "--sort", "colour"],
+    ["plot", "RUN", "--x", "epoch"], ["plot", "RUN", "--metric", "ppl"],
+])
+def test_a_wrong_choice_is_a_usage_error(args):
+    """Fixed-choice options are Typer choices: exit 2 with Typer's usage message, no traceback."""
+    from typer.testing import CliRunner
+
+    from charlm.cli import app
+
+    result = CliRunner().invoke(app, args)
+    option = args[-2]
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{option}'" in result.output and "Usage:" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def iter_commands(command, path=()):
+    """Every command and sub-command of the click command tree, as its argument path."""
+    yield path
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from iter_commands(sub, (*path, name))
+
+
+def test_help_shows_no_value_after_a_flag():
+    """`--json`, `--resume/--no-resume`, `--help`: flags take no value, so --help shows none."""
+    import typer
+    from typer.testing import CliRunner
+
+    from charlm.cli import app
+
+    paths = list(iter_commands(typer.main.get_command(app)))
+    assert {("eval",), ("train",), ("data", "fetch")} <= set(paths)
+    for path in paths:
+        result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, result.output
+        assert "--help" in result.output
+        assert "<bool>" not in result.output and "BOOLEAN" not in result.output, (path, result.output)

@@ -16,7 +16,8 @@ import time
 import pytest
 import torch
 
-from charlm.runs.checkpoint import load_checkpoint, step_checkpoints
+from charlm.runs.checkpoint import load_checkpoint
+from charlm.runs.rundir import RunDir
 from tests.conftest import tiny_text_config, write_config, write_text_corpus
 
 TRAIN_KEYS = dict(max_steps=30, eval_every=10, log_every=5, threads=1)
@@ -129,8 +130,8 @@ def test_resume_auto_starts_fresh_then_continues(tmp_path, text_files):
 def test_keep_last_prunes_step_checkpoints_only_after_publishing(tmp_path, text_files):
     config = write_config(tmp_path / "c.yaml", tiny_text_config(text_files, max_steps=40, eval_every=5, keep_last=3, threads=1))
     assert train_process(config, tmp_path / "run").returncode == 0
-    assert [step for step, _ in step_checkpoints(tmp_path / "run")] == [40, 35, 30]
-    for _, path in step_checkpoints(tmp_path / "run"):
+    assert [step for step, _ in RunDir(tmp_path / "run").step_checkpoints()] == [40, 35, 30]
+    for _, path in RunDir(tmp_path / "run").step_checkpoints():
         load_checkpoint(path)
 
 

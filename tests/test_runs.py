@@ -71,7 +71,13 @@ def test_runs_sorts_and_writes_csv_and_a_table(runs_dir):
     assert [r["status"] for r in rows][:2] == ["crashed", "failed"]
     table = invoke("runs", runs_dir)
     assert table.exit_code == 0 and "a-finished" in table.stdout and "best valid bpc" in table.stdout
-    assert "cannot sort by 'colour'" in invoke("runs", runs_dir, "--sort", "colour").stderr
+    wrong = invoke("runs", runs_dir, "--sort", "colour")  # a Typer choice: a usage error, exit 2
+    assert wrong.exit_code == 2 and "Invalid value for '--sort'" in wrong.stderr
+    from charlm.errors import CharlmError
+    from charlm.runs.listing import sort_rows
+
+    with pytest.raises(CharlmError, match="cannot sort by 'colour'"):  # the library refuses it too
+        sort_rows([], "colour")
 
 
 def test_a_foreign_directory_is_listed_not_fatal(tmp_path):
@@ -95,7 +101,8 @@ def test_plot_writes_png_and_svg(tmp_path, runs_dir):
 def test_plot_refuses_what_it_cannot_draw(tmp_path, runs_dir):
     assert "must end in .png or .svg" in invoke("plot", runs_dir / "a-finished", "-o", tmp_path / "x.jpg").stderr
     assert "no metrics.jsonl" in invoke("plot", runs_dir / "notes", "-o", tmp_path / "x.png").stderr
-    assert "--x must be one of" in invoke("plot", runs_dir / "a-finished", "--x", "epoch", "-o", tmp_path / "x.png").stderr
+    wrong = invoke("plot", runs_dir / "a-finished", "--x", "epoch", "-o", tmp_path / "x.png")  # a Typer choice: exit 2
+    assert wrong.exit_code == 2 and "Invalid value for '--x'" in wrong.stderr
 
 
 def run_script(name: str, steps: int, out, text_files, tmp_path):

@@ -31,17 +31,12 @@ import torch
 import torch.nn.functional as F
 
 from charlm.errors import CharlmError
+from charlm.inference.choices import DEFAULT_LR  # the rules and their default step sizes (measured there)
 from charlm.inference.evaluate import EvalResult
 from charlm.models.charrnn import CharRNN
 from charlm.models.hidden import detach_hidden
 
 RMS_FLOOR = 0.1  # of the mean RMS: the smallest divisor a weight's step gets
-
-
-# Defaults: the best of a grid for configs/ptb_cpu.yaml's model on the first 50,000 characters of
-# valid (static 1.4980 BPC): rms lr 3e-4 gave 1.4362 (lr 1e-4..1e-3, decay 0.001..0.03, segments
-# 30..100); sgd lr 0.1 gave 1.4528 (lr 1e-4..0.3, decay 0..0.05).
-DEFAULT_LR = {"rms": 3e-4, "sgd": 0.1}
 
 
 @dataclass(frozen=True)

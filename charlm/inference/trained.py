@@ -15,13 +15,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from charlm.training.averaging import averaged_state_dict
-from charlm.runs.checkpoint import find_checkpoint, load_checkpoint
-from charlm.config import Config, config_from_dict
+from charlm.runs.checkpoint import load_payload
+from charlm.runs.rundir import find_checkpoint
+from charlm.config import Config
 from charlm.data.corpora import corpus_kind, load_corpus
 from charlm.data.corpus import read_utf8
 from charlm.data.vocab import Vocabulary
 from charlm.errors import CharlmError, CheckpointError, DataError, SamplingError
+from charlm.runs.weights import WEIGHT_CHOICES
 from charlm.inference.evaluate import EvalResult, evaluate
 from charlm.models.cells import fused_classes
 from charlm.models.charrnn import CharRNN
@@ -39,9 +40,6 @@ class TrainedModel:
     weights: str = "trained"  # or "averaged" (train.average's EMA / NT-ASGD weights)
 
 
-WEIGHT_CHOICES = ("auto", "trained", "averaged")
-
-
 def load_trained(run: Path | str, device: str = "cpu", weights: str = "auto") -> TrainedModel:
     """The model of a run directory (its best.pt, else last.pt) or of a checkpoint file.
 
@@ -51,24 +49,10 @@ def load_trained(run: Path | str, device: str = "cpu", weights: str = "auto") ->
     if weights not in WEIGHT_CHOICES:
         raise CheckpointError(f"--weights must be one of {', '.join(WEIGHT_CHOICES)}, got {weights!r}")
     path = find_checkpoint(Path(run))
-    payload = load_checkpoint(path, require_hash=False)
-    cfg = config_from_dict(payload["config"], f"config stored in {path}")
-    vocab = Vocabulary(tuple(payload["vocab"]))
-    model = CharRNN(len(vocab), cfg.model)
-    try:
-        averaged = None if weights == "trained" else averaged_state_dict(payload["model"], payload.get("average"))
-    except (AttributeError, KeyError, TypeError):
-        raise CheckpointError(f"{path}: its averaged weights are malformed; use --weights trained") from None
-    if weights == "averaged" and averaged is None:
-        why = "train.average is none" if cfg.train.average == "none" else "its average has not started yet"
-        raise CheckpointError(f"{path} holds no averaged weights ({why}); use --weights trained")
-    use_average = averaged is not None and weights != "trained"
-    try:
-        model.load_state_dict(averaged if use_average else payload["model"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not fit the stored config: {str(exc).splitlines()[0]}") from None
-    return TrainedModel(path, int(payload["loop"]["step"]), cfg, vocab, model.to(pick_device(device)),
-                        "averaged" if use_average else "trained")
+    payload = load_payload(path, require_hash=False)
+    model, used = payload.build_model(weights)
+    return TrainedModel(path, payload.loop.step, payload.config, Vocabulary(tuple(payload.vocab)),
+                        model.to(pick_device(device)), used)
 
 
 def quantize_for_cpu(trained: TrainedModel) -> None:

@@ -1,10 +1,30 @@
-"""How training reports progress. The loop only talks to a Reporter; it never prints."""
+"""How training reports progress: the events of a run and the Reporter that receives them.
+
+The trainer emits each event once, to one Reporter; that is usually a FanOut
+(reporting/fanout.py) handing it to the sinks `train.loggers` selects (reporting/sinks/). The
+loop itself never prints or writes metrics.
+
+Events, in the order a run emits them:
+
+    message(text)            notes and warnings, at any time (resume's come before start)
+    start(RunInfo)           once, before the first step
+    log(TrainLog)            every train.log_every steps, and on the last step
+    evaluation(Evaluation)   the valid pass, every train.eval_every steps and on the last step
+    then either
+      stop(Stopped)          a signal ended the run (also before start: nothing was changed)
+    or
+      test(FinalTest)        the best checkpoint scored on test (when the corpus has a test split)
+      finish(Finished)       the run reached train.max_steps
+    close()                  always last, whatever happened
+
+Each record-like event has `record()`: its metrics.jsonl line, field for field.
+"""
 
 from __future__ import annotations
 
-
+import math
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from charlm.inference.evaluate import EvalResult
 
@@ -20,102 +40,153 @@ class RunInfo:
     max_steps: int
 
 
+@dataclass(frozen=True)
+class TrainLog:
+    """The mean train loss and the throughput since the previous log line."""
+
+    step: int
+    epoch: int
+    loss: float  # nats per character
+    lr: float
+    chars_per_s: float
+    tokens_seen: int
+    elapsed_s: float  # training time so far, evaluation excluded
+
+    @property
+    def bpc(self) -> float:
+        return self.loss / math.log(2)
+
+    def record(self) -> dict[str, Any]:
+        """Its metrics.jsonl record."""
+        return {
+            "split": "train", "step": self.step, "epoch": self.epoch, "loss": self.loss, "bpc": self.bpc,
+            "lr": self.lr, "chars_per_s": self.chars_per_s, "tokens_seen": self.tokens_seen,
+            "elapsed_s": self.elapsed_s,
+        }
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A valid pass during training."""
+
+    step: int
+    epoch: int
+    result: EvalResult
+    is_best: bool
+    tokens_seen: int
+    elapsed_s: float
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "split": "valid", "step": self.step, "epoch": self.epoch, **self.result.as_dict(),
+            "tokens_seen": self.tokens_seen, "elapsed_s": self.elapsed_s,
+        }
+
+
+@dataclass(frozen=True)
+class FinalTest:
+    """The test split scored with the best checkpoint (of step `step`)."""
+
+    step: int
+    result: EvalResult
+    batch_size: int
+
+    def record(self) -> dict[str, Any]:
+        return {"split": "test", "step": self.step, "batch_size": self.batch_size, **self.result.as_dict()}
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """A stop signal ended the run; `checkpoint` is where it was saved (None: nothing to save)."""
+
+    step: int
+    checkpoint: str | None
+
+    def describe(self) -> str:
+        if self.checkpoint is None:
+            return f"stopped by signal before step {self.step + 1:,}; nothing changed"
+        return f"stopped by signal at step {self.step:,}; checkpoint saved to {self.checkpoint}; continue with --resume"
+
+
+@dataclass(frozen=True)
+class Finished:
+    step: int
+    best_valid_bpc: float
+    test: EvalResult | None
+
+
 class Reporter(Protocol):
     def start(self, info: RunInfo) -> None: ...
 
-    def log(self, step: int, train_bpc: float, lr: float, chars_per_s: float) -> None:
-        """Called every train.log_every steps."""
+    def log(self, entry: TrainLog) -> None: ...
 
-    def evaluation(self, step: int, split: str, result: EvalResult, is_best: bool) -> None: ...
+    def evaluation(self, entry: Evaluation) -> None: ...
+
+    def test(self, entry: FinalTest) -> None: ...
 
     def message(self, text: str) -> None: ...
+
+    def stop(self, entry: Stopped) -> None: ...
+
+    def finish(self, entry: Finished) -> None: ...
 
     def close(self) -> None: ...
 
 
-@dataclass
-class SilentReporter:
-    """Keeps every event in lists; for tests and library use."""
-
-    messages: list[str] = field(default_factory=list)
-    logs: list[tuple[int, float]] = field(default_factory=list)
-    evaluations: list[tuple[int, str, EvalResult]] = field(default_factory=list)
+class Sink:
+    """A Reporter that ignores every event; a sink overrides the ones it uses."""
 
     def start(self, info: RunInfo) -> None:
-        self.info = info
+        pass
 
-    def log(self, step, train_bpc, lr, chars_per_s) -> None:
-        self.logs.append((step, train_bpc))
+    def log(self, entry: TrainLog) -> None:
+        pass
 
-    def evaluation(self, step, split, result, is_best) -> None:
-        self.evaluations.append((step, split, result))
+    def evaluation(self, entry: Evaluation) -> None:
+        pass
+
+    def test(self, entry: FinalTest) -> None:
+        pass
 
     def message(self, text: str) -> None:
-        self.messages.append(text)
+        pass
+
+    def stop(self, entry: Stopped) -> None:
+        pass
+
+    def finish(self, entry: Finished) -> None:
+        pass
 
     def close(self) -> None:
         pass
 
 
-class RichReporter:
-    """A progress bar with ETA, train BPC, last valid BPC and chars/s; evaluations print above it.
+@dataclass
+class SilentReporter(Sink):
+    """Keeps every event in lists; for tests and library use."""
 
-    When stderr is not a terminal (a log file, CI), the bar cannot redraw, so each log interval
-    prints one plain line instead.
-    """
-
-    def __init__(self):
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
-        self.live = self.console.is_terminal
-        # Kept narrow (about 90 columns) so the bar survives an 80- or 100-column terminal.
-        self.progress = Progress(
-            BarColumn(bar_width=16),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[stats]}"),
-            console=self.console,
-            disable=not self.live,
-        )
-        self.task = None
-        self.valid_bpc = None
+    messages: list[str] = field(default_factory=list)
+    logs: list[tuple[int, float]] = field(default_factory=list)  # (step, train bpc)
+    evaluations: list[tuple[int, str, EvalResult]] = field(default_factory=list)  # valid and test
+    finished: Finished | None = None
 
     def start(self, info: RunInfo) -> None:
-        self.console.print(
-            f"run {info.run_dir} | device {info.device} | {info.parameters:,} parameters | "
-            f"vocabulary {info.vocab_size} | {info.train_tokens:,} train tokens"
-        )
-        if info.start_step:
-            self.console.print(f"resuming at step {info.start_step:,} of {info.max_steps:,}")
-        self.progress.start()
-        self.task = self.progress.add_task("train", total=info.max_steps, completed=info.start_step, stats="")
+        self.info = info
 
-    def log(self, step, train_bpc, lr, chars_per_s) -> None:
-        valid = f"{self.valid_bpc:.4f}" if self.valid_bpc is not None else "-"
-        if self.live:
-            stats = f"train bpc {train_bpc:.3f} | valid {valid} | {chars_per_s / 1000:,.1f}k chars/s"
-            self.progress.update(self.task, completed=step, stats=stats)
-        else:
-            self.console.print(
-                f"step {step:>7,} | train bpc {train_bpc:.4f} | valid bpc {valid} | lr {lr:.2e} | "
-                f"{chars_per_s:,.0f} chars/s"
-            )
+    def log(self, entry: TrainLog) -> None:
+        self.logs.append((entry.step, entry.bpc))
 
-    def evaluation(self, step, split, result, is_best) -> None:
-        if split == "valid":
-            self.valid_bpc = result.bpc
-        mark = "  (best)" if is_best else ""
-        self.console.print(
-            f"step {step:>7,} | {split} bpc {result.bpc:.4f} | loss {result.loss:.4f} nats | "
-            f"ppl {result.perplexity:.3f} | {result.tokens:,} tokens{mark}"
-        )
+    def evaluation(self, entry: Evaluation) -> None:
+        self.evaluations.append((entry.step, "valid", entry.result))
+
+    def test(self, entry: FinalTest) -> None:
+        self.evaluations.append((entry.step, "test", entry.result))
 
     def message(self, text: str) -> None:
-        self.console.print(text)
+        self.messages.append(text)
 
-    def close(self) -> None:
-        self.progress.stop()
+    def stop(self, entry: Stopped) -> None:
+        self.messages.append(entry.describe())
 
-
+    def finish(self, entry: Finished) -> None:
+        self.finished = entry

@@ -3,7 +3,8 @@
 A checkpoint is a plain dict of tensors and Python values (weights, optimizer, loop state,
 RNG states as tensors, the resolved config as a dict, the vocabulary as a list of strings), so
 it loads with `torch.load(..., weights_only=True)` and nothing is ever unpickled that could run
-code.
+code. What the dict holds, field by field, is runs/payload.py's: `save_payload` and
+`load_payload` move a checked `Payload`; `save_checkpoint` and `load_checkpoint` move the dict.
 
 Publishing is crash-safe. Beside each `X.pt` lives `X.pt.sha256`, the list of hashes that
 `X.pt` may have. Saving first widens that list to admit the new hash, then replaces `X.pt`
@@ -28,11 +29,7 @@ from charlm import __version__
 from charlm.errors import CheckpointError
 from charlm.faults import maybe_signal
 from charlm.files import read_bytes, write_atomic
-
-FORMAT_VERSION = 1
-REQUIRED_KEYS = ("config", "vocab", "model", "optimizer", "schedule", "loop", "hidden", "rng")
-LAST = "last.pt"
-BEST = "best.pt"
+from charlm.runs.payload import FORMAT_VERSION, Payload
 
 
 def hash_path(path: Path) -> Path:
@@ -70,28 +67,6 @@ def remove_checkpoint(path: Path) -> None:
     hash_path(Path(path)).unlink(missing_ok=True)
 
 
-def step_checkpoint_name(step: int) -> str:
-    return f"step-{step:08d}.pt"
-
-
-def step_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """(step, path) of the step checkpoints in `run_dir`, newest first."""
-    found = []
-    for path in Path(run_dir).glob("step-*.pt"):
-        number = path.stem.removeprefix("step-")
-        if number.isdigit():
-            found.append((int(number), path))
-    return sorted(found, reverse=True)
-
-
-def remove_temporary_files(run_dir: Path) -> list[Path]:
-    """Delete the temporary files a killed save leaves behind; they are never valid."""
-    stray = list(Path(run_dir).glob(".*.tmp"))
-    for path in stray:
-        path.unlink(missing_ok=True)
-    return stray
-
-
 def verify_checkpoint(path: Path) -> bytes:
     """The file's bytes, if its side file admits their SHA-256.
 
@@ -115,7 +90,7 @@ def verify_checkpoint(path: Path) -> bytes:
 
 
 def load_checkpoint(path: Path, require_hash: bool = True) -> dict[str, Any]:
-    """Load and check a checkpoint with weights_only=True.
+    """Load a checkpoint's dict with weights_only=True (its fields are checked by load_payload).
 
     With `require_hash=False` a file without a side file (say, copied alone) still loads; a
     side file that exists must always match.
@@ -157,28 +132,22 @@ def load_checkpoint(path: Path, require_hash: bool = True) -> dict[str, Any]:
         ) from None
     if not isinstance(payload, dict) or "format_version" not in payload:
         raise CheckpointError(f"{path} is a PyTorch file but not a charlm checkpoint")
-    if payload["format_version"] != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} has checkpoint format {payload['format_version']}; this charlm "
-            f"({__version__}) reads format {FORMAT_VERSION}"
-        )
-    missing = [key for key in REQUIRED_KEYS if key not in payload]
-    if missing:
-        raise CheckpointError(f"{path} is not a complete charlm checkpoint: it lacks {', '.join(missing)}")
     return payload
 
 
-def find_checkpoint(run: Path) -> Path:
-    """The checkpoint to evaluate or sample from: RUN itself, or RUN/best.pt, else RUN/last.pt."""
-    run = Path(run)
-    if run.is_dir():
-        for name in (BEST, LAST):
-            if (run / name).is_file():
-                return run / name
-        raise CheckpointError(f"{run} holds no checkpoint ({BEST} or {LAST}); is it a charlm run directory?")
-    if not run.exists():
-        raise CheckpointError(f"no such run directory or checkpoint file: {run}")
-    return run
+def save_payload(paths: Path | list[Path], payload: Payload) -> None:
+    """Publish a checkpoint at each of `paths`, as save_checkpoint does."""
+    save_checkpoint(paths, payload.to_dict())
+
+
+def load_payload(path: Path, require_hash: bool = True) -> Payload:
+    """A checkpoint, verified as load_checkpoint does, every field checked (older formats upgraded).
+
+    Raises:
+        CheckpointError: as load_checkpoint, or naming the first field that is not what it
+            should be.
+    """
+    return Payload.from_dict(load_checkpoint(path, require_hash), path)
 
 
 def _is_pickle(data: bytes) -> bool:

@@ -7,19 +7,15 @@ foreign directory becomes a row that says so.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from charlm.runs.checkpoint import BEST, LAST
-from charlm.config import read_yaml_mapping
+from charlm.config_yaml import read_yaml_mapping
 from charlm.errors import CharlmError
-from charlm.reporting.jsonl import METRICS
-from charlm.runs.rundir import CONFIG, SUMMARY
+from charlm.runs.rundir import RunDir
 
-RUN_MARKERS = (CONFIG, METRICS, SUMMARY, LAST, BEST)
 COLUMNS = ("name", "cell", "size", "parameters", "steps", "best_valid_bpc", "test_bpc",
            "chars_per_s", "wall_s", "status")
 
@@ -47,13 +43,13 @@ def find_runs(roots: list[Path]) -> list[Path]:
     found = []
     for root in roots:
         root = Path(root)
-        if _is_run(root) or not root.is_dir():
+        if RunDir(root).is_run() or not root.is_dir():
             found.append(root)
             continue
         before = len(found)
         for folder, subdirs, _ in os.walk(root):
             subdirs.sort()
-            if _is_run(Path(folder)):
+            if RunDir(folder).is_run():
                 found.append(Path(folder))
                 subdirs.clear()  # a run holds no runs
         if len(found) == before:
@@ -65,48 +61,29 @@ def describe_run(path: Path, base: Path | None = None) -> RunRow:
     """One row for `path`; never raises for what is on disk."""
     name = str(path.relative_to(base)) if base is not None and path != base and path.is_relative_to(base) else str(path)
     row = RunRow(name=name, path=str(path), status="not a run")
-    if not path.is_dir() or not _is_run(path):
+    run = RunDir(path)
+    if not run.is_run():
         return row
     try:
-        _fill_from_config(row, path)
-        _fill_from_metrics(row, path)
-        _fill_from_summary(row, path)
+        _fill_from_config(row, run)
+        _fill_from_metrics(row, run)
+        _fill_from_summary(row, run)
     except (OSError, ValueError, KeyError, TypeError, AttributeError, CharlmError) as exc:
         row.status = f"unreadable ({type(exc).__name__})"
     return row
 
 
-def read_metrics(path: Path) -> list[dict]:
-    """The records of RUN/metrics.jsonl; a torn last line (a run killed mid-write) is skipped."""
-    records = []
-    metrics = Path(path) / METRICS
-    if not metrics.exists():
-        return records
-    for line in metrics.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and "step" in record:
-            records.append(record)
-    return records
-
-
-def _is_run(path: Path) -> bool:
-    return path.is_dir() and any((path / marker).exists() for marker in RUN_MARKERS)
-
-
-def _fill_from_config(row: RunRow, path: Path) -> None:
-    if not (path / CONFIG).exists():
+def _fill_from_config(row: RunRow, run: RunDir) -> None:
+    if not run.config.exists():
         return
-    model = read_yaml_mapping(path / CONFIG).get("model", {})
+    model = read_yaml_mapping(run.config).get("model", {})
     row.cell = model.get("cell")
     if model.get("num_layers") and model.get("hidden_size"):
         row.size = f"{model['num_layers']}x{model['hidden_size']}"
 
 
-def _fill_from_metrics(row: RunRow, path: Path) -> None:
-    records = read_metrics(path)
+def _fill_from_metrics(row: RunRow, run: RunDir) -> None:
+    records = run.metrics.records()
     if not records:
         row.status = "incomplete"
         return
@@ -122,10 +99,10 @@ def _fill_from_metrics(row: RunRow, path: Path) -> None:
     row.status = "stopped"  # until summary.json says otherwise
 
 
-def _fill_from_summary(row: RunRow, path: Path) -> None:
-    if not (path / SUMMARY).exists():
+def _fill_from_summary(row: RunRow, run: RunDir) -> None:
+    if not run.summary.exists():
         return
-    summary = json.loads((path / SUMMARY).read_text(encoding="utf-8"))
+    summary = run.read_summary()
     row.parameters = summary.get("parameters")
     row.steps = summary.get("step", row.steps)
     if summary.get("best_valid_bpc") is not None:

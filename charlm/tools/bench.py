@@ -2,7 +2,7 @@
 
 Every figure is a median over repeats after a warm-up. For a fused model, the same model built
 from reference cells (`model.impl: reference`) is timed too, as `reference_chars_per_s`. Training throughput is measured twice on
-the same shapes: through charlm's own loop (`Trainer._loop`, logging and all) and through a bare
+the same shapes: through charlm's own loop (`Trainer.train_steps`, logging and all) and through a bare
 step written with nothing but PyTorch (embedding, recurrent layer, linear, cross-entropy,
 backward, clip, optimizer step), so `loop_efficiency` is the cost of charlm itself.
 """
@@ -30,6 +30,8 @@ from charlm.inference.trained import TrainedModel, quantize_for_cpu
 from charlm.models.cells import recurrent_stack
 from charlm.models.charrnn import CharRNN
 from charlm.reporting.base import SilentReporter
+from charlm.reporting.fanout import build_reporter
+from charlm.runs.rundir import RunDir
 from charlm.inference.sample import SamplingOptions, generate
 from charlm.training.signals import StopRequest
 from charlm.training.trainer import Trainer
@@ -49,8 +51,7 @@ def run_bench(cfg: Config, steps: int = 20, repeats: int = 5, warmup: int = 3) -
     cfg.train.schedule = "constant"
     prepare_s, cached_load_s = _time_data(cfg)
     with tempfile.TemporaryDirectory(prefix="charlm-bench-") as run_dir:
-        trainer = Trainer(cfg, Path(run_dir), SilentReporter(), payload=None)
-        trainer.evaluate_while_training = False
+        trainer = _trainer(cfg, Path(run_dir))
         device = trainer.device
         loop_speed, bare_speed = _time_training(trainer, steps, repeats, warmup)
         figures = {"device": device_name(device), "train_chars_per_s": loop_speed, "bare_chars_per_s": bare_speed}
@@ -66,17 +67,32 @@ def run_bench(cfg: Config, steps: int = 20, repeats: int = 5, warmup: int = 3) -
             figures["sample_int8_chars_per_s"] = _sample_speed(trained.model, 1, device)
     reference = _as_reference(cfg)
     if reference is not None:
-        # The same model as reference cells (charlm/cells.py), for the comparison.
+        # The same model as reference cells (charlm/models/reference.py), for the comparison.
         figures["reference_chars_per_s"] = _reference_speed(reference, max(1, steps // 5))
     figures["prepare_s"], figures["cached_load_s"] = prepare_s, cached_load_s
     figures["peak_memory_mb"] = _peak_memory_mb(device)
     return figures
 
 
+def _trainer(cfg: Config, run_dir: Path) -> Trainer:
+    """A trainer that reports as a real run does (metrics.jsonl and any other file sink the
+    config names), with a silent console."""
+    return Trainer(cfg, run_dir, build_reporter(cfg, RunDir(run_dir), SilentReporter()), payload=None)
+
+
+def _timed_steps(trainer: Trainer, n: int, stop: StopRequest) -> float:
+    """Characters per second over `n` steps of charlm's loop (logging every train.log_every
+    steps, no evaluation), counted as it trains them (train.variable_bptt varies the windows)."""
+    _sync(trainer.device)
+    started = time.perf_counter()
+    tokens = trainer.train_steps(n, stop)
+    _sync(trainer.device)
+    return tokens / (time.perf_counter() - started)
+
+
 def _time_training(trainer: Trainer, steps: int, repeats: int, warmup: int) -> tuple[float, float]:
     """Median characters per second over `steps` steps: charlm's loop, and the bare step,
-    interleaved. The loop's characters are counted as it trains them (windows vary in length
-    with train.variable_bptt); the bare step's windows are all seq_len long."""
+    interleaved. The bare step's windows are all seq_len long."""
     tcfg = trainer.cfg.train
     tcfg.log_every = steps  # one log line per timed block, as in a real run
     bare = BareStep(trainer.cfg, len(trainer.corpus.vocab), trainer.device)
@@ -84,13 +100,7 @@ def _time_training(trainer: Trainer, steps: int, repeats: int, warmup: int) -> t
     with StopRequest() as stop:
         for i in range(repeats + 1):
             n = warmup if i == 0 else steps
-            tcfg.max_steps = trainer.state.step + n
-            tokens_before = trainer.state.tokens_seen
-            _sync(trainer.device)
-            started = time.perf_counter()
-            trainer._loop(stop)
-            _sync(trainer.device)
-            loop_speed = (trainer.state.tokens_seen - tokens_before) / (time.perf_counter() - started)
+            loop_speed = _timed_steps(trainer, n, stop)
             bare_speed = tcfg.batch_size * tcfg.seq_len * n / bare.time(n)
             if i > 0:
                 loop_speeds.append(loop_speed)
@@ -117,20 +127,11 @@ def _as_reference(cfg: Config) -> Config | None:
 def _reference_speed(ref: Config, steps: int, repeats: int = 3) -> float:
     """charlm's loop with `model.impl: reference`: one Python step per character per layer."""
     with tempfile.TemporaryDirectory(prefix="charlm-bench-") as run_dir:
-        trainer = Trainer(ref, Path(run_dir), SilentReporter(), payload=None)
-        trainer.evaluate_while_training = False
+        trainer = _trainer(ref, Path(run_dir))
         ref.train.log_every = steps
-        times = []
         with StopRequest() as stop:
-            for i in range(repeats + 1):
-                ref.train.max_steps = trainer.state.step + steps
-                _sync(trainer.device)
-                started = time.perf_counter()
-                trainer._loop(stop)
-                _sync(trainer.device)
-                if i > 0:  # the first block warms up
-                    times.append(time.perf_counter() - started)
-    return ref.train.batch_size * ref.train.seq_len * steps / statistics.median(times)
+            speeds = [_timed_steps(trainer, steps, stop) for _ in range(repeats + 1)]
+    return statistics.median(speeds[1:])  # the first block warms up
 
 
 class BareStep:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from charlm.errors import CharlmError
-from charlm.runs.listing import read_metrics
+from charlm.runs.rundir import RunDir
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 X_AXES = {
     "step": ("step", 1.0, "optimizer step"),
@@ -15,18 +20,60 @@ X_AXES = {
 }
 METRICS = {"bpc": "bits per character", "loss": "loss (nats per character)"}
 
+# The y axis covers where the curves settle: the first points of a run (about 4.5 BPC on PTB-char,
+# the untrained guess) would otherwise squeeze the 1.3-1.8 that matters into the bottom fifth. So
+# the range runs from the lowest point to a high quantile of the points past each run's first
+# SETTLE of its x range, plus a margin; the earliest points leave the figure at the top.
+SETTLE = 0.05
+TOP_QUANTILE = 0.95
+MARGIN = 0.05
+
+
+def y_range(
+    runs: Sequence[Sequence[tuple[float, float]]], marks: Sequence[float] = (),
+    settle: float = SETTLE, quantile: float = TOP_QUANTILE, margin: float = MARGIN,
+) -> tuple[float, float] | None:
+    """The y limits for the (x, y) points of each run (all its curves), with `marks` (test and
+    best lines) always inside; None when there is nothing to draw."""
+    kept = []
+    for points in runs:
+        if not points:
+            continue
+        xs = [x for x, _ in points]
+        start = min(xs) + settle * (max(xs) - min(xs))
+        kept += [y for x, y in points if x >= start]
+    kept.sort()
+    if not kept:
+        return None
+    low = min([kept[0], *marks])
+    high = max([kept[min(len(kept) - 1, math.ceil(quantile * len(kept)) - 1)], *marks])
+    pad = margin * (high - low) if high > low else max(abs(high) * margin, 1e-3)
+    return low - pad, high + pad
+
 
 def plot_runs(runs: list[Path], out: Path, x: str = "step", metric: str = "bpc") -> Path:
-    """Draw train (thin) and valid (thick, dots) curves of each run; mark each run's best valid.
-
-    The format follows the file name: .png or .svg.
-    """
-    if x not in X_AXES:
-        raise CharlmError(f"--x must be one of {', '.join(X_AXES)}, got {x!r}")
-    if metric not in METRICS:
-        raise CharlmError(f"--metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    """Draw the runs' curves (see `draw_runs`) into `out`, a .png or .svg file."""
+    _check_choices(x, metric)
+    missing = [str(run) for run in runs if not RunDir(run).metrics.exists()]
+    if missing:
+        raise CharlmError(f"no metrics.jsonl in: {', '.join(missing)}; pass run directories")
     if Path(out).suffix.lower() not in (".png", ".svg"):
         raise CharlmError(f"-o {out}: the plot file must end in .png or .svg")
+    fig = draw_runs(runs, x, metric)
+    import matplotlib.pyplot as plt
+
+    try:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out)
+    finally:
+        plt.close(fig)
+    return Path(out)
+
+
+def draw_runs(runs: list[Path], x: str = "step", metric: str = "bpc") -> Figure:
+    """Train (thin) and valid (thick, dots) curves of each run, its best valid starred and its
+    test score as a dashed line; the y axis where the curves settle (`y_range`)."""
+    _check_choices(x, metric)
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never needs a display
@@ -34,12 +81,13 @@ def plot_runs(runs: list[Path], out: Path, x: str = "step", metric: str = "bpc")
 
     key, scale, x_label = X_AXES[x]
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
-    drawn = 0
+    drawn, every_run, marks = 0, [], []
     for i, run in enumerate(runs):
-        records = read_metrics(run)
+        records = RunDir(run).metrics.records()
         name = Path(run).name or str(run)
         color = f"C{i % 10}"
         steps_to_x = {r["step"]: r.get(key) for r in records if r.get("split") == "train"}
+        run_points = []
         for split, style in (("train", dict(lw=1, alpha=0.55)), ("valid", dict(lw=2, marker="o", ms=3))):
             points = []
             for r in records:
@@ -53,20 +101,37 @@ def plot_runs(runs: list[Path], out: Path, x: str = "step", metric: str = "bpc")
             xs, ys = zip(*points)
             ax.plot(xs, ys, color=color, label=f"{name} {split}", **style)
             drawn += 1
+            run_points += points
             if split == "valid":
                 bx, by = min(points, key=lambda p: p[1])
                 ax.scatter([bx], [by], marker="*", s=160, color=color, edgecolor="black", zorder=5)
                 ax.annotate(f"{by:.3f}", (bx, by), textcoords="offset points", xytext=(6, -12), fontsize=8)
+                marks.append(by)
+        every_run.append(run_points)
+        test = [r[metric] for r in records if r.get("split") == "test" and math.isfinite(r.get(metric, math.nan))]
+        if test:  # the last test score: the one summary.json reports
+            ax.axhline(test[-1], color=color, ls="--", lw=1, label=f"{name} test {test[-1]:.3f}")
+            # At the left edge: the best-valid star usually sits at the right end of its curve.
+            ax.annotate(f"test {test[-1]:.3f}", (0, test[-1]), xycoords=("axes fraction", "data"),
+                        textcoords="offset points", xytext=(4, 3), ha="left", fontsize=8, color=color)
+            marks.append(test[-1])
     if drawn == 0:
         plt.close(fig)
         raise CharlmError(f"no {metric} metrics to plot in: {', '.join(str(r) for r in runs)}")
+    limits = y_range(every_run, marks)
+    if limits is not None:
+        ax.set_ylim(*limits)
     ax.set_xlabel(x_label)
     ax.set_ylabel(METRICS[metric])
-    ax.set_title(f"{METRICS[metric]} (valid: thick; best marked with a star)")
+    ax.set_title(f"{METRICS[metric]} (valid: thick; best starred; test dashed)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return Path(out)
+    return fig
+
+
+def _check_choices(x: str, metric: str) -> None:
+    if x not in X_AXES:
+        raise CharlmError(f"--x must be one of {', '.join(X_AXES)}, got {x!r}")
+    if metric not in METRICS:
+        raise CharlmError(f"--metric must be one of {', '.join(METRICS)}, got {metric!r}")

@@ -87,6 +87,7 @@ class WeightAverage:
                 torch._foreach_copy_(self.params, saved)
 
     def state_dict(self) -> dict:
+        # Checkpoints check these keys on loading (AVERAGE_KEYS in runs/payload_checks.py).
         return {
             "kind": self.kind, "count": self.count, "started_step": self.started_step,
             "valid_losses": list(self.valid_losses),
@@ -106,10 +107,3 @@ class WeightAverage:
             return
         first = {i: name for name, i in reversed(self.names.items())}  # one name per parameter
         self.average = [params[first[i]].to(device) for i in range(len(self.params))]
-
-
-def averaged_state_dict(model_state: dict, average: dict | None) -> dict | None:
-    """model_state with the averaged parameters in place, or None if there is no average."""
-    if not average or average.get("params") is None:
-        return None
-    return {**model_state, **average["params"]}

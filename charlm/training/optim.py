@@ -74,6 +74,7 @@ class LRSchedule:
         return False
 
     def state_dict(self) -> dict:
+        # Checkpoints check these keys on loading (SCHEDULE_KEYS in runs/payload_checks.py).
         return {"scale": self.scale, "best_loss": self.best_loss, "bad_evals": self.bad_evals}
 
     def load_state_dict(self, state: dict) -> None:

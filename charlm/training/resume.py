@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from charlm.runs.checkpoint import BEST, LAST, load_checkpoint, remove_temporary_files, step_checkpoints
-from charlm.config import Config, config_from_dict
+from charlm.runs.checkpoint import load_payload
+from charlm.runs.payload import Payload
+from charlm.runs.rundir import BEST, LAST, RunDir
+from charlm.config import Config
 from charlm.errors import CheckpointError, TrainingError
 from charlm.reporting.base import Reporter
 
@@ -14,39 +16,30 @@ from charlm.reporting.base import Reporter
 RESUMABLE_CHANGES = {
     "train.max_steps", "train.eval_every", "train.log_every", "train.eval_batch_size",
     "train.test_batch_size", "train.device", "train.threads", "train.keep_last", "train.resume",
-    "train.tensorboard", "train.dist_timeout", "train.compile",
+    "train.loggers", "train.dist_timeout", "train.compile",
     "data.root", "data.source",
 }
 
 
-def holds_checkpoints(run_dir: Path) -> bool:
-    """Whether `run_dir` holds any checkpoint, good or not."""
-    return any((run_dir / name).exists() for name in (LAST, BEST)) or bool(step_checkpoints(run_dir))
-
-
-def resume_payload(run_dir: Path, cfg: Config, reporter: Reporter) -> dict:
+def resume_payload(run_dir: Path, cfg: Config, reporter: Reporter) -> Payload:
     """The newest checkpoint in `run_dir` that verifies, checked against `cfg`.
 
-    Step checkpoints come first, newest first: a save publishes step-N.pt before last.pt, so the
-    newest step file that verifies is never older than last.pt. Each file that fails to verify
-    is skipped with a warning.
+    Candidates come in RunDir.resume_candidates' order; each file that fails to verify (or whose
+    fields are not what they should be) is skipped with a warning.
     """
-    for stray in remove_temporary_files(run_dir):
+    run = RunDir(run_dir)
+    for stray in run.remove_temporary_files():
         reporter.message(f"note: removed {stray.name}, left by an interrupted save")
-    candidates = [path for _, path in step_checkpoints(run_dir)] + [run_dir / LAST, run_dir / BEST]
     payload = None
-    for path in candidates:
-        if not path.exists():
-            continue
+    for path in run.resume_candidates():
         try:
-            payload = load_checkpoint(path)
+            payload = load_payload(path)
             break
         except CheckpointError as exc:
             reporter.message(f"warning: skipping {path}: {exc}")
     if payload is None:
         raise TrainingError(f"--resume: {run_dir} holds no usable checkpoint ({LAST} or {BEST}); start without --resume")
-    saved = config_from_dict(payload["config"], f"checkpoint in {run_dir}")
-    changed = _config_changes(saved.to_dict(), cfg.to_dict())
+    changed = _config_changes(payload.config.to_dict(), cfg.to_dict())
     refused = [c for c in changed if c[0] not in RESUMABLE_CHANGES]
     if refused:
         listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in refused)

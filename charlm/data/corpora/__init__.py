@@ -6,26 +6,23 @@ the data keys of a config, and maps text between the user's readable form and th
 (PTB-char writes a space as "_"). Training, evaluation, sampling, `charlm data fetch` and the
 schema's validation look corpora up here, so a new corpus is one new module plus its name in
 the schema's `Literal` (a test checks that the two agree). Modules are found by listing this
-package and imported on the first lookup.
+package (charlm/registry.py) and imported on the first lookup.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
-import pkgutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
+from charlm.data.fetch import ProgressFn
 from charlm.errors import DataError
+from charlm.registry import Registry
 
 if TYPE_CHECKING:
     from charlm.config import DataConfig
     from charlm.data.corpus import Corpus
 
-# progress(file_name, bytes_done, bytes_total_or_None), for downloads
-ProgressFn = Callable[[str, int, "int | None"], None]
 # The data keys a config uses to name its own files.
 FILE_KEYS = ("train", "valid", "test", "path")
 
@@ -65,26 +62,17 @@ class CorpusKind:
         return text
 
 
-_CORPORA: dict[str, CorpusKind] = {}
-_discovered = False
+CORPORA: Registry[CorpusKind] = Registry(__name__, "corpus", DataError)
 
 
 def register(kind: CorpusKind) -> CorpusKind:
     """Add a corpus to the registry (called by the corpus's own module)."""
-    if kind.name in _CORPORA:
-        raise ValueError(f"corpus {kind.name!r} is registered twice")
-    _CORPORA[kind.name] = kind
-    return kind
+    return CORPORA.add(kind.name, kind)
 
 
 def all_corpora() -> dict[str, CorpusKind]:
     """Every registered corpus, by name."""
-    global _discovered
-    if not _discovered:
-        _discovered = True
-        for module in pkgutil.iter_modules(__path__):
-            importlib.import_module(f"{__name__}.{module.name}")
-    return dict(_CORPORA)
+    return CORPORA.all()
 
 
 def corpus_kind(name: str) -> CorpusKind:

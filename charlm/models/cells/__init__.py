@@ -7,20 +7,20 @@ model, the reference stack, `charlm bench`'s bare twin, int8 sampling and the fa
 all look cells up here, so a new cell is one new module plus its name in the schema's `Literal`
 (a test checks that the two agree).
 
-Modules are found by listing this package (no list of names to edit); they are imported on the
-first lookup, which also keeps them free to import this module.
+Modules are found by listing this package (charlm/registry.py: no list of names to edit); they
+are imported on the first lookup, which also keeps them free to import this module.
 """
 
 from __future__ import annotations
 
-import importlib
 import math
-import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
+
+from charlm.registry import Registry
 
 if TYPE_CHECKING:
     from charlm.config import ModelConfig
@@ -52,33 +52,21 @@ class CellKind:
                           batch_first=True, **self.fused_options)
 
 
-_CELLS: dict[str, CellKind] = {}
-_discovered = False
+CELLS: Registry[CellKind] = Registry(__name__, "cell")
 
 
 def register(kind: CellKind) -> CellKind:
     """Add a kind of cell to the registry (called by the cell's own module)."""
-    if kind.name in _CELLS:
-        raise ValueError(f"cell {kind.name!r} is registered twice")
-    _CELLS[kind.name] = kind
-    return kind
+    return CELLS.add(kind.name, kind)
 
 
 def all_cells() -> dict[str, CellKind]:
     """Every registered kind of cell, by name."""
-    global _discovered
-    if not _discovered:
-        _discovered = True
-        for module in pkgutil.iter_modules(__path__):
-            importlib.import_module(f"{__name__}.{module.name}")
-    return dict(_CELLS)
+    return CELLS.all()
 
 
 def cell_kind(name: str) -> CellKind:
-    cells = all_cells()
-    if name not in cells:
-        raise KeyError(f"no cell named {name!r}; registered: {', '.join(sorted(cells))}")
-    return cells[name]
+    return CELLS.get(name)
 
 
 def recurrent_stack(cfg: ModelConfig, input_size: int, hidden_size: int, num_layers: int, dropout: float) -> nn.Module:
@@ -105,4 +93,4 @@ def fused_classes() -> set[type[nn.Module]]:
     return {kind.fused for kind in all_cells().values() if kind.fused is not None}
 
 
-__all__ = ["CellKind", "all_cells", "cell_kind", "fused_classes", "init_uniform", "recurrent_stack", "register"]
+__all__ = ["CELLS", "CellKind", "all_cells", "cell_kind", "fused_classes", "init_uniform", "recurrent_stack", "register"]

@@ -1,0 +1,196 @@
+"""The charlm command line. The only package that prints errors and picks exit codes.
+
+Each command parses its options, calls one library function and prints the result. A
+CharlmError becomes one red line on stderr and exit code 1; usage mistakes (a wrong choice, a
+missing argument) exit 2 with Typer's usage message.
+
+    __init__.py  the app, and the main job: train, eval, sample, config
+    common.py    the consoles, the error wrapper, options several commands share
+    tools.py     runs, plot, bench: looking at run directories, measuring speed
+    data.py      the `data` sub-app: fetch corpora
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Literal, Optional
+
+import typer
+
+from charlm import __version__
+from charlm.cli import tools
+from charlm.cli.common import (DeviceOption, DeviceOverride, JsonOption, RunArgument, SetOption, WeightsOption,
+                               friendly_errors, hide_flag_types, out)
+from charlm.cli.data import data_app
+from charlm.errors import CharlmError
+from charlm.inference.choices import DEFAULT_LR, SPLITS
+
+hide_flag_types()  # before any help is drawn: Typer 0.28+ shows `<bool>` after every flag
+app = typer.Typer(
+    help="Train, evaluate and sample character-level RNN/LSTM/GRU language models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data_app, name="data")
+
+DynamicMethod = Literal[tuple(DEFAULT_LR)]
+DYNAMIC_LR_HELP = f"--dynamic: step size per segment (default: {', '.join(f'{lr:g} for {m}' for m, lr in DEFAULT_LR.items())})."
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"charlm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logs (timings of data preparation).")] = False,
+) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+@friendly_errors
+def train(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file (optional with --resume: the run's own config is used).")] = None,
+    set_: SetOption = None,
+    out_dir: Annotated[Optional[Path], typer.Option(help="Run directory (default: runs/<config name>).")] = None,
+    device: DeviceOverride = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out-dir from its newest good checkpoint.")] = False,
+) -> None:
+    """Train a model; writes checkpoints, metrics.jsonl and config.yaml into the run directory."""
+    from charlm.config import load_config
+    from charlm.reporting.sinks.console import RichReporter
+    from charlm.training.signals import StopRequest
+    from charlm.runs.rundir import CONFIG
+    from charlm.training.trainer import train as run_training
+
+    overrides = list(set_ or [])
+    if device is not None:
+        overrides.append(f"train.device={device}")
+    if config is None:
+        if not (resume and out_dir):
+            raise CharlmError("pass --config FILE (or --resume --out-dir RUN to continue a run with its own config)")
+        config = out_dir / CONFIG
+    if out_dir is None:
+        out_dir = Path("runs") / config.stem
+    cfg = load_config(config, overrides)
+    result = run_training(cfg, out_dir, RichReporter(), resume=resume, stop=StopRequest(ignore_after_stop=True))
+    if result.test is not None:
+        out.print(
+            f"done: best valid bpc {result.best_valid_bpc:.4f}; test bpc {result.test.bpc:.4f} "
+            f"({result.test.tokens:,} tokens); run in {out_dir}"
+        )
+    raise typer.Exit(result.exit_code)
+
+
+@app.command("eval")
+@friendly_errors
+def eval_command(
+    run: RunArgument,
+    split: Annotated[Literal[SPLITS], typer.Option(help="Split of the run's corpus to score.")] = "test",
+    text: Annotated[Optional[Path], typer.Option(help="Score this UTF-8 file instead of a split.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Rows scored in parallel; 1 is how papers report.")] = 1,
+    device: DeviceOption = "cpu",
+    weights: WeightsOption = "auto",
+    dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic evaluation: learn from each segment after scoring it (batch size 1).")] = False,
+    dynamic_lr: Annotated[Optional[float], typer.Option(help=DYNAMIC_LR_HELP)] = None,
+    dynamic_decay: Annotated[float, typer.Option(help="--dynamic: pull towards the trained weights per segment.")] = 0.01,
+    dynamic_seq_len: Annotated[int, typer.Option(help="--dynamic: characters per segment.")] = 50,
+    dynamic_method: Annotated[DynamicMethod, typer.Option(help="--dynamic: rms (steps scaled by gradient statistics of the training text) or sgd.")] = "rms",
+    as_json: JsonOption = False,
+) -> None:
+    """Score a split or a text file: tokens, loss (nats/token), bits per character, perplexity."""
+    from charlm.inference.dynamic import DynamicOptions
+    from charlm.inference.evaluate_run import evaluate_run
+
+    options = DynamicOptions(dynamic_lr, dynamic_decay, dynamic_seq_len, dynamic_method) if dynamic else None
+    scored = evaluate_run(run, split, text, batch_size, device, weights, options)
+    if as_json:
+        out.print(json.dumps(scored.as_dict()))
+        return
+    d, result = scored.dynamic, scored.result
+    how = (f"dynamic evaluation ({d.method}, lr {d.step_size:g}, decay {d.decay:g}, segments of {d.seq_len})"
+           if d else f"batch size {scored.batch_size}")
+    out.print(f"checkpoint  {scored.checkpoint} (step {scored.step:,}, {scored.weights} weights)")
+    out.print(f"scored      {scored.scored} at {how}")
+    out.print(f"tokens      {result.tokens:,}")
+    out.print(f"loss        {result.loss:.4f} nats/token")
+    out.print(f"bpc         {result.bpc:.4f}")
+    out.print(f"perplexity  {result.perplexity:.4f}")
+
+
+@app.command()
+@friendly_errors
+def sample(
+    run: RunArgument,
+    prompt: Annotated[Optional[str], typer.Option(help="Text to continue (PTB models: plain spaces are fine).")] = None,
+    prompt_file: Annotated[Optional[Path], typer.Option(help="Read the prompt from this UTF-8 file.")] = None,
+    length: Annotated[int, typer.Option(help="Characters to generate per sample.")] = 500,
+    temperature: Annotated[float, typer.Option(help="Below 1: safer text; above 1: more varied.")] = 1.0,
+    top_k: Annotated[Optional[int], typer.Option(help="Sample only among the K most likely characters.")] = None,
+    top_p: Annotated[Optional[float], typer.Option(help="Sample only among the most likely characters holding probability P.")] = None,
+    greedy: Annotated[bool, typer.Option(help="Always take the most likely character.")] = False,
+    num_samples: Annotated[int, typer.Option(help="Independent samples, generated as one batch.")] = 1,
+    seed: Annotated[Optional[int], typer.Option(help="The same seed gives the same text.")] = None,
+    device: DeviceOption = "cpu",
+    int8: Annotated[bool, typer.Option("--int8", help="CPU: int8 weights, about 2x faster; slightly different text.")] = False,
+    weights: WeightsOption = "auto",
+) -> None:
+    """Generate text from a trained model, streamed as it is produced."""
+    from charlm.data.corpus import read_utf8
+    from charlm.inference.trained import check_sampling, load_trained, quantize_for_cpu, sample_text
+    from charlm.inference.sample import SamplingOptions
+
+    if prompt is not None and prompt_file is not None:
+        raise CharlmError("give --prompt or --prompt-file, not both")
+    if prompt_file is not None:
+        prompt = read_utf8(prompt_file).rstrip("\n")
+    opts = SamplingOptions(length, temperature, top_k, top_p, greedy, num_samples, seed)
+    trained = load_trained(run, device, weights)
+    if int8:
+        quantize_for_cpu(trained)
+    prompt = prompt or ""
+    check_sampling(trained, prompt, opts)  # refuse bad options before echoing the prompt
+    if num_samples == 1:
+        sys.stdout.write(prompt)
+
+        def stream(_index: int, text: str) -> None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+        sample_text(trained, prompt, opts, stream)
+        sys.stdout.write("\n")
+        return
+    # Several samples are generated side by side, so each is printed once complete.
+    for i, text in enumerate(sample_text(trained, prompt, opts), start=1):
+        sys.stdout.write(f"--- sample {i} ---\n{prompt}{text}\n")
+    sys.stdout.flush()
+
+
+# Registered here, after sample, to keep the order `charlm --help` lists commands in.
+app.command()(tools.bench)
+app.command()(tools.runs)
+app.command()(tools.plot)
+
+
+@app.command("config")
+@friendly_errors
+def show_config(
+    file: Annotated[Path, typer.Argument(help="YAML config file.")],
+    set_: SetOption = None,
+) -> None:
+    """Print the resolved config (defaults, file, overrides), or every problem in it."""
+    from charlm.config import dump_config, load_config
+
+    out.print(dump_config(load_config(file, list(set_ or []))), end="")
+
+
+def main() -> None:
+    app()

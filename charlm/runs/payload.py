@@ -1,0 +1,176 @@
+"""What a checkpoint holds: one typed definition, one writer (`to_dict`), one reader (`from_dict`).
+
+`Payload.from_dict` checks every field's type and shape before anything uses it: a bad field is
+a CheckpointError naming the field and what it should be, never a KeyError or a traceback from
+deep inside `load_state_dict`. Files of older formats are upgraded there, and only there.
+
+Format 2 (every charlm after 0.1) holds: format_version, charlm_version, config (the resolved config as a
+dict), vocab (a list of distinct strings), model (the unwrapped model's state_dict), optimizer,
+schedule, average (None, or WeightAverage.state_dict()), loop (every LoopState field), hidden
+(the carried state as a list of tensors, all ranks' rows), rng (this process's RNG states as
+uint8 tensors), rng_ranks (every rank's rng) and world_size. Format 1 (charlm 0.1) is the same
+except that loop.position, average, rng_ranks and world_size may be absent; format 2 requires
+them. A format 1 file reads as: loop.position = loop.window * train.seq_len (the windows of 0.1
+had one length), average None, rng_ranks [rng], world_size 1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from charlm import __version__
+from charlm.config import Config
+from charlm.errors import CheckpointError
+from charlm.models.charrnn import CharRNN
+from charlm.runs.payload_checks import FieldChecks, FieldError, show
+from charlm.runs.weights import WEIGHT_CHOICES, Weights
+
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
+# The keys every format has; format 2 adds the last three.
+_FORMAT_1_KEYS = ("config", "vocab", "model", "optimizer", "schedule", "loop", "hidden", "rng")
+REQUIRED_KEYS = (*_FORMAT_1_KEYS, "average", "rng_ranks", "world_size")
+
+
+@dataclass
+class LoopState:
+    """Where the loop is; saved in every checkpoint so a resumed run continues exactly."""
+
+    step: int = 0  # optimizer steps completed
+    epoch: int = 0
+    window: int = 0  # windows done in this epoch
+    position: int = 0  # column of the train rows the next window starts at
+    tokens_seen: int = 0
+    elapsed_s: float = 0.0
+    best_valid_bpc: float = math.inf
+    best_step: int = 0
+    # Train loss summed since the last log line: a device tensor inside the loop (adding to it
+    # needs no host sync), a plain float in checkpoints...
+    loss_sum: float | torch.Tensor = 0.0
+    loss_count: int = 0  # ...over this many steps
+
+
+@dataclass
+class Payload:
+    """A checkpoint's contents, checked. Build one from the trainer's objects to save it."""
+
+    config: Config
+    vocab: list[str]
+    model: dict[str, torch.Tensor]  # state_dict of the unwrapped model
+    optimizer: dict[str, Any]  # optimizer.state_dict()
+    schedule: dict[str, float]  # LRSchedule.state_dict()
+    loop: LoopState
+    hidden: list[torch.Tensor]  # each (layers, batch, size), every rank's rows; [] at an epoch start
+    rng: dict[str, Any]  # {"torch": uint8 tensor, "cuda": [uint8 tensor, ...] where CUDA exists}
+    rng_ranks: list[dict[str, Any]]  # rng of every rank, rank 0 first
+    world_size: int = 1
+    average: dict[str, Any] | None = None  # WeightAverage.state_dict()
+    # Why the stored average was unusable, if it was: refused only by what needs the average,
+    # so the trained weights of such a file still load.
+    average_problem: str | None = None
+    # Of the file read (from_dict upgrades older formats); to_dict writes this charlm's.
+    format_version: int = FORMAT_VERSION
+    charlm_version: str = __version__
+    source: str = field(default="checkpoint", compare=False)  # where it was read, for messages
+
+    def to_dict(self) -> dict[str, Any]:
+        """The checkpoint as plain values and tensors (what torch.save writes)."""
+        return {
+            "format_version": FORMAT_VERSION, "charlm_version": __version__,
+            "config": self.config.to_dict(), "vocab": list(self.vocab), "model": self.model,
+            "optimizer": self.optimizer, "schedule": self.schedule, "average": self.average,
+            "loop": asdict(self.loop), "hidden": list(self.hidden), "rng": self.rng,
+            "rng_ranks": self.rng_ranks, "world_size": self.world_size,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path = "checkpoint") -> Payload:
+        """Check every field of a loaded checkpoint, upgrading format 1; see the module docstring.
+
+        Raises:
+            CheckpointError: naming the first field that is missing or not what it should be.
+        """
+        source = str(source)
+        if not isinstance(data, dict) or "format_version" not in data:
+            raise CheckpointError(f"{source} is a PyTorch file but not a charlm checkpoint")
+        version = data["format_version"]
+        if type(version) is not int or version not in READABLE_FORMATS:
+            raise CheckpointError(
+                f"{source} has checkpoint format {show(version)}; this charlm ({__version__}) reads formats "
+                f"{' and '.join(map(str, READABLE_FORMATS))} -- use the charlm that wrote it"
+            )
+        missing = [key for key in (_FORMAT_1_KEYS if version == 1 else REQUIRED_KEYS) if key not in data]
+        if missing:
+            raise CheckpointError(f"{source} is not a complete charlm checkpoint: it lacks {', '.join(missing)}")
+        check = FieldChecks(source)
+        cfg = check.config(data["config"])
+        if version == 1:
+            data = _upgrade_format_1(data, cfg)
+        vocab = check.vocab(data["vocab"])
+        model = check.state_dict(data["model"], "model")
+        average, average_problem = None, None
+        try:
+            average = check.average(data["average"], model)
+        except FieldError as exc:
+            average_problem = exc.detail
+        world_size = check.world_size(data["world_size"])
+        rng = check.rng(data["rng"], "rng")
+        ranks = check.rng_ranks(data["rng_ranks"], world_size)
+        return cls(
+            config=cfg, vocab=vocab, model=model, optimizer=check.optimizer(data["optimizer"]),
+            schedule=check.schedule(data["schedule"]), loop=check.loop(data["loop"], LoopState),
+            hidden=check.hidden(data["hidden"], cfg.train.batch_size), rng=rng, rng_ranks=ranks,
+            world_size=world_size, average=average, average_problem=average_problem,
+            format_version=version, charlm_version=check.text(data.get("charlm_version", "unknown"), "charlm_version"),
+            source=source,
+        )
+
+    def build_model(
+        self, weights: Weights = "auto", device: torch.device | str = "cpu"
+    ) -> tuple[CharRNN, str]:
+        """The stored model on `device`, and which weights it got ("trained" or "averaged").
+
+        `weights`: "trained", "averaged" (the EMA or NT-ASGD average that `train.average` keeps),
+        or "auto": the averaged ones when the checkpoint has them, as training evaluated them.
+        """
+        if weights not in WEIGHT_CHOICES:
+            raise ValueError(f"weights must be one of {', '.join(WEIGHT_CHOICES)}, got {weights!r}")
+        averaged = None
+        if weights != "trained":
+            if self.average_problem is not None:
+                raise CheckpointError(
+                    f"{self.source}: its averaged weights are malformed; use --weights trained ({self.average_problem})"
+                )
+            averaged = averaged_state_dict(self.model, self.average)
+            if weights == "averaged" and averaged is None:
+                why = "train.average is none" if self.config.train.average == "none" else "its average has not started yet"
+                raise CheckpointError(f"{self.source} holds no averaged weights ({why}); use --weights trained")
+        model = CharRNN(len(self.vocab), self.config.model)
+        try:
+            model.load_state_dict(averaged if averaged is not None else self.model)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{self.source}: weights do not fit the stored config: {str(exc).splitlines()[0]}") from None
+        return model.to(device), "averaged" if averaged is not None else "trained"
+
+
+def averaged_state_dict(model_state: dict, average: dict | None) -> dict | None:
+    """model_state with the averaged parameters in place, or None if there is no average."""
+    if not average or average.get("params") is None:
+        return None
+    return {**model_state, **average["params"]}
+
+
+def _upgrade_format_1(data: dict[str, Any], cfg: Config) -> dict[str, Any]:
+    """A format 1 (charlm 0.1) checkpoint as format 2: the one place older files are upgraded."""
+    data = {"average": None, "world_size": 1, **data}
+    data.setdefault("rng_ranks", [data["rng"]])
+    loop = data["loop"]
+    if isinstance(loop, dict) and "position" not in loop and type(loop.get("window")) is int:
+        # 0.1 ran every window at train.seq_len, so the windows done give the position.
+        data["loop"] = {**loop, "position": loop["window"] * cfg.train.seq_len}
+    return data
