@@ -1,3 +1,3 @@
 """charlm: character-level recurrent language models on PyTorch."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"

@@ -38,16 +38,6 @@ def batchify(stream: torch.Tensor, rows: int, name: str = "train") -> torch.Tens
     return stream[: rows * length].view(rows, length)
 
 
-def windows_per_epoch(row_length: int, seq_len: int) -> int:
-    """Windows needed to cover a row once: every position but the last is an input."""
-    return math.ceil((row_length - 1) / seq_len)
-
-
-def window(data: torch.Tensor, index: int, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs and next-token targets of window `index`; the last window may be shorter."""
-    return window_at(data, index * seq_len, seq_len)
-
-
 def window_at(data: torch.Tensor, start: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs and next-token targets of the window from column `start`, at most `length` wide."""
     width = min(length, data.size(1) - 1 - start)
