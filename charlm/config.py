@@ -11,15 +11,31 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from charlm.config_problems import describe_problem
+from charlm.config_problems import describe_problems
 from charlm.config_yaml import apply_overrides, read_yaml_mapping
-from charlm.errors import ConfigError
+from charlm.errors import ConfigError, quote
+
+# Every int fits the 64-bit integers torch and TensorBoard hold it in. torch.manual_seed takes
+# 0 to 2**64 - 1 and wraps negatives onto it (-1 is 2**64 - 1); seeds here are 0 to 2**63 - 1,
+# which leaves room for seed + rank.
+INT64_MAX = SEED_MAX = 2**63 - 1
+MAX_THREADS = 4096  # torch.set_num_threads takes a C int; more threads than any machine has
+MAX_LR = 1e6  # AWD's SGD uses 30; near 1e38 the optimizer's float32 update overflows (a crash)
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: no rate, factor or timeout is meaningful as .inf or .nan.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*")
+    @classmethod
+    def _fits_64_bits(cls, value: Any) -> Any:
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(item, int) and not -INT64_MAX - 1 <= item <= INT64_MAX:
+                raise ValueError(f"{quote(item)} does not fit in a 64-bit integer; give a value up to {INT64_MAX:,}")
+        return value
 
 
 class DataConfig(_Section):
@@ -38,6 +54,17 @@ class DataConfig(_Section):
     # ...or one file cut into contiguous train/valid/test parts by these fractions.
     path: str | None = None
     split: tuple[float, float, float] = (0.9, 0.05, 0.05)
+
+    @field_validator("root", "source", "train", "valid", "test", "path")
+    @classmethod
+    def _check_place(cls, value: str | None, info: ValidationInfo) -> str | None:
+        from charlm.data.fetch import source_problem  # a mirror URL's form: scheme, host, port
+
+        if value is not None and "\0" in value:
+            raise ValueError(f"{quote(value)} holds a NUL character, which no file name can hold")
+        if value is not None and info.field_name == "source" and (problem := source_problem(value)):
+            raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _check_files(self) -> DataConfig:
@@ -131,7 +158,7 @@ class TrainConfig(_Section):
     seq_len: int = Field(128, gt=0)
     max_steps: int = Field(10_000, gt=0)
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
-    lr: float = Field(2e-3, gt=0)
+    lr: float = Field(2e-3, gt=0, le=MAX_LR)
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
     momentum: float = Field(0.0, ge=0, lt=1)  # sgd only
@@ -145,10 +172,10 @@ class TrainConfig(_Section):
     log_every: int = Field(50, gt=0)
     eval_batch_size: int = Field(64, gt=0)  # rows for the valid pass during training
     test_batch_size: int = Field(1, gt=0)  # rows for the final test pass (papers use 1)
-    seed: int = 1234
+    seed: int = Field(1234, ge=0, le=SEED_MAX)
     device: Literal[DEVICES] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
-    threads: int | None = Field(None, gt=0)  # CPU threads; null: PyTorch's default
+    threads: int | None = Field(None, gt=0, le=MAX_THREADS)  # CPU threads; null: PyTorch's default
     # Run the training forward through torch.compile. Measured on the 2-core CPU: no gain (the
     # recurrent kernel is opaque to the compiler); checkpoints never carry its _orig_mod prefix.
     compile: bool = False
@@ -173,7 +200,7 @@ class TrainConfig(_Section):
     lr_drops: list[int] = []
     lr_drop_unit: Literal["step", "epoch"] = "epoch"
     lr_drop_factor: float = Field(0.1, gt=0, le=1)
-    dist_timeout: float = Field(1800.0, gt=0)  # seconds a torchrun rank waits for the others
+    dist_timeout: float = Field(1800.0, gt=0, le=1e7)  # seconds a torchrun rank waits for the others
     # Where progress and metrics go, one sink each (charlm/reporting/sinks/): console (progress
     # on stderr), jsonl (RUN/metrics.jsonl, which `charlm runs` and `charlm plot` read),
     # tensorboard (RUN/tensorboard; pip install 'charlm[tensorboard]'). charlm 0.1's
@@ -195,7 +222,7 @@ class TrainConfig(_Section):
         flag = data.pop("tensorboard")
         if flag not in (True, False):
             raise ValueError(
-                f"tensorboard must be true or false, got {flag!r}; it is the old spelling of "
+                f"tensorboard must be true or false, got {quote(flag)}; it is the old spelling of "
                 "loggers: [console, jsonl, tensorboard]"
             )
         loggers = data.get("loggers", cls.model_fields["loggers"].default)
@@ -221,7 +248,7 @@ class TrainConfig(_Section):
                 f"warmup_steps ({self.warmup_steps}) must be below max_steps ({self.max_steps})"
             )
         if any(d < 1 for d in self.lr_drops) or sorted(set(self.lr_drops)) != list(self.lr_drops):
-            raise ValueError(f"lr_drops must be increasing positive {self.lr_drop_unit}s, got {self.lr_drops}")
+            raise ValueError(f"lr_drops must be increasing positive {self.lr_drop_unit}s, got {quote(self.lr_drops)}")
         if any(not 0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must be two values in [0, 1), got {list(self.betas)}")
         return self
@@ -252,7 +279,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as exc:
-        problems += [describe_problem(err, override_keys, Config) for err in exc.errors()]
+        problems += describe_problems(exc.errors(), override_keys, Config)
         raise ConfigError(source, problems) from None
     if problems:
         raise ConfigError(source, problems)
@@ -264,7 +291,7 @@ def config_from_dict(data: dict[str, Any], source: str) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, [describe_problem(e, set(), Config) for e in exc.errors()]) from None
+        raise ConfigError(source, describe_problems(exc.errors(), set(), Config)) from None
 
 
 def dump_config(cfg: Config) -> str:

@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from charlm.errors import MAX_PROBLEMS_SHOWN, quote, shorten
+
 # Names people carry over from other tools, mapped to ours, for "did you mean" hints.
 _ALIASES = {
     "learning_rate": "lr", "epochs": "max_steps", "steps": "max_steps", "bptt": "seq_len",
@@ -18,25 +20,33 @@ _ALIASES = {
 }
 
 
-def describe_problem(err: dict[str, Any], override_keys: set[str], schema: type[BaseModel]) -> str:
+def describe_problems(errors: list[dict[str, Any]], override_keys: set[str], schema: type[BaseModel]) -> list[str]:
+    """One line per pydantic error; "did you mean" hints only for the first MAX_PROBLEMS_SHOWN
+    (the ones a ConfigError shows: 5,000 misspelt keys would otherwise take difflib seconds)."""
+    return [describe_problem(err, override_keys, schema, suggest=i < MAX_PROBLEMS_SHOWN) for i, err in enumerate(errors)]
+
+
+def describe_problem(err: dict[str, Any], override_keys: set[str], schema: type[BaseModel], suggest: bool = True) -> str:
     """One line for one pydantic error: dotted path, what is wrong, and a hint."""
     loc = [str(p) for p in err["loc"]]
-    path = ".".join(loc)
+    path = shorten(".".join(loc))  # a key may be any YAML scalar, of any length
     origin = " (from --set)" if ".".join(loc[:2]) in override_keys else ""
     if err["type"] == "extra_forbidden":
-        return f"unknown key '{path}'{origin}{_suggest(loc, schema)}"
+        return f"unknown key '{path}'{origin}{_suggest(loc, schema) if suggest else ''}"
     if err["type"] == "value_error":
         # Our own cross-field validators: the message already names the keys.
         msg = str(err["msg"]).removeprefix("Value error, ")
         return f"{path}: {msg}" if path else msg
     got = err.get("input")
-    shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    shown = "" if isinstance(got, dict) else f" (got {quote(got)})"
     return f"{path}: {err['msg'][0].lower()}{err['msg'][1:]}{shown}{origin}"
 
 
 def _suggest(loc: list[str], schema: type[BaseModel]) -> str:
     """' (did you mean 'train.lr'?)' for a misspelt key, or ''."""
     name = loc[-1]
+    if len(name) > 2 * max(map(len, _ALIASES)):
+        return ""  # too long to be a misspelling (and difflib's time grows with the length)
     if len(loc) == 1:
         valid = list(schema.model_fields)
         prefix = ""

@@ -5,8 +5,9 @@ from 1). Points: `train.setup` (before the corpus loads), `train.step=N` (once o
 is done), `train.evaluate` (as an evaluation starts), and within each checkpoint file's
 publication `checkpoint.after_widen`, `checkpoint.before_replace` (temporary file written, not
 yet renamed) and `checkpoint.after_replace` (renamed, side file not yet narrowed). Actions:
-`sigterm`, `sigint`, `sigkill` (sent by the process to itself) and, for `train.step=N` only,
-`nan` (that step's loss becomes NaN). CHARLM_FAULT_RANK=R limits the fault to torchrun rank R.
+`sigterm`, `sigint`, `sigkill`, `sigstop` (sent by the process to itself; `sigstop` pauses it
+there until a SIGCONT, as a second trainer would find it) and, for `train.step=N` only, `nan`
+(that step's loss becomes NaN). CHARLM_FAULT_RANK=R limits the fault to torchrun rank R.
 
 The training loop asks `FaultPlan.from_environment()` once, when it starts: unset, as always
 outside tests, that is None, and each step then pays one `is None` test. Points outside the
@@ -20,7 +21,7 @@ import signal
 from collections import Counter
 from dataclasses import dataclass
 
-_SIGNALS = {"sigterm": signal.SIGTERM, "sigint": signal.SIGINT, "sigkill": signal.SIGKILL}
+_SIGNALS = {"sigterm": signal.SIGTERM, "sigint": signal.SIGINT, "sigkill": signal.SIGKILL, "sigstop": signal.SIGSTOP}
 _reached: Counter[str] = Counter()  # visits per point in this process, for POINT#K
 
 
@@ -28,7 +29,7 @@ _reached: Counter[str] = Counter()  # visits per point in this process, for POIN
 class FaultPlan:
     point: str  # where, e.g. "train.step=7"
     nth: int | None  # only at this visit (1-based); None: every visit
-    action: str  # sigterm, sigint, sigkill or nan
+    action: str  # sigterm, sigint, sigkill, sigstop or nan
 
     @classmethod
     def from_environment(cls) -> FaultPlan | None:

@@ -8,6 +8,7 @@ a reader sees the old file or the new one, never a torn one.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable
@@ -31,6 +32,11 @@ def read_bytes(path: Path, what: str, error: type[CharlmError] = CharlmError) ->
 def write_atomic(path: Path, data: bytes, before_replace: Callable[[], None] | None = None) -> None:
     """Publish `data` at `path` atomically. Raises OSError; no temporary file is left behind.
 
+    Every file charlm writes goes through here (metrics.jsonl's appends aside: a torn last
+    line is skipped by its reader). A write that fails (disk full, read-only, a file-size
+    limit: Python ignores SIGXFSZ, so `ulimit -f` gives EFBIG rather than a kill) leaves the
+    previous file at `path` as it was; `write_failure_fix` says what to do about it.
+
     `before_replace` runs once the temporary file is complete, just before the rename (the test
     hook's kill point).
     """
@@ -38,6 +44,8 @@ def write_atomic(path: Path, data: bytes, before_replace: Callable[[], None] | N
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     tmp = Path(tmp_name)
     try:
+        # mkstemp makes 0600 files; publish with the mode the file had, or the umask's default.
+        os.fchmod(fd, _mode_for(path))
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -54,3 +62,28 @@ def write_atomic(path: Path, data: bytes, before_replace: Callable[[], None] | N
     finally:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
+
+
+def write_failure_fix(exc: OSError, default: str = "free disk space or choose another --out-dir") -> str:
+    """What a user can do about a failed write, by its cause (`default`: a full disk, or other)."""
+    if exc.errno == errno.EFBIG:
+        return "raise the file-size limit (ulimit -f) or free disk space"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "make the folder writable or choose another --out-dir"
+    return default
+
+
+_umask: int | None = None
+
+
+def _mode_for(path: Path) -> int:
+    """The mode of the file at `path`, or what open() would give a new one under the umask."""
+    global _umask
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        pass
+    if _umask is None:
+        _umask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+        os.umask(_umask)
+    return 0o666 & ~_umask

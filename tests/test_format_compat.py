@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from charlm.errors import CheckpointError
+from charlm.errors import CheckpointError, ResourceError
 from charlm.runs.checkpoint import load_checkpoint, load_payload
 from charlm.runs.payload import FORMAT_VERSION, REQUIRED_KEYS
 from tests.conftest import charlm
@@ -137,12 +137,34 @@ def _set_loop(key, value):
     return change
 
 
+def _set_tensor(key, name, change_tensor):
+    """Change one tensor of payload[key] (the model's state dict) or of the hidden list."""
+    def change(payload):
+        tensors = dict(payload[key]) if isinstance(payload[key], dict) else list(payload[key])
+        tensors[name] = change_tensor(tensors[name].clone())
+        payload[key] = tensors
+    return change
+
+
+def _poke(value, index=0):
+    def change_tensor(tensor):
+        tensor.view(-1)[index] = value
+        return tensor
+    return change_tensor
+
+
 BAD_FIELDS = {
     "vocab not a list": (_set("vocab", "abc"), "vocab should be a list of non-empty strings"),
     "vocab of numbers": (_set("vocab", [1, 2, 3]), "vocab should be a list of non-empty strings"),
     "vocab repeated": (_set("vocab", ["a", "b", "a"]), "vocab should be a list of distinct strings"),
     "model not a state dict": (_set("model", [torch.zeros(2)]), "model should be a state dict"),
     "model of lists": (_set("model", {"embedding.weight": [1.0, 2.0]}), "model['embedding.weight'] should be a tensor"),
+    "model weight nan": (_set_tensor("model", "rnn.weight_hh_l0", _poke(float("nan"), 7)),
+                         "model['rnn.weight_hh_l0'] should hold finite numbers, but 1 of its 1,024 values are NaN or infinite"),
+    "model bias inf": (_set_tensor("model", "decoder.bias", lambda t: t.fill_(float("-inf"))),
+                       "model['decoder.bias'] should hold finite numbers, but 32 of its 32 values are NaN or infinite"),
+    "model sparse": (_set_tensor("model", "decoder.weight", lambda t: t.to_sparse()), "model['decoder.weight'] should be a dense tensor"),
+    "hidden inf": (_set_tensor("hidden", 1, _poke(float("inf"))), "hidden[1] should hold finite numbers"),
     "optimizer not a dict": (_set("optimizer", 3), "optimizer should be an optimizer state dict"),
     "schedule keys": (_set("schedule", {"scale": 1.0}), "schedule should be a dict of scale, best_loss, bad_evals"),
     "loop not a dict": (_set("loop", [60]), "loop should be a dict of step, epoch"),
@@ -200,3 +222,55 @@ def test_a_malformed_average_is_refused_only_where_it_is_used(tmp_path, good_pay
         payload.build_model("auto")
     model, weights = payload.build_model("trained")
     assert weights == "trained" and torch.equal(model.decoder.bias, payload.model["decoder.bias"])
+
+
+def test_non_finite_averaged_weights_are_refused_only_where_they_are_used(tmp_path, good_payload):
+    def poison(payload):
+        params = dict(payload["average"]["params"])
+        params["decoder.weight"] = _poke(float("nan"))(params["decoder.weight"].clone())
+        payload["average"]["params"] = params
+    payload = load_payload(write_payload(tmp_path / "c.pt", damaged(good_payload, poison)))
+    assert "average.params['decoder.weight'] should hold finite numbers" in payload.average_problem
+    with pytest.raises(CheckpointError, match="its averaged weights are malformed; use --weights trained"):
+        payload.build_model("averaged")
+    model, _ = payload.build_model("trained")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_a_config_asking_for_an_absurd_model_is_refused_before_any_model_is_built(tmp_path, good_payload, monkeypatch):
+    from charlm.runs import payload as payload_module
+
+    def huge(payload):
+        payload["config"] = {**payload["config"], "model": {**payload["config"]["model"], "hidden_size": 1_000_000}}
+    path = write_payload(tmp_path / "c.pt", damaged(good_payload, huge))
+    payload = load_payload(path)  # a valid config; its size is judged where a model is built
+    monkeypatch.setattr(payload_module, "CharRNN", lambda *a: pytest.fail("a model was built"))
+    with pytest.raises(ResourceError) as info:
+        payload.build_model("trained")
+    message = str(info.value)
+    assert message.startswith(f"the model of {path} (1 x 1,000,000 lstm, as its config says) needs at least 14.6 TiB, but only ")
+    assert "of memory is available on cpu; the checkpoint's config is damaged" in message and "\n" not in message
+    # The CLI reads it the same way: one line, no traceback.
+    proc = charlm("sample", path, "--length", "5", check=1)
+    assert proc.stderr.startswith("error: the model of") and "14.6 TiB" in proc.stderr
+
+
+def test_weights_that_do_not_fit_the_stored_config_are_named(tmp_path, good_payload):
+    def narrower(payload):  # fewer parameters than the weights hold: the shapes tell
+        payload["config"] = {**payload["config"], "model": {**payload["config"]["model"], "hidden_size": 8}}
+    payload = load_payload(write_payload(tmp_path / "c.pt", damaged(good_payload, narrower)))
+    with pytest.raises(CheckpointError, match="weights do not fit the stored config: Error"):
+        payload.build_model("trained")
+
+
+def test_a_config_of_more_parameters_than_the_weights_hold_is_refused_before_building(tmp_path, good_payload, monkeypatch):
+    from charlm.runs import payload as payload_module
+
+    def deep(payload):  # 100,000 layers of 16 units fit in memory, but the weights hold one layer
+        payload["config"] = {**payload["config"], "model": {**payload["config"]["model"], "num_layers": 100_000}}
+    path = write_payload(tmp_path / "c.pt", damaged(good_payload, deep))
+    monkeypatch.setattr(payload_module, "CharRNN", lambda *a: pytest.fail("a model was built"))
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"{path}: weights do not fit the stored config: it describes a 100,000 x 16 lstm of 217,600,288 "
+            "parameters, the weights hold 2,464 values -- use another checkpoint")):
+        load_payload(path).build_model("trained")

@@ -23,8 +23,9 @@ import typer
 from charlm import __version__
 from charlm.cli import tools
 from charlm.cli.common import (DeviceOption, DeviceOverride, JsonOption, RunArgument, SetOption, WeightsOption,
-                               friendly_errors, hide_flag_types, out)
+                               check_utf8, err, friendly_errors, hide_flag_types, out)
 from charlm.cli.data import data_app
+from charlm.config import SEED_MAX
 from charlm.errors import CharlmError
 from charlm.inference.choices import DEFAULT_LR, SPLITS
 
@@ -104,6 +105,7 @@ def eval_command(
     dynamic_decay: Annotated[float, typer.Option(help="--dynamic: pull towards the trained weights per segment.")] = 0.01,
     dynamic_seq_len: Annotated[int, typer.Option(help="--dynamic: characters per segment.")] = 50,
     dynamic_method: Annotated[DynamicMethod, typer.Option(help="--dynamic: rms (steps scaled by gradient statistics of the training text) or sgd.")] = "rms",
+    data_root: Annotated[Optional[Path], typer.Option(help="Read the run's corpus from this folder (default: where the run recorded it, else $CHARLM_DATA, else ./data).")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Score a split or a text file: tokens, loss (nats/token), bits per character, perplexity."""
@@ -111,7 +113,9 @@ def eval_command(
     from charlm.inference.evaluate_run import evaluate_run
 
     options = DynamicOptions(dynamic_lr, dynamic_decay, dynamic_seq_len, dynamic_method) if dynamic else None
-    scored = evaluate_run(run, split, text, batch_size, device, weights, options)
+    scored = evaluate_run(run, split, text, batch_size, device, weights, options, data_root)
+    if scored.data_note:
+        err.print(f"note: {scored.data_note}")
     if as_json:
         out.print(json.dumps(scored.as_dict()))
         return
@@ -133,12 +137,13 @@ def sample(
     prompt: Annotated[Optional[str], typer.Option(help="Text to continue (PTB models: plain spaces are fine).")] = None,
     prompt_file: Annotated[Optional[Path], typer.Option(help="Read the prompt from this UTF-8 file.")] = None,
     length: Annotated[int, typer.Option(help="Characters to generate per sample.")] = 500,
-    temperature: Annotated[float, typer.Option(help="Below 1: safer text; above 1: more varied.")] = 1.0,
+    # max: 1e308 is inf in float32, and -inf / inf (a banned id's logit) is nan.
+    temperature: Annotated[float, typer.Option(help="Below 1: safer text; above 1: more varied (0.0001 to 10000).")] = 1.0,
     top_k: Annotated[Optional[int], typer.Option(help="Sample only among the K most likely characters.")] = None,
     top_p: Annotated[Optional[float], typer.Option(help="Sample only among the most likely characters holding probability P.")] = None,
     greedy: Annotated[bool, typer.Option(help="Always take the most likely character.")] = False,
     num_samples: Annotated[int, typer.Option(help="Independent samples, generated as one batch.")] = 1,
-    seed: Annotated[Optional[int], typer.Option(help="The same seed gives the same text.")] = None,
+    seed: Annotated[Optional[int], typer.Option(min=0, max=SEED_MAX, help="The same seed gives the same text.")] = None,
     device: DeviceOption = "cpu",
     int8: Annotated[bool, typer.Option("--int8", help="CPU: int8 weights, about 2x faster; slightly different text.")] = False,
     weights: WeightsOption = "auto",
@@ -150,6 +155,8 @@ def sample(
 
     if prompt is not None and prompt_file is not None:
         raise CharlmError("give --prompt or --prompt-file, not both")
+    if prompt is not None:
+        check_utf8("--prompt", prompt)
     if prompt_file is not None:
         prompt = read_utf8(prompt_file).rstrip("\n")
     opts = SamplingOptions(length, temperature, top_k, top_p, greedy, num_samples, seed)

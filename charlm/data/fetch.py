@@ -13,11 +13,12 @@ import http.client
 import os
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from charlm.errors import DownloadError
+from charlm.errors import DownloadError, quote
 
 CHUNK_BYTES = 1 << 16
 TIMEOUT_S = 30
@@ -32,6 +33,41 @@ def md5_of(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+MIRROR_SCHEMES = ("http", "https", "file")
+
+
+def source_problem(source: str) -> str | None:
+    """What is wrong with `source` (a --source or data.source) as a mirror URL, or None.
+
+    Only the form is judged (scheme, host, port, characters); a local directory is judged when
+    its files are read, and a URL when it is fetched.
+    """
+    if "://" not in source:
+        if "\0" in source:
+            return f"{quote(source)} holds a NUL character; give a local directory or a mirror URL"
+        return "is empty; give a local directory or a mirror URL" if not source.strip() else None
+    shown, fix = quote(source), "give a mirror URL such as https://example.org/ptb/ or a local directory"
+    try:
+        parts = urllib.parse.urlsplit(source)
+        port = parts.port
+    except ValueError as exc:
+        return f"{shown} is not a valid URL ({exc}); {fix}"
+    scheme = parts.scheme.lower()
+    if scheme not in MIRROR_SCHEMES:
+        return f"{shown} uses the scheme {quote(parts.scheme)}; charlm fetches over http, https or file; {fix}"
+    if any(c.isspace() or not c.isprintable() for c in source):
+        return f"{shown} holds spaces, control characters or undecodable bytes; write them percent-encoded (a space is %20)"
+    if scheme == "file":
+        return None if parts.path else f"{shown} names no path; write file:///absolute/path/to/folder"
+    if not parts.hostname:
+        return f"{shown} has no host name; {fix}"
+    if port == 0:
+        return f"{shown} names port 0; leave the port out or give one from 1 to 65535"
+    if not source.isascii():
+        return f"{shown} holds non-ASCII characters; write them percent-encoded (and the host in its xn-- form)"
+    return None
 
 
 def missing_files(folder: Path, md5s: dict[str, str]) -> list[str]:
@@ -51,8 +87,12 @@ def fetch_files(folder: Path, md5s: dict[str, str], base_url: str, source: str |
         corpus: the corpus's name, for messages.
 
     Raises:
-        DownloadError: the source is unreachable, a transfer broke off, or a hash is wrong.
+        DownloadError: the source is malformed or unreachable, a transfer broke off, or a hash
+            is wrong.
     """
+    problem = source_problem(source) if source is not None else None
+    if problem is not None:
+        raise DownloadError(f"the {corpus} source {problem} (from --source or data.source)")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -120,7 +160,7 @@ def _copy_hashed(location: str, out, name: str, hint: _SourceHint, progress: Pro
     else:
         try:
             src = urllib.request.urlopen(location, timeout=TIMEOUT_S)  # noqa: S310 -- URL is ours or the user's
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
             reason = getattr(exc, "reason", None) or exc
             raise DownloadError(
                 f"could not download {location}: {reason}. Without internet access, fetch from a "

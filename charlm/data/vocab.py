@@ -19,6 +19,8 @@ UNK = "<unk>"  # text corpora: stands for any character the training split lacks
 
 def code_points(text: str) -> torch.Tensor:
     """The text's Unicode code points as an int32 tensor, without a Python loop."""
+    if not text:  # frombuffer refuses an empty buffer
+        return torch.zeros(0, dtype=torch.int32)
     return torch.frombuffer(bytearray(text.encode("utf-32-le")), dtype=torch.int32)
 
 

@@ -39,6 +39,9 @@ from charlm.models.hidden import detach_hidden
 RMS_FLOOR = 0.1  # of the mean RMS: the smallest divisor a weight's step gets
 
 
+MAX_DYNAMIC_LR = 1e6
+
+
 @dataclass(frozen=True)
 class DynamicOptions:
     lr: float | None = None  # None: DEFAULT_LR of the method
@@ -55,6 +58,8 @@ class DynamicOptions:
             raise CharlmError(f"--dynamic-method must be rms or sgd, got {self.method!r}")
         if not self.step_size > 0:
             raise CharlmError(f"--dynamic-lr must be above 0, got {self.lr}")
+        if not self.step_size <= MAX_DYNAMIC_LR:  # inf scores nan; near 1e38 the float32 update overflows
+            raise CharlmError(f"--dynamic-lr must be at most {MAX_DYNAMIC_LR:g}, got {self.lr}")
         if not 0 <= self.decay < 1:
             raise CharlmError(f"--dynamic-decay must be in [0, 1), got {self.decay}")
         if self.seq_len < 1:

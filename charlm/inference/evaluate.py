@@ -8,8 +8,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from charlm.config import ModelConfig
 from charlm.data.batching import IGNORE, eval_layout, iter_eval_chunks
 from charlm.models.charrnn import CharRNN
+from charlm.models.size import allocation_errors, check_fits, eval_chunk_bytes
 
 # Evaluation has no backward pass, so long chunks are cheap; longer chunks mean fewer Python
 # round trips, which matters most at batch size 1.
@@ -17,6 +19,7 @@ EVAL_CHUNK_TOKENS = 1 << 16
 # cuDNN refused (CUDNN_STATUS_NOT_SUPPORTED) a 65,536-step chunk of the AWD-LSTM at batch size 1
 # on an H200, and ran 6,554-step chunks (batch 10); at these lengths a launch per chunk is free.
 CUDA_MAX_CHUNK_STEPS = 4096
+FIX_BATCH = "lower the batch size (charlm eval --batch-size; train.eval_batch_size or test_batch_size in training)"
 
 
 @dataclass(frozen=True)
@@ -47,13 +50,19 @@ def evaluate(
     each row carries across chunks, so every token is predicted from all the text before it in
     its row.
     """
+    what = f"scoring {len(stream):,} tokens in {min(batch_size, len(stream)):,} rows"
+    check_fits(eval_memory(model.cfg, model.embedding.num_embeddings, len(stream), batch_size, device, min_chunk),
+               what, FIX_BATCH, device)
+    with allocation_errors(what, FIX_BATCH):
+        return _evaluate(model, stream, batch_size, device, min_chunk)
+
+
+def _evaluate(model: CharRNN, stream: torch.Tensor, batch_size: int, device: torch.device, min_chunk: int) -> EvalResult:
     was_training = model.training
     model.eval()
     inputs, targets = eval_layout(stream, batch_size)
     inputs, targets = inputs.to(device), targets.to(device)
-    chunk_len = max(min_chunk, EVAL_CHUNK_TOKENS // inputs.size(0))
-    if device.type == "cuda":
-        chunk_len = min(chunk_len, max(min_chunk, CUDA_MAX_CHUNK_STEPS))
+    chunk_len = _chunk_len(inputs.size(0), device, min_chunk)
     total = torch.zeros((), dtype=torch.float64, device=device)
     hidden = None
     for x, y in iter_eval_chunks(inputs, targets, chunk_len):
@@ -64,3 +73,18 @@ def evaluate(
     model.train(was_training)
     count = int((targets != IGNORE).sum())
     return EvalResult(tokens=count, loss=float(total) / count)
+
+
+def eval_memory(cfg: ModelConfig, vocab_size: int, stream_len: int, batch_size: int, device: torch.device,
+                min_chunk: int = 1) -> int:
+    """Bytes `evaluate` needs beyond the model (models/size.py's eval chunk), before it allocates."""
+    rows = max(1, min(batch_size, stream_len - 1))
+    columns = -(-(stream_len - 1) // rows)
+    return eval_chunk_bytes(vocab_size, cfg, rows, min(columns, _chunk_len(rows, device, min_chunk)), stream_len)
+
+
+def _chunk_len(rows: int, device: torch.device, min_chunk: int) -> int:
+    chunk_len = max(min_chunk, EVAL_CHUNK_TOKENS // rows)
+    if device.type == "cuda":
+        chunk_len = min(chunk_len, max(min_chunk, CUDA_MAX_CHUNK_STEPS))
+    return chunk_len

@@ -6,11 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from charlm.data.locate import locate_corpus
 from charlm.errors import CharlmError
 from charlm.inference.choices import SPLITS
 from charlm.inference.dynamic import DynamicOptions, dynamic_evaluate
 from charlm.inference.evaluate import EvalResult
-from charlm.inference.trained import load_trained, score, stream_to_score, training_stream
+from charlm.inference.trained import load_trained, no_training_split, score, stream_to_score, training_stream
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class RunEvaluation:
     batch_size: int
     dynamic: DynamicOptions | None  # None: static scoring
     result: EvalResult
+    data_note: str | None = None  # where the corpus was read from, when not where the run recorded
 
     @property
     def scored(self) -> str:
@@ -48,9 +50,12 @@ def evaluate_run(
     device: str = "cpu",
     weights: str = "auto",
     dynamic: DynamicOptions | None = None,
+    data_root: Path | None = None,
 ) -> RunEvaluation:
     """Score `split` of the run's corpus, or the UTF-8 file `text`, with the run's best.pt (else
-    last.pt) or a checkpoint file; `dynamic` turns on dynamic evaluation (batch size 1).
+    last.pt) or a checkpoint file; `dynamic` turns on dynamic evaluation (batch size 1). The
+    run's corpus is read from `data_root`, else where the run recorded it, else $CHARLM_DATA or
+    ./data (data/locate.py).
 
     Options that contradict each other are refused before the checkpoint is read.
     """
@@ -66,11 +71,18 @@ def evaluate_run(
             raise CharlmError(f"--dynamic reads the text as one stream (batch size 1); drop --batch-size {batch_size}")
     trained = load_trained(run, device, weights)
     split_scored = None if text is not None else split
+    # The rms rule scales steps by gradient statistics of the training text; sgd needs none.
+    reads_corpus = text is None or (dynamic is not None and dynamic.method == "rms")
+    data, note = None, None
+    if reads_corpus:
+        try:
+            data, note = locate_corpus(trained.cfg.data, data_root)
+        except CharlmError as exc:
+            raise exc if text is None else no_training_split(exc) from None
     if dynamic is None:
-        result = score(trained, split_scored, text, batch_size)
+        result = score(trained, split_scored, text, batch_size, data)
     else:
-        stream = stream_to_score(trained, split_scored, text)
-        # The rms rule scales steps by gradient statistics of the training text; sgd needs none.
-        train_stream = training_stream(trained) if dynamic.method == "rms" else None
+        stream = stream_to_score(trained, split_scored, text, data)
+        train_stream = training_stream(trained, data) if dynamic.method == "rms" else None
         result = dynamic_evaluate(trained.model, stream, dynamic, train_stream=train_stream)
-    return RunEvaluation(trained.path, trained.step, trained.weights, split_scored, text, batch_size, dynamic, result)
+    return RunEvaluation(trained.path, trained.step, trained.weights, split_scored, text, batch_size, dynamic, result, note)

@@ -34,10 +34,11 @@ class SamplingOptions:
             raise SamplingError(f"--length must be 0 or more, got {self.length}")
         if self.num_samples < 1:
             raise SamplingError(f"--num-samples must be at least 1, got {self.num_samples}")
-        if not (self.temperature >= 1e-4 and math.isfinite(self.temperature)):
+        # Above 1e4 the scaled logits underflow float32 (1e308 became inf and crashed the sampler).
+        if not (1e-4 <= self.temperature <= 1e4):
             raise SamplingError(
-                f"--temperature must be a finite number of at least 0.0001, got {self.temperature}; "
-                "use --greedy for the most likely text"
+                f"--temperature must be a finite number of at least 0.0001 (and at most 10000), got "
+                f"{self.temperature}; use --greedy for the most likely text"
             )
         if self.top_k is not None and not 1 <= self.top_k <= vocab_size:
             raise SamplingError(f"--top-k must be between 1 and the vocabulary size {vocab_size}, got {self.top_k}")
@@ -62,7 +63,8 @@ def pick_next(logits: torch.Tensor, opts: SamplingOptions, generator: torch.Gene
         # Keep the smallest set of most likely ids whose probability reaches top_p.
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         before = sorted_probs.cumsum(dim=-1) - sorted_probs  # mass of the ids ranked above
-        sorted_probs = sorted_probs.masked_fill(before >= opts.top_p, 0.0)
+        # `before > 0` keeps the most likely id whatever top_p: one below float32's range is 0 here.
+        sorted_probs = sorted_probs.masked_fill((before >= opts.top_p) & (before > 0), 0.0)
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
@@ -74,11 +76,14 @@ def generate(
     opts: SamplingOptions,
     on_step: Callable[[torch.Tensor], None] | None = None,
     banned: list[int] = (),
+    keep: bool = True,
 ) -> torch.Tensor:
     """Continue `prompt_ids` (1-D, at least one id) `opts.length` times for each sample.
 
     `on_step` receives each new column of ids (num_samples,) as soon as it is chosen, so the
-    caller can stream text. Ids in `banned` are never chosen. Returns the generated ids, (num_samples, length).
+    caller can stream text. Ids in `banned` are never chosen. Returns the generated ids,
+    (num_samples, length); with `keep=False` nothing is kept (memory stays flat however long
+    the text) and the result is empty, (num_samples, 0).
     """
     model.eval()
     device = next(model.parameters()).device
@@ -89,11 +94,12 @@ def generate(
     logits = logits[:, -1]
     stepper = model.fast_stepper()  # CPU LSTMs: fewer bytes read per character
     state = stepper.state_from(hidden) if stepper is not None else None
-    out = []
+    kept = _Columns(opts.num_samples) if keep else None
     with _one_step_kernels(device):
         for _ in range(opts.length):
             next_ids = pick_next(logits.cpu(), opts, generator, banned)  # (N,)
-            out.append(next_ids)
+            if kept is not None:
+                kept.append(next_ids)
             if on_step is not None:
                 on_step(next_ids)
             if stepper is not None:
@@ -101,7 +107,32 @@ def generate(
             else:
                 logits, hidden = model(next_ids.to(device).unsqueeze(1), hidden)
                 logits = logits[:, -1]
-    return torch.stack(out, dim=1) if out else torch.empty(opts.num_samples, 0, dtype=torch.long)
+    return kept.ids() if kept is not None else torch.empty(opts.num_samples, 0, dtype=torch.long)
+
+
+class _Columns:
+    """Columns of ids (N,) collected compactly: a Python list of tensors costs about 760 bytes per
+    column, so every BLOCK columns are packed into one int32 block (4 bytes an id)."""
+
+    BLOCK = 4096
+
+    def __init__(self, rows: int):
+        self.rows, self.blocks, self.pending = rows, [], []
+
+    def append(self, column: torch.Tensor) -> None:
+        self.pending.append(column)
+        if len(self.pending) == self.BLOCK:
+            self.blocks.append(torch.stack(self.pending, dim=1).to(torch.int32))
+            self.pending = []
+
+    def ids(self) -> torch.Tensor:
+        """Every column so far, (rows, columns) of int64."""
+        if self.pending:
+            self.blocks.append(torch.stack(self.pending, dim=1).to(torch.int32))
+            self.pending = []
+        if not self.blocks:
+            return torch.empty(self.rows, 0, dtype=torch.long)
+        return torch.cat(self.blocks, dim=1).long()
 
 
 @contextmanager

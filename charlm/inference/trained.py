@@ -17,8 +17,8 @@ from torch import nn
 
 from charlm.runs.checkpoint import load_payload
 from charlm.runs.rundir import find_checkpoint
-from charlm.config import Config
-from charlm.data.corpora import corpus_kind, load_corpus
+from charlm.config import Config, DataConfig
+from charlm.data.corpora import corpus_kind, load_corpus, resolve_data_root
 from charlm.data.corpus import read_utf8
 from charlm.data.vocab import Vocabulary
 from charlm.errors import CharlmError, CheckpointError, DataError, SamplingError
@@ -26,6 +26,7 @@ from charlm.runs.weights import WEIGHT_CHOICES
 from charlm.inference.evaluate import EvalResult, evaluate
 from charlm.models.cells import fused_classes
 from charlm.models.charrnn import CharRNN
+from charlm.models.size import allocation_errors, check_fits, sample_bytes
 from charlm.inference.sample import SamplingOptions, generate
 from charlm.device import pick_device
 
@@ -50,9 +51,11 @@ def load_trained(run: Path | str, device: str = "cpu", weights: str = "auto") ->
         raise CheckpointError(f"--weights must be one of {', '.join(WEIGHT_CHOICES)}, got {weights!r}")
     path = find_checkpoint(Path(run))
     payload = load_payload(path, require_hash=False)
-    model, used = payload.build_model(weights)
-    return TrainedModel(path, payload.loop.step, payload.config, Vocabulary(tuple(payload.vocab)),
-                        model.to(pick_device(device)), used)
+    # build_model refuses a config whose model cannot fit before building it (models/size.py).
+    with allocation_errors(f"loading the model of {path}", "use a machine with more memory"):
+        model, used = payload.build_model(weights)
+        model = model.to(pick_device(device))
+    return TrainedModel(path, payload.loop.step, payload.config, Vocabulary(tuple(payload.vocab)), model, used)
 
 
 def quantize_for_cpu(trained: TrainedModel) -> None:
@@ -67,42 +70,57 @@ def quantize_for_cpu(trained: TrainedModel) -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.ao.quantization announces its successor
-            trained.model = torch.ao.quantization.quantize_dynamic(trained.model, fused_classes() | {nn.Linear}, dtype=torch.qint8)
+            with allocation_errors("quantising the model for --int8", "sample without --int8"):
+                trained.model = torch.ao.quantization.quantize_dynamic(trained.model, fused_classes() | {nn.Linear}, dtype=torch.qint8)
     except (AttributeError, RuntimeError) as exc:
         raise SamplingError(f"this PyTorch cannot quantise the model ({exc}); sample without --int8") from None
 
 
 def score(
-    trained: TrainedModel, split: str | None, text_file: Path | None, batch_size: int
+    trained: TrainedModel, split: str | None, text_file: Path | None, batch_size: int, data: DataConfig | None = None
 ) -> EvalResult:
     """Score a split of the run's corpus, or any UTF-8 file, as one stateful stream."""
-    stream = stream_to_score(trained, split, text_file)
+    stream = stream_to_score(trained, split, text_file, data)
     device = next(trained.model.parameters()).device
     return evaluate(trained.model, stream, batch_size, device, trained.cfg.train.seq_len)
 
 
-def training_stream(trained: TrainedModel) -> torch.Tensor:
+def training_stream(trained: TrainedModel, data: DataConfig | None = None) -> torch.Tensor:
     """The run's training split, for dynamic evaluation's gradient statistics."""
     try:
-        return stream_to_score(trained, "train", None)
+        return stream_to_score(trained, "train", None, data)
     except CharlmError as exc:
-        raise CharlmError(
-            f"--dynamic-method rms needs the run's training split for its gradient statistics, "
-            f"and reading it failed: {exc}; use --dynamic-method sgd, which needs none"
-        ) from None
+        raise no_training_split(exc) from None
 
 
-def stream_to_score(trained: TrainedModel, split: str | None, text_file: Path | None) -> torch.Tensor:
-    """The token ids of a split of the run's corpus, or of any UTF-8 file."""
+def no_training_split(exc: CharlmError) -> CharlmError:
+    """The error for dynamic evaluation's rms rule when the training split cannot be read."""
+    return CharlmError(
+        f"--dynamic-method rms needs the run's training split for its gradient statistics, "
+        f"and reading it failed: {exc}; use --dynamic-method sgd, which needs none"
+    )
+
+
+def stream_to_score(
+    trained: TrainedModel, split: str | None, text_file: Path | None, data: DataConfig | None = None
+) -> torch.Tensor:
+    """The token ids of a split of the run's corpus (read per `data`, by default the run's own
+    data config; see data/locate.py), or of any UTF-8 file."""
     if text_file is not None:
-        text = corpus_kind(trained.cfg.data.corpus).to_stream_text(read_utf8(text_file))
+        raw = read_utf8(text_file)
+        if len(raw) < 2:  # the stream form of an empty PTB file is one end-of-line
+            raise DataError(f"{text_file} {'is empty' if not raw else 'has 1 character'}; "
+                            "scoring needs at least 2 characters -- give a longer file")
+        text = corpus_kind(trained.cfg.data.corpus).to_stream_text(raw)
         stream = trained.vocab.encode(text, source=str(text_file))
     else:
-        corpus = load_corpus(trained.cfg.data)
+        data = data or trained.cfg.data
+        corpus = load_corpus(data)
         if list(corpus.vocab.tokens) != list(trained.vocab.tokens):
+            where = data.path or data.train or resolve_data_root(data.root)  # a text corpus's file, or PTB's root
             raise CheckpointError(
-                f"{trained.path}: the corpus in {trained.cfg.data.root} has another vocabulary "
-                "than the checkpoint; score it with --text instead"
+                f"{trained.path}: the corpus read from {where} has another vocabulary than the "
+                "checkpoint (changed since training?); score a file with --text instead"
             )
         stream = getattr(corpus, split)
         if stream is None:
@@ -128,10 +146,22 @@ def encode_prompt(trained: TrainedModel, prompt: str) -> torch.Tensor:
     return trained.vocab.encode(text, source="prompt")
 
 
-def check_sampling(trained: TrainedModel, prompt: str, opts: SamplingOptions) -> torch.Tensor:
-    """Check the options and prompt against the model; return the prompt's ids."""
+def check_sampling(trained: TrainedModel, prompt: str, opts: SamplingOptions, streamed: bool | None = None) -> torch.Tensor:
+    """Check the options, the prompt and the memory they need against the model; return the prompt's ids.
+
+    `streamed`: whether the text goes out as it is made rather than being kept (by default one
+    sample is streamed and several are kept, as `charlm sample` does); streamed text needs no
+    memory per character.
+    """
     opts.check(len(trained.vocab))
-    return encode_prompt(trained, prompt)
+    ids = encode_prompt(trained, prompt)
+    kept = 0 if (opts.num_samples == 1 if streamed is None else streamed) else opts.length
+    n = opts.num_samples
+    check_fits(sample_bytes(len(trained.vocab), trained.cfg.model, n, len(ids), kept),
+               f"sampling {n:,} x {opts.length:,} characters after a {len(ids):,}-character prompt",
+               "lower --num-samples or --length (one sample is streamed, in constant memory), or shorten the prompt",
+               next(trained.model.parameters()).device)
+    return ids
 
 
 def sample_text(
@@ -140,9 +170,10 @@ def sample_text(
     """Generate `opts.num_samples` continuations of `prompt`, shown readably.
 
     `on_text(sample_index, text)` is called with each new character of every sample as it is
-    chosen, for streaming.
+    chosen, for streaming; then nothing is kept (memory stays flat however long the text) and
+    the list returned is empty.
     """
-    ids = check_sampling(trained, prompt, opts)
+    ids = check_sampling(trained, prompt, opts, streamed=on_text is not None)
     corpus, tokens = corpus_kind(trained.cfg.data.corpus), trained.vocab.tokens
 
     def on_step(next_ids: torch.Tensor) -> None:
@@ -152,5 +183,6 @@ def sample_text(
 
     # <unk> stands for "some character train lacked": it has no text to show, so never emit it.
     banned = [trained.vocab.unk_id] if trained.vocab.unk_id is not None else []
-    out = generate(trained.model, ids, opts, on_step, banned)
-    return [corpus.to_readable(trained.vocab.decode(row.tolist())) for row in out]
+    with allocation_errors(f"sampling {opts.num_samples:,} x {opts.length:,} characters", "lower --num-samples or --length"):
+        out = generate(trained.model, ids, opts, on_step, banned, keep=on_text is None)
+        return [corpus.to_readable(trained.vocab.decode(row.tolist())) for row in out]

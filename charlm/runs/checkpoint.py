@@ -28,7 +28,7 @@ import torch
 from charlm import __version__
 from charlm.errors import CheckpointError
 from charlm.faults import maybe_signal
-from charlm.files import read_bytes, write_atomic
+from charlm.files import read_bytes, write_atomic, write_failure_fix
 from charlm.runs.payload import FORMAT_VERSION, Payload
 
 
@@ -183,5 +183,5 @@ def _write_atomic(path: Path, data: bytes, fault_point: str | None = None) -> No
     except OSError as exc:
         raise CheckpointError(
             f"could not write {path}: {exc.strerror or exc}; the previous file there is intact -- "
-            "free disk space or choose another --out-dir"
+            f"{write_failure_fix(exc)}"
         ) from None

@@ -7,6 +7,7 @@ foreign directory becomes a row that says so.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from dataclasses import asdict, dataclass
@@ -47,7 +48,8 @@ def find_runs(roots: list[Path]) -> list[Path]:
             found.append(root)
             continue
         before = len(found)
-        for folder, subdirs, _ in os.walk(root):
+        # A folder that cannot be listed is shown (as unreadable), not silently skipped.
+        for folder, subdirs, _ in os.walk(root, onerror=lambda exc: found.append(Path(exc.filename))):
             subdirs.sort()
             if RunDir(folder).is_run():
                 found.append(Path(folder))
@@ -62,14 +64,21 @@ def describe_run(path: Path, base: Path | None = None) -> RunRow:
     name = str(path.relative_to(base)) if base is not None and path != base and path.is_relative_to(base) else str(path)
     row = RunRow(name=name, path=str(path), status="not a run")
     run = RunDir(path)
-    if not run.is_run():
-        return row
     try:
-        _fill_from_config(row, run)
-        _fill_from_metrics(row, run)
-        _fill_from_summary(row, run)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, CharlmError) as exc:
+        if not run.is_run():
+            return row
+    except OSError as exc:  # a folder we may not look into
         row.status = f"unreadable ({type(exc).__name__})"
+        return row
+    problem = None
+    # Each file on its own, so the figures of the readable ones still show beside the mark.
+    for fill in (_fill_from_config, _fill_from_metrics, _fill_from_summary):
+        try:
+            fill(row, run)
+        except Exception as exc:  # whatever a damaged file makes a reader raise: the row says so, the listing goes on
+            problem = problem or type(exc).__name__
+    if problem is not None:
+        row.status = f"unreadable ({problem})"
     return row
 
 
@@ -77,9 +86,12 @@ def _fill_from_config(row: RunRow, run: RunDir) -> None:
     if not run.config.exists():
         return
     model = read_yaml_mapping(run.config).get("model", {})
-    row.cell = model.get("cell")
-    if model.get("num_layers") and model.get("hidden_size"):
-        row.size = f"{model['num_layers']}x{model['hidden_size']}"
+    if not isinstance(model, dict):
+        raise TypeError(f"model in {run.config} is a {type(model).__name__}")
+    row.cell = _text(model.get("cell"))
+    layers, hidden = _number(model.get("num_layers")), _number(model.get("hidden_size"))
+    if layers and hidden:
+        row.size = f"{layers}x{hidden}"
 
 
 def _fill_from_metrics(row: RunRow, run: RunDir) -> None:
@@ -87,15 +99,16 @@ def _fill_from_metrics(row: RunRow, run: RunDir) -> None:
     if not records:
         row.status = "incomplete"
         return
-    row.steps = max(r["step"] for r in records if r.get("split") in ("train", "valid"))
-    valid = [r["bpc"] for r in records if r.get("split") == "valid"]
+    row.steps = max((r["step"] for r in records if r.get("split") in ("train", "valid")), default=None)
+    valid = [r["bpc"] for r in records if r.get("split") == "valid" and _number(r.get("bpc")) is not None]
     row.best_valid_bpc = min(valid) if valid else None
-    test = [r["bpc"] for r in records if r.get("split") == "test"]
+    test = [r["bpc"] for r in records if r.get("split") == "test" and _number(r.get("bpc")) is not None]
     row.test_bpc = test[-1] if test else None
     train = [r for r in records if r.get("split") == "train"]
     if train:
-        row.wall_s = train[-1].get("elapsed_s")
-        row.chars_per_s = train[-1]["tokens_seen"] / row.wall_s if row.wall_s else None
+        row.wall_s = _number(train[-1].get("elapsed_s"))
+        seen = _number(train[-1].get("tokens_seen"))
+        row.chars_per_s = seen / row.wall_s if row.wall_s and seen is not None else None
     row.status = "stopped"  # until summary.json says otherwise
 
 
@@ -103,17 +116,31 @@ def _fill_from_summary(row: RunRow, run: RunDir) -> None:
     if not run.summary.exists():
         return
     summary = run.read_summary()
-    row.parameters = summary.get("parameters")
-    row.steps = summary.get("step", row.steps)
-    if summary.get("best_valid_bpc") is not None:
+    row.parameters = _number(summary.get("parameters"))
+    step = _number(summary.get("step"))
+    row.steps = row.steps if step is None else step
+    if _number(summary.get("best_valid_bpc")) is not None:
         row.best_valid_bpc = summary["best_valid_bpc"]
-    if summary.get("test"):
-        row.test_bpc = summary["test"]["bpc"]
-    row.chars_per_s = summary.get("chars_per_s") or row.chars_per_s
-    row.wall_s = summary.get("train_seconds") or row.wall_s
-    row.status = summary.get("status", "unreadable")
+    test = summary.get("test")
+    if isinstance(test, dict) and _number(test.get("bpc")) is not None:
+        row.test_bpc = test["bpc"]
+    row.chars_per_s = _number(summary.get("chars_per_s")) or row.chars_per_s
+    row.wall_s = _number(summary.get("train_seconds")) or row.wall_s
+    row.status = _text(summary.get("status", "unreadable")) or "unreadable (status)"
     if row.status == "running" and summary.get("host") == socket.gethostname() and not _alive(summary.get("pid")):
         row.status = "crashed"  # says running, but its process is gone
+
+
+def _number(value):
+    """`value` if it is a finite int or float (not a bool), else None: a damaged field shows blank."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return value
+
+
+def _text(value) -> str | None:
+    """`value` if it is a short string, else None."""
+    return value if isinstance(value, str) and len(value) <= 80 else None
 
 
 def _alive(pid) -> bool:

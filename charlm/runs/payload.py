@@ -27,6 +27,7 @@ from charlm import __version__
 from charlm.config import Config
 from charlm.errors import CheckpointError
 from charlm.models.charrnn import CharRNN
+from charlm.models.size import check_fits, model_bytes, parameter_count
 from charlm.runs.payload_checks import FieldChecks, FieldError, show
 from charlm.runs.weights import WEIGHT_CHOICES, Weights
 
@@ -150,10 +151,20 @@ class Payload:
             if weights == "averaged" and averaged is None:
                 why = "train.average is none" if self.config.train.average == "none" else "its average has not started yet"
                 raise CheckpointError(f"{self.source} holds no averaged weights ({why}); use --weights trained")
-        model = CharRNN(len(self.vocab), self.config.model)
+        # Refused before any weight is allocated: a crafted config may ask for terabytes, or for
+        # more parameters than the stored weights hold (a million layers of a few units).
+        m = self.config.model
+        described = f"{m.num_layers:,} x {m.hidden_size:,} {m.cell}"
+        check_fits(model_bytes(len(self.vocab), m), f"the model of {self.source} ({described}, as its config says)",
+                   "the checkpoint's config is damaged, or use a machine with more memory")
+        wanted, stored = parameter_count(len(self.vocab), m), sum(t.numel() for t in self.model.values())
+        if wanted > stored:
+            raise CheckpointError(f"{self.source}: weights do not fit the stored config: it describes a {described} of "
+                                  f"{wanted:,} parameters, the weights hold {stored:,} values -- use another checkpoint")
+        model = CharRNN(len(self.vocab), m)
         try:
             model.load_state_dict(averaged if averaged is not None else self.model)
-        except RuntimeError as exc:
+        except (RuntimeError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{self.source}: weights do not fit the stored config: {str(exc).splitlines()[0]}") from None
         return model.to(device), "averaged" if averaged is not None else "trained"
 

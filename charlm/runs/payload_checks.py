@@ -45,7 +45,7 @@ class FieldChecks:
         try:
             return config_from_dict(value, f"config stored in {self.source}")
         except ConfigError as exc:
-            problems = "; ".join(exc.problems)[:300]
+            problems = " ".join("; ".join(exc.problems).split())[:300]  # one line, whatever a value's repr
             raise FieldError(self.source, f"config is not a valid charlm config ({problems})") from None
 
     def vocab(self, value: Any) -> list[str]:
@@ -62,8 +62,19 @@ class FieldChecks:
             raise self.refuse(key, "a state dict (names to tensors)", value)
         for name, tensor in value.items():
             if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
-                raise self.refuse(f"{key}[{name!r}]", "a tensor under a string name", tensor)
+                raise self.refuse(f"{key}[{repr(name)[:60]}]", "a tensor under a string name", tensor)
+            if tensor.layout != torch.strided:
+                raise self.refuse(f"{key}[{repr(name)[:60]}]", "a dense tensor", tensor)
+            self.finite(tensor, f"{key}[{repr(name)[:60]}]")
         return value
+
+    def finite(self, tensor: torch.Tensor, key: str) -> None:
+        """Refuse NaN or infinite weights: a model computed from them predicts nothing."""
+        if tensor.is_floating_point() or tensor.is_complex():
+            bad = int(tensor.numel() - torch.isfinite(tensor).sum())
+            if bad:
+                raise FieldError(self.source, f"{key} should hold finite numbers, but {bad:,} of its "
+                                              f"{tensor.numel():,} values are NaN or infinite")
 
     def average(self, value: Any, model: dict[str, torch.Tensor]) -> dict[str, Any] | None:
         if value is None:
@@ -127,6 +138,7 @@ class FieldChecks:
         for i, h in enumerate(value):
             if not isinstance(h, torch.Tensor) or not h.is_floating_point() or h.dim() != 3 or h.size(1) != batch_size:
                 raise self.refuse(f"hidden[{i}]", f"a float tensor (layers, {batch_size} = train.batch_size, size)", h)
+            self.finite(h, f"hidden[{i}]")
         return value
 
     def rng(self, value: Any, key: str) -> dict[str, Any]:

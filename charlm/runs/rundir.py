@@ -20,12 +20,13 @@ import fcntl
 import json
 import os
 import socket
+import tempfile
 import time
 from pathlib import Path
 from typing import IO, Any, Iterator
 
 from charlm.errors import CheckpointError, TrainingError
-from charlm.files import write_atomic
+from charlm.files import write_atomic, write_failure_fix
 
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
@@ -93,12 +94,18 @@ class RunDir:
             ) from None
 
     def lock(self) -> IO:
-        """An exclusive lock on RUN/.lock, held while the returned handle stays open."""
+        """An exclusive lock on RUN/.lock, held while the returned handle stays open.
+
+        Taken before anything in the directory is read for resuming, changed or removed, so a
+        trainer that is refused here has touched nothing. A directory the process cannot write
+        in (read-only, another user's) is refused here too, before any work.
+        """
         try:
             handle = open(self.path / LOCK, "a+")
         except OSError as exc:
             raise TrainingError(
-                f"cannot use {self.path} as the run directory: {exc.strerror or exc}; choose another --out-dir"
+                f"cannot use {self.path} as the run directory: cannot open {self.path / LOCK} "
+                f"({exc.strerror or exc}); make it writable or choose another --out-dir"
             ) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -106,6 +113,16 @@ class RunDir:
             handle.close()
             raise TrainingError(
                 f"another charlm process is training in {self.path}; wait for it, stop it, or choose another --out-dir"
+            ) from None
+        try:  # the lock file may be writable in a directory that is not
+            fd, probe = tempfile.mkstemp(dir=self.path, prefix=".write-probe.", suffix=".tmp")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            handle.close()
+            raise TrainingError(
+                f"cannot use {self.path} as the run directory: cannot create files in it "
+                f"({exc.strerror or exc}); make it writable or choose another --out-dir"
             ) from None
         return handle
 
@@ -117,7 +134,10 @@ class RunDir:
 
     def read_summary(self) -> dict[str, Any]:
         """summary.json as written. Raises OSError or ValueError for a missing or damaged file."""
-        summary = json.loads(self.summary.read_text(encoding="utf-8"))
+        try:
+            summary = json.loads(self.summary.read_text(encoding="utf-8"))
+        except RecursionError:
+            raise ValueError(f"{self.summary} nests too deeply to be a summary") from None
         if not isinstance(summary, dict):
             raise ValueError(f"{self.summary} holds a {type(summary).__name__}, not an object")
         return summary
@@ -174,7 +194,10 @@ class RunDir:
         """Delete the temporary files a killed save leaves behind; they are never valid."""
         stray = list(self.path.glob(".*.tmp"))
         for path in stray:
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                raise TrainingError(f"cannot remove {path}: {exc.strerror or exc}; make {self.path} writable, then --resume") from None
         return stray
 
 
@@ -189,6 +212,9 @@ def find_checkpoint(run: Path | str) -> Path:
     if not run.exists():
         raise CheckpointError(f"no such run directory or checkpoint file: {run}")
     return run
+
+
+MAX_RECORD_CHARS = 10_000  # a record is a few hundred characters
 
 
 class MetricsFile:
@@ -212,10 +238,14 @@ class MetricsFile:
 
     def append(self, record: dict[str, Any]) -> None:
         try:
+            # The one write that is not atomic, by design: an append costs one line, not the
+            # file; a line torn by a kill or a full disk is skipped by _lines.
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
         except OSError as exc:
-            raise TrainingError(f"could not write {self.path}: {exc.strerror or exc}; free disk space, then --resume") from None
+            raise TrainingError(
+                f"could not write {self.path}: {exc.strerror or exc}; {write_failure_fix(exc, 'free disk space')}, then --resume"
+            ) from None
 
     def truncate_after(self, step: int) -> None:
         """Drop records past `step` (and test scores), so a resumed run never repeats a step."""
@@ -238,10 +268,14 @@ class MetricsFile:
         if not self.path.exists():
             return
         # Undecodable bytes (a damaged disk block) spoil their line only: it fails to parse.
-        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+        with open(self.path, encoding="utf-8", errors="replace", newline="\n") as f:
+            lines = f.read().splitlines()
+        for line in lines:
+            if len(line) > MAX_RECORD_CHARS:  # not a record charlm wrote; not worth parsing
+                continue
             try:
                 record = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past Python's limit
                 continue
             if isinstance(record, dict) and isinstance(record.get("step"), int):
                 yield line, record
@@ -251,4 +285,6 @@ def _publish(path: Path, data: bytes, fix: str) -> None:
     try:
         write_atomic(path, data)
     except OSError as exc:
-        raise TrainingError(f"could not write {path}: {exc.strerror or exc}; {fix}") from None
+        raise TrainingError(
+            f"could not write {path}: {exc.strerror or exc}; {write_failure_fix(exc, fix)} (the previous file is intact)"
+        ) from None

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from charlm.errors import CharlmError
+from charlm.files import write_atomic, write_failure_fix
 from charlm.runs.rundir import RunDir
 
 if TYPE_CHECKING:
@@ -62,11 +64,16 @@ def plot_runs(runs: list[Path], out: Path, x: str = "step", metric: str = "bpc")
     fig = draw_runs(runs, x, metric)
     import matplotlib.pyplot as plt
 
+    buffer = io.BytesIO()
     try:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out)
+        fig.savefig(buffer, format=Path(out).suffix.lower()[1:])
     finally:
         plt.close(fig)
+    try:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(Path(out), buffer.getvalue())
+    except OSError as exc:
+        raise CharlmError(f"could not write {out}: {exc.strerror or exc}; {write_failure_fix(exc, 'choose another -o')}") from None
     return Path(out)
 
 

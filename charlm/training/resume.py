@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import IO
 
 from charlm.runs.checkpoint import load_payload
 from charlm.runs.payload import Payload
@@ -21,14 +22,42 @@ RESUMABLE_CHANGES = {
 }
 
 
-def resume_payload(run_dir: Path, cfg: Config, reporter: Reporter) -> Payload:
+def claim_run(run_dir: Path, cfg: Config, reporter: Reporter, mode: str, is_main: bool) -> tuple[Payload | None, IO | None]:
+    """Lock an existing run directory, then choose what to continue from: (payload, lock).
+
+    The lock comes first, before any cleanup or read for resuming: a second trainer, refused at
+    the lock, leaves the running one's temporary files alone. A directory that does not exist
+    yet holds nothing to protect; Trainer.open() creates and locks it (lock None here). Only
+    the main process locks and cleans up; with `mode` "always" or "auto" (checkpoints
+    present) the run is resumed, and a directory holding a run is otherwise refused.
+    """
+    files = RunDir(run_dir)
+    lock = files.lock() if is_main and files.path.is_dir() else None
+    try:
+        has_checkpoints = files.holds_checkpoints()
+        if mode == "always" or (mode == "auto" and has_checkpoints):
+            return resume_payload(run_dir, cfg, reporter, clean_up=is_main), lock
+        if has_checkpoints:
+            raise TrainingError(
+                f"{run_dir} already holds a run; pass --resume (or set train.resume: auto) to "
+                "continue it, or choose a new --out-dir"
+            )
+        return None, lock
+    except BaseException:
+        if lock is not None:
+            lock.close()
+        raise
+
+
+def resume_payload(run_dir: Path, cfg: Config, reporter: Reporter, clean_up: bool = True) -> Payload:
     """The newest checkpoint in `run_dir` that verifies, checked against `cfg`.
 
     Candidates come in RunDir.resume_candidates' order; each file that fails to verify (or whose
-    fields are not what they should be) is skipped with a warning.
+    fields are not what they should be) is skipped with a warning. With `clean_up` the
+    temporary files of an interrupted save are removed first: the caller must hold the lock.
     """
     run = RunDir(run_dir)
-    for stray in run.remove_temporary_files():
+    for stray in run.remove_temporary_files() if clean_up else ():
         reporter.message(f"note: removed {stray.name}, left by an interrupted save")
     payload = None
     for path in run.resume_candidates():

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from contextlib import nullcontext
 from pathlib import Path
+from typing import IO
 
 import torch
 import torch.nn.functional as F
@@ -29,13 +30,15 @@ from charlm.inference.evaluate import EvalResult
 from charlm.faults import FaultPlan, maybe_signal
 from charlm.models.charrnn import CharRNN
 from charlm.models.hidden import detach_hidden
+from charlm.models.size import allocation_errors
+from charlm.training.memory import check_run_fits
 from charlm.training.optim import LRSchedule, build_optimizer, set_lr
 from charlm.reporting.base import Finished, Reporter, RunInfo, Stopped, TrainLog
 from charlm.reporting.fanout import FanOut, build_reporter
 from charlm.training.checkpointing import Checkpointing
 from charlm.training.loop_state import Interval, TrainResult, summary_figures
 from charlm.runs.payload import LoopState, Payload
-from charlm.training.resume import resume_payload, vocab_difference
+from charlm.training.resume import claim_run, vocab_difference
 from charlm.runs.rundir import RunDir
 from charlm.training.signals import StopRequest
 
@@ -61,7 +64,8 @@ def train(
         sinks = build_reporter(cfg, RunDir(run_dir), reporter) if ddp.is_main else FanOut([])
         with stop or StopRequest() as stop:
             try:
-                return _train(cfg, run_dir, sinks, mode, stop, ddp)
+                with allocation_errors(f"training into {run_dir}", "lower train.batch_size, train.seq_len or the model's size"):
+                    return _train(cfg, run_dir, sinks, mode, stop, ddp)
             finally:
                 sinks.close()
     finally:
@@ -70,17 +74,8 @@ def train(
 
 def _train(cfg: Config, run_dir: Path, reporter: Reporter, mode: str, stop: StopRequest, ddp: Dist) -> TrainResult:
     maybe_signal("train.setup")
-    has_checkpoints = RunDir(run_dir).holds_checkpoints()
-    if mode == "always" or (mode == "auto" and has_checkpoints):
-        payload = resume_payload(run_dir, cfg, reporter)
-    elif has_checkpoints:
-        raise TrainingError(
-            f"{run_dir} already holds a run; pass --resume (or set train.resume: auto) to "
-            "continue it, or choose a new --out-dir"
-        )
-    else:
-        payload = None
-    trainer = Trainer(cfg, run_dir, reporter, payload, ddp)
+    payload, lock = claim_run(run_dir, cfg, reporter, mode, ddp.is_main)  # the lock before any cleanup
+    trainer = Trainer(cfg, run_dir, reporter, payload, ddp, lock)
     return trainer.run(stop)
 
 
@@ -88,7 +83,8 @@ class Trainer(Checkpointing):
     """The model, optimizer and loop of one run. Building one reads the corpus and touches
     nothing in the run directory; `open()` (which `run()` calls) takes the directory over."""
 
-    def __init__(self, cfg: Config, run_dir: Path, reporter: Reporter, payload: Payload | None, ddp: Dist | None = None):
+    def __init__(self, cfg: Config, run_dir: Path, reporter: Reporter, payload: Payload | None, ddp: Dist | None = None,
+                 lock: IO | None = None):
         self.cfg, self.run_dir, self.reporter = cfg, Path(run_dir), reporter
         self.files = RunDir(run_dir)
         self.ddp = ddp = ddp or Dist()
@@ -101,6 +97,7 @@ class Trainer(Checkpointing):
         self.corpus: Corpus = load_corpus(cfg.data)
         if payload is not None and list(payload.vocab) != list(self.corpus.vocab.tokens):
             raise CheckpointError(vocab_difference(payload.vocab, self.corpus.vocab.tokens))
+        check_run_fits(cfg, self.corpus, self.device)  # before the model exists
         self.train_rows = ddp.shard_rows(batchify(self.corpus.train, tcfg.batch_size)).to(self.device)
         self.model = CharRNN(len(self.corpus.vocab), cfg.model).to(self.device)
         # What the loop runs; self.model (never compiled or wrapped) is what checkpoints hold.
@@ -123,7 +120,7 @@ class Trainer(Checkpointing):
             if tcfg.precision == "bf16" else nullcontext()
         )
         self.stopping = False
-        self._payload, self._lock, self._opened = payload, None, False
+        self._payload, self._lock, self._opened = payload, lock, False  # lock: claim_run's, if it took one
 
     def open(self) -> None:
         """Take the run directory over (once): create and lock it, restore the checkpoint or
@@ -132,7 +129,7 @@ class Trainer(Checkpointing):
             return
         self._opened = True
         self.files.create()
-        if self.ddp.is_main:
+        if self.ddp.is_main and self._lock is None:
             self._lock = self.files.lock()  # held until the process exits
         if self._payload is not None:
             self._restore(self._payload)

@@ -49,6 +49,14 @@ class CorpusKind:
         """Make ROOT hold the verified files; returns their folder and the names fetched."""
         raise DataError(f"corpus '{self.name}' has no files to fetch")
 
+    def missing(self, cfg: DataConfig) -> list[str]:
+        """The files `cfg` makes this corpus read that are absent (or fail their checksum) here."""
+        return []
+
+    def moved_to(self, cfg: DataConfig, folder: Path) -> DataConfig:
+        """`cfg` reading the corpus from `folder` (eval's --data-root) instead of where it was."""
+        return cfg.model_copy(update={"root": str(folder)})
+
     def to_stream_text(self, text: str) -> str:
         """A user's text (a file to score) in the form the corpus is written in."""
         return text

@@ -8,6 +8,7 @@ vocabulary of 50 symbols. The encoded streams are cached beside the word files.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -71,8 +72,9 @@ def ptb_char_text(word_text: str) -> str:
 def load_ptb(root: Path, source: str | None = None, progress: ProgressFn | None = None, use_cache: bool = True) -> Corpus:
     """PTB-char: fetch the word files when missing, then derive and encode the three splits.
 
-    The encoded streams are cached beside the word files (ROOT/ptb/ptb_char.bin); the cache is
-    rebuilt whenever it is missing or does not read back exactly.
+    The encoded streams are cached beside the word files (ROOT/ptb/ptb_char.bin) with their
+    SHA-256 and the word files' md5s; the cache is rebuilt, with a warning, whenever it does
+    not verify.
     """
     if missing_ptb_files(root):
         fetch_ptb(root, source, progress)
@@ -93,42 +95,64 @@ def load_ptb(root: Path, source: str | None = None, progress: ProgressFn | None 
     return corpus
 
 
-# The cache is raw bytes behind a one-line JSON header: nothing in it is ever unpickled.
+# The cache is raw bytes behind a one-line JSON header: nothing in it is ever unpickled. The
+# header holds the vocabulary, the SHA-256 of the body and the md5s of the word files it was
+# derived from; a cache whose body or sources do not match is rebuilt, never trusted, since it
+# feeds every PTB BPC charlm reports.
 PTB_CACHE = "ptb_char.bin"
-_CACHE_MAGIC = b"charlm ptb-char cache v1\n"
+_CACHE_MAGIC = b"charlm ptb-char cache v2\n"
 PTB_TOKENS = {"train": 5_017_482, "valid": 393_042, "test": 442_423}
 PTB_VOCAB_SIZE = 50
 
 
 def _write_ptb_cache(path: Path, corpus: Corpus) -> None:
-    header = json.dumps({"vocab": list(corpus.vocab.tokens)}).encode() + b"\n"
     # bytes(list) rather than .numpy(): NumPy is not a dependency, and this runs once.
     body = b"".join(bytes(getattr(corpus, s).tolist()) for s in PTB_TOKENS)
+    header = {"vocab": list(corpus.vocab.tokens), "sha256": hashlib.sha256(body).hexdigest(), "sources": PTB_MD5}
     try:
-        write_atomic(path, _CACHE_MAGIC + header + body)
+        write_atomic(path, _CACHE_MAGIC + json.dumps(header).encode() + b"\n" + body)
     except OSError as exc:  # a read-only data folder only costs the cache
         log.debug("could not write %s: %s", path, exc)
 
 
 def _read_ptb_cache(path: Path) -> Corpus | None:
+    """The cached corpus, or None (then it is derived again): missing, or failing a check."""
     try:
         data = path.read_bytes()
     except OSError:
         return None
-    if not data.startswith(_CACHE_MAGIC):
+    problem = _cache_problem(data)
+    if problem is not None:
+        log.warning("ignoring the PTB-char cache %s (%s); rebuilding it from the word files", path, problem)
         return None
     header_end = data.find(b"\n", len(_CACHE_MAGIC)) + 1
-    if header_end == 0:
-        return None
-    try:
-        vocab = Vocabulary(tuple(json.loads(data[len(_CACHE_MAGIC):header_end])["vocab"]))
-    except (ValueError, KeyError, TypeError):
-        return None
+    vocab = Vocabulary(tuple(json.loads(data[len(_CACHE_MAGIC):header_end])["vocab"]))
     body = torch.frombuffer(bytearray(data[header_end:]), dtype=torch.uint8)
-    if len(body) != sum(PTB_TOKENS.values()) or len(vocab) != PTB_VOCAB_SIZE or int(body.max()) >= len(vocab):
-        return None
     train, valid, test = body.long().split(list(PTB_TOKENS.values()))
     return Corpus(vocab, train, valid, test)
+
+
+def _cache_problem(data: bytes) -> str | None:
+    """What is wrong with a cache file's bytes, or None when every check passes."""
+    if not data.startswith(_CACHE_MAGIC):
+        return "not a cache of this version"
+    header_end = data.find(b"\n", len(_CACHE_MAGIC)) + 1
+    try:
+        header = json.loads(data[len(_CACHE_MAGIC):header_end or None])
+        vocab, digest, sources = header["vocab"], header["sha256"], header["sources"]
+    except (ValueError, KeyError, TypeError):
+        return "its header is damaged"
+    if sources != PTB_MD5:
+        return "it was derived from other word files"
+    body = data[header_end:] if header_end else b""
+    if hashlib.sha256(body).hexdigest() != digest:
+        return "its contents do not match their SHA-256"
+    if not (isinstance(vocab, list) and len(vocab) == PTB_VOCAB_SIZE and all(isinstance(t, str) for t in vocab)):
+        return "its vocabulary is damaged"
+    # translate() deletes every valid id at C speed; anything left is an id beyond the vocabulary.
+    if len(body) != sum(PTB_TOKENS.values()) or body.translate(None, bytes(range(len(vocab)))):
+        return "its token streams are damaged"
+    return None
 
 
 class PennTreebankChars(CorpusKind):
@@ -140,6 +164,10 @@ class PennTreebankChars(CorpusKind):
 
     def fetch(self, root: Path, source: str | None, progress: ProgressFn | None = None) -> tuple[Path, list[str]]:
         return ptb_dir(root), fetch_ptb(root, source, progress)
+
+    def missing(self, cfg: DataConfig) -> list[str]:
+        root = resolve_data_root(cfg.root)
+        return [str(ptb_dir(root) / name) for name in missing_ptb_files(root)]
 
     def to_stream_text(self, text: str) -> str:
         return ptb_char_text(text)  # words joined by "_", one line each

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from charlm.data.corpora import CorpusKind, ProgressFn, register
+from charlm.data.corpora import FILE_KEYS, CorpusKind, ProgressFn, register
 from charlm.data.corpus import Corpus, read_utf8
 from charlm.data.vocab import Vocabulary
 from charlm.errors import DataError
@@ -58,6 +58,15 @@ class TextFiles(CorpusKind):
 
     def load(self, cfg: DataConfig, progress: ProgressFn | None = None, use_cache: bool = True) -> Corpus:
         return load_text(cfg)
+
+    def missing(self, cfg: DataConfig) -> list[str]:
+        return [f"{getattr(cfg, key)} (data.{key})" for key in FILE_KEYS
+                if getattr(cfg, key) is not None and not Path(getattr(cfg, key)).is_file()]
+
+    def moved_to(self, cfg: DataConfig, folder: Path) -> DataConfig:
+        """The same file names, in `folder`."""
+        return cfg.model_copy(update={key: str(Path(folder) / Path(getattr(cfg, key)).name)
+                                      for key in FILE_KEYS if getattr(cfg, key) is not None})
 
 
 register(TextFiles())
