@@ -6,7 +6,6 @@ only the newest character is fed in. Several samples run side by side as one bat
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
