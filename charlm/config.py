@@ -41,7 +41,7 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Which corpus to train on and where it lives."""
 
-    corpus: Literal["ptb", "text"] = "ptb"
+    corpus: Literal["ptb", "text", "shakespeare"] = "ptb"
     # Directory holding the corpus cache (PTB lands in ROOT/ptb). Default: $CHARLM_DATA or ./data.
     root: str | None = None
     # Where `charlm train` fetches PTB from when it is missing: a local directory or a mirror URL.
