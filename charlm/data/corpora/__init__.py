@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from charlm.data.fetch import ProgressFn
+from charlm.data.fetch import ProgressFn, fetch_files, missing_files
 from charlm.errors import DataError
 from charlm.registry import Registry
 
@@ -28,11 +28,22 @@ FILE_KEYS = ("train", "valid", "test", "path")
 
 
 class CorpusKind:
-    """A corpus charlm knows by name. The defaults suit a corpus that reads its own files."""
+    """A corpus charlm knows by name. The defaults suit a corpus that reads its own files, and
+    one with canonical files: it names them in `files` (name -> md5), each fetched from
+    `url` + name into ROOT/<name>/."""
 
     name: ClassVar[str]
-    # Whether `charlm data fetch NAME` can download it (canonical URLs and checksums).
-    fetchable: ClassVar[bool] = False
+    url: ClassVar[str] = ""
+    files: ClassVar[dict[str, str]] = {}
+
+    @property
+    def fetchable(self) -> bool:
+        """Whether `charlm data fetch NAME` can download it (canonical URLs and checksums)."""
+        return bool(self.files)
+
+    def folder(self, root: Path) -> Path:
+        """Where the canonical files live under a data root."""
+        return Path(root) / self.name
 
     def config_problems(self, cfg: DataConfig) -> list[str]:
         """What is wrong with the data section for this corpus (empty: nothing)."""
@@ -47,11 +58,15 @@ class CorpusKind:
 
     def fetch(self, root: Path, source: str | None, progress: ProgressFn | None = None) -> tuple[Path, list[str]]:
         """Make ROOT hold the verified files; returns their folder and the names fetched."""
-        raise DataError(f"corpus '{self.name}' has no files to fetch")
+        if not self.files:
+            raise DataError(f"corpus '{self.name}' has no files to fetch")
+        folder = self.folder(root)
+        return folder, fetch_files(folder, self.files, self.url, source, self.name, progress)
 
     def missing(self, cfg: DataConfig) -> list[str]:
         """The files `cfg` makes this corpus read that are absent (or fail their checksum) here."""
-        return []
+        folder = self.folder(resolve_data_root(cfg.root))
+        return [str(folder / name) for name in missing_files(folder, self.files)]
 
     def moved_to(self, cfg: DataConfig, folder: Path) -> DataConfig:
         """`cfg` reading the corpus from `folder` (eval's --data-root) instead of where it was."""

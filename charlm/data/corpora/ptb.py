@@ -157,17 +157,11 @@ def _cache_problem(data: bytes) -> str | None:
 
 class PennTreebankChars(CorpusKind):
     name = "ptb"
-    fetchable = True
+    url = PTB_URL
+    files = PTB_MD5
 
     def load(self, cfg: DataConfig, progress: ProgressFn | None = None, use_cache: bool = True) -> Corpus:
         return load_ptb(resolve_data_root(cfg.root), cfg.source, progress, use_cache)
-
-    def fetch(self, root: Path, source: str | None, progress: ProgressFn | None = None) -> tuple[Path, list[str]]:
-        return ptb_dir(root), fetch_ptb(root, source, progress)
-
-    def missing(self, cfg: DataConfig) -> list[str]:
-        root = resolve_data_root(cfg.root)
-        return [str(ptb_dir(root) / name) for name in missing_ptb_files(root)]
 
     def to_stream_text(self, text: str) -> str:
         return ptb_char_text(text)  # words joined by "_", one line each

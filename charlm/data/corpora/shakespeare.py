@@ -8,12 +8,10 @@ test split. The vocabulary is train's 65 characters (valid has no others).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from charlm.data.corpora import CorpusKind, ProgressFn, register, resolve_data_root
 from charlm.data.corpus import Corpus, read_utf8
-from charlm.data.fetch import fetch_files, missing_files
 from charlm.data.vocab import Vocabulary
 
 if TYPE_CHECKING:
@@ -26,25 +24,17 @@ TRAIN_FRACTION = 0.9  # nanoGPT's prepare.py: data[:int(n * 0.9)] trains, the re
 
 class TinyShakespeare(CorpusKind):
     name = "shakespeare"
-    fetchable = True
-
-    def fetch(self, root: Path, source: str | None, progress: ProgressFn | None = None) -> tuple[Path, list[str]]:
-        folder = Path(root) / self.name
-        return folder, fetch_files(folder, SHAKESPEARE_MD5, SHAKESPEARE_URL, source, self.name, progress)
-
-    def missing(self, cfg: DataConfig) -> list[str]:
-        folder = resolve_data_root(cfg.root) / self.name
-        return [str(folder / name) for name in missing_files(folder, SHAKESPEARE_MD5)]
+    url = SHAKESPEARE_URL
+    files = SHAKESPEARE_MD5
 
     def load(self, cfg: DataConfig, progress: ProgressFn | None = None, use_cache: bool = True) -> Corpus:
         root = resolve_data_root(cfg.root)
-        folder = root / self.name
         if self.missing(cfg):  # absent, or not the published bytes
             self.fetch(root, cfg.source, progress)
-        text = read_utf8(folder / "input.txt")
+        text = read_utf8(self.folder(root) / "input.txt")
         cut = int(len(text) * TRAIN_FRACTION)
         vocab = Vocabulary.from_text(text[:cut], with_unk=False)
-        source = str(folder / "input.txt")
+        source = str(self.folder(root) / "input.txt")
         return Corpus(vocab, vocab.encode(text[:cut], source), vocab.encode(text[cut:], source), None)
 
 
