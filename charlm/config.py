@@ -11,78 +11,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from charlm.config_data import DataConfig
 from charlm.config_problems import describe_problems
+from charlm.config_section import INT64_MAX, MAX_LR, MAX_THREADS, SEED_MAX, _Section
 from charlm.config_yaml import apply_overrides, read_yaml_mapping
 from charlm.errors import ConfigError, quote
 
-# Every int fits the 64-bit integers torch and TensorBoard hold it in. torch.manual_seed takes
-# 0 to 2**64 - 1 and wraps negatives onto it (-1 is 2**64 - 1); seeds here are 0 to 2**63 - 1,
-# which leaves room for seed + rank.
-INT64_MAX = SEED_MAX = 2**63 - 1
-MAX_THREADS = 4096  # torch.set_num_threads takes a C int; more threads than any machine has
-MAX_LR = 1e6  # AWD's SGD uses 30; near 1e38 the optimizer's float32 update overflows (a crash)
-
-
-class _Section(BaseModel):
-    # allow_inf_nan=False: no rate, factor or timeout is meaningful as .inf or .nan.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-
-    @field_validator("*")
-    @classmethod
-    def _fits_64_bits(cls, value: Any) -> Any:
-        for item in value if isinstance(value, (list, tuple)) else (value,):
-            if isinstance(item, int) and not -INT64_MAX - 1 <= item <= INT64_MAX:
-                raise ValueError(f"{quote(item)} does not fit in a 64-bit integer; give a value up to {INT64_MAX:,}")
-        return value
-
-
-class DataConfig(_Section):
-    """Which corpus to train on and where it lives."""
-
-    corpus: Literal["ptb", "text", "shakespeare"] = "ptb"
-    # Directory holding the corpus cache (PTB lands in ROOT/ptb). Default: $CHARLM_DATA or ./data.
-    root: str | None = None
-    # Where `charlm train` fetches PTB from when it is missing: a local directory or a mirror URL.
-    # Default (null): the canonical URLs.
-    source: str | None = None
-    # corpus: text -- either three files...
-    train: str | None = None
-    valid: str | None = None
-    test: str | None = None
-    # ...or one file cut into contiguous train/valid/test parts by these fractions.
-    path: str | None = None
-    split: tuple[float, float, float] = (0.9, 0.05, 0.05)
-
-    @field_validator("root", "source", "train", "valid", "test", "path")
-    @classmethod
-    def _check_place(cls, value: str | None, info: ValidationInfo) -> str | None:
-        from charlm.data.fetch import source_problem  # a mirror URL's form: scheme, host, port
-
-        if value is not None and "\0" in value:
-            raise ValueError(f"{quote(value)} holds a NUL character, which no file name can hold")
-        if value is not None and info.field_name == "source" and (problem := source_problem(value)):
-            raise ValueError(problem)
-        return value
-
-    @model_validator(mode="after")
-    def _check_files(self) -> DataConfig:
-        # Each corpus judges its own keys (data/corpora/). The registries are imported when a
-        # config is validated, not with this module: they import torch, and the schema stays
-        # importable without it (the sections' defaults are built on use, not at import).
-        from charlm.data.corpora import corpus_kind
-
-        problems = corpus_kind(self.corpus).config_problems(self)
-        if problems:
-            raise ValueError("; ".join(problems))
-        if any(not 0 <= f < 1 for f in self.split) or abs(sum(self.split) - 1) > 1e-6:
-            raise ValueError(
-                f"data.split must be three fractions in [0, 1) summing to 1, got {list(self.split)}"
-            )
-        if self.split[0] <= 0 or self.split[1] <= 0:
-            raise ValueError(f"data.split needs train and valid fractions above 0, got {list(self.split)}")
-        return self
+__all__ = ["INT64_MAX", "SEED_MAX", "DataConfig", "Config", "ModelConfig", "TrainConfig"]
 
 
 class ModelConfig(_Section):

@@ -35,6 +35,12 @@ class CorpusKind:
     name: ClassVar[str]
     url: ClassVar[str] = ""
     files: ClassVar[dict[str, str]] = {}
+    # The units it can be read in; the first is its own (data.unit: null).
+    units: ClassVar[tuple[str, ...]] = ("char", "byte")
+
+    def unit(self, cfg: DataConfig) -> str:
+        """The unit a token is in for this data config: data.unit, else the corpus's own."""
+        return cfg.unit or self.units[0]
 
     @property
     def fetchable(self) -> bool:
@@ -51,6 +57,12 @@ class CorpusKind:
         if given:
             return [f"corpus '{self.name}' reads its own files; remove data.{', data.'.join(given)} "
                     "or set data.corpus: text"]
+        return self.unit_problems(cfg)
+
+    def unit_problems(self, cfg: DataConfig) -> list[str]:
+        if cfg.unit is not None and cfg.unit not in self.units:
+            return [f"corpus '{self.name}' is read in {' or '.join(self.units)}s, not {cfg.unit}s; "
+                    f"set data.unit: {self.units[0]} or leave it out"]
         return []
 
     def load(self, cfg: DataConfig, progress: ProgressFn | None = None, use_cache: bool = True) -> Corpus:

@@ -54,7 +54,7 @@ class TextFiles(CorpusKind):
                     "or data.path with data.split"]
         if cfg.path is not None and given:
             return [f"give either data.path or data.{'/'.join(given)}, not both"]
-        return []
+        return self.unit_problems(cfg)
 
     def load(self, cfg: DataConfig, progress: ProgressFn | None = None, use_cache: bool = True) -> Corpus:
         return load_text(cfg)

@@ -1,0 +1,61 @@
+"""The data section of the config: which corpus, in which unit, and where it lives."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ValidationInfo, field_validator, model_validator
+
+from charlm.config_section import _Section
+from charlm.errors import quote
+
+
+class DataConfig(_Section):
+    """Which corpus to train on and where it lives."""
+
+    corpus: Literal["ptb", "text", "shakespeare"] = "ptb"
+    # What one token is: a character (a Unicode code point of UTF-8 text) or a byte (what
+    # enwik8 is measured in, and what makes a file of any encoding trainable). Null: the
+    # corpus's own unit (byte for enwik8, char for the others).
+    unit: Literal["char", "byte"] | None = None
+    # Directory holding the corpus cache (PTB lands in ROOT/ptb). Default: $CHARLM_DATA or ./data.
+    root: str | None = None
+    # Where `charlm train` fetches PTB from when it is missing: a local directory or a mirror URL.
+    # Default (null): the canonical URLs.
+    source: str | None = None
+    # corpus: text -- either three files...
+    train: str | None = None
+    valid: str | None = None
+    test: str | None = None
+    # ...or one file cut into contiguous train/valid/test parts by these fractions.
+    path: str | None = None
+    split: tuple[float, float, float] = (0.9, 0.05, 0.05)
+
+    @field_validator("root", "source", "train", "valid", "test", "path")
+    @classmethod
+    def _check_place(cls, value: str | None, info: ValidationInfo) -> str | None:
+        from charlm.data.fetch import source_problem  # a mirror URL's form: scheme, host, port
+
+        if value is not None and "\0" in value:
+            raise ValueError(f"{quote(value)} holds a NUL character, which no file name can hold")
+        if value is not None and info.field_name == "source" and (problem := source_problem(value)):
+            raise ValueError(problem)
+        return value
+
+    @model_validator(mode="after")
+    def _check_files(self) -> DataConfig:
+        # Each corpus judges its own keys (data/corpora/). The registries are imported when a
+        # config is validated, not with this module: they import torch, and the schema stays
+        # importable without it (the sections' defaults are built on use, not at import).
+        from charlm.data.corpora import corpus_kind
+
+        problems = corpus_kind(self.corpus).config_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        if any(not 0 <= f < 1 for f in self.split) or abs(sum(self.split) - 1) > 1e-6:
+            raise ValueError(
+                f"data.split must be three fractions in [0, 1) summing to 1, got {list(self.split)}"
+            )
+        if self.split[0] <= 0 or self.split[1] <= 0:
+            raise ValueError(f"data.split needs train and valid fractions above 0, got {list(self.split)}")
+        return self
