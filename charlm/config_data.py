@@ -13,7 +13,7 @@ from charlm.errors import quote
 class DataConfig(_Section):
     """Which corpus to train on and where it lives."""
 
-    corpus: Literal["ptb", "text", "shakespeare"] = "ptb"
+    corpus: Literal["ptb", "text", "shakespeare", "enwik8", "text8"] = "ptb"
     # What one token is: a character (a Unicode code point of UTF-8 text) or a byte (what
     # enwik8 is measured in, and what makes a file of any encoding trainable). Null: the
     # corpus's own unit (byte for enwik8, char for the others).

@@ -23,6 +23,16 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_PTB = Path(os.environ.get("CHARLM_PTB_SOURCE", REPO.parent / "shared" / "data" / "ptb"))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def data_root_for_tests(tmp_path_factory):
+    """Where corpora without a data.root land (text corpora prepare token files there): a
+    temporary folder, so no test writes into the checkout's ./data. Tests of the default
+    itself unset CHARLM_DATA."""
+    if "CHARLM_DATA" not in os.environ:
+        os.environ["CHARLM_DATA"] = str(tmp_path_factory.mktemp("charlm-data"))
+    yield
+
+
 @pytest.fixture(scope="session")
 def shared_ptb() -> Path:
     if not (SHARED_PTB / "ptb.train.txt").is_file():

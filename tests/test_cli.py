@@ -137,7 +137,7 @@ def test_tiny_ptb_run_end_to_end(tmp_path, ptb_root):
     repo = os.path.dirname(os.path.dirname(__file__))
     env = {"CHARLM_DATA": str(tmp_path / "data")}
     fetched = charlm("data", "fetch", "ptb", "--source", ptb_root / "ptb", env=env, check=0)
-    assert "md5 verified" in fetched.stdout
+    assert "checksums verified" in fetched.stdout
     trained = charlm("train", "--config", os.path.join(repo, "configs/tiny.yaml"), "--out-dir", tmp_path / "run",
                      "--set", "train.max_steps=20", "--set", "train.eval_every=20", env=env, check=0)
     assert "vocabulary 50" in trained.stderr and "5,017,482 train tokens" in trained.stderr

@@ -293,7 +293,7 @@ def test_cli_fetch_from_a_mirror(tmp_path, mirror):
 
     assert result.exit_code == 0, result.output
     assert str(root / "ptb") in result.stdout
-    assert "md5 verified" in result.stdout
+    assert "checksums verified" in result.stdout
     assert missing_ptb_files(root) == []
 
     again = CliRunner().invoke(app, ["data", "fetch", "ptb", "--source", mirror.url, "--root", str(root)])

@@ -74,6 +74,6 @@ def test_data_fetch_shakespeare_from_a_local_copy(tmp_path):
     if not (SHARED / "input.txt").is_file():
         pytest.skip("no local tiny-shakespeare copy")
     fetched = charlm("data", "fetch", "shakespeare", "--source", SHARED, "--root", tmp_path, check=0)
-    assert f"fetched input.txt into {tmp_path / 'shakespeare'} (md5 verified)" in fetched.stdout
+    assert f"fetched input.txt into {tmp_path / 'shakespeare'} (checksums verified)" in fetched.stdout
     again = charlm("data", "fetch", "shakespeare", "--source", SHARED, "--root", tmp_path, check=0)
     assert "already holds the shakespeare files" in again.stdout

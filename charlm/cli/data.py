@@ -45,6 +45,6 @@ def data_fetch(
 
         folder, fetched = all_corpora()[corpus].fetch(root, source, report)
     if fetched:
-        out.print(f"fetched {', '.join(fetched)} into {folder} (md5 verified)")
+        out.print(f"fetched {', '.join(fetched)} into {folder} (checksums verified)")
     else:
-        out.print(f"{folder} already holds the {corpus} files (md5 verified)")
+        out.print(f"{folder} already holds the {corpus} files (checksums verified)")

@@ -41,7 +41,9 @@ def batchify(stream: torch.Tensor, rows: int, name: str = "train") -> torch.Tens
 def window_at(data: torch.Tensor, start: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs and next-token targets of the window from column `start`, at most `length` wide."""
     width = min(length, data.size(1) - 1 - start)
-    return data[:, start : start + width], data[:, start + 1 : start + 1 + width]
+    # .long(): streams may be narrow (memory-mapped uint8/uint16 token files); the model's
+    # embedding and the loss take int64 ids.
+    return data[:, start : start + width].long(), data[:, start + 1 : start + 1 + width].long()
 
 
 def variable_bptt_length(seed: int, step: int, seq_len: int) -> int:
@@ -58,27 +60,33 @@ def variable_bptt_length(seed: int, step: int, seq_len: int) -> int:
     return max(5, min(length, seq_len + 20))
 
 
-def eval_layout(stream: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs and targets covering every next-token prediction of the stream exactly once.
+def eval_shape(stream_len: int, rows: int) -> tuple[int, int]:
+    """(rows, columns) of the evaluation layout of a stream of `stream_len` tokens."""
+    pairs = stream_len - 1
+    if pairs < 1:
+        raise DataError(f"cannot evaluate a stream of {stream_len} token(s); it needs at least 2")
+    rows = min(rows, pairs)
+    return rows, math.ceil(pairs / rows)
+
+
+def iter_eval_chunks(stream: torch.Tensor, rows: int, chunk_len: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Inputs and targets covering every next-token prediction of the stream exactly once,
+    `chunk_len` columns at a time.
 
     The N-1 (input, target) pairs are cut into `rows` contiguous rows; the last row is padded
     with IGNORE targets. So the tokens scored (N-1) do not depend on the batch size, unlike a
     plain `batchify` that drops the remainder; only the context each row starts with does.
+    Each chunk is gathered from the stream when it is needed: the stream may be a memory-mapped
+    token file larger than memory, and is never copied whole.
     """
     pairs = len(stream) - 1
-    if pairs < 1:
-        raise DataError(f"cannot evaluate a stream of {len(stream)} token(s); it needs at least 2")
-    rows = min(rows, pairs)
-    length = math.ceil(pairs / rows)
-    inputs = torch.zeros(rows * length, dtype=torch.long)
-    targets = torch.full((rows * length,), IGNORE, dtype=torch.long)
-    inputs[:pairs] = stream[:-1]
-    targets[:pairs] = stream[1:]
-    return inputs.view(rows, length), targets.view(rows, length)
-
-
-def iter_eval_chunks(
-    inputs: torch.Tensor, targets: torch.Tensor, chunk_len: int
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    for start in range(0, inputs.size(1), chunk_len):
-        yield inputs[:, start : start + chunk_len], targets[:, start : start + chunk_len]
+    rows, length = eval_shape(len(stream), rows)
+    row_starts = torch.arange(rows).unsqueeze(1) * length
+    for start in range(0, length, chunk_len):
+        at = row_starts + torch.arange(start, min(start + chunk_len, length))
+        inside = at < pairs
+        inputs = stream[at.clamp(max=pairs - 1)].long()
+        targets = stream[(at + 1).clamp(max=pairs)].long()
+        inputs[~inside] = 0
+        targets[~inside] = IGNORE
+        yield inputs, targets

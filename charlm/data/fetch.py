@@ -4,6 +4,10 @@ A file is trusted only after its hash matches: bytes land in a temporary file be
 target, are hashed while they stream, and are renamed onto the final name only when the hash is
 right. A failed or cut download leaves nothing at the final path. Each corpus module names its
 canonical URLs and checksums (data/corpora/); this module knows none.
+
+A checksum is an md5 in hex, or `ALGORITHM:HEX` for another hashlib algorithm
+("sha256:5479..."): some corpora are published with a SHA-1 or SHA-256 only, and charlm checks
+the digest their publishers give rather than one it computed itself.
 """
 
 from __future__ import annotations
@@ -28,11 +32,28 @@ ProgressFn = Callable[[str, int, int | None], None]
 
 
 def md5_of(path: Path) -> str:
-    digest = hashlib.md5()
+    return digest_of(path, "md5")
+
+
+def digest_of(path: Path, algorithm: str) -> str:
+    """The hex digest of a file's bytes by a hashlib algorithm ("md5", "sha1", "sha256")."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def split_checksum(checksum: str) -> tuple[str, str]:
+    """(algorithm, hex digest) of a checksum: a bare hex digest is an md5, "sha256:HEX" names its own."""
+    algorithm, _, digest = checksum.rpartition(":")
+    return algorithm or "md5", digest
+
+
+def checksum_matches(path: Path, checksum: str) -> bool:
+    """Whether the file at `path` has the digest `checksum` gives (see split_checksum)."""
+    algorithm, digest = split_checksum(checksum)
+    return digest_of(path, algorithm) == digest
 
 
 MIRROR_SCHEMES = ("http", "https", "file")
@@ -71,8 +92,9 @@ def source_problem(source: str) -> str | None:
 
 
 def missing_files(folder: Path, md5s: dict[str, str]) -> list[str]:
-    """Names of the files absent from `folder` or whose md5 is wrong."""
-    return [name for name, md5 in md5s.items() if not (folder / name).is_file() or md5_of(folder / name) != md5]
+    """Names of the files absent from `folder` or whose md5 (or other checksum) is wrong."""
+    return [name for name, checksum in md5s.items()
+            if not (folder / name).is_file() or not checksum_matches(folder / name, checksum)]
 
 
 def fetch_files(folder: Path, md5s: dict[str, str], base_url: str, source: str | None,
@@ -80,7 +102,7 @@ def fetch_files(folder: Path, md5s: dict[str, str], base_url: str, source: str |
     """Make `folder` hold every file of `md5s`, verified; return the names fetched.
 
     Args:
-        md5s: file name -> md5 of its canonical bytes.
+        md5s: file name -> md5 of its canonical bytes (or "sha256:HEX", see split_checksum).
         base_url: where the canonical files live (BASE_URL + name).
         source: None for the canonical URLs, a mirror base URL (http://, https://, file://), or
             a local directory holding the files.
@@ -125,28 +147,30 @@ def _locate(base_url: str, source: str | None, name: str) -> str:
     return str(Path(source) / name)
 
 
-def _fetch_one(location: str, target: Path, md5: str, hint: _SourceHint, progress: ProgressFn | None) -> None:
+def _fetch_one(location: str, target: Path, checksum: str, hint: _SourceHint, progress: ProgressFn | None) -> None:
+    algorithm, expected = split_checksum(checksum)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            digest = _copy_hashed(location, out, target.name, hint, progress)
+            digest = _copy_hashed(location, out, target.name, hint, progress, algorithm)
             out.flush()
             os.fsync(out.fileno())
-        if digest != md5:
+        if digest != expected:
             raise DownloadError(
-                f"{location} has the wrong md5: expected {md5}, got {digest}; "
+                f"{location} has the wrong {algorithm}: expected {expected}, got {digest}; "
                 "the source serves different bytes -- use the canonical URL or a verified copy"
             )
         os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def _copy_hashed(location: str, out, name: str, hint: _SourceHint, progress: ProgressFn | None) -> str:
-    """Stream `location` (URL or path) into `out`; return the md5 of the bytes."""
-    digest = hashlib.md5()
+def _copy_hashed(location: str, out, name: str, hint: _SourceHint, progress: ProgressFn | None,
+                 algorithm: str = "md5") -> str:
+    """Stream `location` (URL or path) into `out`; return the hex digest of the bytes."""
+    digest = hashlib.new(algorithm)
     done = 0
     if "://" not in location:
         try:
@@ -192,7 +216,8 @@ def _copy_hashed(location: str, out, name: str, hint: _SourceHint, progress: Pro
     return digest.hexdigest()
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (the new name survives a crash)."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)

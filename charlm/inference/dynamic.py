@@ -98,8 +98,8 @@ def dynamic_evaluate(
             else:
                 step = _sgd_step(params, trained, opts)
             for start in range(0, inputs.size(1), opts.seq_len):
-                x = inputs[:, start : start + opts.seq_len]
-                y = targets[:, start : start + opts.seq_len]
+                x = inputs[:, start : start + opts.seq_len].long()  # streams may be narrow token files
+                y = targets[:, start : start + opts.seq_len].long()
                 logits, new_hidden = model(x, hidden)
                 loss_sum = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum")
                 total += loss_sum.detach()  # 1. scored with the weights before this segment's update
@@ -152,7 +152,7 @@ def gradient_mean_square(
     starts = torch.linspace(0, max(len(train_stream) - span - 1, 0), segments).long().tolist()
     sums = [torch.zeros_like(p) for p in params]
     for start in starts:
-        piece = train_stream[start : start + span].to(device).unsqueeze(0)
+        piece = train_stream[start : start + span].to(device).long().unsqueeze(0)
         logits, _ = model(piece[:, :-1])
         loss = F.cross_entropy(logits.flatten(0, 1).float(), piece[:, 1:].flatten())
         grads = torch.autograd.grad(loss, params, materialize_grads=True)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from charlm.config import ModelConfig
-from charlm.data.batching import IGNORE, eval_layout, iter_eval_chunks
+from charlm.data.batching import IGNORE, eval_shape, iter_eval_chunks
 from charlm.models.charrnn import CharRNN
 from charlm.models.size import allocation_errors, check_fits, eval_chunk_bytes
 
@@ -46,7 +46,7 @@ def evaluate(
 ) -> EvalResult:
     """Score every next-token prediction of `stream` once, as one stateful pass.
 
-    The stream is cut into `batch_size` contiguous rows (see `eval_layout`); the hidden state of
+    The stream is cut into `batch_size` contiguous rows (see `iter_eval_chunks`); the hidden state of
     each row carries across chunks, so every token is predicted from all the text before it in
     its row.
     """
@@ -60,18 +60,18 @@ def evaluate(
 def _evaluate(model: CharRNN, stream: torch.Tensor, batch_size: int, device: torch.device, min_chunk: int) -> EvalResult:
     was_training = model.training
     model.eval()
-    inputs, targets = eval_layout(stream, batch_size)
-    inputs, targets = inputs.to(device), targets.to(device)
-    chunk_len = _chunk_len(inputs.size(0), device, min_chunk)
+    rows, _ = eval_shape(len(stream), batch_size)
+    chunk_len = _chunk_len(rows, device, min_chunk)
     total = torch.zeros((), dtype=torch.float64, device=device)
     hidden = None
-    for x, y in iter_eval_chunks(inputs, targets, chunk_len):
+    for x, y in iter_eval_chunks(stream, rows, chunk_len):
+        x, y = x.to(device), y.to(device)
         logits, hidden = model(x, hidden)
         total += F.cross_entropy(
             logits.flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE, reduction="sum"
         )
     model.train(was_training)
-    count = int((targets != IGNORE).sum())
+    count = len(stream) - 1  # every pair scored once
     return EvalResult(tokens=count, loss=float(total) / count)
 
 
@@ -80,7 +80,7 @@ def eval_memory(cfg: ModelConfig, vocab_size: int, stream_len: int, batch_size: 
     """Bytes `evaluate` needs beyond the model (models/size.py's eval chunk), before it allocates."""
     rows = max(1, min(batch_size, stream_len - 1))
     columns = -(-(stream_len - 1) // rows)
-    return eval_chunk_bytes(vocab_size, cfg, rows, min(columns, _chunk_len(rows, device, min_chunk)), stream_len)
+    return eval_chunk_bytes(vocab_size, cfg, rows, min(columns, _chunk_len(rows, device, min_chunk)))
 
 
 def _chunk_len(rows: int, device: torch.device, min_chunk: int) -> int:

@@ -20,7 +20,8 @@ from charlm.runs.rundir import find_checkpoint
 from charlm.config import Config, DataConfig
 from charlm.data.corpora import corpus_kind, load_corpus, resolve_data_root
 from charlm.data.corpus import read_utf8
-from charlm.data.vocab import Vocabulary
+from charlm.data.vocab import Vocabulary, describe_unit, unit_word
+from charlm.files import read_bytes
 from charlm.errors import CharlmError, CheckpointError, DataError, SamplingError
 from charlm.runs.weights import WEIGHT_CHOICES
 from charlm.inference.evaluate import EvalResult, evaluate
@@ -55,7 +56,17 @@ def load_trained(run: Path | str, device: str = "cpu", weights: str = "auto") ->
     with allocation_errors(f"loading the model of {path}", "use a machine with more memory"):
         model, used = payload.build_model(weights)
         model = model.to(pick_device(device))
-    return TrainedModel(path, payload.loop.step, payload.config, Vocabulary(tuple(payload.vocab)), model, used)
+    return TrainedModel(path, payload.loop.step, payload.config, checked_vocabulary(payload.vocab, payload.config, path),
+                        model, used)
+
+
+def checked_vocabulary(tokens: list[str], cfg: Config, path: Path) -> Vocabulary:
+    """The checkpoint's vocabulary in its data unit; a byte vocabulary holds only bytes."""
+    unit = corpus_kind(cfg.data.corpus).unit(cfg.data)
+    if unit == "byte" and any(len(t) == 1 and ord(t) > 255 for t in tokens):
+        raise CheckpointError(f"{path}: its config reads bytes (data.unit: byte), but its vocabulary holds "
+                              "characters beyond byte 255; the checkpoint is damaged")
+    return Vocabulary(tuple(tokens), unit)
 
 
 def quantize_for_cpu(trained: TrainedModel) -> None:
@@ -107,12 +118,7 @@ def stream_to_score(
     """The token ids of a split of the run's corpus (read per `data`, by default the run's own
     data config; see data/locate.py), or of any UTF-8 file."""
     if text_file is not None:
-        raw = read_utf8(text_file)
-        if len(raw) < 2:  # the stream form of an empty PTB file is one end-of-line
-            raise DataError(f"{text_file} {'is empty' if not raw else 'has 1 character'}; "
-                            "scoring needs at least 2 characters -- give a longer file")
-        text = corpus_kind(trained.cfg.data.corpus).to_stream_text(raw)
-        stream = trained.vocab.encode(text, source=str(text_file))
+        stream = _file_stream(trained, text_file)
     else:
         data = data or trained.cfg.data
         corpus = load_corpus(data)
@@ -130,6 +136,27 @@ def stream_to_score(
     return stream
 
 
+def _file_stream(trained: TrainedModel, text_file: Path) -> torch.Tensor:
+    """A file's ids in the model's unit. A byte model scores a file that is not UTF-8 as its
+    raw bytes; a character model needs UTF-8."""
+    if trained.vocab.unit == "byte":
+        data = read_bytes(text_file, "file to score", DataError)
+        try:
+            raw = data.decode("utf-8")
+        except UnicodeDecodeError:
+            if len(data) < 2:
+                raise DataError(f"{text_file} has {len(data)} byte(s); scoring needs at least 2 -- give a longer file") from None
+            units = torch.frombuffer(bytearray(data), dtype=torch.uint8).int()
+            return trained.vocab.encode_units(units, source=str(text_file))
+    else:
+        raw = read_utf8(text_file)
+    if len(raw) < 2:  # the stream form of an empty PTB file is one end-of-line
+        raise DataError(f"{text_file} {'is empty' if not raw else 'has 1 character'}; "
+                        "scoring needs at least 2 characters -- give a longer file")
+    text = corpus_kind(trained.cfg.data.corpus).to_stream_text(raw)
+    return trained.vocab.encode(text, source=str(text_file))
+
+
 def encode_prompt(trained: TrainedModel, prompt: str) -> torch.Tensor:
     """Prompt ids; an empty prompt starts from the end-of-line token (a line's beginning)."""
     corpus = corpus_kind(trained.cfg.data.corpus)
@@ -138,10 +165,12 @@ def encode_prompt(trained: TrainedModel, prompt: str) -> torch.Tensor:
     if unknown:
         if not prompt:
             raise SamplingError("this model's vocabulary has no end-of-line to start from; give a --prompt")
-        listed = ", ".join(repr(c) for c in unknown)
+        listed = ", ".join(describe_unit(ord(c), trained.vocab.unit) for c in unknown)
+        known = "".join(corpus.to_readable(t) for t in trained.vocab.tokens if len(t) == 1)
+        shown = repr(known) if trained.vocab.unit == "char" else f"{len(known)} byte values"
         raise SamplingError(
-            f"prompt contains characters not in this model's vocabulary: {listed}; "
-            f"the vocabulary is {''.join(corpus.to_readable(t) for t in trained.vocab.tokens if len(t) == 1)!r}"
+            f"prompt contains {unit_word(trained.vocab.unit)} not in this model's vocabulary: {listed}; "
+            f"the vocabulary is {shown}"
         )
     return trained.vocab.encode(text, source="prompt")
 

@@ -130,11 +130,12 @@ def check_training_fits(cfg: Config, vocab_size: int, columns: int, eval_bytes: 
     )
 
 
-def eval_chunk_bytes(vocab_size: int, cfg: ModelConfig, rows: int, chunk_len: int, stream_len: int) -> int:
-    """One chunk of `evaluate` (rows x chunk_len tokens), with the stream laid out in rows."""
+def eval_chunk_bytes(vocab_size: int, cfg: ModelConfig, rows: int, chunk_len: int) -> int:
+    """One chunk of `evaluate` (rows x chunk_len tokens): activations, logits, and the chunk's
+    gathered ids and their positions (the stream itself is read in place, never copied)."""
     widest = _units(cfg)[1]
     per_token = cfg.embedding_dim + 2 * widest + 2 * vocab_size
-    return FLOAT_BYTES * (rows * chunk_len * per_token + rows * state_floats(cfg)) + 16 * stream_len
+    return FLOAT_BYTES * (rows * chunk_len * per_token + rows * state_floats(cfg)) + 48 * rows * chunk_len
 
 
 def sample_bytes(vocab_size: int, cfg: ModelConfig, num_samples: int, prompt_len: int, kept_len: int) -> int:

@@ -161,7 +161,10 @@ class PennTreebankChars(CorpusKind):
     files = PTB_MD5
 
     def load(self, cfg: DataConfig, progress: ProgressFn | None = None, use_cache: bool = True) -> Corpus:
-        return load_ptb(resolve_data_root(cfg.root), cfg.source, progress, use_cache)
+        corpus = load_ptb(resolve_data_root(cfg.root), cfg.source, progress, use_cache)
+        if self.unit(cfg) == "byte":  # PTB-char is ASCII: its bytes are its characters
+            corpus.vocab = Vocabulary(corpus.vocab.tokens, "byte")
+        return corpus
 
     def to_stream_text(self, text: str) -> str:
         return ptb_char_text(text)  # words joined by "_", one line each

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import torch
+
 from charlm.data.corpora import CorpusKind, ProgressFn, register, resolve_data_root
 from charlm.data.corpus import Corpus, read_utf8
-from charlm.data.vocab import Vocabulary
+from charlm.data.vocab import Vocabulary, text_units
 
 if TYPE_CHECKING:
     from charlm.config import DataConfig
@@ -31,11 +33,11 @@ class TinyShakespeare(CorpusKind):
         root = resolve_data_root(cfg.root)
         if self.missing(cfg):  # absent, or not the published bytes
             self.fetch(root, cfg.source, progress)
-        text = read_utf8(self.folder(root) / "input.txt")
-        cut = int(len(text) * TRAIN_FRACTION)
-        vocab = Vocabulary.from_text(text[:cut], with_unk=False)
+        units = text_units(read_utf8(self.folder(root) / "input.txt"), self.unit(cfg))  # ASCII: chars are bytes
+        cut = int(len(units) * TRAIN_FRACTION)
+        vocab = Vocabulary.from_codes(torch.unique(units[:cut]).tolist(), with_unk=False, unit=self.unit(cfg))
         source = str(self.folder(root) / "input.txt")
-        return Corpus(vocab, vocab.encode(text[:cut], source), vocab.encode(text[cut:], source), None)
+        return Corpus(vocab, vocab.encode_units(units[:cut], source), vocab.encode_units(units[cut:], source), None)
 
 
 register(TinyShakespeare())

@@ -1,47 +1,65 @@
-"""Any UTF-8 text of the user's: three files, or one file cut into contiguous parts.
+"""Any text of the user's, of any size: three files, or one file cut into contiguous parts.
 
-The vocabulary is the training split's characters plus `<unk>`, which stands for any character
-of valid, test or a scored file that train lacks.
+The files are prepared once into token files under ROOT/prepared/ (data/prepare.py) and read
+through memory maps, so a corpus larger than memory trains. The vocabulary is the training
+split's units (characters, or bytes with data.unit: byte) plus `<unk>`, which stands for any
+unit of valid, test or a scored file that train lacks.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from charlm.data.corpora import FILE_KEYS, CorpusKind, ProgressFn, register
-from charlm.data.corpus import Corpus, read_utf8
-from charlm.data.vocab import Vocabulary
+from charlm.data.corpora import FILE_KEYS, CorpusKind, ProgressFn, register, resolve_data_root
+from charlm.data.corpus import Corpus
+from charlm.data.prepare import Piece, load_prepared
+from charlm.data.units import open_source
+from charlm.data.vocab import unit_word
 from charlm.errors import DataError
 
 if TYPE_CHECKING:
     from charlm.config import DataConfig
 
 
-def load_text(cfg: DataConfig) -> Corpus:
-    """Any UTF-8 corpus: three files, or one file cut into contiguous parts."""
+def load_text(cfg: DataConfig, progress: ProgressFn | None = None) -> Corpus:
+    """Any corpus of the user's: three files, or one file cut into contiguous parts."""
+    unit = cfg.unit or TextFiles.units[0]
     if cfg.path is not None:
-        text = read_utf8(Path(cfg.path))
-        n = len(text)
-        cut1 = int(n * cfg.split[0])
-        cut2 = cut1 + int(n * cfg.split[1])
-        parts = {"train": text[:cut1], "valid": text[cut1:cut2], "test": text[cut2:] or None}
-        names = {s: f"{cfg.path} ({s} part)" for s in parts}
+        sources = [Path(cfg.path)]
+        recipe = {"split": list(cfg.split)}
     else:
-        parts = {"train": read_utf8(Path(cfg.train)), "valid": read_utf8(Path(cfg.valid)),
-                 "test": read_utf8(Path(cfg.test)) if cfg.test else None}
-        names = {"train": cfg.train, "valid": cfg.valid, "test": cfg.test}
-    if cfg.path is not None and parts["test"] is not None and len(parts["test"]) < 2:
-        parts["test"] = None  # a rounding sliver, not a split to score
-    for split in ("train", "valid") + (("test",) if parts["test"] is not None else ()):
-        if len(parts[split]) < 2:
+        sources = [Path(p) for p in (cfg.train, cfg.valid, cfg.test) if p is not None]
+        recipe = {"files": ["train", "valid", "test"][: len(sources)]}
+    for path in sources:
+        open_source(path).close()  # a clear error for a missing or unreadable file, before any work
+    resolved = [str(p.resolve()) for p in sources]
+    key = hashlib.sha256(json.dumps([resolved, unit, recipe]).encode()).hexdigest()[:16]
+    folder = resolve_data_root(cfg.root) / "prepared" / f"text-{unit}-{key}"
+    return load_prepared(folder, sources=sources, plan=lambda counts: _pieces(cfg, unit, counts), unit=unit,
+                         with_unk=True, recipe=recipe, progress=progress)
+
+
+def _pieces(cfg: DataConfig, unit: str, counts: dict[Path, int]) -> dict[str, Piece | None]:
+    """Where train, valid and test lie, given each file's length in units."""
+    if cfg.path is None:
+        files = {"train": cfg.train, "valid": cfg.valid, "test": cfg.test}
+        return {s: None if f is None else Piece(Path(f).resolve()) for s, f in files.items()}
+    path = Path(cfg.path).resolve()
+    n = counts[path]
+    cut1 = int(n * cfg.split[0])
+    cut2 = cut1 + int(n * cfg.split[1])
+    for split, size in (("train", cut1), ("valid", cut2 - cut1)):
+        if size < 2:
             raise DataError(
-                f"the {split} split ({names[split]}) has {len(parts[split])} characters; it needs "
+                f"the {split} split ({cfg.path} ({split} part)) has {size} {unit_word(unit)}; it needs "
                 "at least 2 -- use a longer corpus or change data.split"
             )
-    vocab = Vocabulary.from_text(parts["train"], with_unk=True)
-    streams = {s: vocab.encode(t, names[s]) if t else None for s, t in parts.items()}
-    return Corpus(vocab, streams["train"], streams["valid"], streams["test"])
+    # A test part under 2 units is a rounding sliver, not a split to score.
+    test = Piece(path, cut2) if n - cut2 >= 2 else None
+    return {"train": Piece(path, 0, cut1), "valid": Piece(path, cut1, cut2), "test": test}
 
 
 class TextFiles(CorpusKind):
@@ -57,7 +75,7 @@ class TextFiles(CorpusKind):
         return self.unit_problems(cfg)
 
     def load(self, cfg: DataConfig, progress: ProgressFn | None = None, use_cache: bool = True) -> Corpus:
-        return load_text(cfg)
+        return load_text(cfg, progress)
 
     def missing(self, cfg: DataConfig) -> list[str]:
         return [f"{getattr(cfg, key)} (data.{key})" for key in FILE_KEYS
