@@ -64,6 +64,9 @@ def train(
     out_dir: Annotated[Optional[Path], typer.Option(help="Run directory (default: runs/<config name>).")] = None,
     device: DeviceOverride = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out-dir from its newest good checkpoint.")] = False,
+    init_from: Annotated[Optional[Path], typer.Option(
+        help="Fine-tune: start a new run from this trained run's weights (run directory: best.pt, else last.pt; "
+             "or a .pt file). Same model shape; characters both corpora share keep their rows.")] = None,
 ) -> None:
     """Train a model; writes checkpoints, metrics.jsonl and config.yaml into the run directory."""
     from charlm.config import load_config
@@ -82,7 +85,8 @@ def train(
     if out_dir is None:
         out_dir = Path("runs") / config.stem
     cfg = load_config(config, overrides)
-    result = run_training(cfg, out_dir, RichReporter(), resume=resume, stop=StopRequest(ignore_after_stop=True))
+    result = run_training(cfg, out_dir, RichReporter(), resume=resume, stop=StopRequest(ignore_after_stop=True),
+                          init_from=init_from)
     if result.test is not None:
         out.print(
             f"done: best valid bpc {result.best_valid_bpc:.4f}; test bpc {result.test.bpc:.4f} "

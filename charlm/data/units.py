@@ -19,7 +19,7 @@ import torch
 from charlm.data.vocab import code_points
 from charlm.errors import DataError, ResourceError
 
-CHUNK_BYTES = 1 << 22  # 4 MiB: the transient tensors of one chunk stay near 50 MB
+CHUNK_BYTES = 1 << 20  # 1 MiB: the transient tensors of one chunk (ids, code points) stay near 25 MB
 # progress(label, bytes_done, bytes_total)
 ReadProgress = Callable[[str, int, int], None]
 

@@ -31,8 +31,9 @@ class Interval:
 
 
 def summary_figures(state: LoopState, max_steps: int, parameters: int, device: str,
-                    test: dict | None = None, error: str | None = None) -> dict[str, Any]:
-    """The headline figures summary.json holds beside the run's status."""
+                    test: dict | None = None, error: str | None = None, init_from: dict | None = None) -> dict[str, Any]:
+    """The headline figures summary.json holds beside the run's status (and, for a run
+    fine-tuned from another, where its first weights came from: training/init_from.py)."""
     return {
         "error": error, "step": state.step, "max_steps": max_steps, "epoch": state.epoch,
         "parameters": parameters,
@@ -40,7 +41,7 @@ def summary_figures(state: LoopState, max_steps: int, parameters: int, device: s
         "best_step": state.best_step, "train_seconds": state.elapsed_s,
         "chars_per_s": state.tokens_seen / state.elapsed_s if state.elapsed_s else None,
         "test": test, "device": device,
-    }
+    } | ({"init_from": init_from} if init_from else {})
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Iterator
 
 from charlm.runs.checkpoint import load_payload
 from charlm.runs.payload import Payload
@@ -43,6 +44,18 @@ def claim_run(run_dir: Path, cfg: Config, reporter: Reporter, mode: str, is_main
                 "continue it, or choose a new --out-dir"
             )
         return None, lock
+    except BaseException:
+        if lock is not None:
+            lock.close()
+        raise
+
+
+@contextmanager
+def released_on_error(lock: IO | None) -> Iterator[None]:
+    """Close claim_run's lock when setting the run up fails (a bad --init-from, a corpus that
+    will not load), so the directory is free at once, not when the handle is collected."""
+    try:
+        yield
     except BaseException:
         if lock is not None:
             lock.close()

@@ -36,16 +36,17 @@ from charlm.training.optim import LRSchedule, build_optimizer, set_lr
 from charlm.reporting.base import Finished, Reporter, RunInfo, Stopped, TrainLog
 from charlm.reporting.fanout import FanOut, build_reporter
 from charlm.training.checkpointing import Checkpointing
+from charlm.training.init_from import InitSource, load_init_source, recorded_origin
 from charlm.training.loop_state import Interval, TrainResult, summary_figures
 from charlm.runs.payload import LoopState, Payload
-from charlm.training.resume import claim_run, vocab_difference
+from charlm.training.resume import claim_run, released_on_error, vocab_difference
 from charlm.runs.rundir import RunDir
 from charlm.training.signals import StopRequest
 
 
 def train(
     cfg: Config, run_dir: Path, reporter: Reporter | None = None, resume: bool = False,
-    stop: StopRequest | None = None,
+    stop: StopRequest | None = None, init_from: Path | str | None = None,
 ) -> TrainResult:
     """Train per `cfg` into `run_dir`.
 
@@ -54,7 +55,8 @@ def train(
     SIGINT/SIGTERM at any point, even before the first step, stop the run cleanly; `stop`
     sets how (the CLI's ignores signals after a stop, as its process is about to exit).
     Progress goes to the sinks `train.loggers` names; `reporter`, when given, takes the
-    console's place (a test's SilentReporter, the CLI's Rich console).
+    console's place (a test's SilentReporter, the CLI's Rich console). `init_from`: a trained
+    run (or checkpoint) whose weights a new run starts from (fine-tuning; training/init_from.py).
     """
     run_dir = Path(run_dir)
     mode = "always" if resume else cfg.train.resume
@@ -65,17 +67,19 @@ def train(
         with stop or StopRequest() as stop:
             try:
                 with allocation_errors(f"training into {run_dir}", "lower train.batch_size, train.seq_len or the model's size"):
-                    return _train(cfg, run_dir, sinks, mode, stop, ddp)
+                    return _train(cfg, run_dir, sinks, mode, stop, ddp, init_from)
             finally:
                 sinks.close()
     finally:
         ddp.close()
 
 
-def _train(cfg: Config, run_dir: Path, reporter: Reporter, mode: str, stop: StopRequest, ddp: Dist) -> TrainResult:
+def _train(cfg: Config, run_dir: Path, reporter: Reporter, mode: str, stop: StopRequest, ddp: Dist,
+           init_from: Path | str | None) -> TrainResult:
     maybe_signal("train.setup")
     payload, lock = claim_run(run_dir, cfg, reporter, mode, ddp.is_main)  # the lock before any cleanup
-    trainer = Trainer(cfg, run_dir, reporter, payload, ddp, lock)
+    with released_on_error(lock):  # init_from: every rank reads the same file
+        trainer = Trainer(cfg, run_dir, reporter, payload, ddp, lock, load_init_source(init_from, cfg, payload, mode, reporter))
     return trainer.run(stop)
 
 
@@ -84,7 +88,7 @@ class Trainer(Checkpointing):
     nothing in the run directory; `open()` (which `run()` calls) takes the directory over."""
 
     def __init__(self, cfg: Config, run_dir: Path, reporter: Reporter, payload: Payload | None, ddp: Dist | None = None,
-                 lock: IO | None = None):
+                 lock: IO | None = None, init: InitSource | None = None):
         self.cfg, self.run_dir, self.reporter = cfg, Path(run_dir), reporter
         self.files = RunDir(run_dir)
         self.ddp = ddp = ddp or Dist()
@@ -100,6 +104,8 @@ class Trainer(Checkpointing):
         check_run_fits(cfg, self.corpus, self.device)  # before the model exists
         self.train_rows = ddp.shard_rows(batchify(self.corpus.train, tcfg.batch_size)).to(self.device)
         self.model = CharRNN(len(self.corpus.vocab), cfg.model).to(self.device)
+        # Fine-tuning: the source's weights, before the optimizer and average see the model.
+        self.origin = init.apply(self.model, self.corpus.vocab.tokens, reporter) if init else recorded_origin(self.files, payload)
         # What the loop runs; self.model (never compiled or wrapped) is what checkpoints hold.
         self.net = ddp.wrap(torch.compile(self.model) if tcfg.compile else self.model)
         if ddp.enabled:
@@ -288,5 +294,5 @@ class Trainer(Checkpointing):
         if self.ddp.is_main:
             test_figures = test.as_dict() | {"batch_size": self.cfg.train.test_batch_size} if test else None
             self.files.write_summary(status, summary_figures(
-                self.state, self.cfg.train.max_steps, self.model.num_parameters(), device_name(self.device), test_figures, error,
+                self.state, self.cfg.train.max_steps, self.model.num_parameters(), device_name(self.device), test_figures, error, self.origin,
             ))
