@@ -100,7 +100,7 @@ def train(
 def eval_command(
     run: RunArgument,
     split: Annotated[Literal[SPLITS], typer.Option(help="Split of the run's corpus to score.")] = "test",
-    text: Annotated[Optional[Path], typer.Option(help="Score this UTF-8 file instead of a split.")] = None,
+    text: Annotated[Optional[Path], typer.Option(help="Score this file instead of a split (UTF-8; a byte-unit model takes any bytes).")] = None,
     batch_size: Annotated[int, typer.Option(help="Rows scored in parallel; 1 is how papers report.")] = 1,
     device: DeviceOption = "cpu",
     weights: WeightsOption = "auto",

@@ -132,6 +132,9 @@ class Reporter(Protocol):
 
     def close(self) -> None: ...
 
+    def reading(self, label: str, done: int, total: int | None) -> None:
+        """Bytes of a corpus fetched or prepared so far (before `start`; a large corpus takes a while)."""
+
 
 class Sink:
     """A Reporter that ignores every event; a sink overrides the ones it uses."""
@@ -158,6 +161,9 @@ class Sink:
         pass
 
     def close(self) -> None:
+        pass
+
+    def reading(self, label: str, done: int, total: int | None) -> None:
         pass
 
 

@@ -43,6 +43,10 @@ class FanOut:
         for sink in self.sinks:
             sink.finish(entry)
 
+    def reading(self, label: str, done: int, total: int | None) -> None:
+        for sink in self.sinks:
+            sink.reading(label, done, total)
+
     def close(self) -> None:
         """Close every sink, even when one fails (then its error is raised after the rest)."""
         failure = None

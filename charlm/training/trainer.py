@@ -98,7 +98,7 @@ class Trainer(Checkpointing):
         self.device = ddp.place(pick_device(tcfg.device))
         ddp.rows_per_rank(tcfg.batch_size)  # refuse an uneven split before any work
         torch.manual_seed(tcfg.seed)
-        self.corpus: Corpus = load_corpus(cfg.data)
+        self.corpus: Corpus = load_corpus(cfg.data, reporter.reading)
         if payload is not None and list(payload.vocab) != list(self.corpus.vocab.tokens):
             raise CheckpointError(vocab_difference(payload.vocab, self.corpus.vocab.tokens))
         check_run_fits(cfg, self.corpus, self.device)  # before the model exists

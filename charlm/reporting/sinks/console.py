@@ -29,8 +29,21 @@ class RichReporter(Sink):
         )
         self.task = None
         self.valid_bpc = None
+        self.reads: dict[str, int] = {}  # label -> its task, while a corpus is read
+
+    def reading(self, label: str, done: int, total: int | None) -> None:
+        if not self.live:
+            return
+        if label not in self.reads:
+            self.progress.start()
+            self.reads[label] = self.progress.add_task(label, total=total, stats="")
+        of = f" of {total / 1e6:,.1f}" if total else ""
+        self.progress.update(self.reads[label], completed=done, stats=f"{label}: {done / 1e6:,.1f}{of} MB")
 
     def start(self, info: RunInfo) -> None:
+        for task in self.reads.values():  # the corpus is read; its bars go
+            self.progress.remove_task(task)
+        self.reads.clear()
         self.console.print(
             f"run {info.run_dir} | device {info.device} | {info.parameters:,} parameters | "
             f"vocabulary {info.vocab_size} | {info.train_tokens:,} train tokens"
