@@ -15,9 +15,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text(encoding="utf-8")
+SHAKESPEARE = Path(os.environ.get("CHARLM_SHAKESPEARE_SOURCE", REPO.parent / "shared" / "data" / "shakespeare"))
 
 
 def readme_commands() -> list[str]:
@@ -31,6 +34,8 @@ def test_readme_has_no_placeholders():
 
 
 def test_readme_commands_run(tmp_path, shared_ptb, ptb_root):
+    if not (SHAKESPEARE / "input.txt").is_file():
+        pytest.skip(f"no local tiny-shakespeare copy at {SHAKESPEARE} (set CHARLM_SHAKESPEARE_SOURCE)")
     commands = readme_commands()
     assert len(commands) >= 12
     shutil.copytree(REPO / "configs", tmp_path / "configs")
@@ -39,12 +44,16 @@ def test_readme_commands_run(tmp_path, shared_ptb, ptb_root):
     tiny = (REPO / "configs" / "tiny.yaml").read_text().replace("max_steps: 40", "max_steps: 10").replace("eval_every: 20", "eval_every: 10")
     (tmp_path / "configs" / "ptb_cpu.yaml").write_text(tiny)
     (tmp_path / "configs" / "tiny.yaml").write_text(tiny)
+    # The tiny-shakespeare recipes become the same tiny model on tiny-shakespeare (so that
+    # --init-from runs/ptb_cpu has the shape it needs).
+    for name in ("shakespeare_cpu.yaml", "shakespeare_cpu_15min.yaml"):
+        (tmp_path / "configs" / name).write_text(tiny.replace("corpus: ptb", "corpus: shakespeare"))
     (tmp_path / "notes.txt").write_text("the market fell N points\nshares rose\n", encoding="utf-8")
     (tmp_path / "prompt.txt").write_text("the company\n", encoding="utf-8")
     env = {**os.environ, "CHARLM_DATA": str(ptb_root), "OMP_NUM_THREADS": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     for command in commands:
-        line = command.replace("../shared/data/ptb", str(shared_ptb)).replace("train.max_steps=300", "train.max_steps=12").replace("train.max_steps=400", "train.max_steps=14").replace("scripts/ablate_awd.sh", "scripts/ablate_awd.sh 12")
+        line = command.replace("../shared/data/ptb", str(shared_ptb)).replace("../shared/data/shakespeare", str(SHAKESPEARE)).replace("train.max_steps=300", "train.max_steps=12").replace("train.max_steps=400", "train.max_steps=14").replace("scripts/ablate_awd.sh", "scripts/ablate_awd.sh 12")
         proc = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         assert "Traceback" not in proc.stderr, (command, proc.stderr)
         if command == "charlm data fetch ptb":

@@ -21,7 +21,8 @@ SPLITS = ("train", "valid", "test")
 # byte, up to 65,536 in two, beyond that (text with rare scripts) in four.
 DTYPES = {"uint8": torch.uint8, "uint16": torch.uint16, "int32": torch.int32}
 CAPACITY = {"uint8": 1 << 8, "uint16": 1 << 16, "int32": 1 << 31}
-KEYS = {"format", "version", "unit", "tokens", "dtype", "splits", "with_unk", "vocab_splits", "recipe", "sources"}
+KEYS = {"format", "version", "unit", "tokens", "dtype", "splits", "sha256", "with_unk", "vocab_splits", "recipe",
+        "sources"}
 
 
 def dtype_for(vocab_size: int) -> str:
@@ -53,25 +54,31 @@ def manifest_problem(m: dict[str, Any], folder: Path) -> str | None:
     """What is wrong with a manifest and the token files beside it, or None."""
     if set(m) != KEYS:
         return f"its keys are {sorted(m)}, not {sorted(KEYS)}"
-    if m["format"] != "charlm-tokens" or m["version"] != 1:
+    if m["format"] != "charlm-tokens" or type(m["version"]) is not int or m["version"] != 1:
         return "it is not a charlm token manifest of version 1"
     if m["unit"] not in UNITS or not isinstance(m["with_unk"], bool):
         return "its unit or with_unk is damaged"
     problem = _tokens_problem(m["tokens"], m["unit"])
     if problem:
         return problem
-    if m["dtype"] not in DTYPES or len(m["tokens"]) > CAPACITY[m["dtype"]]:
+    if not isinstance(m["dtype"], str) or m["dtype"] not in DTYPES or len(m["tokens"]) > CAPACITY[m["dtype"]]:
         return "its dtype cannot hold the vocabulary's ids"
     if not isinstance(m["vocab_splits"], list) or not isinstance(m["recipe"], dict):
         return "its vocab_splits or recipe is damaged"
     if not _sources_ok(m["sources"]):
         return "its sources are damaged"
-    splits = m["splits"]
+    splits, digests = m["splits"], m["sha256"]
     if not isinstance(splits, dict) or set(splits) != set(SPLITS):
         return "its splits are damaged"
+    if not isinstance(digests, dict) or set(digests) != set(SPLITS) or not all(
+            (d is None) == (splits[s] is None) and (d is None or (isinstance(d, str) and len(d) == 64))
+            for s, d in digests.items()):
+        return "its sha256 entries are damaged"
     item = torch.empty(0, dtype=DTYPES[m["dtype"]]).element_size()
     for split, n in splits.items():
         if n is None and split == "test":
+            if (Path(folder) / "test.tokens").exists():
+                return "it says there is no test split, but test.tokens exists"
             continue
         if type(n) is not int or n < 2:
             return f"its {split} size is damaged"
@@ -90,8 +97,13 @@ def _tokens_problem(tokens: Any, unit: str) -> str | None:
     if len(set(tokens)) != len(tokens):
         return "its vocabulary repeats a token"
     limit = 256 if unit == "byte" else 0x110000
-    if not all((len(t) == 1 and ord(t) < limit) or t == UNK for t in tokens):
+    units = tokens[:-1] if tokens[-1] == UNK else tokens
+    if not all(len(t) == 1 and ord(t) < limit for t in units):
         return f"its vocabulary holds something that is not one {unit}"
+    # As preparation writes it: units in code order, then `<unk>`. Two tokens swapped would
+    # silently give ids other meanings.
+    if any(ord(a) >= ord(b) for a, b in zip(units, units[1:])):
+        return "its vocabulary is not in code order"
     return None
 
 
@@ -99,5 +111,6 @@ def _sources_ok(sources: Any) -> bool:
     fields = {"path": str, "md5": str, "size": int, "mtime_ns": int}
     return isinstance(sources, list) and bool(sources) and all(
         isinstance(s, dict) and set(s) == set(fields) and all(type(s[k]) is t for k, t in fields.items())
+        and "\0" not in s["path"] and Path(s["path"]).is_absolute()
         for s in sources
     )

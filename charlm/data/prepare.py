@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import glob
+import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,7 +46,8 @@ SCAN_BYTES = 1 << 22
 
 
 def load_prepared(folder: Path, *, sources: list[Path], plan: Plan, unit: str, with_unk: bool, recipe: dict,
-                  vocab_splits: tuple[str, ...] = ("train",), progress: ReadProgress | None = None) -> Corpus:
+                  vocab_splits: tuple[str, ...] = ("train",), progress: ReadProgress | None = None,
+                  rebuild: bool = False) -> Corpus:
     """The corpus prepared in `folder`, through memory maps; prepared first when the folder is
     missing, damaged or stale (a source changed size or mtime, or the unit or recipe differs).
 
@@ -54,16 +58,18 @@ def load_prepared(folder: Path, *, sources: list[Path], plan: Plan, unit: str, w
         with_unk: add `<unk>` for units the vocabulary's splits lack (else such a unit is an error).
         recipe: JSON-able description of how the pieces were cut; part of what must match.
         vocab_splits: the splits whose units make the vocabulary.
+        rebuild: prepare again even when the folder verifies (`charlm bench` times preparation).
     """
     folder = Path(folder)
-    sources = [Path(s).resolve() for s in sources]
+    sources = list(dict.fromkeys(Path(s).resolve() for s in sources))  # a file named twice is read once
     wanted = {"unit": unit, "with_unk": with_unk, "recipe": recipe, "vocab_splits": list(vocab_splits)}
-    corpus = open_prepared(folder, sources, wanted)
+    corpus = None if rebuild else open_prepared(folder, sources, wanted)
     if corpus is not None:
         return corpus
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        _remove_abandoned(folder)
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}{STAGING}", dir=folder.parent))
     except OSError as exc:
         # A read-only data root only costs the cache: prepare in a temporary folder, map it,
         # and remove it (the maps keep the files alive until the process ends).
@@ -78,7 +84,7 @@ def load_prepared(folder: Path, *, sources: list[Path], plan: Plan, unit: str, w
         return _opened(corpus, staging)
     try:
         _build(staging, sources, plan, wanted, progress)
-        _publish(staging, folder)
+        _publish(staging, folder, sources, wanted, replace=rebuild)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return _opened(open_prepared(folder, sources, wanted), folder)
@@ -100,10 +106,11 @@ def open_prepared(folder: Path, sources: list[Path], wanted: dict) -> Corpus | N
         return None
     problem = manifest_problem(manifest, folder)
     if problem is None and any(manifest[key] != value for key, value in wanted.items()):
+        log.info("the corpus in %s was prepared with other settings; preparing it again", folder)
         return None  # made for another unit or split: not damaged, just not this one
-    if problem is None and manifest["sources"] != [dict(source, **_stat(Path(source["path"]))) for source in manifest["sources"]]:
-        return None  # a source changed since
-    if problem is None and [Path(s["path"]) for s in manifest["sources"]] != sources:
+    if problem is None and (manifest["sources"] != [dict(s, **_stat(Path(s["path"]))) for s in manifest["sources"]]
+                            or [Path(s["path"]) for s in manifest["sources"]] != sources):
+        log.info("a source of the corpus in %s changed since it was prepared; preparing it again", folder)
         return None
     if problem is None:
         problem = _ids_problem(folder, manifest)
@@ -120,31 +127,40 @@ def open_prepared(folder: Path, sources: list[Path], wanted: dict) -> Corpus | N
 def _stat(path: Path) -> dict:
     try:
         st = path.stat()
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a path holding NUL
         return {"size": -1, "mtime_ns": -1}
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 def _ids_problem(folder: Path, manifest: dict) -> str | None:
-    """Whether some token file holds an id beyond the vocabulary (read in chunks, not mapped:
-    a scan through a map would leave the whole file counted in this process's memory)."""
+    """Whether a token file's bytes differ from their SHA-256 in the manifest, or hold an id
+    beyond the vocabulary. Read in chunks, not through a map: a scan through a map would leave
+    the whole file counted in this process's memory."""
     limit, dtype = len(manifest["tokens"]), DTYPES[manifest["dtype"]]
     for split, n in manifest["splits"].items():
         if n is None:
             continue
-        with open(folder / f"{split}.tokens", "rb") as f:
-            while chunk := f.read(SCAN_BYTES):
-                ids = torch.frombuffer(bytearray(chunk), dtype=dtype).int()
-                if int(ids.min()) < 0 or int(ids.max()) >= limit:
-                    return f"{split}.tokens holds ids outside the vocabulary of {limit}"
+        digest = hashlib.sha256()
+        try:
+            with open(folder / f"{split}.tokens", "rb") as f:
+                while chunk := f.read(SCAN_BYTES):
+                    digest.update(chunk)
+                    ids = torch.frombuffer(bytearray(chunk), dtype=dtype).int()
+                    if int(ids.min()) < 0 or int(ids.max()) >= limit:
+                        return f"{split}.tokens holds ids outside the vocabulary of {limit}"
+        except OSError as exc:  # removed or replaced meanwhile
+            return f"cannot read {split}.tokens: {exc.strerror}"
+        if digest.hexdigest() != manifest["sha256"][split]:
+            return f"{split}.tokens does not match its SHA-256"
     return None
 
 
-def _publish(staging: Path, folder: Path) -> None:
-    """Move the finished folder into place; a stale one is replaced, a fresh one another
-    process published meanwhile wins (both prepared the same thing)."""
-    if folder.exists():
-        retired = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
+def _publish(staging: Path, folder: Path, sources: list[Path], wanted: dict, replace: bool) -> None:
+    """Move the finished folder into place. A folder another process published meanwhile that
+    verifies wins (both prepared the same thing; torchrun ranks do); a damaged or stale one is
+    retired first."""
+    if folder.exists() and (replace or open_prepared(folder, sources, wanted) is None):
+        retired = Path(tempfile.mkdtemp(prefix=f".{folder.name}{STAGING}", dir=folder.parent))
         try:
             os.replace(folder, retired / "old")
         except FileNotFoundError:
@@ -157,9 +173,27 @@ def _publish(staging: Path, folder: Path) -> None:
             raise DataError(f"cannot publish the prepared corpus at {folder}: {exc.strerror}") from None
 
 
+STAGING = ".staging."
+ABANDONED_AFTER_S = 3600
+
+
+def _remove_abandoned(folder: Path) -> None:
+    """Staging folders beside `folder` that nothing has written to for an hour: left by a
+    preparation that was killed (a live one writes its files continuously)."""
+    now = time.time()
+    for stale in folder.parent.glob(f".{glob.escape(folder.name)}{STAGING}*"):
+        try:
+            newest = max([stale.stat().st_mtime] + [p.stat().st_mtime for p in stale.rglob("*")])
+        except OSError:
+            continue
+        if now - newest > ABANDONED_AFTER_S:
+            shutil.rmtree(stale, ignore_errors=True)
+
+
 def _build(staging: Path, sources: list[Path], plan: Plan, wanted: dict, progress: ReadProgress | None) -> None:
     unit = wanted["unit"]
-    surveyed = {path: survey(path, unit, progress) for path in dict.fromkeys(sources)}
+    before = {path: _stat(path) for path in sources}  # what the manifest records: the files as read
+    surveyed = {path: survey(path, unit, progress) for path in sources}
     pieces = plan({path: count for path, (count, _) in surveyed.items()})
     _check_pieces(pieces, {path: count for path, (count, _) in surveyed.items()}, unit)
     vocab = _vocabulary(pieces, wanted, progress)
@@ -167,17 +201,21 @@ def _build(staging: Path, sources: list[Path], plan: Plan, wanted: dict, progres
     table = torch.full((256 if unit == "byte" else 0x110000,), -1, dtype=torch.int32)
     codes = [ord(t) for t in vocab.tokens if len(t) == 1]
     table[torch.tensor(codes, dtype=torch.long)] = torch.arange(len(codes), dtype=torch.int32)
-    sizes = {}
+    sizes, digests = {}, {}
     try:
         for split in SPLITS:
             piece = pieces.get(split)
-            sizes[split] = None if piece is None else _write_tokens(
+            sizes[split], digests[split] = (None, None) if piece is None else _write_tokens(
                 staging / f"{split}.tokens", piece, split, unit, table, vocab, DTYPES[dtype], progress)
+        changed = [str(path) for path, stat in before.items() if _stat(path) != stat]
+        if changed:
+            raise DataError(f"{', '.join(changed)} changed while charlm read it; run the command again once "
+                            "nothing writes to it")
         manifest = {
             "format": "charlm-tokens", "version": 1, "unit": unit, "tokens": list(vocab.tokens), "dtype": dtype,
-            "splits": sizes, "with_unk": wanted["with_unk"], "vocab_splits": wanted["vocab_splits"],
-            "recipe": wanted["recipe"],
-            "sources": [{"path": str(path), "md5": md5, **_stat(path)} for path, (_, md5) in surveyed.items()],
+            "splits": sizes, "sha256": digests, "with_unk": wanted["with_unk"],
+            "vocab_splits": wanted["vocab_splits"], "recipe": wanted["recipe"],
+            "sources": [{"path": str(path), "md5": md5, **before[path]} for path, (_, md5) in surveyed.items()],
         }
         with open(staging / MANIFEST, "w", encoding="utf-8") as f:
             json.dump(manifest, f, ensure_ascii=False)
@@ -215,8 +253,9 @@ def _vocabulary(pieces: dict[str, Piece | None], wanted: dict, progress: ReadPro
 
 
 def _write_tokens(path: Path, piece: Piece, split: str, unit: str, table: torch.Tensor, vocab: Vocabulary,
-                  dtype: torch.dtype, progress: ReadProgress | None) -> int:
-    written = 0
+                  dtype: torch.dtype, progress: ReadProgress | None) -> tuple[int, str]:
+    """Encode the piece into `path`; (ids written, SHA-256 of the file)."""
+    written, digest = 0, hashlib.sha256()
     with open(path, "wb") as f:
         for units in piece_units(piece, unit, progress, f"encoding {split}"):
             ids = table[units.long()]
@@ -228,13 +267,15 @@ def _write_tokens(path: Path, piece: Piece, split: str, unit: str, table: torch.
                 ids[unknown] = vocab.unk_id
             ids = ids.to(dtype).contiguous()
             # The tensor's bytes straight to the file (NumPy is not a dependency).
-            f.write(ctypes.string_at(ids.data_ptr(), ids.numel() * ids.element_size()))
+            data = ctypes.string_at(ids.data_ptr(), ids.numel() * ids.element_size())
+            f.write(data)
+            digest.update(data)
             written += ids.numel()
         f.flush()
         os.fsync(f.fileno())
     if written != os.path.getsize(path) // torch.empty(0, dtype=dtype).element_size():
         raise DataError(f"{path} was not fully written")
-    return written
+    return written, digest.hexdigest()
 
 
 __all__ = ["Piece", "file_size", "load_prepared", "open_prepared"]

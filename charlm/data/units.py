@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import os
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,19 +43,27 @@ def file_size(path: Path) -> int:
 
 
 def open_source(path: Path):
-    """The file opened for reading, or a DataError worded as for every file charlm reads."""
+    """The file opened for reading, or a DataError worded as for every file charlm reads.
+
+    Opened without blocking and checked to be a regular file before anything is read: a FIFO
+    would block the open itself, and a device would never end.
+    """
     try:
-        f = open(path, "rb")  # noqa: SIM115 -- the callers close it
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise DataError(f"corpus file not found: {path}") from None
     except IsADirectoryError:
         raise DataError(f"{path} is a directory, not a corpus file") from None
-    except OSError as exc:
-        raise DataError(f"cannot read corpus file {path}: {exc.strerror or exc}") from None
-    if not Path(path).is_file():  # a FIFO or device would block or never end
-        f.close()
-        raise DataError(f"{path} is not a regular file, not a corpus file")
-    return f
+    except (OSError, ValueError) as exc:  # ValueError: a path holding NUL
+        raise DataError(f"cannot read corpus file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if stat.S_ISDIR(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise DataError(f"{path} is a directory, not a corpus file")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise DataError(f"{path} is not a regular file (a pipe or device?), not a corpus file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 def _chunks(path: Path, start_byte: int = 0, progress: ReadProgress | None = None, label: str = "",

@@ -102,10 +102,10 @@ class ZippedCorpus(CorpusKind):
             return {"train": Piece(member, 0, valid_start), "valid": Piece(member, valid_start, test_start),
                     "test": Piece(member, test_start, None)}
 
-        # use_cache has nothing to switch off: the token files are the corpus as it is read.
+        # use_cache=False (charlm bench timing preparation) prepares the token files again.
         return load_prepared(self.folder(root) / f"prepared-{unit}", sources=[member], plan=plan, unit=unit,
                              with_unk=False, recipe={"member": self.spec.member, "split": list(self.split)},
-                             vocab_splits=("train", "valid", "test"), progress=progress)
+                             vocab_splits=("train", "valid", "test"), progress=progress, rebuild=not use_cache)
 
 
 class Enwik8(ZippedCorpus):

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from charlm.config import DataConfig
 
 
-def load_text(cfg: DataConfig, progress: ProgressFn | None = None) -> Corpus:
+def load_text(cfg: DataConfig, progress: ProgressFn | None = None, rebuild: bool = False) -> Corpus:
     """Any corpus of the user's: three files, or one file cut into contiguous parts."""
     unit = cfg.unit or TextFiles.units[0]
     if cfg.path is not None:
@@ -39,7 +39,7 @@ def load_text(cfg: DataConfig, progress: ProgressFn | None = None) -> Corpus:
     key = hashlib.sha256(json.dumps([resolved, unit, recipe]).encode()).hexdigest()[:16]
     folder = resolve_data_root(cfg.root) / "prepared" / f"text-{unit}-{key}"
     return load_prepared(folder, sources=sources, plan=lambda counts: _pieces(cfg, unit, counts), unit=unit,
-                         with_unk=True, recipe=recipe, progress=progress)
+                         with_unk=True, recipe=recipe, progress=progress, rebuild=rebuild)
 
 
 def _pieces(cfg: DataConfig, unit: str, counts: dict[Path, int]) -> dict[str, Piece | None]:
@@ -75,7 +75,7 @@ class TextFiles(CorpusKind):
         return self.unit_problems(cfg)
 
     def load(self, cfg: DataConfig, progress: ProgressFn | None = None, use_cache: bool = True) -> Corpus:
-        return load_text(cfg, progress)
+        return load_text(cfg, progress, rebuild=not use_cache)
 
     def missing(self, cfg: DataConfig) -> list[str]:
         return [f"{getattr(cfg, key)} (data.{key})" for key in FILE_KEYS
