@@ -7,6 +7,7 @@ run's corpus.
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Callable
 from dataclasses import dataclass
 import warnings
@@ -158,7 +159,14 @@ def _file_stream(trained: TrainedModel, text_file: Path) -> torch.Tensor:
 
 
 def encode_prompt(trained: TrainedModel, prompt: str) -> torch.Tensor:
-    """Prompt ids; an empty prompt starts from the end-of-line token (a line's beginning)."""
+    """Prompt ids, read as the start of a line: after the end-of-line token, when the
+    vocabulary has one (an empty prompt is that token alone).
+
+    Training carries the hidden state from window to window, so a model almost never reads a
+    character from a zero state; reading the prompt's first character from one can throw it
+    into noise it never leaves (a tiny-shakespeare LSTM continued "ROMEO:" as "V3V3ZZZ...",
+    and "\nROMEO:" as a speech). One end-of-line first puts it where training saw lines begin.
+    """
     corpus = corpus_kind(trained.cfg.data.corpus)
     text = corpus.from_readable(prompt) if prompt else "\n"
     unknown = trained.vocab.unknown_chars(text)
@@ -172,7 +180,10 @@ def encode_prompt(trained: TrainedModel, prompt: str) -> torch.Tensor:
             f"prompt contains {unit_word(trained.vocab.unit)} not in this model's vocabulary: {listed}; "
             f"the vocabulary is {shown}"
         )
-    return trained.vocab.encode(text, source="prompt")
+    ids = trained.vocab.encode(text, source="prompt")
+    if text.startswith("\n") or trained.vocab.unknown_chars("\n"):
+        return ids
+    return torch.cat([trained.vocab.encode("\n", source="prompt"), ids])
 
 
 def check_sampling(trained: TrainedModel, prompt: str, opts: SamplingOptions, streamed: bool | None = None) -> torch.Tensor:
@@ -205,10 +216,16 @@ def sample_text(
     ids = check_sampling(trained, prompt, opts, streamed=on_text is not None)
     corpus, tokens = corpus_kind(trained.cfg.data.corpus), trained.vocab.tokens
 
+    # Streamed bytes are decoded as UTF-8 as they come: a character may span several steps.
+    decoders = [codecs.getincrementaldecoder("utf-8")("replace") for _ in range(opts.num_samples)]
+
     def on_step(next_ids: torch.Tensor) -> None:
         if on_text is not None:
             for i, token_id in enumerate(next_ids.tolist()):
-                on_text(i, corpus.to_readable(tokens[token_id]))
+                token = tokens[token_id]
+                if trained.vocab.unit == "byte" and len(token) == 1:
+                    token = decoders[i].decode(bytes([ord(token)]))
+                on_text(i, corpus.to_readable(token))
 
     # <unk> stands for "some character train lacked": it has no text to show, so never emit it.
     banned = [trained.vocab.unk_id] if trained.vocab.unk_id is not None else []
