@@ -17,9 +17,10 @@ one figure never inherits another's memory:
 
 Peak RSS is the child's own ru_maxrss (os.wait4), which counts the pages of the memory-mapped
 token files it touched. A corpus-size-independent train RSS is the point: the token files are
-mapped, not read. data.split is [0.998, 0.001, 0.001] so that the valid and test passes at the
-end of the run stay small (1 MB each for 1 GB); with the default 5% each they would dominate the
-run's time, not its memory.
+mapped, not read. valid and test are 500,000 characters each for every size (data.split chosen
+to give that): evaluation works on chunks of up to 65,536 tokens, so a held-out split that grew
+with the corpus would make the figures differ by evaluation memory (bounded, about 80 MB here),
+not by the corpus; with the default 5% each the passes would also dominate the run's time.
 
 Needs disk for the corpus and its token files (about 2x the largest size, uint8 ids); generated
 corpora are kept in the work folder and reused. The 1G size takes several minutes (mostly
@@ -45,7 +46,15 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-SPLIT = [0.998, 0.001, 0.001]
+HELD_OUT = 500_000  # characters of valid and of test, whatever the corpus size
+
+
+def split_for(size: int) -> list[float]:
+    """data.split giving valid and test HELD_OUT characters each (at most 5% each): the same
+    evaluation work, and the same evaluation memory, for every corpus size, so that the train
+    figures differ only by the training split."""
+    held = min(HELD_OUT / size, 0.05)
+    return [1 - 2 * held, held, held]
 STEPS = 5
 GENERATOR_VERSION = 1  # bump when the generated text changes, so old corpora are not reused
 
@@ -175,7 +184,8 @@ def run_child(args: list[str], log: Path, timeout: float) -> tuple[int, float, s
 
 def train_config(corpus: Path, root: Path, threads: int | None) -> dict:
     return {
-        "data": {"corpus": "text", "path": str(corpus), "split": SPLIT, "unit": "char", "root": str(root)},
+        "data": {"corpus": "text", "path": str(corpus), "split": split_for(corpus.stat().st_size), "unit": "char",
+                 "root": str(root)},
         "model": {"cell": "lstm", "embedding_dim": 16, "hidden_size": 64, "num_layers": 1},
         "train": {"batch_size": 8, "seq_len": 64, "max_steps": STEPS, "eval_every": 1000, "log_every": STEPS,
                   "eval_batch_size": 64, "test_batch_size": 64, "device": "cpu", "seed": 1,
@@ -191,7 +201,7 @@ def measure(size: int, work: Path, threads: int | None, timeout: float) -> dict:
     logs = work / "logs"
     logs.mkdir(exist_ok=True)
     row: dict = {"size": size}
-    load = [sys.executable, "-c", LOAD, str(corpus), json.dumps(SPLIT), str(root)]
+    load = [sys.executable, "-c", LOAD, str(corpus), json.dumps(split_for(corpus.stat().st_size)), str(root)]
     for phase in ("prep", "load"):
         code, rss, out = run_child(load, logs / f"{phase}-{show_size(size)}.log", timeout)
         if code != 0:
@@ -249,8 +259,8 @@ def table(rows: list[dict], floor_mb: float) -> str:
                  f"{floor_mb:.0f} MB. RSS/corpus = train peak RSS / corpus bytes; RSS/base = train peak RSS / "
                  f"the {show_size(base['size'])} corpus's (the baseline); prep RSS/base likewise for preparation.")
     lines.append(f"prep s and load s are load_corpus inside the child (no interpreter start); train s is the "
-                 f"whole `charlm train` process ({STEPS} steps, valid and test passes over "
-                 f"{SPLIT[1]:.1%} each, data.split {SPLIT}).")
+                 f"whole `charlm train` process ({STEPS} steps, then valid and test passes over "
+                 f"{HELD_OUT:,} characters each, whatever the corpus size).")
     return "\n".join(lines)
 
 

@@ -137,15 +137,19 @@ def _ids_problem(folder: Path, manifest: dict) -> str | None:
     beyond the vocabulary. Read in chunks, not through a map: a scan through a map would leave
     the whole file counted in this process's memory."""
     limit, dtype = len(manifest["tokens"]), DTYPES[manifest["dtype"]]
+    buffer = bytearray(SCAN_BYTES)  # one buffer for every chunk: memory stays flat however large the files
+    view = memoryview(buffer)
     for split, n in manifest["splits"].items():
         if n is None:
             continue
         digest = hashlib.sha256()
         try:
             with open(folder / f"{split}.tokens", "rb") as f:
-                while chunk := f.read(SCAN_BYTES):
-                    digest.update(chunk)
-                    ids = torch.frombuffer(bytearray(chunk), dtype=dtype).int()
+                while size := f.readinto(buffer):
+                    digest.update(view[:size])
+                    ids = torch.frombuffer(buffer, dtype=dtype, count=size // dtype.itemsize)
+                    if dtype == torch.uint16:  # no min/max kernels for uint16
+                        ids = ids.int()
                     if int(ids.min()) < 0 or int(ids.max()) >= limit:
                         return f"{split}.tokens holds ids outside the vocabulary of {limit}"
         except OSError as exc:  # removed or replaced meanwhile
