@@ -119,8 +119,13 @@ def open_prepared(folder: Path, sources: list[Path], wanted: dict) -> Corpus | N
         return None
     vocab = Vocabulary(tuple(manifest["tokens"]), manifest["unit"])
     dtype = DTYPES[manifest["dtype"]]
-    streams = {split: None if n is None else torch.from_file(str(folder / f"{split}.tokens"), shared=False, size=n, dtype=dtype)
-               for split, n in manifest["splits"].items()}
+    try:
+        streams = {split: None if n is None else torch.from_file(str(folder / f"{split}.tokens"), shared=False,
+                                                                  size=n, dtype=dtype)
+                   for split, n in manifest["splits"].items()}
+    except RuntimeError as exc:  # replaced or removed since it was checked
+        log.warning("cannot map the prepared corpus in %s (%s); preparing it again", folder, exc)
+        return None
     return Corpus(vocab, streams["train"], streams["valid"], streams["test"])
 
 
