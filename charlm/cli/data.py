@@ -40,7 +40,7 @@ def data_fetch(
     source: Annotated[Optional[str], typer.Option(help="Local directory or mirror URL holding the corpus's files (default: the canonical URLs).")] = None,
     root: Annotated[Optional[Path], typer.Option(help="Data root; files land in ROOT/NAME (default: $CHARLM_DATA or ./data).")] = None,
 ) -> None:
-    """Download a corpus's files, check their md5 and store them under the data root."""
+    """Download a corpus's files, check their checksums and store them under the data root."""
     from charlm.data.corpora import all_corpora, resolve_data_root
 
     # A plain string checked against the registry (not a Typer choice): the names live in the
@@ -66,8 +66,10 @@ def data_prepare(
     config: Annotated[Path, typer.Option("--config", "-c", help="YAML config whose data section names the corpus.")],
     set_: SetOption = None,
 ) -> None:
-    """Fetch the config's corpus if needed and prepare its token files (what `charlm train`
-    otherwise does first); prints the splits and the vocabulary."""
+    """Fetch the config's corpus if needed and prepare its token files; print splits and vocabulary.
+
+    `charlm train` does the same first; this runs it alone, with a progress bar in bytes/s.
+    """
     from charlm.config import load_config
     from charlm.data.corpora import corpus_kind
     from charlm.data.vocab import unit_word
