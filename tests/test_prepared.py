@@ -853,3 +853,16 @@ def test_load_corpus_goes_through_the_registry_to_the_prepared_folder(tmp_path):
     assert_matches(corpus, reference(src.read_bytes()))
     assert (mapped_file(corpus.valid) or "").startswith(str(tmp_path / "root" / "prepared" / "text-char-"))
 
+
+
+def test_a_source_whose_name_is_not_utf8_prepares_and_reopens(tmp_path, monkeypatch):
+    # The manifest records the path as JSON escapes (\udcff): writing it as UTF-8 text once
+    # failed with a UnicodeEncodeError traceback.
+    name = os.fsdecode(os.fsencode(str(tmp_path)) + b"/\xffcorpus.txt")
+    Path(name).write_bytes(b"hello world, a corpus of text.\n" * 50)
+    cfg = DataConfig(corpus="text", path=name, root=str(tmp_path / "root"))
+    first = load_text(cfg)
+    spy = BuildSpy(monkeypatch)
+    again = load_text(cfg)
+    assert spy.calls == 0  # reopened, not prepared again
+    assert torch.equal(first.train, again.train) and len(first.train) > 0

@@ -227,7 +227,7 @@ def _build(staging: Path, sources: list[Path], plan: Plan, wanted: dict, progres
             "sources": [{"path": str(path), "md5": md5, **before[path]} for path, (_, md5) in surveyed.items()],
         }
         with open(staging / MANIFEST, "w", encoding="utf-8") as f:
-            json.dump(manifest, f, ensure_ascii=False)
+            json.dump(manifest, f)  # ASCII: a path with undecodable bytes is kept as \udcXX escapes
             f.flush()
             os.fsync(f.fileno())
     except OSError as exc:
