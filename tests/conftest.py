@@ -6,6 +6,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,20 @@ REPO = Path(__file__).resolve().parents[1]
 # The offline copy of PTB that developers and CI have beside the checkout; override with
 # CHARLM_PTB_SOURCE.
 SHARED_PTB = Path(os.environ.get("CHARLM_PTB_SOURCE", REPO.parent / "shared" / "data" / "ptb"))
+
+
+@contextmanager
+def serving(server) -> Iterator:
+    """Serve an HTTP server (socketserver) on a thread for the length of the block; it is shut
+    down, closed and its thread joined after."""
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -10,7 +10,6 @@ import hashlib
 import shutil
 import socket
 import struct
-import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,7 +22,7 @@ from charlm.cli import app
 from charlm.data.corpora.ptb import PTB_MD5, fetch_ptb, missing_ptb_files, ptb_dir
 from charlm.errors import DownloadError
 
-from tests.conftest import tiny_text_config, write_config
+from tests.conftest import serving, tiny_text_config, write_config
 
 NAMES = sorted(PTB_MD5)
 
@@ -99,13 +98,8 @@ def ptb_bytes(shared_ptb) -> dict[str, bytes]:
 
 @pytest.fixture
 def mirror(ptb_bytes):
-    server = Mirror(ptb_bytes)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with serving(Mirror(ptb_bytes)) as server:
+        yield server
 
 
 @pytest.fixture

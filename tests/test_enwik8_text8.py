@@ -13,7 +13,6 @@ import hashlib
 import io
 import random
 import struct
-import threading
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -24,10 +23,10 @@ from typer.testing import CliRunner
 from charlm.cli import app
 from charlm.config import DataConfig
 from charlm.data.corpora import corpus_kind, load_corpus
-from charlm.data.corpora.enwik8 import split_points
+from charlm.data.zipped import split_points
 from charlm.data.fetch import split_checksum
 from charlm.errors import DataError, DownloadError
-from tests.conftest import write_config
+from tests.conftest import serving, write_config
 from tests.test_download import Mirror
 
 SIZE = 20_000  # a multiple of 20: 90% / 5% / 5% are whole bytes (18,000 / 1,000 / 1,000)
@@ -75,13 +74,8 @@ def checksum_like(published: str, data: bytes) -> str:
 
 @pytest.fixture
 def mirror():
-    server = Mirror({})
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with serving(Mirror({})) as server:
+        yield server
 
 
 def publish(monkeypatch, mirror: Mirror, name: str, member: bytes, archive: bytes | None = None):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from charlm.data.archive import ZipMember
 from charlm.data.corpora import register
-from charlm.data.corpora.enwik8 import ZippedCorpus
+from charlm.data.zipped import ZippedCorpus
 
 # No md5 of either file is published; the SHA-1s are dmlc/gluon-nlp's, which its Text8 dataset
 # (gluonnlp/data/corpora/text8.py) checks when it downloads http://mattmahoney.net/dc/text8.zip.
