@@ -25,10 +25,14 @@ __all__ = ["INT64_MAX", "SEED_MAX", "DataConfig", "Config", "ModelConfig", "Trai
 class ModelConfig(_Section):
     """Embedding -> multi-layer recurrent network -> dropout -> linear decoder."""
 
-    cell: Literal["lstm", "gru", "rnn_tanh", "rnn_relu", "mogrifier_lstm"] = "lstm"
-    # fused: nn.LSTM/GRU/RNN kernels (cuDNN, oneDNN). reference: cells written from the
-    # equations (charlm/cells.py); the GRU is then Cho et al. 2014's, not cuDNN's variant.
+    cell: Literal["lstm", "gru", "rnn_tanh", "rnn_relu", "mogrifier_lstm", "mingru", "minlstm"] = "lstm"
+    # fused: nn.LSTM/GRU/RNN kernels (cuDNN, oneDNN), or the scan of mingru/minlstm. reference:
+    # cells written from the equations (charlm/models/cells/), one time step at a time; the GRU
+    # is then Cho et al. 2014's, not cuDNN's variant.
     impl: Literal["fused", "reference"] = "fused"
+    # mingru/minlstm: how a window's recurrence runs (charlm/models/scan.py). linear: a loop of
+    # multiply-adds with its own backward (fastest on CPU); log: the paper's logcumsumexp.
+    scan: Literal["linear", "log"] = "linear"
     mogrifier_rounds: int = Field(5, ge=1)  # mogrifier_lstm: rounds of mutual gating
     embedding_dim: int = Field(128, gt=0)
     hidden_size: int = Field(512, gt=0)
@@ -53,9 +57,21 @@ class ModelConfig(_Section):
         # The cell registry says which cells have fused kernels (imported on use, as above).
         from charlm.models.cells import cell_kind
 
-        reference_only = cell_kind(self.cell).fused is None
+        kind = cell_kind(self.cell)
+        reference_only = not kind.has_fast_form
         if reference_only and self.impl != "reference":
             raise ValueError(f"cell {self.cell} exists only as model.impl: reference")
+        if kind.residual:
+            # Weight drop needs hidden-to-hidden matrices, which a scan cell does not have;
+            # locked dropout between layers needs per-layer modules, which its blocks replace.
+            refused = [k for k in ("weight_drop", "dropout_hidden") if getattr(self, k) > 0]
+            if refused:
+                raise ValueError(
+                    f"model.{', model.'.join(refused)} cannot apply to cell {self.cell} (its gates read only the "
+                    "input: no hidden-to-hidden weights, and residual blocks instead of per-layer modules); "
+                    "use model.dropout (inside each block) or model.dropout_input / dropout_output"
+                )
+            return self._check_locked_dropout()
         if self.tie_weights and self.embedding_dim != self.hidden_size and self.num_layers < 2:
             raise ValueError(
                 f"tie_weights with one layer needs embedding_dim == hidden_size, got "
@@ -74,6 +90,9 @@ class ModelConfig(_Section):
                 f"model.{', model.'.join(awd)} {'needs' if len(awd) == 1 else 'need'} model.impl: fused (the reference cells "
                 f"have no weight drop or per-layer modules); {fix}"
             )
+        return self._check_locked_dropout()
+
+    def _check_locked_dropout(self) -> ModelConfig:
         locked = [k for k in ("dropout_input", "dropout_hidden", "dropout_output") if getattr(self, k) > 0]
         if locked and self.dropout > 0:
             raise ValueError(

@@ -1,4 +1,5 @@
-"""CharRNN: embedding -> multi-layer RNN/LSTM/GRU (fused kernels or reference cells) -> dropout -> linear.
+"""CharRNN: embedding -> multi-layer RNN/LSTM/GRU (fused kernels or reference cells), or residual
+blocks of a scan cell (minGRU, minLSTM) -> dropout -> linear.
 
 Two layouts of the recurrent layers, chosen from the config:
 
@@ -42,10 +43,11 @@ class CharRNN(nn.Module):
             self.rnns = nn.ModuleList(self.kind.make_fused(n_in, n_out) for n_in, n_out in zip(inputs, sizes))
             self.hidden_dropout = _dropout(cfg.dropout, cfg.dropout_hidden)
         else:
-            # Dropout between layers only; nn.RNN warns when it is set with one layer.
-            between = cfg.dropout if cfg.num_layers > 1 else 0.0
+            # Dropout between layers only (nn.RNN warns when it is set with one layer); a scan
+            # cell's residual blocks drop out inside every block.
+            between = cfg.dropout if cfg.num_layers > 1 or self.kind.residual else 0.0
             self.rnn = recurrent_stack(cfg, cfg.embedding_dim, cfg.hidden_size, cfg.num_layers, between)
-        self.decoder = nn.Linear(sizes[-1], vocab_size)
+        self.decoder = nn.Linear(output_size(cfg), vocab_size)
         if cfg.tie_weights:
             # Press & Wolf 2017: one matrix both embeds and decodes; fewer parameters, lower loss.
             self.decoder.weight = self.embedding.weight
@@ -108,8 +110,16 @@ def layer_sizes(cfg: ModelConfig) -> list[int]:
     return sizes
 
 
+def output_size(cfg: ModelConfig) -> int:
+    """Features the decoder reads: the last layer's units, or embedding_dim for a scan cell,
+    whose residual blocks keep the embedding's width (models/scan_stack.py)."""
+    return cfg.embedding_dim if cell_kind(cfg.cell).residual else layer_sizes(cfg)[-1]
+
+
 def uses_layers(cfg: ModelConfig) -> bool:
     """Whether the model needs one module per layer (see the module docstring)."""
+    if cell_kind(cfg.cell).residual:  # one stack of blocks; its config refuses dropout_hidden
+        return False
     return cfg.dropout_hidden > 0 or layer_sizes(cfg)[-1] != cfg.hidden_size
 
 

@@ -7,6 +7,7 @@ memory available -- MemAvailable in /proc/meminfo for the CPU (Linux; elsewhere 
 checked), the free memory of a CUDA device -- and the message gives both figures.
 
     parameters   P = V*E + sum over layers of H*(a*in + c*H + b) + (H_last*V unless tied) + V
+                 (a scan cell's residual blocks are counted by models/scan_stack.py instead)
                  a, c, b: the cell's input weights, recurrent weights and biases per unit, solved
                  from three small layers built on the meta device (no memory); w = max(a, c) is
                  the gates per unit: 4 for an LSTM, 3 for a GRU, 1 for an RNN
@@ -61,7 +62,11 @@ def _count_layer(cfg: ModelConfig, inputs: int, units: int) -> int:
 
 
 def weights_per_unit(cfg: ModelConfig) -> float:
-    """w above: the weights of one layer of `cfg.cell` per unit of units * (input + units)."""
+    """w above: the weights of one layer of `cfg.cell` per unit of units * (input + units); for
+    a scan cell's residual block, its parameters over units**2."""
+    kind = cell_kind(cfg.cell)
+    if kind.residual:
+        return kind.stack_parameters(PROBE_UNITS, PROBE_UNITS, 1) / PROBE_UNITS**2
     a, c, _ = layer_weights(cfg)
     return max(a, c)
 
@@ -70,7 +75,9 @@ def _layer_groups(cfg: ModelConfig) -> list[tuple[int, int, int]]:
     """(how many, input size, units) of the recurrent layers, as models/charrnn.py's layer_sizes
     makes them; counted, not listed, so that a config's billion layers costs nothing here."""
     e, h, n = cfg.embedding_dim, cfg.hidden_size, cfg.num_layers
-    last = e if cfg.tie_weights else h  # a tied decoder makes the last layer embedding_dim wide
+    # A tied decoder makes the last layer embedding_dim wide (not a scan cell's: its blocks'
+    # states are all hidden_size wide, and their output has the embedding's width anyway).
+    last = e if cfg.tie_weights and not cell_kind(cfg.cell).residual else h
     if n == 1:
         return [(1, e, last)]
     groups = [(1, e, h), (n - 2, h, h), (1, h, last)]
@@ -84,9 +91,15 @@ def _units(cfg: ModelConfig) -> tuple[int, int, int]:
 
 
 def parameter_count(vocab_size: int, cfg: ModelConfig) -> int:
-    a, c, b = layer_weights(cfg)
-    recurrent = sum(n * units * (a * inputs + c * units + b) for n, inputs, units in _layer_groups(cfg))
-    decoder = (0 if cfg.tie_weights else _units(cfg)[2] * vocab_size) + vocab_size
+    kind = cell_kind(cfg.cell)
+    if kind.residual:  # residual blocks at the embedding's width; the decoder reads that width
+        recurrent = kind.stack_parameters(cfg.embedding_dim, cfg.hidden_size, cfg.num_layers)
+        last = cfg.embedding_dim
+    else:
+        a, c, b = layer_weights(cfg)
+        recurrent = sum(n * units * (a * inputs + c * units + b) for n, inputs, units in _layer_groups(cfg))
+        last = _units(cfg)[2]
+    decoder = (0 if cfg.tie_weights else last * vocab_size) + vocab_size
     return vocab_size * cfg.embedding_dim + int(recurrent) + decoder
 
 

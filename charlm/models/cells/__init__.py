@@ -7,6 +7,10 @@ model, the reference stack, `charlm bench`'s bare twin, int8 sampling and the fa
 all look cells up here, so a new cell is one new module plus its name in the schema's `Literal`
 (a test checks that the two agree).
 
+A parallel-scan cell (minGRU, minLSTM) names a `stack` instead of a fused module: the residual
+layers built around it (models/scan_stack.py), whose `model.impl: fused` runs the scan and
+`reference` steps through the equations one position at a time.
+
 Modules are found by listing this package (charlm/registry.py: no list of names to edit); they
 are imported on the first lookup, which also keeps them free to import this module.
 """
@@ -46,6 +50,27 @@ class CellKind:
     # A class with `for_model(model) -> stepper | None` that generates one character at a time
     # faster than the model's own forward (models/lstm_step.py), where one exists.
     stepper: type | None = None
+    # Parallel-scan cells: the stack class built around `reference` cells (models/scan_stack.py),
+    # and how many hidden_size-wide projections of the input the cell makes (for counting).
+    stack: type | None = None
+    gates: int = 0
+
+    @property
+    def has_fast_form(self) -> bool:
+        """Whether `model.impl: fused` exists: a fused kernel or a scan."""
+        return self.fused is not None or self.stack is not None
+
+    @property
+    def residual(self) -> bool:
+        """Whether the layers are residual blocks that keep the embedding's width (scan cells):
+        the decoder then reads embedding_dim features, and hidden_size is the state's width."""
+        return self.stack is not None
+
+    def stack_parameters(self, width: int, units: int, layers: int) -> int:
+        """Parameters of a scan stack, counted without building it."""
+        from charlm.models.scan_stack import stack_parameters
+
+        return stack_parameters(self.gates, width, units, layers)
 
     def make_fused(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0) -> nn.RNNBase:
         return self.fused(input_size, hidden_size, num_layers=num_layers, dropout=dropout,
@@ -71,8 +96,12 @@ def cell_kind(name: str) -> CellKind:
 
 def recurrent_stack(cfg: ModelConfig, input_size: int, hidden_size: int, num_layers: int, dropout: float) -> nn.Module:
     """`num_layers` layers of `cfg.cell` with nn.LSTM's interface (batch first; state with the
-    layers on dimension 0), fused or from the reference cells as `cfg.impl` says."""
+    layers on dimension 0), fused or from the reference cells as `cfg.impl` says. A scan cell's
+    stack returns `input_size` features (see CellKind.residual); the others `hidden_size`."""
     kind = cell_kind(cfg.cell)
+    if kind.stack is not None:
+        return kind.stack(kind.reference, input_size, hidden_size, num_layers, dropout,
+                          parallel=cfg.impl == "fused", scan=cfg.scan)
     if cfg.impl == "reference":
         from charlm.models.reference import ReferenceRNN
 

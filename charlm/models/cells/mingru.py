@@ -1,0 +1,47 @@
+"""minGRU (Feng et al. 2024, "Were RNNs All We Needed?"): a GRU whose gate and candidate read
+only the current input, so every position's gates come from one matrix product and the
+recurrence left is linear in h, computed as a scan (models/scan.py):
+
+    z_t  = sigma(W_z x_t + b_z)
+    h~_t = g(W_h x_t + b_h)            g(v) = v + 0.5 for v >= 0, sigmoid(v) below
+    h_t  = (1 - z_t) * h_{t-1} + z_t * h~_t
+
+in log space: log(1 - z) = -softplus(k), log(z h~) = -softplus(-k) + log g(v), as the paper's
+Appendix B does it. The layers around the cell are models/scan_stack.py's residual blocks.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from charlm.models.cells import CellKind, register
+from charlm.models.scan import log_positive, step
+from charlm.models.scan_stack import ScanStack
+
+
+class MinGRUCell(nn.Module):
+    GATES = 2  # z and the candidate, from one product
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.gates = nn.Linear(input_size, self.GATES * hidden_size)
+
+    def coefficients(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """log a, log b of h_t = a_t h_{t-1} + b_t for inputs x (..., input_size), in float32."""
+        k, v = self.gates(x).float().chunk(2, -1)
+        return -F.softplus(k), -F.softplus(-k) + log_positive(v)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor):
+        """One time step (the reference-cell interface): x (B, in), h (B, H)."""
+        h = step(*self.coefficients(x), h)
+        return h, h
+
+
+register(CellKind(
+    "mingru", has_cell_state=False,
+    reference=MinGRUCell,
+    stack=ScanStack, gates=MinGRUCell.GATES,
+))

@@ -1,0 +1,94 @@
+"""The layers around a parallel-scan cell (minGRU, minLSTM): residual blocks, as the paper's
+language models build them.
+
+Feng et al. (2024) describe their language model as a Transformer-style block, "norm ->
+convolutional layer -> minGRU -> 2-layer MLP with residual connections", with LayerNorm; their
+code (BorealisAI/minRNNs) expands the state to `dim_inner` and projects it back. Here, per layer:
+
+    x = x + dropout(W_out scan(cell(LayerNorm(x))))      the cell's state has hidden_size units
+    x = x + dropout(MLP(LayerNorm(x)))                   embedding_dim -> 4x -> embedding_dim, GELU
+
+then one LayerNorm before the decoder. The residual stream keeps the embedding's width, so
+hidden_size / embedding_dim is the paper's expansion factor, and the stack returns
+embedding_dim features (the decoder reads those). Departures, named in the README: no causal
+convolution before the cell (its last inputs would have to travel with the state between
+windows), and a zero initial state rather than the paper's g(0) = 0.5, so that an empty state
+means "nothing read yet" as it does for every other cell.
+
+Two modes compute the same thing: over a window (T > 1) the recurrence runs as a scan
+(models/scan.py) after one matrix product for every position; one character at a time (T = 1,
+sampling) it is one multiply-add per layer. `parallel=False` (`model.impl: reference`) steps
+through every window one position at a time, the equations as written.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from charlm.models.hidden import Hidden
+from charlm.models.scan import SCANS, step
+
+MLP_MULTIPLE = 4
+
+
+class ScanBlock(nn.Module):
+    def __init__(self, cell: nn.Module, width: int, units: int, dropout: float):
+        super().__init__()
+        self.cell_norm = nn.LayerNorm(width)
+        self.cell = cell  # cell.coefficients(x (..., width)) -> log a, log b (..., units), float32
+        self.cell_out = nn.Linear(units, width)
+        self.mlp_norm = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(
+            nn.Linear(width, MLP_MULTIPLE * width), nn.GELU(), nn.Linear(MLP_MULTIPLE * width, width)
+        )
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, h0: torch.Tensor, scan) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, T, width), h0 (B, units) -> (B, T, width) and the state after the window."""
+        log_a, log_b = self.cell.coefficients(self.cell_norm(x))  # (B, T, units) each
+        if scan is None or x.size(1) == 1:
+            h, states = h0, []
+            for t in range(x.size(1)):
+                h = step(log_a[:, t], log_b[:, t], h)
+                states.append(h)
+            hs = torch.stack(states, 1)
+        else:
+            hs = scan(log_a, log_b, h0)
+        x = x + self.dropout(self.cell_out(hs.to(x.dtype)))
+        x = x + self.dropout(self.mlp(self.mlp_norm(x)))
+        return x, hs[:, -1]
+
+
+class ScanStack(nn.Module):
+    """`num_layers` residual blocks of a scan cell with nn.GRU's interface: batch-first input of
+    `input_size` features, state (layers, B, hidden_size); the output keeps `input_size`."""
+
+    def __init__(self, make_cell, input_size: int, hidden_size: int, num_layers: int, dropout: float = 0.0,
+                 parallel: bool = True, scan: str = "linear"):
+        """`make_cell(width, units)`: the cell (models/cells/mingru.py, minlstm.py)."""
+        super().__init__()
+        self.hidden_size, self.num_layers = hidden_size, num_layers
+        self.scan = SCANS[scan] if parallel else None
+        self.blocks = nn.ModuleList(
+            ScanBlock(make_cell(input_size, hidden_size), input_size, hidden_size, dropout) for _ in range(num_layers)
+        )
+        self.norm = nn.LayerNorm(input_size)
+
+    def forward(self, x: torch.Tensor, hidden: Hidden | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if hidden is None:
+            hidden = x.new_zeros(self.num_layers, x.size(0), self.hidden_size, dtype=torch.float32)
+        states = []
+        for block, h0 in zip(self.blocks, hidden):
+            x, h = block(x, h0.float(), self.scan)
+            states.append(h)
+        return self.norm(x), torch.stack(states)
+
+
+def stack_parameters(gates: int, width: int, units: int, layers: int) -> int:
+    """ScanStack's parameters, counted without building it (models/size.py): per block the
+    cell's `gates` projections width -> units, the projection back, the MLP and two LayerNorms;
+    then the final LayerNorm."""
+    cell = gates * units * (width + 1) + width * (units + 1)
+    mlp = MLP_MULTIPLE * width * (width + 1) + width * (MLP_MULTIPLE * width + 1)
+    return layers * (cell + mlp + 4 * width) + 2 * width
