@@ -21,7 +21,7 @@ def test_the_schema_names_exactly_the_registered_cells():
 @pytest.mark.parametrize("name", sorted(all_cells()))
 def test_every_cell_builds_runs_and_carries_its_state(name):
     kind = cell_kind(name)
-    impl = "fused" if kind.fused is not None else "reference"
+    impl = "fused" if kind.has_fast_form else "reference"
     cfg = ModelConfig(cell=name, impl=impl, embedding_dim=4, hidden_size=6, num_layers=2)
     model = CharRNN(7, cfg)
     x = torch.randint(0, 7, (3, 5))
@@ -42,13 +42,17 @@ def test_every_cell_builds_runs_and_carries_its_state(name):
 def test_the_reference_form_of_every_cell_exists(name):
     cfg = ModelConfig(cell=name, impl="reference", embedding_dim=4, hidden_size=6, num_layers=1)
     stack = recurrent_stack(cfg, 4, 6, 1, 0.0)
-    assert isinstance(stack, ReferenceRNN)
+    kind = cell_kind(name)
+    if kind.stack is not None:  # a scan cell: its own residual blocks, stepping one position at a time
+        assert isinstance(stack, kind.stack) and stack.scan is None
+    else:
+        assert isinstance(stack, ReferenceRNN)
     out, _ = stack(torch.randn(2, 3, 4))
-    assert out.shape == (2, 3, 6)
+    assert out.shape == (2, 3, 4 if kind.residual else 6)
 
 
 def test_a_cell_without_a_fused_kernel_is_refused_as_fused():
-    reference_only = [n for n, k in all_cells().items() if k.fused is None]
+    reference_only = [n for n, k in all_cells().items() if not k.has_fast_form]
     assert reference_only  # the Mogrifier LSTM
     with pytest.raises(ValueError, match="exists only as model.impl: reference"):
         ModelConfig(cell=reference_only[0], impl="fused")
@@ -61,13 +65,15 @@ def test_bench_bare_twin_runs_the_models_own_recurrent_layers(name):
     from charlm.tools.bench import BareStep
 
     kind = cell_kind(name)
-    impl = "fused" if kind.fused is not None else "reference"
+    impl = "fused" if kind.has_fast_form else "reference"
     cfg = Config.model_validate({"model": {"cell": name, "impl": impl, "embedding_dim": 4, "hidden_size": 6, "num_layers": 2},
                                  "train": {"batch_size": 2, "seq_len": 3}})
     bare = BareStep(cfg, 7, torch.device("cpu"))
     model = CharRNN(7, cfg.model)
     assert type(bare.rnn) is type(model.rnn)
-    if impl == "reference":
+    if kind.stack is not None:
+        assert [type(b.cell) for b in bare.rnn.blocks] == [type(b.cell) for b in model.rnn.blocks]
+    elif impl == "reference":
         assert [type(c) for c in bare.rnn.layers] == [type(c) for c in model.rnn.layers]
     else:
         assert bare.rnn.mode == model.rnn.mode  # LSTM, GRU, RNN_TANH, RNN_RELU

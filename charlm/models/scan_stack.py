@@ -36,7 +36,7 @@ class ScanBlock(nn.Module):
     def __init__(self, cell: nn.Module, width: int, units: int, dropout: float):
         super().__init__()
         self.cell_norm = nn.LayerNorm(width)
-        self.cell = cell  # cell.coefficients(x (..., width)) -> log a, log b (..., units), float32
+        self.cell = cell  # cell.gate_inputs(x (..., width)) -> k, v (..., units), float32
         self.cell_out = nn.Linear(units, width)
         self.mlp_norm = nn.LayerNorm(width)
         self.mlp = nn.Sequential(
@@ -45,19 +45,19 @@ class ScanBlock(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, h0: torch.Tensor, scan) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, T, width), h0 (B, units) -> (B, T, width) and the state after the window."""
-        log_a, log_b = self.cell.coefficients(self.cell_norm(x))  # (B, T, units) each
-        if scan is None or x.size(1) == 1:
+        """x (T, B, width), time-major; h0 (B, units) -> (T, B, width) and the last state."""
+        k, v = self.cell.gate_inputs(self.cell_norm(x))  # (T, B, units) each, float32 or wider
+        if scan is None or x.size(0) == 1:
             h, states = h0, []
-            for t in range(x.size(1)):
-                h = step(log_a[:, t], log_b[:, t], h)
+            for t in range(x.size(0)):
+                h = step(k[t], v[t], h)
                 states.append(h)
-            hs = torch.stack(states, 1)
+            hs = torch.stack(states)
         else:
-            hs = scan(log_a, log_b, h0)
+            hs = scan(k, v, h0)
         x = x + self.dropout(self.cell_out(hs.to(x.dtype)))
         x = x + self.dropout(self.mlp(self.mlp_norm(x)))
-        return x, hs[:, -1]
+        return x, hs[-1]
 
 
 class ScanStack(nn.Module):
@@ -76,13 +76,15 @@ class ScanStack(nn.Module):
         self.norm = nn.LayerNorm(input_size)
 
     def forward(self, x: torch.Tensor, hidden: Hidden | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        state_dtype = torch.promote_types(x.dtype, torch.float32)  # float32, or float64 for gradcheck
         if hidden is None:
-            hidden = x.new_zeros(self.num_layers, x.size(0), self.hidden_size, dtype=torch.float32)
+            hidden = x.new_zeros(self.num_layers, x.size(0), self.hidden_size, dtype=state_dtype)
         states = []
+        x = x.transpose(0, 1).contiguous()  # time-major: each position one contiguous slice for the scan
         for block, h0 in zip(self.blocks, hidden):
-            x, h = block(x, h0.float(), self.scan)
+            x, h = block(x, h0.to(state_dtype), self.scan)
             states.append(h)
-        return self.norm(x), torch.stack(states)
+        return self.norm(x).transpose(0, 1), torch.stack(states)
 
 
 def stack_parameters(gates: int, width: int, units: int, layers: int) -> int:

@@ -6,18 +6,18 @@ recurrence left is linear in h, computed as a scan (models/scan.py):
     h~_t = g(W_h x_t + b_h)            g(v) = v + 0.5 for v >= 0, sigmoid(v) below
     h_t  = (1 - z_t) * h_{t-1} + z_t * h~_t
 
-in log space: log(1 - z) = -softplus(k), log(z h~) = -softplus(-k) + log g(v), as the paper's
-Appendix B does it. The layers around the cell are models/scan_stack.py's residual blocks.
+with k = W_z x + b_z and v = W_h x + b_h; models/scan.py runs it (and its log-space form,
+log(1 - z) = -softplus(k), log(z h~) = -softplus(-k) + log g(v), as the paper's Appendix B does).
+The layers around the cell are models/scan_stack.py's residual blocks.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from charlm.models.cells import CellKind, register
-from charlm.models.scan import log_positive, step
+from charlm.models.scan import step, widen
 from charlm.models.scan_stack import ScanStack
 
 
@@ -29,14 +29,16 @@ class MinGRUCell(nn.Module):
         self.hidden_size = hidden_size
         self.gates = nn.Linear(input_size, self.GATES * hidden_size)
 
-    def coefficients(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """log a, log b of h_t = a_t h_{t-1} + b_t for inputs x (..., input_size), in float32."""
-        k, v = self.gates(x).float().chunk(2, -1)
-        return -F.softplus(k), -F.softplus(-k) + log_positive(v)
+    def gate_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(k, v) for inputs x (..., input_size), float32 at least: the update gate z = sigmoid(k)
+        and the candidate's pre-activation of the shared recurrence h = (1 - z) h + z g(v)
+        (models/scan.py)."""
+        k, v = widen(self.gates(x)).chunk(2, -1)
+        return k, v
 
     def forward(self, x: torch.Tensor, h: torch.Tensor):
         """One time step (the reference-cell interface): x (B, in), h (B, H)."""
-        h = step(*self.coefficients(x), h)
+        h = step(*self.gate_inputs(x), h)
         return h, h
 
 

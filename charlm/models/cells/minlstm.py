@@ -5,9 +5,10 @@ gates read only the current input, normalised so that the state stays on the can
     f'_t = f_t / (f_t + i_t),    i'_t = i_t / (f_t + i_t)
     h_t  = f'_t * h_{t-1} + i'_t * h~_t
 
-in log space: with d = softplus(-k_f) - softplus(-k_i) (= log i - log f), log f' = -softplus(d)
-and log i' = -softplus(-d), as in the paper's Appendix B. The layers around the cell are
-models/scan_stack.py's residual blocks.
+Since f' + i' = 1 this is minGRU's recurrence with z = i' = sigmoid(d), d = log i - log f =
+softplus(-k_f) - softplus(-k_i) -- the paper's Appendix B computes log f' = -softplus(d) and
+log i' = -softplus(-d) from the same d -- so models/scan.py runs both cells. The layers around
+the cell are models/scan_stack.py's residual blocks.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from charlm.models.cells import CellKind, register
-from charlm.models.scan import log_positive, step
+from charlm.models.scan import step, widen
 from charlm.models.scan_stack import ScanStack
 
 
@@ -29,15 +30,18 @@ class MinLSTMCell(nn.Module):
         self.hidden_size = hidden_size
         self.gates = nn.Linear(input_size, self.GATES * hidden_size)
 
-    def coefficients(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """log a, log b of h_t = a_t h_{t-1} + b_t for inputs x (..., input_size), in float32."""
-        f, i, v = self.gates(x).float().chunk(3, -1)
-        d = F.softplus(-f) - F.softplus(-i)
-        return -F.softplus(d), -F.softplus(-d) + log_positive(v)
+    def gate_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(k, v) for inputs x (..., input_size), float32 at least: the update gate z = sigmoid(k)
+        and the candidate's pre-activation of the shared recurrence h = (1 - z) h + z g(v)
+        (models/scan.py)."""
+        f, i, v = widen(self.gates(x)).chunk(3, -1)
+        # f' = f / (f + i) = sigmoid(log f - log i): the update gate of the shared form, with
+        # z = i' = sigmoid(log i - log f); log sigmoid(y) = -softplus(-y).
+        return F.softplus(-f) - F.softplus(-i), v
 
     def forward(self, x: torch.Tensor, h: torch.Tensor):
         """One time step (the reference-cell interface): x (B, in), h (B, H)."""
-        h = step(*self.coefficients(x), h)
+        h = step(*self.gate_inputs(x), h)
         return h, h
 
 
