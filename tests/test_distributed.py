@@ -120,3 +120,14 @@ def test_awd_options_under_torchrun(corpus, tmp_path):
     cfg["model"].update(weight_drop=0.3, dropout_hidden=0.2, dropout_output=0.1)
     dropped = launch(write_config(tmp_path / "wd.yaml", cfg), tmp_path / "wd", ranks=2)
     assert dropped.returncode == 0, dropped.stderr
+
+
+def test_a_scan_cell_under_torchrun_equals_one_process(corpus, tmp_path):
+    """minGRU's scan (a custom autograd Function) under DDP: 2 ranks equal 1 process."""
+    _, files = corpus
+    cfg = tiny_text_config(files, **KEYS)
+    cfg["model"].update(cell="mingru", num_layers=2)
+    config = write_config(tmp_path / "scan.yaml", cfg)
+    one, two = launch(config, tmp_path / "one", ranks=1), launch(config, tmp_path / "two", ranks=2)
+    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
+    assert_same_model(tmp_path / "one", tmp_path / "two", atol=1e-5)

@@ -48,6 +48,11 @@ def test_readme_commands_run(tmp_path, shared_ptb, ptb_root):
     # --init-from runs/ptb_cpu has the shape it needs).
     for name in ("shakespeare_cpu.yaml", "shakespeare_cpu_15min.yaml"):
         (tmp_path / "configs" / name).write_text(tiny.replace("corpus: ptb", "corpus: shakespeare"))
+    # The scan-cell recipes: the same tiny model with their cell.
+    for cell in ("mingru", "minlstm"):
+        with_cell = tiny.replace("cell: lstm", f"cell: {cell}")
+        (tmp_path / "configs" / f"ptb_{cell}_cpu.yaml").write_text(with_cell)
+        (tmp_path / "configs" / f"shakespeare_{cell}_cpu.yaml").write_text(with_cell.replace("corpus: ptb", "corpus: shakespeare"))
     (tmp_path / "notes.txt").write_text("the market fell N points\nshares rose\n", encoding="utf-8")
     (tmp_path / "prompt.txt").write_text("the company\n", encoding="utf-8")
     env = {**os.environ, "CHARLM_DATA": str(ptb_root), "OMP_NUM_THREADS": "1",

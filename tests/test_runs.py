@@ -124,12 +124,12 @@ def test_compare_cells_script_makes_a_table_and_a_plot(tmp_path, text_files):
     run_script("compare_cells.sh", 4, tmp_path / "cells", text_files, tmp_path)
     assert (tmp_path / "cells" / "cells.png").read_bytes().startswith(PNG_SIGNATURE)
     rows = list(csv.DictReader(io.StringIO((tmp_path / "cells" / "cells.csv").read_text())))
-    assert sorted(r["cell"] for r in rows) == ["gru", "lstm", "rnn_tanh"]
+    assert sorted(r["cell"] for r in rows) == ["gru", "lstm", "mingru", "minlstm", "rnn_tanh"]
     assert {r["status"] for r in rows} == {"finished"}
     params = [int(r["parameters"]) for r in rows]
     assert max(params) / min(params) < 1.03  # matched budgets (decoders differ by hidden x vocab)
     again = run_script("compare_cells.sh", 4, tmp_path / "cells", text_files, tmp_path)
-    assert again.stdout.count("skipped") == 3
+    assert again.stdout.count("skipped") == 5
 
 
 def test_compare_impls_script_runs_all_five(tmp_path, text_files):

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -160,3 +165,13 @@ def test_train_eval_dynamic_and_sample_from_the_cli(tmp_path, text_files, cell):
     text = charlm("sample", tmp_path / "run", "--length", "40", "--seed", "3", check=0).stdout
     again = charlm("sample", tmp_path / "run", "--length", "40", "--seed", "3", check=0).stdout
     assert text == again and len(text.strip()) > 0
+
+
+def test_the_scan_benchmark_prints_its_figures():
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "scan_speed.py"
+    proc = subprocess.run([sys.executable, str(script), "--batch", "2", "--positions", "8", "--units", "4", "--repeats", "1"],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert [line.split()[0] for line in lines[1:]] == ["steps", "linear", "log"]
+    assert all("x faster" in line and "max |h - steps|" in line for line in lines[2:])

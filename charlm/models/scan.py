@@ -81,8 +81,9 @@ class _GatedScan(torch.autograd.Function):
 
 
 def linear_scan(k: torch.Tensor, v: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
-    """Every h_t, one fused step per position, with a hand-written backward."""
-    return _GatedScan.apply(k.contiguous(), v.contiguous(), h0.contiguous())
+    """Every h_t, one fused step per position, with a hand-written backward. k and v may be
+    strided views (the halves of one projection): the first operations read them in place."""
+    return _GatedScan.apply(k, v, h0.contiguous())
 
 
 def log_scan(k: torch.Tensor, v: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
