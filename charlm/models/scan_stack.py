@@ -10,10 +10,9 @@ code (BorealisAI/minRNNs) expands the state to `dim_inner` and projects it back.
 
 then one LayerNorm before the decoder. The residual stream keeps the embedding's width, so
 hidden_size / embedding_dim is the paper's expansion factor, and the stack returns
-embedding_dim features (the decoder reads those). Departures, named in the README: no causal
+embedding_dim features (the decoder reads those). Departure, named in the README: no causal
 convolution before the cell (its last inputs would have to travel with the state between
-windows), and a zero initial state rather than the paper's g(0) = 0.5, so that an empty state
-means "nothing read yet" as it does for every other cell.
+windows). A stream starts from zeros, as the authors' code does without a given state.
 
 Two modes compute the same thing: over a window (T > 1) the recurrence runs as a scan
 (models/scan.py) after one matrix product for every position; one character at a time (T = 1,

@@ -27,8 +27,8 @@ from charlm.data.corpora import load_corpus
 from charlm.device import device_name
 from charlm.inference.evaluate import evaluate
 from charlm.inference.trained import TrainedModel, quantize_for_cpu
-from charlm.models.cells import recurrent_stack
-from charlm.models.charrnn import CharRNN, output_size
+from charlm.models.cells import cell_kind, recurrent_stack
+from charlm.models.charrnn import CharRNN
 from charlm.reporting.base import SilentReporter
 from charlm.reporting.fanout import build_reporter
 from charlm.runs.rundir import RunDir
@@ -145,7 +145,9 @@ class BareStep:
         m, t = cfg.model, cfg.train
         self.embedding = nn.Embedding(vocab_size, m.embedding_dim).to(device)
         self.rnn = recurrent_stack(m, m.embedding_dim, m.hidden_size, m.num_layers, 0.0).to(device)
-        self.decoder = nn.Linear(output_size(m), vocab_size).to(device)
+        # One stack of hidden_size layers (untied), or a scan cell's blocks at the embedding's width.
+        width = m.embedding_dim if cell_kind(m.cell).residual else m.hidden_size
+        self.decoder = nn.Linear(width, vocab_size).to(device)
         self.params = [*self.embedding.parameters(), *self.rnn.parameters(), *self.decoder.parameters()]
         fused = device.type == "cuda" or None
         self.optimizer = torch.optim.AdamW(self.params, lr=t.lr, fused=fused)
