@@ -24,15 +24,7 @@ import time
 
 import torch
 
-from charlm.models.scan import linear_scan, log_scan, step
-
-
-def stepped(k: torch.Tensor, v: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
-    h, states = h0, []
-    for t in range(k.size(0)):
-        h = step(k[t], v[t], h)
-        states.append(h)
-    return torch.stack(states)
+from charlm.models.scan import linear_scan, log_scan, step_through
 
 
 def time_one(scan, k, v, h0, weights, repeats: int) -> tuple[float, torch.Tensor]:
@@ -61,7 +53,7 @@ def main() -> None:
     h0, weights = torch.randn(shape[1:]), torch.randn(shape)
     print(f"batch {args.batch}, {args.positions} positions, {args.units} units, float32, "
           f"{torch.get_num_threads()} threads; forward + backward, median of {args.repeats}")
-    base, reference = time_one(stepped, k, v, h0, weights, args.repeats)
+    base, reference = time_one(step_through, k, v, h0, weights, args.repeats)
     print(f"{'steps':8} {base * 1000:9.1f} ms   1.00x")
     for name, scan in (("linear", linear_scan), ("log", log_scan)):
         seconds, h = time_one(scan, k, v, h0, weights, args.repeats)

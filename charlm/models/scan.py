@@ -51,6 +51,16 @@ def step(k: torch.Tensor, v: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     return torch.lerp(h, positive(v), torch.sigmoid(k))
 
 
+def step_through(k: torch.Tensor, v: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+    """Every h_t by `step`, one position at a time under autograd: the equations as written
+    (model.impl: reference, single characters), and the yardstick the scans are checked against."""
+    h, states = h0, []
+    for t in range(k.size(0)):
+        h = step(k[t], v[t], h)
+        states.append(h)
+    return torch.stack(states)
+
+
 class _GatedScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, k: torch.Tensor, v: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:

@@ -26,9 +26,34 @@ import torch
 from torch import nn
 
 from charlm.models.hidden import Hidden
-from charlm.models.scan import SCANS, step
+from charlm.models.scan import SCANS, step, step_through, widen
 
 MLP_MULTIPLE = 4
+
+
+class ScanCell(nn.Module):
+    """A scan cell: one projection of the input into GATES blocks of hidden_size, from which
+    `gate_inputs` (the subclass's) makes the (k, v) of the shared recurrence h = (1 - z) h + z g(v),
+    z = sigmoid(k) (models/scan.py)."""
+
+    GATES: int
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.gates = nn.Linear(input_size, self.GATES * hidden_size)
+
+    def projections(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The GATES projections of inputs x (..., input_size), float32 at least."""
+        return widen(self.gates(x)).chunk(self.GATES, -1)
+
+    def gate_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor):
+        """One time step (the reference-cell interface): x (B, in), h (B, H)."""
+        h = step(*self.gate_inputs(x), h)
+        return h, h
 
 
 class ScanBlock(nn.Module):
@@ -46,14 +71,7 @@ class ScanBlock(nn.Module):
     def forward(self, x: torch.Tensor, h0: torch.Tensor, scan) -> tuple[torch.Tensor, torch.Tensor]:
         """x (T, B, width), time-major; h0 (B, units) -> (T, B, width) and the last state."""
         k, v = self.cell.gate_inputs(self.cell_norm(x))  # (T, B, units) each, float32 or wider
-        if scan is None or x.size(0) == 1:
-            h, states = h0, []
-            for t in range(x.size(0)):
-                h = step(k[t], v[t], h)
-                states.append(h)
-            hs = torch.stack(states)
-        else:
-            hs = scan(k, v, h0)
+        hs = step_through(k, v, h0) if scan is None or x.size(0) == 1 else scan(k, v, h0)
         x = x + self.dropout(self.cell_out(hs.to(x.dtype)))
         x = x + self.dropout(self.mlp(self.mlp_norm(x)))
         return x, hs[-1]

@@ -50,10 +50,9 @@ class CellKind:
     # A class with `for_model(model) -> stepper | None` that generates one character at a time
     # faster than the model's own forward (models/lstm_step.py), where one exists.
     stepper: type | None = None
-    # Parallel-scan cells: the stack class built around `reference` cells (models/scan_stack.py),
-    # and how many hidden_size-wide projections of the input the cell makes (for counting).
+    # Parallel-scan cells: the stack class built around `reference` cells (models/scan_stack.py;
+    # `reference` is then a ScanCell class, whose GATES the parameter count reads).
     stack: type | None = None
-    gates: int = 0
 
     @property
     def has_fast_form(self) -> bool:
@@ -70,7 +69,7 @@ class CellKind:
         """Parameters of a scan stack, counted without building it."""
         from charlm.models.scan_stack import stack_parameters
 
-        return stack_parameters(self.gates, width, units, layers)
+        return stack_parameters(self.reference.GATES, width, units, layers)
 
     def make_fused(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0) -> nn.RNNBase:
         return self.fused(input_size, hidden_size, num_layers=num_layers, dropout=dropout,

@@ -14,36 +14,22 @@ The layers around the cell are models/scan_stack.py's residual blocks.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from charlm.models.cells import CellKind, register
-from charlm.models.scan import step, widen
-from charlm.models.scan_stack import ScanStack
+from charlm.models.scan_stack import ScanCell, ScanStack
 
 
-class MinGRUCell(nn.Module):
+class MinGRUCell(ScanCell):
     GATES = 2  # z and the candidate, from one product
 
-    def __init__(self, input_size: int, hidden_size: int):
-        super().__init__()
-        self.hidden_size = hidden_size
-        self.gates = nn.Linear(input_size, self.GATES * hidden_size)
-
     def gate_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(k, v) for inputs x (..., input_size), float32 at least: the update gate z = sigmoid(k)
-        and the candidate's pre-activation of the shared recurrence h = (1 - z) h + z g(v)
-        (models/scan.py)."""
-        k, v = widen(self.gates(x)).chunk(2, -1)
+        """(k, v): the update gate's logit and the candidate's pre-activation, as projected."""
+        k, v = self.projections(x)
         return k, v
-
-    def forward(self, x: torch.Tensor, h: torch.Tensor):
-        """One time step (the reference-cell interface): x (B, in), h (B, H)."""
-        h = step(*self.gate_inputs(x), h)
-        return h, h
 
 
 register(CellKind(
     "mingru", has_cell_state=False,
     reference=MinGRUCell,
-    stack=ScanStack, gates=MinGRUCell.GATES,
+    stack=ScanStack,
 ))

@@ -15,38 +15,24 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from charlm.models.cells import CellKind, register
-from charlm.models.scan import step, widen
-from charlm.models.scan_stack import ScanStack
+from charlm.models.scan_stack import ScanCell, ScanStack
 
 
-class MinLSTMCell(nn.Module):
+class MinLSTMCell(ScanCell):
     GATES = 3  # forget, input and the candidate, from one product
 
-    def __init__(self, input_size: int, hidden_size: int):
-        super().__init__()
-        self.hidden_size = hidden_size
-        self.gates = nn.Linear(input_size, self.GATES * hidden_size)
-
     def gate_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(k, v) for inputs x (..., input_size), float32 at least: the update gate z = sigmoid(k)
-        and the candidate's pre-activation of the shared recurrence h = (1 - z) h + z g(v)
-        (models/scan.py)."""
-        f, i, v = widen(self.gates(x)).chunk(3, -1)
+        """(k, v) of the shared recurrence, with z = i' = i / (f + i)."""
+        f, i, v = self.projections(x)
         # f' = f / (f + i) = sigmoid(log f - log i): the update gate of the shared form, with
         # z = i' = sigmoid(log i - log f); log sigmoid(y) = -softplus(-y).
         return F.softplus(-f) - F.softplus(-i), v
-
-    def forward(self, x: torch.Tensor, h: torch.Tensor):
-        """One time step (the reference-cell interface): x (B, in), h (B, H)."""
-        h = step(*self.gate_inputs(x), h)
-        return h, h
 
 
 register(CellKind(
     "minlstm", has_cell_state=False,
     reference=MinLSTMCell,
-    stack=ScanStack, gates=MinLSTMCell.GATES,
+    stack=ScanStack,
 ))
