@@ -6,7 +6,7 @@ missing argument) exit 2 with Typer's usage message.
 
     __init__.py  the app, and the main job: train, eval, sample, config
     common.py    the consoles, the error wrapper, options several commands share
-    tools.py     runs, plot, bench: looking at run directories, measuring speed
+    tools.py     runs, plot, bench, viz: looking at run directories and inside models, measuring speed
     data.py      the `data` sub-app: fetch corpora
 """
 
@@ -189,6 +189,7 @@ def sample(
 app.command()(tools.bench)
 app.command()(tools.runs)
 app.command()(tools.plot)
+app.command()(tools.viz)
 
 
 @app.command("config")

@@ -30,3 +30,18 @@ def hidden_from_list(parts: list[torch.Tensor], device: torch.device) -> Hidden 
         return None
     moved = [p.to(device) for p in parts]
     return tuple(moved) if len(moved) > 1 else moved[0]
+
+
+def per_layer(hidden: Hidden, layered: bool, has_cell_state: bool) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Each layer's (h, c) of batch row 0, c None for cells without a cell state: a stacked
+    model keeps (h, c) with the layers on dimension 0 (or h alone), a layered one the flat tuple
+    (h_1, c_1, h_2, c_2, ...) of (1, B, size) tensors (models/charrnn.py). Scan stacks keep
+    their states as h, (layers, B, hidden)."""
+    parts = hidden_parts(hidden)
+    if layered:
+        step = 2 if has_cell_state else 1
+        return [(parts[i][0, 0], parts[i + 1][0, 0] if has_cell_state else None) for i in range(0, len(parts), step)]
+    if has_cell_state:
+        h, c = parts
+        return [(h[layer, 0], c[layer, 0]) for layer in range(h.size(0))]
+    return [(h, None) for h in parts[0][:, 0]]

@@ -1,0 +1,183 @@
+"""`charlm viz` as one library call: read a run's model and a span of text, trace the model over
+it, and write the page."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from charlm.data.corpora import corpus_kind
+from charlm.data.locate import locate_corpus
+from charlm.errors import CharlmError
+from charlm.files import write_atomic, write_failure_fix
+from charlm.inference.choices import SPLITS
+from charlm.inference.trained import TrainedModel, load_trained, stream_to_score
+from charlm.models.charrnn import layer_sizes
+from charlm.models.size import allocation_errors, check_fits, show_bytes
+from charlm.viz.labels import guess_labels, token_labels
+from charlm.viz.page import KIND_NAMES, is_viz_page, RANKED, SURPRISAL_MAX, header_html, number_arrays, pack, render_page
+from charlm.viz.properties import PROPERTIES, correlations, text_properties, varies
+from charlm.viz.quantize import BITS_RANGE, DEFAULT_BITS, levels, quantize
+from charlm.viz.trace import Trace, trace_stream
+
+DEFAULT_CHARS = 2_000
+DEFAULT_CONTEXT = 1_000
+MAX_CHARS = 20_000  # a page's text is one element per character; past this, browsers crawl
+MAX_CONTEXT = 1_000_000
+# The page holds every activation as one byte in the browser's memory (and the trace four);
+# 64 Mi of them is 20,000 characters of 2x1600 LSTM.
+MAX_ACTIVATIONS = 1 << 26
+FIX_SIZE = "lower --chars"
+
+
+@dataclass(frozen=True)
+class PageFacts:
+    """What `charlm viz` wrote and found."""
+
+    path: Path
+    size_bytes: int
+    checkpoint: Path
+    step: int
+    chars: int
+    bpc: float
+    units: int
+    # property -> (unit, r) of the unit that follows it best, for the properties in the text
+    best_units: dict[str, tuple[str, float]] = field(default_factory=dict)
+    data_note: str | None = None
+
+
+def visualize_run(
+    run: Path | str,
+    output: Path,
+    split: str | None = None,
+    text: Path | None = None,
+    chars: int = DEFAULT_CHARS,
+    start: int = 0,
+    context: int = DEFAULT_CONTEXT,
+    bits: int = DEFAULT_BITS,
+    device: str = "cpu",
+    weights: str = "auto",
+    data_root: Path | None = None,
+) -> PageFacts:
+    """Write the page for `chars` characters of the run's `split` (valid by default) or of the
+    file `text`, from position `start`; the model first reads up to `context` characters before
+    it, so the span does not start from a blank state. Options are checked before anything is
+    read."""
+    _check_options(output, split, text, chars, start, context, bits)
+    trained = load_trained(run, device, weights)
+    note = None
+    if text is None:
+        data, note = locate_corpus(trained.cfg.data, data_root)
+        stream = stream_to_score(trained, split or "valid", None, data)
+        where = f"{split or 'valid'} split"
+    else:
+        stream = stream_to_score(trained, None, text)
+        where = str(text)
+    if start >= len(stream):
+        raise CharlmError(f"--start {start:,} is past the end of the {where} ({len(stream):,} characters)")
+    span = stream[start : start + chars]
+    before = stream[max(0, start - context) : start]
+    if len(span) + len(before) < 2:
+        raise CharlmError(f"the span from --start {start:,} holds one character and nothing before it to predict it from; "
+                          "start earlier or give --context")
+    _check_size(trained, len(span))
+    with allocation_errors(f"tracing {len(span):,} characters", FIX_SIZE):
+        trace = trace_stream(trained.model, before, span)
+    page, facts = _page(trained, trace, where, start, len(stream), len(before), bits)
+    try:
+        write_atomic(output, page.encode("utf-8"))
+    except OSError as exc:
+        raise CharlmError(f"could not write {output}: {exc.strerror or exc}; {write_failure_fix(exc, 'choose another -o')}") from None
+    return PageFacts(output, len(page.encode("utf-8")), trained.path, trained.step, len(span), trace.bpc, facts["units"],
+                     facts["best"], note)
+
+
+def _check_options(output, split, text, chars, start, context, bits) -> None:
+    if split is not None and split not in SPLITS:
+        raise CharlmError(f"--split must be {' or '.join(SPLITS)}, got {split!r}")
+    if split is not None and text is not None:
+        raise CharlmError("give --split or --text, not both")
+    if not 1 <= chars <= MAX_CHARS:
+        raise CharlmError(f"--chars must be 1 to {MAX_CHARS:,} (one page element per character), got {chars:,}")
+    if start < 0:
+        raise CharlmError(f"--start must be 0 or more, got {start:,}")
+    if not 0 <= context <= MAX_CONTEXT:
+        raise CharlmError(f"--context must be 0 to {MAX_CONTEXT:,}, got {context:,}")
+    if not BITS_RANGE[0] <= bits <= BITS_RANGE[1]:
+        raise CharlmError(f"--bits must be {BITS_RANGE[0]} to {BITS_RANGE[1]}, got {bits}")
+    if Path(output).is_dir():
+        raise CharlmError(f"-o {output} is a directory; name the page's file, e.g. {Path(output) / 'page.html'}")
+    if not Path(output).parent.is_dir():
+        raise CharlmError(f"cannot write {output}: folder {Path(output).parent} does not exist")
+    if Path(output).exists() and not is_viz_page(Path(output)):
+        raise CharlmError(f"-o {output} exists and is not a page charlm viz wrote; it is left as it is: "
+                          "choose another -o (or delete the file)")
+
+
+def _check_size(trained: TrainedModel, n: int) -> None:
+    units = _state_units(trained)
+    if n * units > MAX_ACTIVATIONS:
+        raise CharlmError(f"{n:,} characters of this model are {n * units:,} activations ({units:,} units); a page holds "
+                          f"at most {MAX_ACTIVATIONS:,}: lower --chars to {MAX_ACTIVATIONS // units:,} or less")
+    need = n * units * 13 + n * len(trained.vocab) * 12  # float states (kept twice), levels; log-probabilities
+    check_fits(need, f"tracing {n:,} characters ({show_bytes(need)})", FIX_SIZE)
+
+
+def _state_units(trained: TrainedModel) -> int:
+    """Units drawn per character: every layer's h, and c too for cells with a cell state."""
+    cfg = trained.cfg.model
+    per_unit = 2 if trained.model.kind.has_cell_state else 1
+    return per_unit * sum(layer_sizes(cfg)) if not trained.model.kind.residual else cfg.hidden_size * cfg.num_layers
+
+
+def _page(trained: TrainedModel, trace: Trace, where: str, start: int, total: int, context: int, bits: int):
+    corpus = corpus_kind(trained.cfg.data.corpus)
+    labels = token_labels(trained.vocab, corpus, trace.ids.tolist())
+    groups, columns = [], []
+    for layer, states in enumerate(trace.layers):
+        for kind, values in (("hidden", states.hidden), ("cell", states.cell)):
+            if values is not None:
+                groups.append({"layer": layer, "kind": kind, "units": values.size(1), "first": sum(g["units"] for g in groups)})
+                columns.append(values)
+    activations = torch.cat(columns, dim=1)  # (N, units)
+    properties = text_properties(labels, trace.surprisal)
+    corr = correlations(activations, properties)
+    q, steps = quantize(activations, bits)
+    present = {name: varies(values) for name, values in properties.items()}
+    best = _best_units(corr, groups, present)
+    n, cfg = len(labels), trained.cfg
+    meta = {
+        "n": n, "k": trace.top_ids.size(1), "ids": trace.ids.tolist(), "labels": labels,
+        "guess_labels": guess_labels(trained.vocab, corpus), "groups": groups, "units": activations.size(1),
+        "kind_names": KIND_NAMES, "levels": levels(bits), "ranked": RANKED, "surprisal_max": SURPRISAL_MAX,
+        "bpc": trace.bpc,
+        "properties": [{"name": name, "description": PROPERTIES[name], "present": present[name]} for name in properties],
+    }
+    read_from = f"after {context:,} characters of context" if context else "from a blank state at the span's start"
+    facts = [
+        ("run", str(trained.path.parent) if trained.path.name.endswith(".pt") else str(trained.path)),
+        ("checkpoint", f"{trained.path.name}, step {trained.step:,}, {trained.weights} weights"),
+        ("model", f"{cfg.model.cell} {cfg.model.num_layers}x{cfg.model.hidden_size}, embedding {cfg.model.embedding_dim}, "
+                  f"{trained.model.num_parameters():,} parameters"),
+        ("corpus", f"{cfg.data.corpus} ({trained.vocab.unit}s, vocabulary {len(trained.vocab)})"),
+        ("text", f"{where}, characters {start:,} to {start + n - 1:,} of {total:,}, read {read_from}"),
+        ("bpc", f"{trace.bpc:.4f} over {int(trace.predicted.sum()):,} predicted characters"),
+        ("activations", f"{bits}-bit levels, one scale per unit ({activations.size(1):,} units)"),
+    ]
+    title = f"charlm viz: {facts[0][1]}"
+    blob = pack(number_arrays(trace, steps, corr, q.t().contiguous()))
+    page = render_page(title, header_html(title, facts), meta, blob)
+    return page, {"units": activations.size(1), "best": best}
+
+
+def _best_units(corr: torch.Tensor, groups: list[dict], present: dict[str, bool]) -> dict[str, tuple[str, float]]:
+    best = {}
+    for k, name in enumerate(present):
+        if not present[name]:
+            continue
+        u = int(corr[k].abs().argmax())
+        g = next(g for g in groups if g["first"] <= u < g["first"] + g["units"])
+        best[name] = (f"layer {g['layer'] + 1} {KIND_NAMES[g['kind']]} unit {u - g['first']}", float(corr[k, u]))
+    return best

@@ -1,0 +1,100 @@
+"""Run a model over a span of a token stream and keep what the page shows of every position:
+the surprisal of the character, the model's top guesses for it, and the state of every layer
+after reading it.
+
+Positions are stepped one character at a time, because the fused cells (nn.LSTM and friends)
+return only the last layer's outputs and only the final cell state of a window; after a
+one-character window the state *is* every layer's h (and c) at that position, for every cell
+charlm has (models/hidden.py's per_layer).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from charlm.models.charrnn import CharRNN
+from charlm.models.hidden import per_layer
+
+TOP_K = 5
+
+
+@dataclass(frozen=True)
+class LayerTrace:
+    """One layer's state after each position: h (N, units), and tanh(c) for cells with a cell
+    state (what the output gate reads, and the scale Karpathy et al. 2015 drew), else None."""
+
+    hidden: torch.Tensor
+    cell: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class Trace:
+    """What the model did at each of the N positions of a span."""
+
+    ids: torch.Tensor  # (N,) the span's token ids
+    predicted: torch.Tensor  # (N,) bool: position 0 has no prediction without text before it
+    surprisal: torch.Tensor  # (N,) bits, -log2 p(token); nan where not predicted
+    target_prob: torch.Tensor  # (N,) p(token); nan where not predicted
+    top_ids: torch.Tensor  # (N, TOP_K) the most likely tokens, most likely first
+    top_probs: torch.Tensor  # (N, TOP_K)
+    layers: list[LayerTrace]
+
+    @property
+    def bpc(self) -> float:
+        """Mean surprisal of the predicted positions, in bits per character."""
+        return float(self.surprisal[self.predicted].double().mean()) if bool(self.predicted.any()) else math.nan
+
+
+def trace_stream(model: CharRNN, context: torch.Tensor, span: torch.Tensor) -> Trace:
+    """Read `context` (the text just before the span, possibly empty) in one pass, then step
+    through `span`. Every prediction comes from all of the context and span before it, from a
+    zero state at the context's start, as `charlm eval` scores a stream at batch size 1."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():  # token files may hold uint8 ids; embeddings take int64
+            return _trace(model, context.long(), span.long())
+    finally:
+        model.train(was_training)
+
+
+def _trace(model: CharRNN, context: torch.Tensor, span: torch.Tensor) -> Trace:
+    device = next(model.parameters()).device
+    has_cell = model.kind.has_cell_state
+    hidden, last_logits = None, None
+    if len(context):
+        logits, hidden = model(context.view(1, -1).to(device))
+        last_logits = logits[0, -1]
+    prior_logits: list[torch.Tensor] = []  # the logits that predict each position
+    states: list[list[tuple[torch.Tensor, torch.Tensor | None]]] = []
+    for token in span.tolist():
+        prior_logits.append(last_logits)
+        logits, hidden = model(torch.tensor([[token]], device=device), hidden)
+        last_logits = logits[0, -1]
+        states.append([(h.float().cpu(), None if c is None else torch.tanh(c.float()).cpu())
+                       for h, c in per_layer(hidden, model.layered, has_cell)])
+    return _assemble(span, prior_logits, states)
+
+
+def _assemble(span: torch.Tensor, prior_logits: list, states: list) -> Trace:
+    n = len(span)
+    predicted = torch.tensor([logits is not None for logits in prior_logits], dtype=torch.bool)
+    rows = [logits.float().cpu() for logits in prior_logits if logits is not None]
+    vocab = rows[0].numel() if rows else 1
+    log_probs = torch.full((n, vocab), math.nan)
+    if rows:
+        log_probs[predicted] = F.log_softmax(torch.stack(rows), dim=-1)
+    k = min(TOP_K, vocab)
+    probs = log_probs.exp()
+    top_probs, top_ids = probs.nan_to_num(-1.0).topk(k, dim=-1)
+    target_log = log_probs.gather(1, span.view(-1, 1).long().cpu()).squeeze(1)
+    layers = [
+        LayerTrace(torch.stack([step[i][0] for step in states]),
+                   None if states[0][i][1] is None else torch.stack([step[i][1] for step in states]))
+        for i in range(len(states[0]))
+    ]
+    return Trace(span.cpu(), predicted, -target_log / math.log(2), target_log.exp(), top_ids, top_probs, layers)
