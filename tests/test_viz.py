@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
-from charlm.errors import CharlmError
 from charlm.inference.trained import load_trained, stream_to_score
 from charlm.models.cells import all_cells
 from charlm.models.hidden import per_layer
@@ -217,3 +216,58 @@ def test_text_that_looks_like_markup_stays_text(tmp_path):
     meta, _ = read_page(tmp_path / "page.html")
     assert "".join(meta["labels"]).endswith("</script><!--CHARLM:blob--> <b>&amp;\n")
     assert (tmp_path / "page.html").read_text(encoding="utf-8").count("</script>") == 3  # the page's own three
+
+
+def test_a_long_context_is_read_in_chunks_with_the_same_result(tmp_path, viz_files, monkeypatch):
+    run_dir = train_tiny(tmp_path, viz_files, "lstm", cell_overrides("lstm"))
+    visualize_run(run_dir, tmp_path / "whole.html", chars=40, start=300, context=300)
+    monkeypatch.setattr("charlm.viz.trace.CONTEXT_CHUNK", 7)
+    visualize_run(run_dir, tmp_path / "chunked.html", chars=40, start=300, context=300)
+    whole, chunked = (unpack(read_page(tmp_path / f"{n}.html")[1], "surprisal") for n in ("whole", "chunked"))
+    np.testing.assert_allclose(chunked, whole, atol=1e-5)
+
+
+def test_an_output_that_is_not_a_file_is_refused(tmp_path, viz_files):
+    import os
+
+    run_dir = train_tiny(tmp_path, viz_files, "lstm", ["model.num_layers=1"])
+    os.mkfifo(tmp_path / "fifo")
+    proc = charlm("viz", run_dir, "-o", tmp_path / "fifo", check=1)
+    assert "is not a regular file" in proc.stderr
+
+
+def test_a_model_whose_values_overflow_is_refused(tmp_path, viz_files, monkeypatch):
+    run_dir = train_tiny(tmp_path, viz_files, "lstm", ["model.num_layers=1"])
+    trained = load_trained(run_dir)
+    with torch.no_grad():
+        trained.model.decoder.weight.fill_(3e38)  # finite weights whose logits are not
+    monkeypatch.setattr("charlm.viz.build.load_trained", lambda *args: trained)
+    with pytest.raises(Exception, match="not finite"):
+        visualize_run(run_dir, tmp_path / "page.html", chars=50)
+    assert not (tmp_path / "page.html").exists()
+
+
+def test_a_lone_surrogate_in_a_label_is_written_as_its_escape(tmp_path, viz_files, monkeypatch):
+    import charlm.viz.build as build
+
+    run_dir = train_tiny(tmp_path, viz_files, "lstm", ["model.num_layers=1"])
+    real = build.token_labels
+    monkeypatch.setattr(build, "token_labels", lambda *a: ["\ud800", *real(*a)[1:]])
+    visualize_run(run_dir, tmp_path / "page.html", chars=50)
+    meta, _ = read_page(tmp_path / "page.html")  # read as strict UTF-8
+    assert meta["labels"][0] == "\ud800"
+
+
+def test_the_size_benchmark_prints_its_table(tmp_path, viz_files):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    run_dir = train_tiny(tmp_path, viz_files, "lstm", ["model.num_layers=1"])
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "viz_size.py"), str(run_dir), "--chars", "100",
+                           "--bits", "2", "8"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines()[1:3]]
+    assert [r[0] for r in rows] == ["2", "8"] and float(rows[0][1]) <= float(rows[1][1])
+    assert "100 characters" in proc.stdout

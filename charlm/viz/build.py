@@ -3,6 +3,7 @@ it, and write the page."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,12 +86,18 @@ def visualize_run(
     _check_size(trained, len(span))
     with allocation_errors(f"tracing {len(span):,} characters", FIX_SIZE):
         trace = trace_stream(trained.model, before, span)
+    if not (math.isfinite(trace.bpc) and all(bool(t.isfinite().all()) for layer in trace.layers
+                                             for t in (layer.hidden, layer.cell) if t is not None)):
+        raise CharlmError(f"the model of {trained.path} computes values that are not finite (NaN or infinite) on this "
+                          "text: its weights overflow; this checkpoint cannot be drawn")
     page, facts = _page(trained, trace, where, start, len(stream), len(before), bits)
+    # A lone surrogate (a damaged vocabulary, an odd path) is written as its JSON escape.
+    encoded = page.encode("utf-8", errors="backslashreplace")
     try:
-        write_atomic(output, page.encode("utf-8"))
+        write_atomic(output, encoded)
     except OSError as exc:
         raise CharlmError(f"could not write {output}: {exc.strerror or exc}; {write_failure_fix(exc, 'choose another -o')}") from None
-    return PageFacts(output, len(page.encode("utf-8")), trained.path, trained.step, len(span), trace.bpc, facts["units"],
+    return PageFacts(output, len(encoded), trained.path, trained.step, len(span), trace.bpc, facts["units"],
                      facts["best"], note)
 
 
@@ -111,6 +118,8 @@ def _check_options(output, split, text, chars, start, context, bits) -> None:
         raise CharlmError(f"-o {output} is a directory; name the page's file, e.g. {Path(output) / 'page.html'}")
     if not Path(output).parent.is_dir():
         raise CharlmError(f"cannot write {output}: folder {Path(output).parent} does not exist")
+    if Path(output).exists() and not Path(output).is_file():
+        raise CharlmError(f"-o {output} exists and is not a regular file; choose another -o")
     if Path(output).exists() and not is_viz_page(Path(output)):
         raise CharlmError(f"-o {output} exists and is not a page charlm viz wrote; it is left as it is: "
                           "choose another -o (or delete the file)")

@@ -20,6 +20,7 @@ from charlm.models.charrnn import CharRNN
 from charlm.models.hidden import per_layer
 
 TOP_K = 5
+CONTEXT_CHUNK = 4096  # tokens of context per forward pass
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,9 @@ def _trace(model: CharRNN, context: torch.Tensor, span: torch.Tensor) -> Trace:
     device = next(model.parameters()).device
     has_cell = model.kind.has_cell_state
     hidden, last_logits = None, None
-    if len(context):
-        logits, hidden = model(context.view(1, -1).to(device))
+    # In chunks: a long context's logits need not fit at once (split() of nothing is one empty chunk).
+    for chunk in context.split(CONTEXT_CHUNK) if len(context) else ():
+        logits, hidden = model(chunk.view(1, -1).to(device), hidden)
         last_logits = logits[0, -1]
     prior_logits: list[torch.Tensor] = []  # the logits that predict each position
     states: list[list[tuple[torch.Tensor, torch.Tensor | None]]] = []
