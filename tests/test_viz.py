@@ -48,12 +48,19 @@ def model_states(trained, span: torch.Tensor):
     return logits[0], final, None if series is None else series[0]
 
 
-@pytest.mark.parametrize("cell", ALL_CELLS)
-def test_the_page_holds_the_models_surprisal_guesses_and_states(tmp_path, viz_files, cell):
-    run_dir = train_tiny(tmp_path, viz_files, cell, cell_overrides(cell))
+# AWD-LSTM's layout: one module per layer, the last one embedding_dim wide (models/charrnn.py).
+LAYERED = ["model.tie_weights=true", "model.dropout_hidden=0.1"]
+CASES = [(cell, cell_overrides(cell)) for cell in ALL_CELLS] + [
+    ("lstm", cell_overrides("lstm") + LAYERED), ("gru", cell_overrides("gru") + LAYERED)]
+
+
+@pytest.mark.parametrize("cell, overrides", CASES, ids=[c for c in ALL_CELLS] + ["lstm-layered", "gru-layered"])
+def test_the_page_holds_the_models_surprisal_guesses_and_states(tmp_path, viz_files, cell, overrides):
+    run_dir = train_tiny(tmp_path, viz_files, cell, overrides)
     page = visualize_run(run_dir, tmp_path / "page.html", chars=300, bits=8)
     meta, blob = read_page(page.path)
     trained = load_trained(run_dir)
+    assert trained.model.layered == (overrides[-1] == LAYERED[-1])
     span = stream_to_score(trained, "valid", None)[:300].long()
     assert meta["ids"] == span.tolist() and meta["n"] == 300
 
@@ -70,6 +77,7 @@ def test_the_page_holds_the_models_surprisal_guesses_and_states(tmp_path, viz_fi
     assert page.bpc == pytest.approx(float(expected_bits.double().mean()), abs=1e-5)
 
     drawn = activations(meta, blob)  # (units, N)
+    assert [g["units"] for g in meta["groups"] if g["kind"] == "hidden"] == [h.numel() for h, _ in final]
     half_step = unpack(blob, "step") / 2 + 1e-5
     groups = {(g["layer"], g["kind"]): g for g in meta["groups"]}
     assert ("cell" in {k for _, k in groups}) == all_cells()[cell].has_cell_state  # no cell view for GRU/RNN/scan
