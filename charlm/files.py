@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,26 @@ def read_bytes(path: Path, what: str, error: type[CharlmError] = CharlmError) ->
         raise error(f"{path} is a directory, not a {what}") from None
     except OSError as exc:
         raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
+def read_head(path: Path, limit: int, what: str, error: type[CharlmError] = CharlmError) -> tuple[bytes, bool]:
+    """Up to `limit` first bytes of the regular file `path`, and whether it holds more. A FIFO,
+    a device (/dev/zero) or a directory is refused before anything is read: none has a size
+    to stop at."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO must not wait for a writer
+    except FileNotFoundError:
+        raise error(f"{what} not found: {path}") from None
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise error(f"{path} is not a regular file; give a {what} (a pipe, device or folder cannot be read)")
+        try:
+            data = f.read(limit + 1)
+        except OSError as exc:
+            raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    return data[:limit], len(data) > limit
 
 
 def write_atomic(path: Path, data: bytes, before_replace: Callable[[], None] | None = None) -> None:
@@ -64,12 +85,14 @@ def write_atomic(path: Path, data: bytes, before_replace: Callable[[], None] | N
             tmp.unlink(missing_ok=True)
 
 
-def write_failure_fix(exc: OSError, default: str = "free disk space or choose another --out-dir") -> str:
-    """What a user can do about a failed write, by its cause (`default`: a full disk, or other)."""
+def write_failure_fix(exc: OSError, default: str = "free disk space or choose another --out-dir",
+                      option: str = "--out-dir") -> str:
+    """What a user can do about a failed write, by its cause (`default`: a full disk, or other;
+    `option`: the command's option that names where it writes)."""
     if exc.errno == errno.EFBIG:
         return "raise the file-size limit (ulimit -f) or free disk space"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return "make the folder writable or choose another --out-dir"
+        return f"make the folder writable or choose another {option}"
     return default
 
 

@@ -15,7 +15,6 @@ from hypothesis import given, settings, strategies as st
 
 from charlm.inference.trained import load_trained, stream_to_score
 from charlm.models.cells import all_cells
-from charlm.models.hidden import per_layer
 from charlm.viz.build import visualize_run
 from charlm.viz.labels import token_labels
 from charlm.viz.page import unpack
@@ -33,9 +32,10 @@ def viz_files(tmp_path):
 
 
 def model_states(trained, span: torch.Tensor):
-    """The model's states computed without the page's stepping: one window forward from a zero
-    state. Returns the window's logits, each layer's final (h, tanh c) and the last layer's h at
-    every position (the RNN's output; None for scan cells, whose blocks add a residual)."""
+    """The model's states computed without the page's stepping or its splitting of the state
+    (models/hidden.py's per_layer): one window forward from a zero state. Returns the window's
+    logits, each layer's final (h, tanh c) and the last layer's h at every position (the RNN's
+    output; None for scan cells, whose blocks add a residual)."""
     model = trained.model.eval()
     span = span.long()
     with torch.inference_mode():
@@ -44,8 +44,19 @@ def model_states(trained, span: torch.Tensor):
         series = None
         if not model.kind.residual:
             series = model._run_layers(emb, None)[0] if model.layered else model.rnn(emb)[0]
-    final = [(h, None if c is None else torch.tanh(c)) for h, c in per_layer(hidden, model.layered, model.kind.has_cell_state)]
-    return logits[0], final, None if series is None else series[0]
+    return logits[0], layers_of(model, hidden), None if series is None else series[0]
+
+
+def layers_of(model, hidden):
+    """[(h, tanh c or None)] per layer, written out for each layout of the state."""
+    cell = model.kind.has_cell_state
+    if model.layered:  # (h_1, c_1, h_2, c_2, ...) or (h_1, h_2, ...), each (1, 1, size)
+        hs = hidden[0::2] if cell else hidden
+        cs = hidden[1::2] if cell else [None] * len(hs)
+        return [(h[0, 0], None if c is None else torch.tanh(c[0, 0])) for h, c in zip(hs, cs)]
+    if cell:  # nn.LSTM's (h, c), each (layers, 1, units)
+        return [(hidden[0][layer, 0], torch.tanh(hidden[1][layer, 0])) for layer in range(hidden[0].size(0))]
+    return [(hidden[layer, 0], None) for layer in range(hidden.size(0))]  # (layers, 1, units)
 
 
 # AWD-LSTM's layout: one module per layer, the last one embedding_dim wide (models/charrnn.py).
@@ -88,6 +99,14 @@ def test_the_page_holds_the_models_surprisal_guesses_and_states(tmp_path, viz_fi
             g = groups[(layer, kind)]
             units = slice(g["first"], g["first"] + g["units"])
             assert (np.abs(drawn[units, -1] - values.numpy()) <= half_step[units]).all(), (layer, kind)
+    for t in (1, 57):  # and at earlier positions, from shorter windows
+        _, earlier, _ = model_states(trained, span[:t])
+        for layer, (h, c) in enumerate(earlier):
+            for kind, values in (("hidden", h), ("cell", c)):
+                if values is not None:
+                    g = groups[(layer, kind)]
+                    units = slice(g["first"], g["first"] + g["units"])
+                    assert (np.abs(drawn[units, t - 1] - values.numpy()) <= half_step[units]).all(), (t, layer, kind)
     if series is not None:
         g = groups[(len(final) - 1, "hidden")]
         units = slice(g["first"], g["first"] + g["units"])
@@ -191,20 +210,36 @@ def test_quantised_values_are_within_half_a_step(bits, values):
     (["-o", "RUN/config.yaml"], "is not a page charlm viz wrote"),
     (["-o", "RUN"], "is a directory"),
     (["-o", "NOWHERE/page.html"], "does not exist"),
+    (["-o", "TEMPLATE"], "is not a page charlm viz wrote"),
+    (["-o", "QUOTING"], "is not a page charlm viz wrote"),
+    (["-o", "x" * 300 + ".html"], "cannot use -o"),
+    (["--text", "/dev/zero"], "is not a regular file"),
+    (["--text", "FIFO"], "is not a regular file"),
+    (["--text", "LATIN1"], "is not valid UTF-8: byte offset 3"),
 ])
 def test_bad_options_are_refused_with_one_line_and_nothing_is_overwritten(tmp_path, viz_files, args, message):
     run_dir = train_tiny(tmp_path, viz_files, "lstm", ["model.num_layers=1"])
     (tmp_path / "empty.txt").write_text("", encoding="utf-8")
+    import os
+    import shutil
+
+    from tests.conftest import REPO
+
+    shutil.copy(REPO / "charlm" / "viz" / "page.html", tmp_path / "template.html")
+    (tmp_path / "quoting.html").write_text('<p>a page starts <meta name="generator" content="charlm viz"></p>')
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "latin1.txt").write_bytes("caf\u00e9 au lait\n".encode("latin-1") * 20)
     names = {"SPAN": viz_files["valid"], "MISSING": tmp_path / "missing.txt", "EMPTY": tmp_path / "empty.txt",
-             "RUN": run_dir, "NOWHERE": tmp_path / "nowhere"}
+             "RUN": run_dir, "NOWHERE": tmp_path / "nowhere", "TEMPLATE": tmp_path / "template.html",
+             "QUOTING": tmp_path / "quoting.html", "FIFO": tmp_path / "fifo", "LATIN1": tmp_path / "latin1.txt"}
     args = [str(names.get(a.split("/")[0], a)) + ("/" + a.split("/", 1)[1] if "/" in a and a.split("/")[0] in names else "")
             for a in args]
-    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    before = {p.name: p.read_bytes() for p in [*run_dir.iterdir(), *tmp_path.glob("*.html")] if p.is_file()}
     if "-o" not in args:
         args += ["-o", str(tmp_path / "page.html")]
     proc = charlm("viz", run_dir, *args, check=1)
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
+    assert {p.name: p.read_bytes() for p in [*run_dir.iterdir(), *tmp_path.glob("*.html")] if p.is_file()} == before
     assert not (tmp_path / "page.html").exists()
 
 
@@ -279,3 +314,28 @@ def test_the_size_benchmark_prints_its_table(tmp_path, viz_files):
     rows = [line.split() for line in proc.stdout.splitlines()[1:3]]
     assert [r[0] for r in rows] == ["2", "8"] and float(rows[0][1]) <= float(rows[1][1])
     assert "100 characters" in proc.stdout
+
+
+def test_the_properties_start_from_the_text_before_the_span(tmp_path, viz_files):
+    """From a --start inside a quotation, inside a line, the span's first characters are inside
+    the quote, at their column: the context sets the properties' state."""
+    run_dir = train_tiny(tmp_path, viz_files, "lstm", ["model.num_layers=1"])
+    text = viz_files["valid"].read_text(encoding="utf-8")
+    start = text.index('"stop') + 3  # inside the first quotation, column 11
+    visualize_run(run_dir, tmp_path / "page.html", text=viz_files["valid"], start=start, chars=20, context=50)
+    meta, blob = read_page(tmp_path / "page.html")
+    names = [p["name"] for p in meta["properties"]]
+    props = unpack(blob, "props").reshape(len(names), meta["n"])
+    assert props[names.index("quote")][:14].tolist() == [1.0] * 14  # 'op (now) at 10"'
+    assert props[names.index("line_position")][:3].tolist() == [11.0, 12.0, 13.0]
+    assert props[names.index("parens")][3:8].tolist() == [1.0] * 5
+
+
+def test_a_text_file_is_read_only_as_far_as_the_span(tmp_path, viz_files):
+    run_dir = train_tiny(tmp_path, viz_files, "lstm", ["model.num_layers=1"])
+    big = tmp_path / "big.txt"
+    big.write_text(viz_files["valid"].read_text(encoding="utf-8") * 400, encoding="utf-8")  # ~1.3 MB
+    visualize_run(run_dir, tmp_path / "page.html", text=big, start=1000, chars=200)
+    meta, _ = read_page(tmp_path / "page.html")
+    whole = stream_to_score(load_trained(run_dir), None, big)
+    assert meta["ids"] == whole[1000:1200].tolist()

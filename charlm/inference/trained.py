@@ -20,9 +20,8 @@ from charlm.runs.checkpoint import load_payload
 from charlm.runs.rundir import find_checkpoint
 from charlm.config import Config, DataConfig
 from charlm.data.corpora import corpus_kind, load_corpus, resolve_data_root
-from charlm.data.corpus import read_utf8
 from charlm.data.vocab import Vocabulary, describe_unit, unit_word
-from charlm.files import read_bytes
+from charlm.files import read_bytes, read_head
 from charlm.errors import CharlmError, CheckpointError, DataError, SamplingError
 from charlm.runs.weights import WEIGHT_CHOICES
 from charlm.inference.evaluate import EvalResult, evaluate
@@ -114,12 +113,14 @@ def no_training_split(exc: CharlmError) -> CharlmError:
 
 
 def stream_to_score(
-    trained: TrainedModel, split: str | None, text_file: Path | None, data: DataConfig | None = None
+    trained: TrainedModel, split: str | None, text_file: Path | None, data: DataConfig | None = None,
+    head: int | None = None,
 ) -> torch.Tensor:
     """The token ids of a split of the run's corpus (read per `data`, by default the run's own
-    data config; see data/locate.py), or of any UTF-8 file."""
+    data config; see data/locate.py), or of any UTF-8 file; with `head`, a file is read only as
+    far as its first `head` tokens need (more may come back, never fewer than the file has)."""
     if text_file is not None:
-        stream = _file_stream(trained, text_file)
+        stream = _file_stream(trained, text_file, head)
     else:
         data = data or trained.cfg.data
         corpus = load_corpus(data)
@@ -137,20 +138,29 @@ def stream_to_score(
     return stream
 
 
-def _file_stream(trained: TrainedModel, text_file: Path) -> torch.Tensor:
+def _file_stream(trained: TrainedModel, text_file: Path, head: int | None = None) -> torch.Tensor:
     """A file's ids in the model's unit. A byte model scores a file that is not UTF-8 as its
-    raw bytes; a character model needs UTF-8."""
-    if trained.vocab.unit == "byte":
-        data = read_bytes(text_file, "file to score", DataError)
-        try:
-            raw = data.decode("utf-8")
-        except UnicodeDecodeError:
-            if len(data) < 2:
-                raise DataError(f"{text_file} has {len(data)} byte(s); scoring needs at least 2 -- give a longer file") from None
-            units = torch.frombuffer(bytearray(data), dtype=torch.uint8).int()
-            return trained.vocab.encode_units(units, source=str(text_file))
+    raw bytes; a character model needs UTF-8. With `head`, only the first bytes of a regular
+    file are read: 4 per character wanted (UTF-8's longest) and a margin, cut at a whole one."""
+    if head is None:
+        data, truncated = read_bytes(text_file, "file to score", DataError), False
     else:
-        raw = read_utf8(text_file)
+        data, truncated = read_head(text_file, 4 * head + 4096, "file to score", DataError)
+    try:
+        # A truncated read holds back a character its last bytes begin (final=False).
+        raw = codecs.getincrementaldecoder("utf-8")().decode(data, final=not truncated)
+    except UnicodeDecodeError as exc:
+        if trained.vocab.unit == "char":
+            raise DataError(f"{text_file} is not valid UTF-8: byte offset {exc.start} (0x{data[exc.start]:02x}); "
+                            "convert the file to UTF-8 (for example with iconv)") from None
+        if len(data) < 2:
+            raise DataError(f"{text_file} has {len(data)} byte(s); scoring needs at least 2 -- give a longer file") from None
+        units = torch.frombuffer(bytearray(data), dtype=torch.uint8).int()
+        return trained.vocab.encode_units(units, source=str(text_file))
+    return _encode_file_text(trained, text_file, raw)
+
+
+def _encode_file_text(trained: TrainedModel, text_file: Path, raw: str) -> torch.Tensor:
     if len(raw) < 2:  # the stream form of an empty PTB file is one end-of-line
         raise DataError(f"{text_file} {'is empty' if not raw else 'has 1 character'}; "
                         "scoring needs at least 2 characters -- give a longer file")

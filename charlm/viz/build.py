@@ -11,6 +11,7 @@ import torch
 
 from charlm.data.corpora import corpus_kind
 from charlm.data.locate import locate_corpus
+from charlm.data.vocab import unit_word
 from charlm.errors import CharlmError
 from charlm.files import write_atomic, write_failure_fix
 from charlm.inference.choices import SPLITS
@@ -27,8 +28,9 @@ DEFAULT_CHARS = 2_000
 DEFAULT_CONTEXT = 1_000
 MAX_CHARS = 20_000  # a page's text is one element per character; past this, browsers crawl
 MAX_CONTEXT = 1_000_000
+PROPERTY_CONTEXT = 10_000  # characters before the span that set the text properties' state
 # The page holds every activation as one byte in the browser's memory (and the trace four);
-# 64 Mi of them is 20,000 characters of 2x1600 LSTM.
+# 64 Mi of them is 20,000 characters of a 2x800 LSTM (h and c: 3,200 per character).
 MAX_ACTIVATIONS = 1 << 26
 FIX_SIZE = "lower --chars"
 
@@ -73,9 +75,11 @@ def visualize_run(
         data, note = locate_corpus(trained.cfg.data, data_root)
         stream = stream_to_score(trained, split or "valid", None, data)
         where = f"{split or 'valid'} split"
+        total = len(stream)
     else:
-        stream = stream_to_score(trained, None, text)
+        stream = stream_to_score(trained, None, text, head=start + chars)
         where = str(text)
+        total = None
     if start >= len(stream):
         raise CharlmError(f"--start {start:,} is past the end of the {where} ({len(stream):,} characters)")
     span = stream[start : start + chars]
@@ -90,18 +94,25 @@ def visualize_run(
                                              for t in (layer.hidden, layer.cell) if t is not None)):
         raise CharlmError(f"the model of {trained.path} computes values that are not finite (NaN or infinite) on this "
                           "text: its weights overflow; this checkpoint cannot be drawn")
-    page, facts = _page(trained, trace, where, start, len(stream), len(before), bits)
+    page, facts = _page(trained, trace, before[-PROPERTY_CONTEXT:], where, start, total, len(before), bits)
     # A lone surrogate (a damaged vocabulary, an odd path) is written as its JSON escape.
     encoded = page.encode("utf-8", errors="backslashreplace")
     try:
         write_atomic(output, encoded)
     except OSError as exc:
-        raise CharlmError(f"could not write {output}: {exc.strerror or exc}; {write_failure_fix(exc, 'choose another -o')}") from None
+        raise CharlmError(f"could not write {output}: {exc.strerror or exc}; {write_failure_fix(exc, 'choose another -o', option='-o')}") from None
     return PageFacts(output, len(encoded), trained.path, trained.step, len(span), trace.bpc, facts["units"],
                      facts["best"], note)
 
 
 def _check_options(output, split, text, chars, start, context, bits) -> None:
+    try:
+        _check_values(output, split, text, chars, start, context, bits)
+    except OSError as exc:  # a name too long, a path through a file
+        raise CharlmError(f"cannot use -o {output}: {exc.strerror or exc}; choose another -o") from None
+
+
+def _check_values(output, split, text, chars, start, context, bits) -> None:
     if split is not None and split not in SPLITS:
         raise CharlmError(f"--split must be {' or '.join(SPLITS)}, got {split!r}")
     if split is not None and text is not None:
@@ -130,7 +141,9 @@ def _check_size(trained: TrainedModel, n: int) -> None:
     if n * units > MAX_ACTIVATIONS:
         raise CharlmError(f"{n:,} characters of this model are {n * units:,} activations ({units:,} units); a page holds "
                           f"at most {MAX_ACTIVATIONS:,}: lower --chars to {MAX_ACTIVATIONS // units:,} or less")
-    need = n * units * 13 + n * len(trained.vocab) * 12  # float states (kept twice), levels; log-probabilities
+    # Per activation: the trace's float, its copy side by side, quantising's temporaries, the
+    # levels, the blob and the page's text (measured: about 30 bytes); per guess: log-probabilities.
+    need = n * units * 40 + n * len(trained.vocab) * 16
     check_fits(need, f"tracing {n:,} characters ({show_bytes(need)})", FIX_SIZE)
 
 
@@ -141,9 +154,14 @@ def _state_units(trained: TrainedModel) -> int:
     return per_unit * sum(layer_sizes(cfg)) if not trained.model.kind.residual else cfg.hidden_size * cfg.num_layers
 
 
-def _page(trained: TrainedModel, trace: Trace, where: str, start: int, total: int, context: int, bits: int):
+def _page(trained: TrainedModel, trace: Trace, before: torch.Tensor, where: str, start: int, total: int | None, context: int,
+          bits: int):
     corpus = corpus_kind(trained.cfg.data.corpus)
-    labels = token_labels(trained.vocab, corpus, trace.ids.tolist())
+    # The text before the span settles the properties' state at its start (inside a quote or
+    # not, the column, a character's first bytes) and the byte decoder's.
+    shown = token_labels(trained.vocab, corpus, before.tolist() + trace.ids.tolist())
+    n = len(trace.ids)
+    labels = shown[len(shown) - n :]
     groups, columns = [], []
     for layer, states in enumerate(trace.layers):
         for kind, values in (("hidden", states.hidden), ("cell", states.cell)):
@@ -151,12 +169,13 @@ def _page(trained: TrainedModel, trace: Trace, where: str, start: int, total: in
                 groups.append({"layer": layer, "kind": kind, "units": values.size(1), "first": sum(g["units"] for g in groups)})
                 columns.append(values)
     activations = torch.cat(columns, dim=1)  # (N, units)
-    properties = text_properties(labels, trace.surprisal)
+    surprisal = torch.cat([torch.full((len(before),), math.nan, dtype=trace.surprisal.dtype), trace.surprisal])
+    properties = {name: values[len(before) :] for name, values in text_properties(shown, surprisal).items()}
     corr = correlations(activations, properties)
     q, steps = quantize(activations, bits)
     present = {name: varies(values) for name, values in properties.items()}
     best = _best_units(corr, groups, present)
-    n, cfg = len(labels), trained.cfg
+    cfg = trained.cfg
     meta = {
         "n": n, "k": trace.top_ids.size(1), "ids": trace.ids.tolist(), "labels": labels,
         "guess_labels": guess_labels(trained.vocab, corpus), "groups": groups, "units": activations.size(1),
@@ -164,19 +183,23 @@ def _page(trained: TrainedModel, trace: Trace, where: str, start: int, total: in
         "bpc": trace.bpc,
         "properties": [{"name": name, "description": PROPERTIES[name], "present": present[name]} for name in properties],
     }
-    read_from = f"after {context:,} characters of context" if context else "from a blank state at the span's start"
+    units = unit_word(trained.vocab.unit)  # a byte model's positions are bytes
+    read_from = f"after {context:,} {units} of context" if context else "from a blank state at the span's start"
+    of_total = f" of {total:,}" if total is not None else ""  # a file is read only as far as the span
+    widths = [g["units"] for g in groups if g["kind"] == "hidden"]
+    shape = f"{len(widths)}x{widths[0]}" if len(set(widths)) == 1 else f"layers of {', '.join(map(str, widths))} units"
     facts = [
         ("run", str(trained.path.parent) if trained.path.name.endswith(".pt") else str(trained.path)),
         ("checkpoint", f"{trained.path.name}, step {trained.step:,}, {trained.weights} weights"),
-        ("model", f"{cfg.model.cell} {cfg.model.num_layers}x{cfg.model.hidden_size}, embedding {cfg.model.embedding_dim}, "
+        ("model", f"{cfg.model.cell} {shape}, embedding {cfg.model.embedding_dim}, "
                   f"{trained.model.num_parameters():,} parameters"),
         ("corpus", f"{cfg.data.corpus} ({trained.vocab.unit}s, vocabulary {len(trained.vocab)})"),
-        ("text", f"{where}, characters {start:,} to {start + n - 1:,} of {total:,}, read {read_from}"),
-        ("bpc", f"{trace.bpc:.4f} over {int(trace.predicted.sum()):,} predicted characters"),
+        ("text", f"{where}, {units} {start:,} to {start + n - 1:,}{of_total}, read {read_from}"),
+        ("bpc", f"{trace.bpc:.4f} over {int(trace.predicted.sum()):,} predicted {units}"),
         ("activations", f"{bits}-bit levels, one scale per unit ({activations.size(1):,} units)"),
     ]
     title = f"charlm viz: {facts[0][1]}"
-    blob = pack(number_arrays(trace, steps, corr, q.t().contiguous()))
+    blob = pack(number_arrays(trace, steps, corr, torch.stack(list(properties.values())), q.t().contiguous()))
     page = render_page(title, header_html(title, facts), meta, blob)
     return page, {"units": activations.size(1), "best": best}
 

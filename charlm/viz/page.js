@@ -171,6 +171,11 @@
         panel.appendChild(note);
       }
     }
+    const props = document.createElement("p");
+    props.className = "props hint";
+    props.textContent = meta.properties.filter((p) => p.name !== "surprisal")
+      .map((p) => `${p.name} ${data.props[meta.properties.indexOf(p) * n + i]}`).join(" \u00b7 ");
+    panel.appendChild(props);
     if (state.mode === "neuron") {
       const u = unitIndex();
       const act = document.createElement("p");
@@ -207,7 +212,7 @@
   // ---- the unit picker and the ranking ------------------------------------------------------
   function setUnit(group, unit) {
     state.group = group;
-    state.unit = Math.min(Math.max(unit | 0, 0), meta.groups[group].units - 1);
+    state.unit = Math.min(Math.max(Number.isFinite(unit) ? Math.trunc(unit) : 0, 0), meta.groups[group].units - 1);
     const g = meta.groups[group];
     $("layer").value = String(g.layer);
     fillKinds(g.layer);
@@ -234,6 +239,7 @@
     $("property-note").textContent = property.present ? property.description : `${property.description}: not in this text`;
     const list = $("ranked");
     list.replaceChildren();
+    saveHash();
     if (!property.present) return;
     for (const u of ranked(k)) {
       const item = document.createElement("li");
@@ -255,7 +261,6 @@
       item.appendChild(button);
       list.appendChild(item);
     }
-    saveHash();
   }
 
   // ---- the address: #char=100&mode=neuron&layer=2&kind=cell&unit=37&property=quote -------------

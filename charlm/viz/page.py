@@ -11,6 +11,7 @@ page reads it as typed arrays in place (little-endian, as every browser's typed 
     top_probs    float32 (N, K)
     step         float32 (units,)      each unit's quantisation step (quantize.py)
     corr         float32 (P, units)    each property's correlation with each unit
+    props        float32 (P, N)        each property's value at each position (NaN: none)
     act          int8    (units, N)    levels, one unit after another
 
 `units` counts every layer's h and, for cells with a cell state, tanh(c): the groups in the
@@ -35,6 +36,7 @@ KIND_NAMES = {"hidden": "hidden output h", "cell": "cell state tanh(c)"}
 RANKED = 12  # units listed per property
 SURPRISAL_MAX = 8.0  # bits at the top of the colour scale: a 1-in-256 guess
 GENERATOR = '<meta name="generator" content="charlm viz">'  # page.html's; marks a page charlm may replace
+PLACEHOLDER = b"<!--CHARLM:"  # where page.html takes its parts; none is left in a written page
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ def render_page(title: str, header_html: str, meta: dict, blob: Blob) -> str:
         "script": _asset("page.js"),
     }
     # One pass, so nothing written in (a title, the text) is ever read as a placeholder.
-    return re.sub(r"<!--CHARLM:(\w+)-->", lambda m: parts[m.group(1)], _asset("page.html"))
+    return re.sub(PLACEHOLDER.decode() + r"(\w+)-->", lambda m: parts[m.group(1)], _asset("page.html"))
 
 
 def script_json(value: dict) -> str:
@@ -92,10 +94,15 @@ def header_html(title: str, facts: list[tuple[str, str]]) -> str:
 
 def is_viz_page(path) -> bool:
     """Whether the file at `path` is a page this module wrote (so `charlm viz` may replace it:
-    it never writes over a checkpoint, a config or anyone's notes)."""
+    it never writes over a checkpoint, a config, the template, or notes that quote the tag):
+    it begins as page.html begins, up to the generator tag, and its placeholders are filled."""
+    template = _asset("page.html")
+    opening = template[: template.index(GENERATOR) + len(GENERATOR)].encode("utf-8")
     try:
         with open(path, "rb") as f:
-            return GENERATOR.encode() in f.read(2048)
+            if f.read(len(opening)) != opening:
+                return False
+            return not any(PLACEHOLDER in chunk for chunk in iter(lambda: f.read(1 << 20), b""))
     except OSError:
         return False
 
@@ -104,9 +111,10 @@ def _asset(name: str) -> str:
     return resources.files("charlm.viz").joinpath(name).read_text(encoding="utf-8")
 
 
-def number_arrays(trace, steps: torch.Tensor, corr: torch.Tensor, levels: torch.Tensor) -> dict[str, np.ndarray]:
+def number_arrays(trace, steps: torch.Tensor, corr: torch.Tensor, props: torch.Tensor,
+                  levels: torch.Tensor) -> dict[str, np.ndarray]:
     """The blob's sections from a trace (trace.py), the quantised activations (units, N) and
-    their steps, and the correlations (P, units)."""
+    their steps, the correlations (P, units) and the properties (P, N)."""
     vocab_ids = trace.top_ids.numpy()
     id_type = np.uint16 if trace.top_ids.max() < 2**16 else np.uint32
     return {
@@ -117,5 +125,6 @@ def number_arrays(trace, steps: torch.Tensor, corr: torch.Tensor, levels: torch.
         "top_probs": trace.top_probs.float().numpy(),
         "step": steps.float().numpy(),
         "corr": corr.float().numpy(),
+        "props": props.float().numpy(),
         "act": levels.numpy().astype(np.int8),
     }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 OPENING_QUOTES, CLOSING_QUOTES = "\u201c", "\u201d"
+UNITS_PER_BLOCK = 256
 
 # name -> what the page says it is
 PROPERTIES = {
@@ -52,12 +53,13 @@ def correlations(activations: torch.Tensor, properties: dict[str, torch.Tensor])
     """Pearson r of every unit (columns of `activations`, (N, units)) with every property,
     (len(properties), units) in the order given. Positions where a property is NaN are left out
     of its correlation; a property or a unit that does not vary over them correlates 0."""
-    a = activations.double()
-    rows = []
-    for values in properties.values():
-        keep = ~values.isnan()
-        rows.append(_pearson(a[keep], values[keep]))
-    return torch.stack(rows).float() if rows else torch.zeros(0, a.size(1))
+    out = torch.zeros(len(properties), activations.size(1))
+    for first in range(0, activations.size(1), UNITS_PER_BLOCK):  # float64 a block of units at a time
+        a = activations[:, first : first + UNITS_PER_BLOCK].double()
+        for k, values in enumerate(properties.values()):
+            keep = ~values.isnan()
+            out[k, first : first + a.size(1)] = _pearson(a[keep], values[keep]).float()
+    return out
 
 
 def _pearson(a: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
