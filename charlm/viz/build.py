@@ -81,7 +81,8 @@ def visualize_run(
         where = str(text)
         total = None
     if start >= len(stream):
-        raise CharlmError(f"--start {start:,} is past the end of the {where} ({len(stream):,} characters)")
+        raise CharlmError(f"--start {start:,} is past the end of the {where} "
+                          f"({len(stream):,} {unit_word(trained.vocab.unit)})")
     span = stream[start : start + chars]
     before = stream[max(0, start - context) : start]
     if len(span) + len(before) < 2:
