@@ -190,6 +190,7 @@ app.command()(tools.bench)
 app.command()(tools.runs)
 app.command()(tools.plot)
 app.command()(tools.viz)
+app.command()(tools.export)
 
 
 @app.command("config")

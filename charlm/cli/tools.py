@@ -21,6 +21,8 @@ from charlm.tools.plot import METRICS, X_AXES
 from charlm.viz.build import DEFAULT_CHARS, DEFAULT_CONTEXT, MAX_CHARS
 from charlm.viz.quantize import DEFAULT_BITS
 
+EXPORT_FORMATS = ("safetensors",)  # the export registry's names (tests/test_registries.py checks)
+
 
 @friendly_errors
 def bench(
@@ -145,3 +147,17 @@ def viz(
               f"{page.units:,} units, checkpoint {page.checkpoint} (step {page.step:,})")
     for name, (unit, r) in page.best_units.items():
         out.print(f"  follows {name + ':':<15} {unit} (r = {r:+.3f})")
+
+
+@friendly_errors
+def export(
+    run: RunArgument,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write (made if missing; empty, or an earlier export).")],
+    format_: Annotated[Literal[EXPORT_FORMATS], typer.Option("--format", help="safetensors: weights, config, vocabulary and a model card.")] = "safetensors",
+    weights: WeightsOption = "auto",
+) -> None:
+    """Export a trained model for use outside charlm's checkpoints."""
+    from charlm.export import export_run
+
+    for path in export_run(run, format_, output, weights):
+        out.print(f"wrote {path}")

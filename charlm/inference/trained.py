@@ -25,6 +25,7 @@ from charlm.files import read_bytes, read_head
 from charlm.errors import CharlmError, CheckpointError, DataError, SamplingError
 from charlm.runs.weights import WEIGHT_CHOICES
 from charlm.inference.evaluate import EvalResult, evaluate
+from charlm.inference.exported import WEIGHTS, is_exported, load_exported
 from charlm.models.cells import fused_classes
 from charlm.models.charrnn import CharRNN
 from charlm.models.size import allocation_errors, check_fits, sample_bytes
@@ -43,13 +44,20 @@ class TrainedModel:
 
 
 def load_trained(run: Path | str, device: str = "cpu", weights: str = "auto") -> TrainedModel:
-    """The model of a run directory (its best.pt, else last.pt) or of a checkpoint file.
+    """The model of a run directory (its best.pt, else last.pt), of a checkpoint file, or of a
+    folder `charlm export --format safetensors` wrote.
 
     `weights`: "trained", "averaged" (the EMA or NT-ASGD average that `train.average` keeps), or
     "auto": the averaged ones when the checkpoint has them, as training evaluated them.
     """
     if weights not in WEIGHT_CHOICES:
         raise CheckpointError(f"--weights must be one of {', '.join(WEIGHT_CHOICES)}, got {weights!r}")
+    if is_exported(Path(run)):  # a folder `charlm export --format safetensors` wrote
+        exported = load_exported(run, pick_device(device))
+        if weights not in ("auto", exported.weights):
+            raise CheckpointError(f"{run} holds the {exported.weights} weights only; drop --weights {weights}")
+        return TrainedModel(Path(run) / WEIGHTS, exported.step, exported.config, exported.vocab, exported.model,
+                            exported.weights)
     path = find_checkpoint(Path(run))
     payload = load_payload(path, require_hash=False)
     # build_model refuses a config whose model cannot fit before building it (models/size.py).
