@@ -96,6 +96,16 @@ def write_failure_fix(exc: OSError, default: str = "free disk space or choose an
     return default
 
 
+def publish(path: Path, data: bytes, option: str) -> None:
+    """write_atomic for a command's output named by `option` (e.g. "-o"): a failed write is one
+    CharlmError saying what to do, naming that option."""
+    try:
+        write_atomic(path, data)
+    except OSError as exc:
+        raise CharlmError(f"could not write {path}: {exc.strerror or exc}; "
+                          f"{write_failure_fix(exc, f'choose another {option}', option=option)}") from None
+
+
 _umask: int | None = None
 
 

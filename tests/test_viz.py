@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -20,7 +24,7 @@ from charlm.viz.labels import token_labels
 from charlm.viz.page import unpack
 from charlm.viz.properties import correlations, text_properties
 from charlm.viz.quantize import dequantize, quantize
-from tests.conftest import charlm
+from tests.conftest import REPO, charlm
 from tests.viz_pages import activations, cell_overrides, read_page, train_tiny, write_viz_corpus
 
 ALL_CELLS = sorted(all_cells())
@@ -217,30 +221,43 @@ def test_quantised_values_are_within_half_a_step(bits, values):
     (["--text", "FIFO"], "is not a regular file"),
     (["--text", "LATIN1"], "is not valid UTF-8: byte offset 3"),
 ])
-def test_bad_options_are_refused_with_one_line_and_nothing_is_overwritten(tmp_path, viz_files, args, message):
-    run_dir = train_tiny(tmp_path, viz_files, "lstm", ["model.num_layers=1"])
-    (tmp_path / "empty.txt").write_text("", encoding="utf-8")
-    import os
-    import shutil
-
-    from tests.conftest import REPO
-
-    shutil.copy(REPO / "charlm" / "viz" / "page.html", tmp_path / "template.html")
-    (tmp_path / "quoting.html").write_text('<p>a page starts <meta name="generator" content="charlm viz"></p>')
-    os.mkfifo(tmp_path / "fifo")
-    (tmp_path / "latin1.txt").write_bytes("caf\u00e9 au lait\n".encode("latin-1") * 20)
-    names = {"SPAN": viz_files["valid"], "MISSING": tmp_path / "missing.txt", "EMPTY": tmp_path / "empty.txt",
+def test_bad_options_are_refused_with_one_line_and_nothing_is_overwritten(tmp_path, one_layer_run, args, message):
+    run_dir, files = one_layer_run
+    names = {"SPAN": files["valid"], "MISSING": tmp_path / "missing.txt", "EMPTY": tmp_path / "empty.txt",
              "RUN": run_dir, "NOWHERE": tmp_path / "nowhere", "TEMPLATE": tmp_path / "template.html",
              "QUOTING": tmp_path / "quoting.html", "FIFO": tmp_path / "fifo", "LATIN1": tmp_path / "latin1.txt"}
-    args = [str(names.get(a.split("/")[0], a)) + ("/" + a.split("/", 1)[1] if "/" in a and a.split("/")[0] in names else "")
-            for a in args]
-    before = {p.name: p.read_bytes() for p in [*run_dir.iterdir(), *tmp_path.glob("*.html")] if p.is_file()}
+    names["EMPTY"].write_text("", encoding="utf-8")
+    shutil.copy(REPO / "charlm" / "viz" / "page.html", names["TEMPLATE"])
+    names["QUOTING"].write_text('<p>a page starts <meta name="generator" content="charlm viz"></p>')
+    os.mkfifo(names["FIFO"])
+    names["LATIN1"].write_bytes("caf\u00e9 au lait\n".encode("latin-1") * 20)
+    args = [resolve(a, names) for a in args]
+    before = file_contents(run_dir, tmp_path)
     if "-o" not in args:
         args += ["-o", str(tmp_path / "page.html")]
     proc = charlm("viz", run_dir, *args, check=1)
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert {p.name: p.read_bytes() for p in [*run_dir.iterdir(), *tmp_path.glob("*.html")] if p.is_file()} == before
+    assert file_contents(run_dir, tmp_path) == before
     assert not (tmp_path / "page.html").exists()
+
+
+@pytest.fixture(scope="module")
+def one_layer_run(tmp_path_factory):
+    """One tiny trained run that the bad-option cases share (none of them may change it)."""
+    folder = tmp_path_factory.mktemp("viz-bad-options")
+    files = write_viz_corpus(folder)
+    return train_tiny(folder, files, "lstm", ["model.num_layers=1"]), files
+
+
+def resolve(arg: str, names: dict) -> str:
+    """"RUN/best.pt" -> the run's best.pt: a name's path, with what follows its slash."""
+    head, slash, rest = arg.partition("/")
+    return str(names[head]) + slash + rest if head in names else arg
+
+
+def file_contents(run_dir, folder) -> dict:
+    """The run's files and the folder's pages, by name, with their bytes."""
+    return {p.name: p.read_bytes() for p in [*run_dir.iterdir(), *folder.glob("*.html")] if p.is_file()}
 
 
 def test_a_page_is_replaced_by_a_new_one(tmp_path, viz_files):
@@ -271,8 +288,6 @@ def test_a_long_context_is_read_in_chunks_with_the_same_result(tmp_path, viz_fil
 
 
 def test_an_output_that_is_not_a_file_is_refused(tmp_path, viz_files):
-    import os
-
     run_dir = train_tiny(tmp_path, viz_files, "lstm", ["model.num_layers=1"])
     os.mkfifo(tmp_path / "fifo")
     proc = charlm("viz", run_dir, "-o", tmp_path / "fifo", check=1)
@@ -302,11 +317,6 @@ def test_a_lone_surrogate_in_a_label_is_written_as_its_escape(tmp_path, viz_file
 
 
 def test_the_size_benchmark_prints_its_table(tmp_path, viz_files):
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO
-
     run_dir = train_tiny(tmp_path, viz_files, "lstm", ["model.num_layers=1"])
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "viz_size.py"), str(run_dir), "--chars", "100",
                            "--bits", "2", "8"], capture_output=True, text=True, timeout=300)

@@ -36,6 +36,6 @@ def export_run(run: Path | str, fmt: str, output: Path, weights: str = "auto") -
     from charlm.inference.trained import load_trained
 
     kind = FORMATS.get(fmt)
+    trained = load_trained(run, "cpu", weights)  # first: a run that cannot be read leaves no folder behind
     prepare_folder(Path(output))
-    trained = load_trained(run, "cpu", weights)
     return kind.write(trained, Path(run), Path(output))

@@ -3,10 +3,10 @@ trained and measured, and the command that reproduces it."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from charlm.inference.trained import TrainedModel
+from charlm.runs.rundir import RunDir
 
 
 def model_card(trained: TrainedModel, run: Path, files: list[str]) -> str:
@@ -37,9 +37,7 @@ def model_card(trained: TrainedModel, run: Path, files: list[str]) -> str:
 
 
 def _summary(run: Path) -> dict:
-    path = (run if run.is_dir() else run.parent) / "summary.json"
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
+        return RunDir(run if run.is_dir() else run.parent).read_summary()
+    except (OSError, ValueError):  # no summary (a bare checkpoint file), or a damaged one: no scores
         return {}
-    return value if isinstance(value, dict) else {}

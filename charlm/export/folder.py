@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from charlm.errors import CharlmError
-from charlm.files import write_atomic, write_failure_fix
+from charlm.files import publish, write_failure_fix
 from charlm.inference.exported import ORIGIN
 
 
@@ -29,8 +29,5 @@ def write_file(path: Path, data: bytes | str | dict) -> Path:
         data = json.dumps(data, indent=1, ensure_ascii=True) + "\n"
     if isinstance(data, str):
         data = data.encode("utf-8")
-    try:
-        write_atomic(path, data)
-    except OSError as exc:
-        raise CharlmError(f"could not write {path}: {exc.strerror or exc}; {write_failure_fix(exc, 'choose another -o', option='-o')}") from None
+    publish(path, data, "-o")
     return path

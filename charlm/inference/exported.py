@@ -103,7 +103,7 @@ def _load_weights(model: CharRNN, path: Path) -> None:
         tensors = load(read_bytes(path, "exported weights file", CheckpointError))
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path} is not a readable safetensors file ({str(exc).splitlines()[0]}); export the run again") from None
-    expected = {name: p for name, p in model.state_dict().items()}
+    expected = dict(model.state_dict())
     tied = "decoder.weight" if model.cfg.tie_weights else None
     wanted = set(expected) - {tied}
     if set(tensors) != wanted:

@@ -13,11 +13,10 @@ from charlm.data.corpora import corpus_kind
 from charlm.data.locate import locate_corpus
 from charlm.data.vocab import unit_word
 from charlm.errors import CharlmError
-from charlm.files import write_atomic, write_failure_fix
+from charlm.files import publish
 from charlm.inference.choices import SPLITS
 from charlm.inference.trained import TrainedModel, load_trained, stream_to_score
-from charlm.models.charrnn import layer_sizes
-from charlm.models.size import allocation_errors, check_fits, show_bytes
+from charlm.models.size import allocation_errors, check_fits, show_bytes, state_floats
 from charlm.viz.labels import guess_labels, token_labels
 from charlm.viz.page import KIND_NAMES, is_viz_page, RANKED, SURPRISAL_MAX, header_html, number_arrays, pack, render_page
 from charlm.viz.properties import PROPERTIES, correlations, text_properties, varies
@@ -98,10 +97,7 @@ def visualize_run(
     page, facts = _page(trained, trace, before[-PROPERTY_CONTEXT:], where, start, total, len(before), bits)
     # A lone surrogate (a damaged vocabulary, an odd path) is written as its JSON escape.
     encoded = page.encode("utf-8", errors="backslashreplace")
-    try:
-        write_atomic(output, encoded)
-    except OSError as exc:
-        raise CharlmError(f"could not write {output}: {exc.strerror or exc}; {write_failure_fix(exc, 'choose another -o', option='-o')}") from None
+    publish(output, encoded, "-o")
     return PageFacts(output, len(encoded), trained.path, trained.step, len(span), trace.bpc, facts["units"],
                      facts["best"], note)
 
@@ -138,7 +134,7 @@ def _check_values(output, split, text, chars, start, context, bits) -> None:
 
 
 def _check_size(trained: TrainedModel, n: int) -> None:
-    units = _state_units(trained)
+    units = state_floats(trained.cfg.model)  # every layer's h, and c for cells that have one
     if n * units > MAX_ACTIVATIONS:
         raise CharlmError(f"{n:,} characters of this model are {n * units:,} activations ({units:,} units); a page holds "
                           f"at most {MAX_ACTIVATIONS:,}: lower --chars to {MAX_ACTIVATIONS // units:,} or less")
@@ -146,13 +142,6 @@ def _check_size(trained: TrainedModel, n: int) -> None:
     # levels, the blob and the page's text (measured: about 30 bytes); per guess: log-probabilities.
     need = n * units * 40 + n * len(trained.vocab) * 16
     check_fits(need, f"tracing {n:,} characters ({show_bytes(need)})", FIX_SIZE)
-
-
-def _state_units(trained: TrainedModel) -> int:
-    """Units drawn per character: every layer's h, and c too for cells with a cell state."""
-    cfg = trained.cfg.model
-    per_unit = 2 if trained.model.kind.has_cell_state else 1
-    return per_unit * sum(layer_sizes(cfg)) if not trained.model.kind.residual else cfg.hidden_size * cfg.num_layers
 
 
 def _page(trained: TrainedModel, trace: Trace, before: torch.Tensor, where: str, start: int, total: int | None, context: int,
