@@ -2,7 +2,9 @@
 an `ExportFormat`; `export_run` finds it by name (charlm/registry.py lists this package).
 
     safetensors_folder.py  model.safetensors + config.json + vocab.json + export.json + a model card
+    onnx_folder.py         step.onnx + score.onnx (onnx_graphs.py traces them) + onnx.json + vocab + card
     card.py                the model card (README.md) written beside every export
+    folder.py              the output folder, atomic files, vocab.json and export.json
 """
 
 from __future__ import annotations
@@ -32,10 +34,15 @@ def register(kind: ExportFormat) -> ExportFormat:
 def export_run(run: Path | str, fmt: str, output: Path, weights: str = "auto") -> list[Path]:
     """Export the model of `run` (a run directory or checkpoint) as `fmt` into the folder
     `output`, which is made if missing; an existing folder must be empty or an earlier export."""
-    from charlm.export.folder import prepare_folder
+    from charlm.export.folder import discard_if_empty, prepare_folder
     from charlm.inference.trained import load_trained
 
     kind = FORMATS.get(fmt)
     trained = load_trained(run, "cpu", weights)  # first: a run that cannot be read leaves no folder behind
-    prepare_folder(Path(output))
-    return kind.write(trained, Path(run), Path(output))
+    made = prepare_folder(Path(output), fmt)
+    try:
+        return kind.write(trained, Path(run), Path(output))
+    except BaseException:
+        if made:  # a model the format refuses leaves no empty folder behind either
+            discard_if_empty(Path(output))
+        raise

@@ -9,7 +9,8 @@ from charlm.inference.trained import TrainedModel
 from charlm.runs.rundir import RunDir
 
 
-def model_card(trained: TrainedModel, run: Path, files: list[str]) -> str:
+def model_card(trained: TrainedModel, run: Path, files: list[str], use: tuple[str, ...] = ()) -> str:
+    """The card; `use`: lines saying how to run this format's files (markdown)."""
     cfg, m = trained.cfg, trained.cfg.model
     summary = _summary(run)
     valid = summary.get("best_valid_bpc")
@@ -29,9 +30,8 @@ def model_card(trained: TrainedModel, run: Path, files: list[str]) -> str:
         "",
         "Files: " + ", ".join(files) + ".",
         "",
-        "Reproduce: `charlm train --config config.yaml` with the run's config (config.json here, as YAML);",
-        "score or sample this folder directly: `charlm eval DIR`, `charlm sample DIR`; load it in Python",
-        "with `charlm.load_exported(DIR)`.",
+        f"Reproduce: `charlm train --config config.yaml` with the run's config ({trained.path.parent.name}/config.yaml).",
+        *use,
         "",
     ])
 

@@ -25,7 +25,7 @@ from charlm.files import read_bytes, read_head
 from charlm.errors import CharlmError, CheckpointError, DataError, SamplingError
 from charlm.runs.weights import WEIGHT_CHOICES
 from charlm.inference.evaluate import EvalResult, evaluate
-from charlm.inference.exported import WEIGHTS, is_exported, load_exported
+from charlm.inference.exported import ORIGIN, WEIGHTS, is_exported, load_exported
 from charlm.models.cells import fused_classes
 from charlm.models.charrnn import CharRNN
 from charlm.models.size import allocation_errors, check_fits, sample_bytes
@@ -58,6 +58,9 @@ def load_trained(run: Path | str, device: str = "cpu", weights: str = "auto") ->
             raise CheckpointError(f"{run} holds the {exported.weights} weights only; drop --weights {weights}")
         return TrainedModel(Path(run) / WEIGHTS, exported.step, exported.config, exported.vocab, exported.model,
                             exported.weights)
+    if (Path(run) / ORIGIN).is_file():  # an ONNX or web export: no weights charlm can load
+        raise CheckpointError(f"{run} is an export in a format charlm does not run (its {ORIGIN} says which); "
+                              "eval and sample take a run directory, a checkpoint or a --format safetensors export")
     path = find_checkpoint(Path(run))
     payload = load_payload(path, require_hash=False)
     # build_model refuses a config whose model cannot fit before building it (models/size.py).

@@ -1,0 +1,58 @@
+"""`--format onnx`: step.onnx and score.onnx (export/onnx_graphs.py), the vocabulary, onnx.json
+naming every input and output, export.json and a model card. Needs the `onnx` extra
+(pip install "charlm[onnx]"); ONNX Runtime runs the graphs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from charlm.errors import CharlmError
+from charlm.export import ExportFormat, register
+from charlm.export.card import model_card
+from charlm.export.folder import origin_record, vocab_record, write_file
+from charlm.inference.exported import ORIGIN, VOCAB
+from charlm.inference.trained import TrainedModel
+
+STEP, SCORE, SIGNATURE = "step.onnx", "score.onnx", "onnx.json"
+USE = ("Run the graphs with ONNX Runtime: onnx.json names every input and output. step.onnx takes one",
+       "character and the state, score.onnx a window of any length; start from zero states and feed each",
+       "call's `*_out` state back in.")
+
+
+def write_onnx_folder(trained: TrainedModel, run: Path, output: Path) -> list[Path]:
+    try:
+        import onnx  # noqa: F401  (the Loop graph is built with onnx.helper; fail before tracing)
+    except ImportError:
+        raise CharlmError('--format onnx needs the onnx package: pip install "charlm[onnx]"') from None
+    from charlm.export.onnx_graphs import OPSET, score_graph, state_names, step_graph, zero_state
+
+    model = trained.model.cpu().float().eval()
+    try:  # both graphs in memory first: a model that does not export leaves no file behind
+        step = step_graph(model)
+        score = score_graph(model, step)
+    except (RuntimeError, ValueError, NotImplementedError) as exc:
+        raise CharlmError(f"the {trained.cfg.model.cell} ({trained.cfg.model.impl}) model does not export to ONNX: "
+                          f"{str(exc).splitlines()[0]}") from None
+    names = state_names(model)
+    state = [{"name": name, "shape": [part.size(0), "batch", part.size(2)]}
+             for name, part in zip(names, zero_state(model))]
+    signature = {
+        "opset": OPSET,
+        "vocab_size": len(trained.vocab),
+        "inputs": [{"name": "ids", "dtype": "int64", "shape": ["batch", "time"]}, *state],
+        "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", "time", len(trained.vocab)]},
+                    *[{**s, "name": f"{s['name']}_out"} for s in state]],
+        "state": "float32 zeros before the first character; feed each call's *_out back as the next call's state",
+        "step.onnx": "time is 1: one character per call, for generation",
+        "score.onnx": "time is any length >= 1, for scoring a window",
+        "start": "read the text as the start of a line: the end-of-line token first, as charlm sample does",
+    }
+    names_written = [STEP, SCORE, SIGNATURE, VOCAB, ORIGIN, "README.md"]
+    written = [write_file(output / STEP, step), write_file(output / SCORE, score),
+               write_file(output / SIGNATURE, signature), write_file(output / VOCAB, vocab_record(trained)),
+               write_file(output / ORIGIN, origin_record(trained, run, "onnx"))]
+    written.append(write_file(output / "README.md", model_card(trained, run, names_written, USE)))
+    return written
+
+
+register(ExportFormat("onnx", write_onnx_folder))

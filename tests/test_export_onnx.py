@@ -1,0 +1,150 @@
+"""`charlm export --format onnx`: ONNX Runtime computes what PyTorch computes (logits within 1e-4
+over 1,000 characters with the state carried, through step.onnx one character at a time and
+through score.onnx in windows of several lengths) and generates the same greedy text as
+`charlm sample --greedy`, for every registered cell."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from charlm.export import export_run
+from charlm.inference.trained import load_trained
+from charlm.models.cells import all_cells
+from tests.conftest import charlm
+from tests.viz_pages import VIZ_TEXT, cell_overrides, train_tiny, write_viz_corpus
+
+ort = pytest.importorskip("onnxruntime")
+
+# Every registered cell (a new one is covered without editing this list), plus the layouts that
+# change the state: AWD's layered model (tied, narrower last layer) and the reference cells.
+CASES = {name: cell_overrides(name) for name in all_cells()}
+CASES |= {"lstm-awd": ["model.cell=lstm", "model.num_layers=2", "model.tie_weights=true", "model.embedding_dim=12", "model.dropout_hidden=0.1"],
+          "lstm-reference": ["model.cell=lstm", "model.impl=reference"],
+          "gru-awd": ["model.cell=gru", "model.dropout_hidden=0.1", "model.num_layers=3"]}
+TEXT = VIZ_TEXT[:1000]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """Trained tiny runs and their ONNX folders, made once per case for the whole module."""
+    made = {}
+
+    def get(case):
+        if case not in made:
+            tmp = tmp_path_factory.mktemp(case)
+            run_dir = train_tiny(tmp, write_viz_corpus(tmp), case, CASES[case])
+            export_run(run_dir, "onnx", tmp / "onnx")
+            made[case] = run_dir, tmp / "onnx"
+        return made[case]
+    return get
+
+
+class Graph:
+    """An exported graph in ONNX Runtime, driven the way onnx.json describes."""
+
+    def __init__(self, folder, name):
+        self.session = ort.InferenceSession(str(folder / name), providers=["CPUExecutionProvider"])
+        signature = json.loads((folder / "onnx.json").read_text())
+        self.state = [(s["name"], s["shape"]) for s in signature["inputs"][1:]]
+
+    def zeros(self):
+        return [np.zeros((layers, 1, units), np.float32) for _, (layers, _, units) in self.state]
+
+    def run(self, ids, state):
+        out = self.session.run(None, {"ids": np.asarray(ids, np.int64).reshape(1, -1),
+                                      **{name: s for (name, _), s in zip(self.state, state)}})
+        return out[0][0], out[1:]  # (T, V), the new state
+
+
+def ids_of(folder, text):
+    tokens = json.loads((folder / "vocab.json").read_text())["tokens"]
+    return [tokens.index(ch) for ch in text]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_onnx_runtime_computes_the_same_logits_with_the_state_carried(exported, case):
+    run_dir, folder = exported(case)
+    model = load_trained(run_dir).model.eval()
+    ids = ids_of(folder, TEXT)
+    with torch.no_grad():
+        expected = model(torch.tensor([ids]))[0][0].numpy()  # (1000, V), one window
+    step = Graph(folder, "step.onnx")
+    state, got = step.zeros(), []
+    for i in ids:
+        logits, state = step.run([i], state)
+        got.append(logits)
+    assert np.abs(np.concatenate(got) - expected).max() <= 1e-4
+    score = Graph(folder, "score.onnx")
+    for window in (1, 7, 250):
+        state, got = score.zeros(), []
+        for start in range(0, len(ids), window):
+            logits, state = score.run(ids[start:start + window], state)
+            got.append(logits)
+        assert np.abs(np.concatenate(got) - expected).max() <= 1e-4, window
+
+
+@pytest.mark.parametrize("case", ["lstm", "gru", "rnn_tanh", "lstm-awd", "mingru"])
+def test_greedy_text_from_step_onnx_is_charlm_samples(exported, case):
+    run_dir, folder = exported(case)
+    prompt, length = "He said", 200
+    expected = charlm("sample", run_dir, "--greedy", "--length", length, "--prompt", prompt, check=0).stdout
+    vocab = json.loads((folder / "vocab.json").read_text())
+    step = Graph(folder, "step.onnx")
+    state = step.zeros()
+    for i in ids_of(folder, "\n" + prompt):  # onnx.json: start where a line starts
+        logits, state = step.run([i], state)
+    text = []
+    for _ in range(length):
+        next_id = int(logits[-1].argmax())
+        text.append(vocab["readable"][next_id])
+        logits, state = step.run([next_id], state)
+    assert expected.rstrip("\n") == prompt + "".join(text)
+
+
+def test_the_folder_describes_itself(exported):
+    run_dir, folder = exported("lstm-awd")
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "export.json", "onnx.json", "score.onnx",
+                                                        "step.onnx", "vocab.json"]
+    signature = json.loads((folder / "onnx.json").read_text())
+    assert [s["name"] for s in signature["inputs"]] == ["ids", "h1", "c1", "h2", "c2"]
+    assert [s["name"] for s in signature["outputs"]] == ["logits", "h1_out", "c1_out", "h2_out", "c2_out"]
+    assert json.loads((folder / "export.json").read_text())["export"] == "onnx"
+    assert "ONNX Runtime" in (folder / "README.md").read_text()
+    # batch is free: two rows at once give each row's own logits
+    step, ids = Graph(folder, "step.onnx"), ids_of(folder, "He")
+    both = step.session.run(None, {"ids": np.array([[ids[0]], [ids[1]]], np.int64),
+                                   **{n: np.zeros((1, 2, shape[2]), np.float32) for n, shape in step.state}})[0]
+    for row, i in enumerate(ids):
+        assert np.abs(both[row] - step.run([i], step.zeros())[0]).max() < 1e-6
+
+
+def test_another_formats_folder_is_not_overwritten(exported, tmp_path):
+    run_dir, folder = exported("lstm")
+    charlm("export", run_dir, "--format", "onnx", "-o", folder, check=0)  # its own earlier export: replaced
+    charlm("export", run_dir, "-o", tmp_path / "st", check=0)
+    before = sorted(p.name for p in (tmp_path / "st").iterdir())
+    proc = charlm("export", run_dir, "--format", "onnx", "-o", tmp_path / "st", check=1)
+    assert "holds an export in format safetensors" in proc.stderr
+    assert sorted(p.name for p in (tmp_path / "st").iterdir()) == before
+    assert "a format charlm does not run" in charlm("eval", folder, check=1).stderr
+
+
+def test_without_onnx_installed_the_error_names_the_extra(exported, tmp_path):
+    run_dir, _ = exported("lstm")
+    code = ("import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] == 'onnx': raise ImportError('no onnx here')\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "from charlm.cli import main\n"
+            "sys.argv = ['charlm', 'export', sys.argv[1], '--format', 'onnx', '-o', sys.argv[2]]\n"
+            "main()\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(run_dir), str(tmp_path / "out")], capture_output=True, text=True)
+    assert proc.returncode == 1 and 'pip install "charlm[onnx]"' in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists()  # a refused export leaves no folder behind
