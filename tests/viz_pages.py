@@ -34,8 +34,10 @@ def cell_overrides(cell: str, layers: int = 2) -> list[str]:
     return overrides
 
 
-def train_tiny(tmp_path: Path, files: dict[str, Path], name: str, overrides=()) -> Path:
-    run(tmp_path, files, name, overrides=list(overrides), max_steps=12, eval_every=12)
+def train_tiny(tmp_path: Path, files: dict[str, Path], name: str, overrides=(), steps: int = 12) -> Path:
+    """A tiny run of `steps` steps; 300 (under a second) learn the corpus well enough that greedy
+    text varies, which a comparison of generated text needs."""
+    run(tmp_path, files, name, overrides=list(overrides), max_steps=steps, eval_every=steps)
     return tmp_path / name
 
 

@@ -21,7 +21,7 @@ from charlm.tools.plot import METRICS, X_AXES
 from charlm.viz.build import DEFAULT_CHARS, DEFAULT_CONTEXT, MAX_CHARS
 from charlm.viz.quantize import DEFAULT_BITS
 
-EXPORT_FORMATS = ("safetensors", "onnx")  # the export registry's names (tests/test_registries.py checks)
+EXPORT_FORMATS = ("safetensors", "onnx", "web")  # the export registry's names (tests/test_registries.py checks)
 
 
 @friendly_errors
@@ -153,7 +153,7 @@ def viz(
 def export(
     run: RunArgument,
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write (made if missing; empty, or an earlier export).")],
-    format_: Annotated[Literal[EXPORT_FORMATS], typer.Option("--format", help="safetensors: weights, config, vocabulary and a model card; onnx: step.onnx and score.onnx for ONNX Runtime (extra: charlm[onnx]).")] = "safetensors",
+    format_: Annotated[Literal[EXPORT_FORMATS], typer.Option("--format", help="safetensors: weights, config, vocabulary and a model card; onnx: step.onnx and score.onnx for ONNX Runtime (extra: charlm[onnx]); web: a page that writes in the browser.")] = "safetensors",
     weights: WeightsOption = "auto",
 ) -> None:
     """Export a trained model for use outside charlm's checkpoints."""
