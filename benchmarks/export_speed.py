@@ -34,7 +34,7 @@ def page_speed(folder: Path, chars: int, chromium: str) -> tuple[float, str]:
     reports: queue.Queue = queue.Queue()
 
     class Handler(SimpleHTTPRequestHandler):
-        def do_POST(self):  # the page's report: {"text", "chars", "seconds"}
+        def do_POST(self):  # the page's report: {"chars", "ms", "seed", "text"}
             reports.put(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
             self.send_response(204)
             self.end_headers()
@@ -45,7 +45,7 @@ def page_speed(folder: Path, chars: int, chromium: str) -> tuple[float, str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(folder)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = (f"http://127.0.0.1:{server.server_address[1]}/index.html?prompt={PROMPT.replace(' ', '%20')}"
-           f"&length={chars}&greedy=1&run=1&report=/report")
+           f"&length={chars}&greedy=1&run=1&report=1")
     with tempfile.TemporaryDirectory() as profile:
         browser = subprocess.Popen([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                                     f"--user-data-dir={profile}", url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -55,7 +55,7 @@ def page_speed(folder: Path, chars: int, chromium: str) -> tuple[float, str]:
             browser.kill()
             browser.wait()
             server.shutdown()
-    return report["chars"] / report["seconds"], report["text"]
+    return report["chars"] / (report["ms"] / 1000), report["text"]
 
 
 def sample_speed(run: str, chars: int) -> tuple[float, str]:

@@ -35,41 +35,13 @@ def find_chromium() -> str:
 
 def dump_dom(page: Path, profile: Path, fragment: str = "") -> "Element":
     """The page's DOM once its scripts have run (virtual time lets the async inflate finish)."""
-    return dump_url(page.resolve().as_uri() + (f"#{fragment}" if fragment else ""), profile)
-
-
-def dump_url(url: str, profile: Path, flags: tuple[str, ...] = ()) -> "Element":
-    """The DOM at `url` once its scripts have run. Virtual time: timers fire at once, and the
-    page's clocks stand still (so no speed can be measured this way)."""
+    url = page.resolve().as_uri() + (f"#{fragment}" if fragment else "")
     proc = subprocess.run(
         [find_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", f"--user-data-dir={profile}",
-         "--virtual-time-budget=60000", *flags, "--dump-dom", url],
+         "--virtual-time-budget=60000", "--dump-dom", url],
         capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0 and "<body" in proc.stdout, proc.stderr[-2000:]
     return parse(proc.stdout)
-
-
-@contextmanager
-def served(folder: Path) -> Iterator[str]:
-    """`python -m http.server` on a free port of 127.0.0.1 serving `folder`: yields its base URL."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "-d", str(folder)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while True:  # until it answers
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and server.poll() is None, "http.server did not start"
-                time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.kill()
-        server.wait()
 
 
 def screenshot(page: Path, profile: Path, out: Path, fragment: str = "", size: str = "1400,900") -> None:
@@ -134,3 +106,39 @@ def parse(html: str) -> Element:
     builder = _Builder()
     builder.feed(html)
     return builder.root
+
+
+def dump_url(url: str, profile: Path, flags: tuple[str, ...] = (), budget_ms: int = 60000) -> "Element":
+    """The DOM of any URL (a served page, or a file:// one with its query) once its scripts have
+    run; `flags` are added to Chromium's command line. A fresh `profile` per call means no cache."""
+    proc = subprocess.run(
+        [find_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", f"--user-data-dir={profile}",
+         *flags, f"--virtual-time-budget={budget_ms}", "--dump-dom", url],
+        capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0 and "<body" in proc.stdout, proc.stderr[-2000:]
+    return parse(proc.stdout)
+
+
+@contextmanager
+def http_server(folder: Path) -> Iterator[str]:
+    """`python -m http.server` serving `folder` on a free port of 127.0.0.1, as a real process;
+    yields its base URL and kills it after."""
+    with socket.socket() as probe:  # a free port (the server binds it a moment later)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(folder)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"python -m http.server did not start on port {port}") from None
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)

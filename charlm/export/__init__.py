@@ -3,7 +3,7 @@ an `ExportFormat`; `export_run` finds it by name (charlm/registry.py lists this 
 
     safetensors_folder.py  model.safetensors + config.json + vocab.json + export.json + a model card
     onnx_folder.py         step.onnx + score.onnx (onnx_graphs.py traces them) + onnx.json + vocab + card
-    web_folder.py          index.html (web/: page, style, script) + weights.bin + model.json + vocab + card
+    web/                   index.html + net.js + app.js + weights.bin + model.json + a model card
     card.py                the model card (README.md) written beside every export
     folder.py              the output folder, atomic files, vocab.json and export.json
 """
