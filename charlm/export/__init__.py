@@ -35,7 +35,7 @@ def register(kind: ExportFormat) -> ExportFormat:
 def export_run(run: Path | str, fmt: str, output: Path, weights: str = "auto") -> list[Path]:
     """Export the model of `run` (a run directory or checkpoint) as `fmt` into the folder
     `output`, which is made if missing; an existing folder must be empty or an earlier export."""
-    from charlm.export.folder import discard_if_empty, prepare_folder
+    from charlm.export.folder import discard_made, prepare_folder
     from charlm.inference.trained import load_trained
 
     kind = FORMATS.get(fmt)
@@ -44,6 +44,6 @@ def export_run(run: Path | str, fmt: str, output: Path, weights: str = "auto") -
     try:
         return kind.write(trained, Path(run), Path(output))
     except BaseException:
-        if made:  # a model the format refuses leaves no empty folder behind either
-            discard_if_empty(Path(output))
+        if made:  # a refused model or a failed write leaves no folder behind either
+            discard_made(Path(output))
         raise

@@ -4,6 +4,7 @@ beside its weights: the vocabulary and where the model came from."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from charlm import __version__
@@ -35,11 +36,11 @@ def prepare_folder(output: Path, fmt: str) -> bool:
         raise CharlmError(f"cannot use -o {output}: {exc.strerror or exc}; {write_failure_fix(exc, 'choose another -o', option='-o')}") from None
 
 
-def discard_if_empty(output: Path) -> None:
-    try:
-        output.rmdir()
-    except OSError:  # not empty (files from before), or already gone: leave it as it is
-        pass
+def discard_made(output: Path) -> None:
+    """Remove the folder this export made, with whatever it wrote before it failed (a refused
+    model writes nothing; a full disk can stop it between two files)."""
+    if output.is_dir() and not output.is_symlink():
+        shutil.rmtree(output, ignore_errors=True)
 
 
 def _earlier_format(origin: Path) -> str:

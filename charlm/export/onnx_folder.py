@@ -20,21 +20,26 @@ USE = ("Run the graphs with ONNX Runtime: onnx.json names every input and output
 
 
 def write_onnx_folder(trained: TrainedModel, run: Path, output: Path) -> list[Path]:
-    try:
-        import onnx  # noqa: F401  (the Loop graph is built with onnx.helper; fail before tracing)
+    try:  # the Loop graph is built and checked with onnx: fail before tracing
+        from onnx.checker import ValidationError
     except ImportError:
         raise CharlmError('--format onnx needs the onnx package: pip install "charlm[onnx]"') from None
     from charlm.export.onnx_graphs import OPSET, score_graph, state_names, step_graph, zero_state
 
     model = trained.model.cpu().float().eval()
+    m = trained.cfg.model
     try:  # both graphs in memory first: a model that does not export leaves no file behind
         step = step_graph(model)
+    except (RuntimeError, ValueError, NotImplementedError) as exc:  # torch.onnx's errors are RuntimeErrors
+        raise CharlmError(f"the {m.cell} ({m.impl}) model does not export to ONNX: {_first_line(exc)}; "
+                          "--format safetensors exports every model") from None
+    try:
         score = score_graph(model, step)
-    except (RuntimeError, ValueError, NotImplementedError) as exc:
-        raise CharlmError(f"the {trained.cfg.model.cell} ({trained.cfg.model.impl}) model does not export to ONNX: "
-                          f"{str(exc).splitlines()[0]}") from None
+    except (RuntimeError, ValueError, NotImplementedError, ValidationError) as exc:
+        raise CharlmError(f"score.onnx does not export for the {m.cell} ({m.impl}) model: {_first_line(exc)}; "
+                          "--format safetensors exports every model") from None
     names = state_names(model)
-    state = [{"name": name, "shape": [part.size(0), "batch", part.size(2)]}
+    state = [{"name": name, "dtype": "float32", "shape": [part.size(0), "batch", part.size(2)]}
              for name, part in zip(names, zero_state(model))]
     signature = {
         "opset": OPSET,
@@ -45,6 +50,7 @@ def write_onnx_folder(trained: TrainedModel, run: Path, output: Path) -> list[Pa
         "state": "float32 zeros before the first character; feed each call's *_out back as the next call's state",
         "step.onnx": "time is 1: one character per call, for generation",
         "score.onnx": "time is any length >= 1, for scoring a window",
+        "ids": "positions in vocab.json's tokens; its readable list gives each token as text shows it",
         "start": "read the text as the start of a line: the end-of-line token first, as charlm sample does",
     }
     names_written = [STEP, SCORE, SIGNATURE, VOCAB, ORIGIN, "README.md"]
@@ -53,6 +59,10 @@ def write_onnx_folder(trained: TrainedModel, run: Path, output: Path) -> list[Pa
                write_file(output / ORIGIN, origin_record(trained, run, "onnx"))]
     written.append(write_file(output / "README.md", model_card(trained, run, names_written, USE)))
     return written
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 register(ExportFormat("onnx", write_onnx_folder))
