@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from charlm.config_budget import CALIBRATION_END, format_duration, parse_duration
 from charlm.config_data import DataConfig
 from charlm.config_problems import describe_problems
 from charlm.config_section import INT64_MAX, MAX_LR, MAX_THREADS, SEED_MAX, _Section
@@ -113,6 +114,11 @@ class TrainConfig(_Section):
     batch_size: int = Field(64, gt=0)
     seq_len: int = Field(128, gt=0)
     max_steps: int = Field(10_000, gt=0)
+    # Wall time for the whole run ("15m", "90s", "2h", "1h30m", or seconds): charlm times the
+    # first steps, then fixes max_steps so that training, the planned evaluations and the final
+    # test pass end within it (charlm/training/budget.py). max_steps, if set too, is then an
+    # upper cap; left unset it plays no part. A resumed run keeps the max_steps it chose.
+    time_budget: str | None = None
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     lr: float = Field(2e-3, gt=0, le=MAX_LR)
     weight_decay: float = Field(0.0, ge=0)
@@ -197,9 +203,30 @@ class TrainConfig(_Section):
             raise ValueError(f"loggers lists {', '.join(twice)} more than once")
         return self
 
+    @field_validator("time_budget", mode="before")
+    @classmethod
+    def _canonical_budget(cls, value: Any) -> Any:
+        return None if value is None else format_duration(parse_duration(value))
+
+    @property
+    def budget_s(self) -> float | None:
+        """train.time_budget in seconds, or None."""
+        return None if self.time_budget is None else parse_duration(self.time_budget)
+
+    @property
+    def steps_fixed(self) -> bool:
+        """Whether max_steps is known: no budget, or set explicitly beside one (as a cap, or
+        as the budget's choice once it is made: the Trainer then assigns it)."""
+        return self.time_budget is None or "max_steps" in self.model_fields_set
+
     @model_validator(mode="after")
     def _check_schedule(self) -> TrainConfig:
-        if self.warmup_steps >= self.max_steps:
+        if self.time_budget is not None and self.steps_fixed and self.max_steps <= CALIBRATION_END:
+            raise ValueError(
+                f"max_steps ({self.max_steps}) beside time_budget is an upper cap, and must be above the "
+                f"{CALIBRATION_END} steps a budgeted run times before it plans; raise max_steps or remove it"
+            )
+        if self.steps_fixed and self.warmup_steps >= self.max_steps:
             raise ValueError(
                 f"warmup_steps ({self.warmup_steps}) must be below max_steps ({self.max_steps})"
             )
@@ -216,8 +243,15 @@ class Config(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (lists, not tuples): what checkpoints and config.yaml store."""
-        return self.model_dump(mode="json")
+        """Plain nested dict (lists, not tuples): what checkpoints and config.yaml store.
+
+        A budgeted run's max_steps is left out until the budget has chosen it (or it is set as a
+        cap): written as the default 10,000, reading the file back would make it a cap.
+        """
+        data = self.model_dump(mode="json")
+        if not self.train.steps_fixed:
+            del data["train"]["max_steps"]
+        return data
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
@@ -251,5 +285,5 @@ def config_from_dict(data: dict[str, Any], source: str) -> Config:
 
 
 def dump_config(cfg: Config) -> str:
-    """The resolved config as YAML, in schema order."""
+    """The resolved config as YAML, in schema order (a budgeted run's max_steps once chosen)."""
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -23,8 +23,8 @@ from tests.conftest import tiny_text_config, write_config, write_text_corpus
 TRAIN_KEYS = dict(max_steps=30, eval_every=10, log_every=5, threads=1)
 
 
-def train_process(config, run_dir, *extra, fault=None):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def train_process(config, run_dir, *extra, fault=None, env=None):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     env.pop("CHARLM_FAULT", None)
     if fault:
         env["CHARLM_FAULT"] = fault
@@ -79,6 +79,37 @@ def test_sigkill_during_a_save_loses_nothing(tmp_path, reference, point, visit):
     assert "Traceback" not in resumed.stderr
     assert_same_as_reference(tmp_path / "run", reference)
     assert not list((tmp_path / "run").glob(".*.tmp"))
+
+
+# A time budget's plan comes from a clock; CHARLM_FAKE_TIMINGS fixes what it measures, so two
+# runs plan the same max_steps (training/budget.py). The resumed process gets another clock:
+# were it to time itself again instead of reading the plan back, it would plan otherwise.
+BUDGET_KEYS = dict(time_budget="5s", eval_every=10, log_every=5, threads=1)
+PLANS_60 = {"CHARLM_FAKE_TIMINGS": "step=0.1,eval=0.1,save=0.05,test=0.1,spent=0.5"}  # -> max_steps 60
+PLANS_MORE = {"CHARLM_FAKE_TIMINGS": "step=0.01,eval=0.1,save=0.05,test=0.1,spent=0.5"}
+
+
+@pytest.fixture(scope="module")
+def budgeted_reference(tmp_path_factory):
+    root = tmp_path_factory.mktemp("budgeted")
+    cfg = tiny_text_config(write_text_corpus(root), **BUDGET_KEYS)
+    del cfg["train"]["max_steps"]
+    config = write_config(root / "c.yaml", cfg)
+    assert train_process(config, root / "run", env=PLANS_60).returncode == 0
+    assert load_checkpoint(root / "run" / "last.pt")["loop"]["step"] == 60
+    return config, outcome(root / "run")
+
+
+@pytest.mark.parametrize("fault", ["checkpoint.before_replace#11:sigkill", "train.step=37:sigkill"])
+def test_a_budgeted_run_killed_resumes_exactly_with_its_plan(tmp_path, budgeted_reference, fault):
+    config, _ = budgeted_reference
+    killed = train_process(config, tmp_path / "run", fault=fault, env=PLANS_60)
+    assert killed.returncode == -signal.SIGKILL
+    resumed = train_process(config, tmp_path / "run", "--resume", env=PLANS_MORE)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "ms/step measured" not in resumed.stderr  # the plan was read back, not made again
+    assert_same_as_reference(tmp_path / "run", budgeted_reference)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["budget"]["max_steps"] == 60
 
 
 def test_sigterm_during_evaluation_saves_and_resumes_exactly(tmp_path, reference):

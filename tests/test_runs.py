@@ -64,6 +64,20 @@ def test_runs_lists_every_kind_of_directory(runs_dir, finished_run):
     assert done["best_valid_bpc"] == pytest.approx(summary["best_valid_bpc"])
     assert done["test_bpc"] == pytest.approx(summary["test"]["bpc"])
     assert done["parameters"] == summary["parameters"]
+    # Two times, named for what they are: optimizer steps, and the process's whole wall time.
+    assert done["train_s"] == summary["train_seconds"] and done["wall_s"] == summary["wall_seconds"]
+    assert done["wall_s"] > done["train_s"] > 0
+
+
+def test_a_run_from_before_wall_time_lists_its_training_time(tmp_path, finished_run):
+    shutil.copytree(finished_run, tmp_path / "old")
+    summary = json.loads((finished_run / "summary.json").read_text())
+    del summary["wall_seconds"]
+    (tmp_path / "old" / "summary.json").write_text(json.dumps(summary))
+    [row] = json.loads(invoke("runs", tmp_path / "old", "--json").stdout)
+    assert row["train_s"] == summary["train_seconds"] and row["wall_s"] is None and row["status"] == "finished"
+    rows = list(csv.DictReader(io.StringIO(invoke("runs", tmp_path / "old", "--csv", "--sort", "wall_s").stdout)))
+    assert rows[0]["wall_s"] == "" and float(rows[0]["train_s"]) == summary["train_seconds"]
 
 
 def test_runs_sorts_and_writes_csv_and_a_table(runs_dir):

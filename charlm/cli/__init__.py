@@ -63,6 +63,9 @@ def train(
     set_: SetOption = None,
     out_dir: Annotated[Optional[Path], typer.Option(help="Run directory (default: runs/<config name>).")] = None,
     device: DeviceOverride = None,
+    time: Annotated[Optional[str], typer.Option(
+        "--time", help="Wall-time budget (15m, 90s, 2h, 1h30m): charlm times the first steps and fixes train.max_steps "
+                       "to end within it (train.time_budget; a --set train.max_steps is then a cap).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out-dir from its newest good checkpoint.")] = False,
     init_from: Annotated[Optional[Path], typer.Option(
         help="Fine-tune: start a new run from this trained run's weights (run directory: best.pt, else last.pt; "
@@ -78,6 +81,8 @@ def train(
     overrides = list(set_ or [])
     if device is not None:
         overrides.append(f"train.device={device}")
+    if time is not None:  # JSON-quoted: YAML would read 1:30 as the number 90
+        overrides.append(f"train.time_budget={json.dumps(time)}")
     if config is None:
         if not (resume and out_dir):
             raise CharlmError("pass --config FILE (or --resume --out-dir RUN to continue a run with its own config)")
@@ -150,6 +155,7 @@ def sample(
     seed: Annotated[Optional[int], typer.Option(min=0, max=SEED_MAX, help="The same seed gives the same text.")] = None,
     device: DeviceOption = "cpu",
     int8: Annotated[bool, typer.Option("--int8", help="CPU: int8 weights, about 2x faster; slightly different text.")] = False,
+    cuda_graphs: Annotated[bool, typer.Option(help="GPU: replay each character's step as one CUDA graph (same text, faster).")] = True,
     weights: WeightsOption = "auto",
 ) -> None:
     """Generate text from a trained model, streamed as it is produced."""
@@ -163,7 +169,7 @@ def sample(
         check_utf8("--prompt", prompt)
     if prompt_file is not None:
         prompt = read_utf8(prompt_file).rstrip("\n")
-    opts = SamplingOptions(length, temperature, top_k, top_p, greedy, num_samples, seed)
+    opts = SamplingOptions(length, temperature, top_k, top_p, greedy, num_samples, seed, cuda_graphs)
     trained = load_trained(run, device, weights)
     if int8:
         quantize_for_cpu(trained)
@@ -206,4 +212,11 @@ def show_config(
 
 
 def main() -> None:
+    from charlm.memory_reuse import reuse_freed_memory
+
+    try:  # before any command allocates: glibc then keeps freed blocks for the next step
+        reuse_freed_memory()
+    except CharlmError as exc:
+        err.print(f"error: {exc}", style="bold red")
+        sys.exit(1)
     app()

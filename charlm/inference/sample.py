@@ -1,7 +1,9 @@
 """Generate text from a trained model, one character at a time, carrying the hidden state.
 
 Each new character costs one step of the network: the prompt is read once, and afterwards
-only the newest character is fed in. Several samples run side by side as one batch.
+only the newest character is fed in. Several samples run side by side as one batch. The ids are
+drawn where the model runs, from a generator of that device; on a GPU each character's draw and
+step replay as one CUDA graph (graphed_steps.py), drawing the same numbers as the eager steps.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class SamplingOptions:
     greedy: bool = False
     num_samples: int = 1
     seed: int | None = None
+    cuda_graphs: bool = True  # on a GPU, replay each character's step as a CUDA graph (same text)
 
     def check(self, vocab_size: int) -> None:
         """Refuse options that cannot be honoured, before any work."""
@@ -46,14 +49,17 @@ class SamplingOptions:
 
 
 def pick_next(logits: torch.Tensor, opts: SamplingOptions, generator: torch.Generator,
-              banned: list[int] = ()) -> torch.Tensor:
-    """Choose one id per row of `logits` (N, V) by the sampling options, never a `banned` id."""
-    if banned:
-        logits = logits.clone()
-        logits[:, banned] = float("-inf")
+              banned: torch.Tensor | None = None) -> torch.Tensor:
+    """Choose one id per row of `logits` (N, V) by the sampling options, never an id the (V,) bool
+    mask `banned` marks. No host synchronisation: a CUDA graph can capture it."""
+    if banned is not None:
+        logits = logits.masked_fill(banned, float("-inf"))
     if opts.greedy:
         return logits.argmax(dim=-1)
-    logits = logits.float() / opts.temperature
+    if logits.dtype != torch.float32:
+        logits = logits.float()
+    if opts.temperature != 1.0:  # x / 1.0 is x exactly: one call less per character
+        logits = logits / opts.temperature
     if opts.top_k is not None:
         kth = torch.topk(logits, opts.top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -65,7 +71,18 @@ def pick_next(logits: torch.Tensor, opts: SamplingOptions, generator: torch.Gene
         # `before > 0` keeps the most likely id whatever top_p: one below float32's range is 0 here.
         sorted_probs = sorted_probs.masked_fill((before >= opts.top_p) & (before > 0), 0.0)
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return draw(probs, generator)
+
+
+def draw(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One id per row of `probs` (N, V), each with its probability: the id of the largest
+    p / q, q ~ Exp(1) (the Gumbel-max trick, exponentiated).
+
+    This is what torch.multinomial(probs, 1) computes, draw for draw (tested), without its
+    checks of the input, which wait for the GPU (a CUDA graph cannot capture them) and cost half
+    of its time on the CPU. softmax's probabilities need none of them.
+    """
+    return (probs / torch.empty_like(probs).exponential_(1, generator=generator)).argmax(dim=-1)
 
 
 @torch.inference_mode()
@@ -84,29 +101,50 @@ def generate(
     (num_samples, length); with `keep=False` nothing is kept (memory stays flat however long
     the text) and the result is empty, (num_samples, 0).
     """
+    from charlm.inference.graphed_steps import graphed_or_eager
+
     model.eval()
     device = next(model.parameters()).device
-    generator = torch.Generator(device="cpu")
+    generator = torch.Generator(device=device if device.type == "cuda" else "cpu")
     generator.manual_seed(opts.seed if opts.seed is not None else torch.seed())
     x = prompt_ids.to(device).unsqueeze(0).expand(opts.num_samples, -1)
     logits, hidden = model(x)  # read the prompt once
-    logits = logits[:, -1]
-    stepper = model.fast_stepper()  # CPU LSTMs: fewer bytes read per character
-    state = stepper.state_from(hidden) if stepper is not None else None
+    mask = None
+    if banned:
+        mask = torch.zeros(logits.size(-1), dtype=torch.bool, device=device)
+        mask[list(banned)] = True
     kept = _Columns(opts.num_samples) if keep else None
     with _one_step_kernels(device):
+        # A contiguous copy of the last logits: eager and graphed steps start from the same layout.
+        steps = graphed_or_eager(EagerSteps(model, logits[:, -1].contiguous(), hidden, opts, generator, mask))
         for _ in range(opts.length):
-            next_ids = pick_next(logits.cpu(), opts, generator, banned)  # (N,)
+            next_ids = steps()  # (N,), on the CPU
             if kept is not None:
                 kept.append(next_ids)
             if on_step is not None:
                 on_step(next_ids)
-            if stepper is not None:
-                logits, state = stepper.step(next_ids, state)
-            else:
-                logits, hidden = model(next_ids.to(device).unsqueeze(1), hidden)
-                logits = logits[:, -1]
     return kept.ids() if kept is not None else torch.empty(opts.num_samples, 0, dtype=torch.long)
+
+
+class EagerSteps:
+    """One character per call: draw ids (N,) from the current logits, then step the model on
+    them (CPU LSTMs through their fast stepper, models/lstm_step.py, which reads fewer bytes)."""
+
+    def __init__(self, model: CharRNN, logits: torch.Tensor, hidden, opts: SamplingOptions,
+                 generator: torch.Generator, banned: torch.Tensor | None):
+        self.model, self.logits, self.hidden = model, logits, hidden
+        self.opts, self.generator, self.banned = opts, generator, banned
+        self.stepper = model.fast_stepper()
+        self.state = self.stepper.state_from(hidden) if self.stepper is not None else None
+
+    def __call__(self) -> torch.Tensor:
+        next_ids = pick_next(self.logits, self.opts, self.generator, self.banned)
+        if self.stepper is not None:
+            self.logits, self.state = self.stepper.step(next_ids, self.state)
+        else:
+            logits, self.hidden = self.model(next_ids.unsqueeze(1), self.hidden)
+            self.logits = logits[:, -1]
+        return next_ids.cpu()
 
 
 class _Columns:

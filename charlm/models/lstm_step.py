@@ -47,11 +47,13 @@ class LSTMStepper:
                 w_ih, w_hh = getattr(rnn, f"weight_ih_l{k}"), getattr(rnn, f"weight_hh_l{k}")
                 bias = getattr(rnn, f"bias_ih_l{k}") + getattr(rnn, f"bias_hh_l{k}")
                 layers.append((w_ih.detach(), w_hh.detach(), bias))
-        w_ih0, self.w_hh0, bias0 = layers[0]
+        w_ih0, w_hh0, bias0 = layers[0]
         self.input_gates = torch.addmm(bias0, model.embedding.weight.detach(), w_ih0.t())  # (V, 4H)
-        self.later = [(torch.cat([w_ih, w_hh], 1).contiguous(), bias) for w_ih, w_hh, bias in layers[1:]]
+        # Transposed views made once: each `.t()` in the step is one more call per character.
+        self.w_hh0_t = w_hh0.t()
+        self.later = [(torch.cat([w_ih, w_hh], 1).contiguous().t(), bias) for w_ih, w_hh, bias in layers[1:]]
         self.sizes = [w_hh.size(1) for _, w_hh, _ in layers]
-        self.decoder_weight = model.decoder.weight.detach()
+        self.decoder_weight_t = model.decoder.weight.detach().t()
         self.decoder_bias = model.decoder.bias.detach()
         self.layered = model.layered
 
@@ -62,20 +64,22 @@ class LSTMStepper:
             return [(h[i], c[i]) for i in range(h.size(0))]
         return [(hidden[2 * i][0], hidden[2 * i + 1][0]) for i in range(len(hidden) // 2)]
 
-    @torch.no_grad()
     def step(self, ids: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """Logits (N, V) for the characters `ids` (N,), and the new state."""
-        h, c = _cell(torch.addmm(self.input_gates[ids], state[0][0], self.w_hh0.t()), state[0][1])
+        """Logits (N, V) for the characters `ids` (N,), and the new state.
+
+        No autograd context of its own (a `no_grad` per call costs about as much as a cell's
+        arithmetic): the weights here are detached, and generate() steps in inference mode.
+        """
+        h, c = _cell(torch.addmm(self.input_gates[ids], state[0][0], self.w_hh0_t), state[0][1], self.sizes[0])
         new_state = [(h, c)]
-        for (weight, bias), (h_prev, c_prev) in zip(self.later, state[1:]):
-            h, c = _cell(torch.addmm(bias, torch.cat([h, h_prev], 1), weight.t()), c_prev)
+        for (weight_t, bias), (h_prev, c_prev), size in zip(self.later, state[1:], self.sizes[1:]):
+            h, c = _cell(torch.addmm(bias, torch.cat([h, h_prev], 1), weight_t), c_prev, size)
             new_state.append((h, c))
-        return torch.addmm(self.decoder_bias, h, self.decoder_weight.t()), new_state
+        return torch.addmm(self.decoder_bias, h, self.decoder_weight_t), new_state
 
 
-def _cell(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _cell(gates: torch.Tensor, c: torch.Tensor, hidden: int) -> tuple[torch.Tensor, torch.Tensor]:
     """nn.LSTM's update from the summed gate inputs (N, 4H), blocks in the order i, f, g, o."""
-    hidden = gates.size(1) // 4
     candidate = torch.tanh(gates[:, 2 * hidden : 3 * hidden])
     i, f, _, o = gates.sigmoid_().chunk(4, 1)
     c = torch.addcmul(f * c, i, candidate)

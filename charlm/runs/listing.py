@@ -3,6 +3,11 @@
 A run directory is one that holds any of the files `charlm train` writes (config.yaml,
 metrics.jsonl, summary.json, checkpoints). Reading never fails: a half-written, damaged or
 foreign directory becomes a row that says so.
+
+Two times, named for what they are: train_s, the optimizer steps alone (evaluation excluded;
+what chars_per_s divides by), and wall_s, the elapsed time of the processes that made the run
+(setup, steps, evaluations, checkpoint saves, the test pass; not the gap between a stop and a
+resume). A run written before charlm recorded wall time has none (blank).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from charlm.errors import CharlmError
 from charlm.runs.rundir import RunDir
 
 COLUMNS = ("name", "cell", "size", "parameters", "steps", "best_valid_bpc", "test_bpc",
-           "chars_per_s", "wall_s", "status")
+           "chars_per_s", "train_s", "wall_s", "status")
 
 
 @dataclass
@@ -33,7 +38,8 @@ class RunRow:
     best_valid_bpc: float | None = None
     test_bpc: float | None = None
     chars_per_s: float | None = None
-    wall_s: float | None = None
+    train_s: float | None = None  # optimizer-step time
+    wall_s: float | None = None  # elapsed time of the run's processes
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -106,9 +112,9 @@ def _fill_from_metrics(row: RunRow, run: RunDir) -> None:
     row.test_bpc = test[-1] if test else None
     train = [r for r in records if r.get("split") == "train"]
     if train:
-        row.wall_s = _number(train[-1].get("elapsed_s"))
+        row.train_s = _number(train[-1].get("elapsed_s"))
         seen = _number(train[-1].get("tokens_seen"))
-        row.chars_per_s = seen / row.wall_s if row.wall_s and seen is not None else None
+        row.chars_per_s = seen / row.train_s if row.train_s and seen is not None else None
     row.status = "stopped"  # until summary.json says otherwise
 
 
@@ -125,7 +131,8 @@ def _fill_from_summary(row: RunRow, run: RunDir) -> None:
     if isinstance(test, dict) and _number(test.get("bpc")) is not None:
         row.test_bpc = test["bpc"]
     row.chars_per_s = _number(summary.get("chars_per_s")) or row.chars_per_s
-    row.wall_s = _number(summary.get("train_seconds")) or row.wall_s
+    row.train_s = _number(summary.get("train_seconds")) or row.train_s
+    row.wall_s = _number(summary.get("wall_seconds"))
     row.status = _text(summary.get("status", "unreadable")) or "unreadable (status)"
     if row.status == "running" and summary.get("host") == socket.gethostname() and not _alive(summary.get("pid")):
         row.status = "crashed"  # says running, but its process is gone

@@ -12,6 +12,12 @@ uint8 tensors), rng_ranks (every rank's rng) and world_size. Format 1 (charlm 0.
 except that loop.position, average, rng_ranks and world_size may be absent; format 2 requires
 them. A format 1 file reads as: loop.position = loop.window * train.seq_len (the windows of 0.1
 had one length), average None, rng_ranks [rng], world_size 1.
+
+Added within format 2 (older readers ignore the one, files without them still load): budget
+(None, or the plan of a run with train.time_budget: BUDGET_KEYS in runs/payload_checks.py,
+written by charlm/training/budget.py) and loop.wall_s (elapsed time of the processes that
+trained the run). A file without them reads as budget None and wall_s = elapsed_s, the
+training time, which is all such a file knows.
 """
 
 from __future__ import annotations
@@ -47,7 +53,10 @@ class LoopState:
     window: int = 0  # windows done in this epoch
     position: int = 0  # column of the train rows the next window starts at
     tokens_seen: int = 0
-    elapsed_s: float = 0.0
+    elapsed_s: float = 0.0  # training time: optimizer steps only, evaluation excluded
+    # Wall time of the processes that trained the run up to this checkpoint: setup, steps,
+    # evaluations and saves (the gap between a stop and a resume is not counted).
+    wall_s: float = 0.0
     best_valid_bpc: float = math.inf
     best_step: int = 0
     # Train loss summed since the last log line: a device tensor inside the loop (adding to it
@@ -71,6 +80,7 @@ class Payload:
     rng_ranks: list[dict[str, Any]]  # rng of every rank, rank 0 first
     world_size: int = 1
     average: dict[str, Any] | None = None  # WeightAverage.state_dict()
+    budget: dict[str, Any] | None = None  # train.time_budget's plan, once made (training/budget.py)
     # Why the stored average was unusable, if it was: refused only by what needs the average,
     # so the trained weights of such a file still load.
     average_problem: str | None = None
@@ -86,7 +96,7 @@ class Payload:
             "config": self.config.to_dict(), "vocab": list(self.vocab), "model": self.model,
             "optimizer": self.optimizer, "schedule": self.schedule, "average": self.average,
             "loop": asdict(self.loop), "hidden": list(self.hidden), "rng": self.rng,
-            "rng_ranks": self.rng_ranks, "world_size": self.world_size,
+            "rng_ranks": self.rng_ranks, "world_size": self.world_size, "budget": self.budget,
         }
 
     @classmethod
@@ -112,6 +122,9 @@ class Payload:
         cfg = check.config(data["config"])
         if version == 1:
             data = _upgrade_format_1(data, cfg)
+        loop = data["loop"]
+        if isinstance(loop, dict) and "wall_s" not in loop and "elapsed_s" in loop:
+            data = {**data, "loop": {**loop, "wall_s": loop["elapsed_s"]}}  # older files: training time
         vocab = check.vocab(data["vocab"])
         model = check.state_dict(data["model"], "model")
         average, average_problem = None, None
@@ -127,6 +140,7 @@ class Payload:
             schedule=check.schedule(data["schedule"]), loop=check.loop(data["loop"], LoopState),
             hidden=check.hidden(data["hidden"], cfg.train.batch_size), rng=rng, rng_ranks=ranks,
             world_size=world_size, average=average, average_problem=average_problem,
+            budget=check.budget(data.get("budget"), cfg),
             format_version=version, charlm_version=check.text(data.get("charlm_version", "unknown"), "charlm_version"),
             source=source,
         )

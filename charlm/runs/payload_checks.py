@@ -20,6 +20,12 @@ FIX = "; the file is damaged or was not written by charlm -- use another checkpo
 # LRSchedule.state_dict() and WeightAverage.state_dict(), as stored.
 SCHEDULE_KEYS = ("scale", "best_loss", "bad_evals")
 AVERAGE_KEYS = ("kind", "count", "started_step", "valid_losses", "params")
+# A budgeted run's plan (charlm/training/budget.py BudgetPlan): the budget in seconds; the cap
+# (train.max_steps set beside the budget, or None); the max_steps chosen, after step
+# decided_at; the seconds measured per step, per valid pass, per checkpoint save and for the
+# test pass; the evaluations planned; the seconds already spent when it planned; the planned end.
+BUDGET_KEYS = ("budget_s", "cap", "max_steps", "decided_at", "step_s", "eval_s", "save_s", "evaluations", "test_s",
+               "spent_s", "planned_end_s")
 
 
 class FieldError(CheckpointError):
@@ -93,6 +99,24 @@ class FieldChecks:
             for name, tensor in self.state_dict(value["params"], "average.params").items():
                 if name not in model or model[name].shape != tensor.shape:
                     raise self.refuse(f"average.params[{name!r}]", "a tensor shaped like the model's", tensor)
+        return value
+
+    def budget(self, value: Any, cfg: Config) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        if not isinstance(value, dict) or set(value) != set(BUDGET_KEYS):
+            raise self.refuse("budget", f"None or a dict of {', '.join(BUDGET_KEYS)}", value)
+        if cfg.train.time_budget is None:
+            raise self.refuse("budget", "None (the config has no train.time_budget)", value)
+        for key in ("budget_s", "step_s", "eval_s", "save_s", "test_s", "spent_s", "planned_end_s"):
+            if not _is_number(value[key]) or not 0 <= value[key] < math.inf:
+                raise self.refuse(f"budget.{key}", "a finite number >= 0", value[key])
+        for key in ("decided_at", "evaluations"):
+            self.count(value[key], f"budget.{key}")
+        if type(value["max_steps"]) is not int or value["max_steps"] <= value["decided_at"]:
+            raise self.refuse("budget.max_steps", f"an int above budget.decided_at ({value['decided_at']})", value["max_steps"])
+        if value["cap"] is not None and (type(value["cap"]) is not int or value["cap"] < value["max_steps"]):
+            raise self.refuse("budget.cap", f"None or an int >= budget.max_steps ({value['max_steps']})", value["cap"])
         return value
 
     def optimizer(self, value: Any) -> dict[str, Any]:

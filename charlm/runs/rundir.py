@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -191,11 +192,12 @@ class RunDir:
         return [path for number, path in self.step_checkpoints() if number <= step][keep:]
 
     def remove_temporary_files(self) -> list[Path]:
-        """Delete the temporary files a killed save leaves behind; they are never valid."""
-        stray = list(self.path.glob(".*.tmp"))
+        """Delete the temporary files a killed save leaves behind; they are never valid (nor
+        is the scratch folder of a time budget's timed save, training/budget.py)."""
+        stray = list(self.path.glob(".*.tmp")) + list(self.path.glob(".budget-probe-*"))
         for path in stray:
             try:
-                path.unlink(missing_ok=True)
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
             except OSError as exc:
                 raise TrainingError(f"cannot remove {path}: {exc.strerror or exc}; make {self.path} writable, then --resume") from None
         return stray

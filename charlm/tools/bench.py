@@ -1,6 +1,7 @@
 """`charlm bench`: how fast charlm trains, evaluates, samples and prepares data, in one process.
 
-Every figure is a median over repeats after a warm-up. For a fused model, the same model built
+Every figure is a median over repeats after a warm-up, measured with malloc as `charlm` sets it
+(charlm/memory_reuse.py; `--malloc-ab` compares it with glibc's default, tools/malloc_ab.py). For a fused model, the same model built
 from reference cells (`model.impl: reference`) is timed too, as `reference_chars_per_s`. Training throughput is measured twice on
 the same shapes: through charlm's own loop (`Trainer.train_steps`, logging and all) and through a bare
 step written with nothing but PyTorch (embedding, recurrent layer, linear, cross-entropy,
@@ -26,6 +27,7 @@ from charlm.config import Config
 from charlm.data.corpora import load_corpus
 from charlm.device import device_name
 from charlm.inference.evaluate import evaluate
+from charlm.memory_reuse import reuse_freed_memory
 from charlm.inference.trained import TrainedModel, quantize_for_cpu
 from charlm.models.cells import cell_kind, recurrent_stack
 from charlm.models.charrnn import CharRNN
@@ -36,8 +38,8 @@ from charlm.inference.sample import SamplingOptions, generate
 from charlm.training.signals import StopRequest
 from charlm.training.trainer import Trainer
 
-BENCH_KEYS = (
-    "device", "train_chars_per_s", "bare_chars_per_s", "loop_efficiency", "eval_chars_per_s_batch1",
+BENCH_KEYS = (  # two labels (the device, and malloc as charlm/memory_reuse.py set it), then the figures
+    "device", "malloc", "train_chars_per_s", "bare_chars_per_s", "loop_efficiency", "eval_chars_per_s_batch1",
     "eval_chars_per_s", "sample_chars_per_s", "sample16_chars_per_s", "prepare_s", "cached_load_s",
     "peak_memory_mb",
 )
@@ -45,13 +47,14 @@ BENCH_KEYS = (
 
 def run_bench(cfg: Config, steps: int = 20, repeats: int = 5, warmup: int = 3) -> dict:
     """Measure every figure of BENCH_KEYS for `cfg`; returns them as a dict."""
+    malloc = reuse_freed_memory().describe()  # as `charlm` runs (charlm/memory_reuse.py)
     cfg = cfg.model_copy(deep=True)
     # The timed blocks move max_steps around; warm-up and schedule shape do not change speed.
     cfg.train.warmup_steps = 0
     cfg.train.schedule = "constant"
     prepare_s, cached_load_s = _time_data(cfg)
     with tempfile.TemporaryDirectory(prefix="charlm-bench-") as run_dir:
-        trainer = _trainer(cfg, Path(run_dir))
+        trainer = bench_trainer(cfg, Path(run_dir))
         device = trainer.device
         loop_speed, bare_speed = _time_training(trainer, steps, repeats, warmup)
         figures = {"device": device_name(device), "train_chars_per_s": loop_speed, "bare_chars_per_s": bare_speed}
@@ -59,34 +62,37 @@ def run_bench(cfg: Config, steps: int = 20, repeats: int = 5, warmup: int = 3) -
         model, valid = trainer.model, trainer.corpus.valid
         figures["eval_chars_per_s_batch1"] = _eval_speed(model, valid[:20_000], 1, device)
         figures["eval_chars_per_s"] = _eval_speed(model, valid[:200_000], cfg.train.eval_batch_size, device)
-        figures["sample_chars_per_s"] = _sample_speed(model, 1, device)
-        figures["sample16_chars_per_s"] = _sample_speed(model, 16, device)
+        figures["sample_chars_per_s"] = sample_speed(model, 1, device)
+        figures["sample16_chars_per_s"] = sample_speed(model, 16, device)
+        if device.type == "cuda":  # the same sample without CUDA graphs (inference/graphed_steps.py)
+            figures["sample_eager_chars_per_s"] = sample_speed(model, 1, device, cuda_graphs=False)
         if device.type == "cpu":
             trained = TrainedModel(Path(run_dir), 0, cfg, trainer.corpus.vocab, model)
             quantize_for_cpu(trained)  # `charlm sample --int8`
-            figures["sample_int8_chars_per_s"] = _sample_speed(trained.model, 1, device)
+            figures["sample_int8_chars_per_s"] = sample_speed(trained.model, 1, device)
     reference = _as_reference(cfg)
     if reference is not None:
         # The same model as reference cells (charlm/models/reference.py), for the comparison.
         figures["reference_chars_per_s"] = _reference_speed(reference, max(1, steps // 5))
     figures["prepare_s"], figures["cached_load_s"] = prepare_s, cached_load_s
     figures["peak_memory_mb"] = _peak_memory_mb(device)
+    figures["malloc"] = malloc
     return figures
 
 
-def _trainer(cfg: Config, run_dir: Path) -> Trainer:
+def bench_trainer(cfg: Config, run_dir: Path) -> Trainer:
     """A trainer that reports as a real run does (metrics.jsonl and any other file sink the
     config names), with a silent console."""
     return Trainer(cfg, run_dir, build_reporter(cfg, RunDir(run_dir), SilentReporter()), payload=None)
 
 
-def _timed_steps(trainer: Trainer, n: int, stop: StopRequest) -> float:
+def timed_steps(trainer: Trainer, n: int, stop: StopRequest) -> float:
     """Characters per second over `n` steps of charlm's loop (logging every train.log_every
     steps, no evaluation), counted as it trains them (train.variable_bptt varies the windows)."""
-    _sync(trainer.device)
+    sync(trainer.device)
     started = time.perf_counter()
     tokens = trainer.train_steps(n, stop)
-    _sync(trainer.device)
+    sync(trainer.device)
     return tokens / (time.perf_counter() - started)
 
 
@@ -100,7 +106,7 @@ def _time_training(trainer: Trainer, steps: int, repeats: int, warmup: int) -> t
     with StopRequest() as stop:
         for i in range(repeats + 1):
             n = warmup if i == 0 else steps
-            loop_speed = _timed_steps(trainer, n, stop)
+            loop_speed = timed_steps(trainer, n, stop)
             bare_speed = tcfg.batch_size * tcfg.seq_len * n / bare.time(n)
             if i > 0:
                 loop_speeds.append(loop_speed)
@@ -127,10 +133,10 @@ def _as_reference(cfg: Config) -> Config | None:
 def _reference_speed(ref: Config, steps: int, repeats: int = 3) -> float:
     """charlm's loop with `model.impl: reference`: one Python step per character per layer."""
     with tempfile.TemporaryDirectory(prefix="charlm-bench-") as run_dir:
-        trainer = _trainer(ref, Path(run_dir))
+        trainer = bench_trainer(ref, Path(run_dir))
         ref.train.log_every = steps
         with StopRequest() as stop:
-            speeds = [_timed_steps(trainer, steps, stop) for _ in range(repeats + 1)]
+            speeds = [timed_steps(trainer, steps, stop) for _ in range(repeats + 1)]
     return statistics.median(speeds[1:])  # the first block warms up
 
 
@@ -157,7 +163,7 @@ class BareStep:
         self.clip, self.device = t.grad_clip or math.inf, device
 
     def time(self, steps: int) -> float:
-        _sync(self.device)
+        sync(self.device)
         started = time.perf_counter()
         hidden = None
         for _ in range(steps):
@@ -170,30 +176,31 @@ class BareStep:
             torch.nn.utils.clip_grad_norm_(self.params, self.clip)
             self.optimizer.step()
             hidden = tuple(h.detach() for h in hidden) if isinstance(hidden, tuple) else hidden.detach()
-        _sync(self.device)
+        sync(self.device)
         return time.perf_counter() - started
 
 
 def _eval_speed(model: CharRNN, stream: torch.Tensor, batch_size: int, device: torch.device, repeats: int = 3) -> float:
     times = []
     for _ in range(repeats):
-        _sync(device)
+        sync(device)
         started = time.perf_counter()
         evaluate(model, stream, batch_size, device)
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - started)
     return (len(stream) - 1) / statistics.median(times)
 
 
-def _sample_speed(model: CharRNN, num_samples: int, device: torch.device, length: int = 1000, repeats: int = 5) -> float:
+def sample_speed(model: CharRNN, num_samples: int, device: torch.device, length: int = 1000, repeats: int = 5,
+                 cuda_graphs: bool = True) -> float:
     """Characters per second summed over all samples."""
-    opts = SamplingOptions(length=length, num_samples=num_samples, seed=0)
+    opts = SamplingOptions(length=length, num_samples=num_samples, seed=0, cuda_graphs=cuda_graphs)
     prompt = torch.zeros(1, dtype=torch.long)
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
         generate(model, prompt, opts)
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - started)
     return length * num_samples / statistics.median(times)
 
@@ -218,7 +225,7 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 

@@ -71,8 +71,8 @@ class Checkpointing:
         save_payload([self.run_dir / name for name in names], Payload(
             config=self.cfg, vocab=list(self.corpus.vocab.tokens), model=self.model.state_dict(),
             optimizer=self.optimizer.state_dict(), schedule=self.schedule.state_dict(),
-            loop=replace(self.state, loss_sum=loss_sum), hidden=hidden, rng=rng, rng_ranks=rng_ranks,
-            world_size=self.ddp.world_size,
+            loop=replace(self.state, loss_sum=loss_sum, wall_s=self.wall_s()), hidden=hidden, rng=rng, rng_ranks=rng_ranks,
+            world_size=self.ddp.world_size, budget=self.budget,
             average=self.average.state_dict() if self.average is not None else None,
         ))
         # Only now that the new files are published may old ones go.
@@ -98,6 +98,7 @@ class Checkpointing:
             ) from None
         self.schedule.load_state_dict(payload.schedule)
         self.state = replace(payload.loop)
+        self.wall_before = self.state.wall_s  # the processes before this one (training/budgeting.py)
         if self.average is not None and (payload.average is not None or payload.average_problem is not None):
             problem = payload.average_problem
             if problem is None:

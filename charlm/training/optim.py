@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from charlm.config import TrainConfig
+from charlm.config_budget import CALIBRATION_END
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
@@ -31,10 +32,16 @@ class LRSchedule:
 
     Constant and cosine depend on the step alone. Plateau keeps a little state (the best
     validation loss and how many evaluations failed to beat it), saved in checkpoints.
+
+    With train.time_budget, max_steps is only known once the run has timed itself, after step
+    CALIBRATION_END (config_budget.py): until then the rate holds at train.lr after warm-up, and
+    cosine decays from max(warmup_steps, CALIBRATION_END) to the max_steps planned. The decay's
+    start is a constant, so the rate stays a pure function of the step and max_steps.
     """
 
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
+        self.decay_start = cfg.warmup_steps if cfg.time_budget is None else max(cfg.warmup_steps, CALIBRATION_END)
         self.scale = 1.0  # plateau's accumulated reductions
         self.best_loss = math.inf
         self.bad_evals = 0
@@ -48,7 +55,9 @@ class LRSchedule:
         if step < cfg.warmup_steps:
             return cfg.lr * (step + 1) / cfg.warmup_steps
         if cfg.schedule == "cosine":
-            progress = min((step - cfg.warmup_steps) / max(cfg.max_steps - cfg.warmup_steps, 1), 1.0)
+            if step < self.decay_start:
+                return cfg.lr
+            progress = min((step - self.decay_start) / max(cfg.max_steps - self.decay_start, 1), 1.0)
             ratio = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
             return cfg.lr * ratio
         return cfg.lr * self.scale

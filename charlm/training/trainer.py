@@ -11,6 +11,7 @@ directory's files: runs/rundir.py; where progress goes: reporting/.)
 from __future__ import annotations
 
 import math
+import time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import IO
@@ -19,25 +20,25 @@ import torch
 import torch.nn.functional as F
 
 from charlm.training.averaging import WeightAverage
+from charlm.training.budgeting import Budgeting
 from charlm.data.batching import batchify, variable_bptt_length, window_at
 from charlm.config import Config, dump_config
 from charlm.data.corpora import load_corpus
 from charlm.data.corpus import Corpus
 from charlm.device import device_name, pick_device
 from charlm.training.distributed import Dist
-from charlm.errors import CheckpointError, TrainingError
-from charlm.inference.evaluate import EvalResult
+from charlm.errors import CheckpointError
 from charlm.faults import FaultPlan, maybe_signal
 from charlm.models.charrnn import CharRNN
 from charlm.models.hidden import detach_hidden
 from charlm.models.size import allocation_errors
 from charlm.training.memory import check_run_fits
 from charlm.training.optim import LRSchedule, build_optimizer, set_lr
-from charlm.reporting.base import Finished, Reporter, RunInfo, Stopped, TrainLog
+from charlm.reporting.base import Finished, Reporter, RunInfo, Stopped
 from charlm.reporting.fanout import FanOut, build_reporter
 from charlm.training.checkpointing import Checkpointing
 from charlm.training.init_from import InitSource, load_init_source, recorded_origin
-from charlm.training.loop_state import Interval, TrainResult, summary_figures
+from charlm.training.loop_state import Interval, Records, TrainResult
 from charlm.runs.payload import LoopState, Payload
 from charlm.training.resume import claim_run, released_on_error, vocab_difference
 from charlm.runs.rundir import RunDir
@@ -58,6 +59,7 @@ def train(
     console's place (a test's SilentReporter, the CLI's Rich console). `init_from`: a trained
     run (or checkpoint) whose weights a new run starts from (fine-tuning; training/init_from.py).
     """
+    started = time.perf_counter()  # a run's wall time and time budget count from here
     run_dir = Path(run_dir)
     mode = "always" if resume else cfg.train.resume
     ddp = Dist.from_environment(cfg.train.device, cfg.train.dist_timeout)
@@ -67,7 +69,7 @@ def train(
         with stop or StopRequest() as stop:
             try:
                 with allocation_errors(f"training into {run_dir}", "lower train.batch_size, train.seq_len or the model's size"):
-                    return _train(cfg, run_dir, sinks, mode, stop, ddp, init_from)
+                    return _train(cfg, run_dir, sinks, mode, stop, ddp, init_from, started)
             finally:
                 sinks.close()
     finally:
@@ -75,21 +77,26 @@ def train(
 
 
 def _train(cfg: Config, run_dir: Path, reporter: Reporter, mode: str, stop: StopRequest, ddp: Dist,
-           init_from: Path | str | None) -> TrainResult:
+           init_from: Path | str | None, started: float) -> TrainResult:
     maybe_signal("train.setup")
     payload, lock = claim_run(run_dir, cfg, reporter, mode, ddp.is_main)  # the lock before any cleanup
     with released_on_error(lock):  # init_from: every rank reads the same file
-        trainer = Trainer(cfg, run_dir, reporter, payload, ddp, lock, load_init_source(init_from, cfg, payload, mode, reporter))
+        trainer = Trainer(cfg, run_dir, reporter, payload, ddp, lock, load_init_source(init_from, cfg, payload, mode, reporter), started)
     return trainer.run(stop)
 
 
-class Trainer(Checkpointing):
+class Trainer(Checkpointing, Budgeting, Records):
     """The model, optimizer and loop of one run. Building one reads the corpus and touches
-    nothing in the run directory; `open()` (which `run()` calls) takes the directory over."""
+    nothing in the run directory; `open()` (which `run()` calls) takes the directory over.
+    `started`: the perf_counter the run's wall time counts from (default: now)."""
 
     def __init__(self, cfg: Config, run_dir: Path, reporter: Reporter, payload: Payload | None, ddp: Dist | None = None,
-                 lock: IO | None = None, init: InitSource | None = None):
-        self.cfg, self.run_dir, self.reporter = cfg, Path(run_dir), reporter
+                 lock: IO | None = None, init: InitSource | None = None, started: float | None = None):
+        # A copy: a time budget's plan sets max_steps on it, never on the caller's config.
+        self.cfg, self.run_dir, self.reporter = cfg.model_copy(deep=True), Path(run_dir), reporter
+        cfg = self.cfg
+        self._explicit_steps = cfg.train.max_steps if "max_steps" in cfg.train.model_fields_set else None
+        self._start_clock(started)
         self.files = RunDir(run_dir)
         self.ddp = ddp = ddp or Dist()
         tcfg = cfg.train
@@ -139,6 +146,7 @@ class Trainer(Checkpointing):
             self._lock = self.files.lock()  # held until the process exits
         if self._payload is not None:
             self._restore(self._payload)
+            self._adopt_budget(self._payload.budget, self._explicit_steps)
         elif self.ddp.is_main:
             # A fresh start in a folder without checkpoints: metrics of an attempt killed
             # before its first checkpoint describe nothing that exists any more.
@@ -151,10 +159,11 @@ class Trainer(Checkpointing):
     # -- the loop -------------------------------------------------------------------------
 
     def run(self, stop: StopRequest) -> TrainResult:
-        """Train to train.max_steps or a stop signal, then score test with the best checkpoint."""
+        """Train to train.max_steps (or the steps train.time_budget plans) or a stop signal, then
+        score test with the best checkpoint."""
         self.open()
         tcfg, state = self.cfg.train, self.state
-        if state.step >= tcfg.max_steps and self.files.summary_status() == "finished":
+        if state.step >= self._planned_end() and self.files.summary_status() == "finished":
             self.reporter.message(
                 f"run already finished at step {state.step:,} (train.max_steps {tcfg.max_steps:,}); "
                 "raise train.max_steps to train further"
@@ -171,7 +180,7 @@ class Trainer(Checkpointing):
         ))
         self._write_summary("running")
         try:
-            self._loop(stop, tcfg.max_steps, evaluate=True)
+            self._loop(stop, None, evaluate=True)
             if self._should_stop(stop, now=True):  # a signal may have come during the last step
                 self._save()
                 self._write_summary("stopped")
@@ -181,6 +190,7 @@ class Trainer(Checkpointing):
                 return TrainResult("stopped", state.step, state.best_valid_bpc, None, code)
             test = self._final_test()
             self.ddp.barrier()  # the other ranks wait for rank 0's test pass, then all leave together
+            self._report_budget_end()
             self.reporter.finish(Finished(state.step, state.best_valid_bpc, test))
         except Exception as exc:
             self._write_summary("failed", error=str(exc))
@@ -198,15 +208,19 @@ class Trainer(Checkpointing):
         self._loop(stop, self.state.step + n, evaluate)
         return self.state.tokens_seen - before
 
-    def _loop(self, stop: StopRequest, until: int, evaluate: bool) -> None:
-        """Train until step `until` or a stop signal; with `evaluate`, score valid and publish
-        checkpoints every train.eval_every steps and at `until`."""
+    def _loop(self, stop: StopRequest, until: int | None, evaluate: bool) -> None:
+        """Train until step `until` (None: train.max_steps, once a time budget has planned it)
+        or a stop signal; with `evaluate`, score valid and publish checkpoints every
+        train.eval_every steps and at the end."""
         tcfg, state = self.cfg.train, self.state
+        budgeted = until is None and self.budget_pending
+        if budgeted:
+            self._calibration_start()
         self.model.train()
         self.faults = FaultPlan.from_environment()  # tests only; None otherwise (see charlm/faults.py)
         interval = Interval()
         last_input = self.train_rows.size(1) - 1  # every column but the last is an input
-        while state.step < until and not self._should_stop(stop):
+        while state.step < (self._planned_end() if until is None else until) and not self._should_stop(stop):
             if state.position >= last_input:  # epoch done: start the stream again, from zero state
                 state.epoch, state.window, state.position, self.hidden = state.epoch + 1, 0, 0, None
             length = (
@@ -228,12 +242,14 @@ class Trainer(Checkpointing):
             state.loss_count += 1
             if self.faults is not None:
                 self.faults.reached(f"train.step={state.step}")
-            last_step = state.step == until
+            if budgeted and self.budget_pending:
+                self._calibration_tick()  # after step CALIBRATION_END: plans max_steps
+            last_step = state.step == (self._planned_end() if until is None else until)
             if state.step % tcfg.log_every == 0 or last_step:
                 self._log(lr, interval)
                 interval = Interval()
             if evaluate and (state.step % tcfg.eval_every == 0 or last_step):
-                with interval.paused():  # evaluation time is not training time
+                with interval.paused(), self._calibration_paused():  # evaluation time is not training time
                     self._evaluate_and_checkpoint()
 
     def _should_stop(self, stop: StopRequest, now: bool = False) -> bool:
@@ -245,18 +261,6 @@ class Trainer(Checkpointing):
         elif now or self.device.type == "cpu" or self.state.step % self.cfg.train.log_every == 0:
             self.stopping = self.ddp.any_true(stop.requested, self.device)
         return self.stopping
-
-    def _log(self, lr: float, interval: Interval) -> None:
-        """Report and record the mean train loss and throughput since the last log line."""
-        state = self.state
-        elapsed = interval.elapsed()
-        state.elapsed_s += elapsed
-        # The one host sync per interval; across ranks, the mean over all rows.
-        train_loss = self.ddp.mean(float(state.loss_sum) / state.loss_count, self.device)
-        self._check_finite(train_loss, "train loss")
-        chars_per_s = interval.tokens / max(elapsed, 1e-9)
-        self.reporter.log(TrainLog(state.step, state.epoch, train_loss, lr, chars_per_s, state.tokens_seen, state.elapsed_s))
-        state.loss_sum, state.loss_count = 0.0, 0
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One optimizer step on one window; returns the loss as a detached tensor (no sync)."""
@@ -281,18 +285,3 @@ class Trainer(Checkpointing):
             self.average.update(self.state.step + 1)
         self.hidden = detach_hidden(hidden)
         return loss.detach()
-
-    def _check_finite(self, value: float, what: str) -> None:
-        if not math.isfinite(value):
-            raise TrainingError(
-                f"{what} became {value} at step {self.state.step + 1:,}; parameters were not "
-                f"updated and checkpoints in {self.run_dir} are untouched -- lower train.lr, set "
-                "train.grad_clip, or resume from the last checkpoint"
-            )
-
-    def _write_summary(self, status: str, test: EvalResult | None = None, error: str | None = None) -> None:
-        if self.ddp.is_main:
-            test_figures = test.as_dict() | {"batch_size": self.cfg.train.test_batch_size} if test else None
-            self.files.write_summary(status, summary_figures(
-                self.state, self.cfg.train.max_steps, self.model.num_parameters(), device_name(self.device), test_figures, error, self.origin,
-            ))
