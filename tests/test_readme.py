@@ -58,7 +58,7 @@ def test_readme_commands_run(tmp_path, shared_ptb, ptb_root):
     env = {**os.environ, "CHARLM_DATA": str(ptb_root), "OMP_NUM_THREADS": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     for command in commands:
-        line = command.replace("../shared/data/ptb", str(shared_ptb)).replace("../shared/data/shakespeare", str(SHAKESPEARE)).replace("train.max_steps=300", "train.max_steps=12").replace("train.max_steps=400", "train.max_steps=14").replace("scripts/ablate_awd.sh", "scripts/ablate_awd.sh 12")
+        line = command.replace("../shared/data/ptb", str(shared_ptb)).replace("../shared/data/shakespeare", str(SHAKESPEARE)).replace("train.max_steps=300", "train.max_steps=12").replace("train.max_steps=400", "train.max_steps=14").replace("scripts/ablate_awd.sh", "scripts/ablate_awd.sh 12").replace("--time 15m --set train.max_steps=2000", "--time 60s --set train.max_steps=40")
         proc = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         assert "Traceback" not in proc.stderr, (command, proc.stderr)
         if command == "charlm data fetch ptb":
