@@ -18,8 +18,8 @@ MALLOC_MMAP_MAX_ or glibc.malloc tunables in GLIBC_TUNABLES) win: glibc read the
 charlm then changes nothing. Elsewhere (macOS, Windows, musl) this is a no-op.
 
 The cost: memory a step freed stays resident (counted in RSS) until the process ends, as with
-PyTorch's CUDA caching allocator; the peak does not change, since only blocks in use at the peak
-are kept. M_TOP_PAD stays at glibc's 128 KiB: a 64 MiB pad also ended the first steps' faults
+PyTorch's CUDA caching allocator, and the kept heap fragments around PyTorch's aligned blocks, so
+the peak rises too (ptb_cpu, `charlm bench --malloc-ab`: 690 MB -> 953 MB). M_TOP_PAD stays at glibc's 128 KiB: a 64 MiB pad also ended the first steps' faults
 sooner, but small allocations then crept through it, and a streamed 50,000-character sample
 grew by 32 MiB where it stays flat (tests/test_sample_memory.py).
 """

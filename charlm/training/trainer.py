@@ -214,13 +214,17 @@ class Trainer(Checkpointing, Budgeting, Records):
         train.eval_every steps and at the end."""
         tcfg, state = self.cfg.train, self.state
         budgeted = until is None and self.budget_pending
+
+        def end() -> int:  # a budget's plan moves the end once, at step CALIBRATION_END
+            return self._planned_end() if until is None else until
+
         if budgeted:
             self._calibration_start()
         self.model.train()
         self.faults = FaultPlan.from_environment()  # tests only; None otherwise (see charlm/faults.py)
         interval = Interval()
         last_input = self.train_rows.size(1) - 1  # every column but the last is an input
-        while state.step < (self._planned_end() if until is None else until) and not self._should_stop(stop):
+        while state.step < end() and not self._should_stop(stop):
             if state.position >= last_input:  # epoch done: start the stream again, from zero state
                 state.epoch, state.window, state.position, self.hidden = state.epoch + 1, 0, 0, None
             length = (
@@ -244,7 +248,7 @@ class Trainer(Checkpointing, Budgeting, Records):
                 self.faults.reached(f"train.step={state.step}")
             if budgeted and self.budget_pending:
                 self._calibration_tick()  # after step CALIBRATION_END: plans max_steps
-            last_step = state.step == (self._planned_end() if until is None else until)
+            last_step = state.step == end()
             if state.step % tcfg.log_every == 0 or last_step:
                 self._log(lr, interval)
                 interval = Interval()
