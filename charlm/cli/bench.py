@@ -1,0 +1,99 @@
+"""`charlm bench`: how fast charlm trains, evaluates and samples on this machine (charlm/bench/)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Literal, Optional
+
+import typer
+
+from charlm.cli.common import (DeviceOption, DeviceOverride, JsonOption, RunArgument, SetOption, WeightsOption, err,
+                               friendly_errors, out)
+from charlm.errors import CharlmError
+from charlm.inference.choices import SPLITS
+from charlm.runs.listing import COLUMNS
+from charlm.runs.plot import METRICS, X_AXES
+from charlm.viz.build import DEFAULT_CHARS, DEFAULT_CONTEXT, MAX_CHARS
+from charlm.viz.quantize import DEFAULT_BITS
+
+
+
+@friendly_errors
+def bench(
+    config: Annotated[Path, typer.Option("--config", "-c", help="YAML config file to measure.")],
+    set_: SetOption = None,
+    steps: Annotated[int, typer.Option(help="Training steps per timed repeat (5 repeats, after a warm-up).")] = 20,
+    device: DeviceOverride = None,
+    malloc_ab: Annotated[bool, typer.Option("--malloc-ab", help=(
+        "Instead: train and sample in fresh processes with glibc's default malloc and with charlm's memory "
+        "reuse (CHARLM_MALLOC), interleaved; report chars/s, minor page faults and kernel seconds of each."))] = False,
+    rounds: Annotated[int, typer.Option(help="--malloc-ab: pairs of processes (medians are reported).")] = 3,
+    as_json: JsonOption = False,
+) -> None:
+    """Measure training, evaluation, sampling and data-preparation speed (medians)."""
+    from rich.table import Table
+
+    from charlm.bench.speed import run_bench
+    from charlm.config import load_config
+
+    if steps < 1:
+        raise CharlmError(f"--steps must be at least 1, got {steps}")
+    if rounds < 1:
+        raise CharlmError(f"--rounds must be at least 1, got {rounds}")
+    overrides = list(set_ or []) + ([f"train.device={device}"] if device else [])
+    if malloc_ab:
+        _bench_malloc_ab(load_config(config, overrides), config, steps, rounds, as_json)
+        return
+    figures = run_bench(load_config(config, overrides), steps=steps)
+    if as_json:
+        out.print(json.dumps(figures))
+        return
+    table = Table(title=f"charlm bench: {config} on {figures['device']} (medians)")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    rows = [
+        ("train, charlm loop", f"{figures['train_chars_per_s']:,.0f} chars/s"),
+        ("train, bare PyTorch step", f"{figures['bare_chars_per_s']:,.0f} chars/s"),
+        ("loop efficiency", f"{figures['loop_efficiency']:.3f}"),
+        ("eval, batch 1", f"{figures['eval_chars_per_s_batch1']:,.0f} chars/s"),
+        ("eval, configured batch", f"{figures['eval_chars_per_s']:,.0f} chars/s"),
+        ("sample, 1 sample", f"{figures['sample_chars_per_s']:,.0f} chars/s"),
+        ("sample, 16 samples", f"{figures['sample16_chars_per_s']:,.0f} chars/s"),
+        ("data preparation", f"{figures['prepare_s']:.3f} s"),
+        ("cached data load", f"{figures['cached_load_s']:.3f} s"),
+        ("peak memory", f"{figures['peak_memory_mb']:,.0f} MB"),
+        ("malloc", figures["malloc"]),
+    ]
+    if "reference_chars_per_s" in figures:
+        rows.insert(3, ("train, reference cells", f"{figures['reference_chars_per_s']:,.0f} chars/s"))
+    if "sample_eager_chars_per_s" in figures:
+        rows.insert(-5, ("sample, 1 sample, no CUDA graphs", f"{figures['sample_eager_chars_per_s']:,.0f} chars/s"))
+    for name, value in rows:
+        table.add_row(name, value)
+    out.print(table)
+
+
+def _bench_malloc_ab(cfg, config: Path, steps: int, rounds: int, as_json: bool) -> None:
+    from rich.table import Table
+
+    from charlm.bench.malloc_ab import run_malloc_ab
+
+    figures = run_malloc_ab(cfg, steps=steps, rounds=rounds)
+    if as_json:
+        out.print(json.dumps(figures))
+        return
+    table = Table(title=f"charlm bench --malloc-ab: {config} on {figures['device']} "
+                        f"(medians of {rounds} interleaved rounds, {steps} steps each)")
+    for column in ("measure", "glibc default", "memory reuse", "reuse / default"):
+        table.add_column(column, justify="left" if column == "measure" else "right")
+    a, b = figures["default"], figures["reuse"]
+    for what in ("train", "sample"):
+        speed = f"{what}_chars_per_s"
+        table.add_row(f"{what}, chars/s", f"{a[speed]:,.0f}", f"{b[speed]:,.0f}", f"{figures[what + '_speedup']:.3f}")
+        table.add_row(f"{what}, minor page faults", f"{a[what + '_minor_faults']:,.0f}", f"{b[what + '_minor_faults']:,.0f}", "")
+        table.add_row(f"{what}, kernel seconds", f"{a[what + '_system_s']:.2f}", f"{b[what + '_system_s']:.2f}", "")
+    peak = "peak_memory_mb"
+    table.add_row("peak memory (RSS), MB", f"{a[peak]:,.0f}", f"{b[peak]:,.0f}", f"{b[peak] / a[peak]:.3f}")
+    out.print(table)

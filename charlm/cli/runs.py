@@ -1,0 +1,76 @@
+"""`charlm runs` and `charlm plot`: the run directories under a folder, as a table and as learning curves."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Literal, Optional
+
+import typer
+
+from charlm.cli.common import (DeviceOption, DeviceOverride, JsonOption, RunArgument, SetOption, WeightsOption, err,
+                               friendly_errors, out)
+from charlm.errors import CharlmError
+from charlm.inference.choices import SPLITS
+from charlm.runs.listing import COLUMNS
+from charlm.runs.plot import METRICS, X_AXES
+from charlm.viz.build import DEFAULT_CHARS, DEFAULT_CONTEXT, MAX_CHARS
+from charlm.viz.quantize import DEFAULT_BITS
+
+
+
+@friendly_errors
+def runs(
+    dirs: Annotated[Optional[list[Path]], typer.Argument(help="Run directories or folders holding them (default: runs).")] = None,
+    sort: Annotated[Literal[COLUMNS], typer.Option(help="Column to sort by (blanks last; parameters, steps and chars/s largest first).")] = "name",
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
+) -> None:
+    """List run directories (recursively): model, size, steps, best valid and test BPC, status."""
+    import csv
+
+    from rich.table import Table
+
+    from charlm.runs.listing import describe_run, find_runs, sort_rows
+
+    roots = dirs or [Path("runs")]
+    rows = [describe_run(path, base=root) for root in roots for path in find_runs([root])]
+    rows = sort_rows(rows, sort)
+    if as_json:
+        out.print(json.dumps([r.as_dict() for r in rows]))
+        return
+    if as_csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=[*COLUMNS, "path"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(r.as_dict() for r in rows)
+        return
+    table = Table()
+    for title, justify in (("run", "left"), ("cell", "left"), ("layers x hidden", "right"), ("params", "right"),
+                           ("steps", "right"), ("best valid bpc", "right"), ("test bpc", "right"),
+                           ("chars/s", "right"), ("train min", "right"), ("wall min", "right"), ("status", "left")):
+        table.add_column(title, justify=justify)
+
+    def show(value, fmt):
+        return "-" if value is None else format(value, fmt)
+
+    for r in rows:
+        train = "-" if r.train_s is None else f"{r.train_s / 60:.1f}"  # optimizer steps only: what chars/s divides by
+        wall = "-" if r.wall_s is None else f"{r.wall_s / 60:.1f}"  # the train processes, evaluations and test included
+        table.add_row(r.name, r.cell or "-", r.size or "-", show(r.parameters, ","), show(r.steps, ","),
+                      show(r.best_valid_bpc, ".4f"), show(r.test_bpc, ".4f"), show(r.chars_per_s, ",.0f"), train, wall, r.status)
+    out.print(table)
+
+
+@friendly_errors
+def plot(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories to draw.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Image file, .png or .svg.")] = Path("curves.png"),
+    x: Annotated[Literal[tuple(X_AXES)], typer.Option("--x", help="x axis: optimizer steps, characters trained on, or training time.")] = "step",
+    metric: Annotated[Literal[tuple(METRICS)], typer.Option(help="Bits per character or loss in nats.")] = "bpc",
+) -> None:
+    """Draw the train and valid curves and the test score of several runs on one figure."""
+    from charlm.runs.listing import find_runs
+    from charlm.runs.plot import plot_runs
+
+    out.print(f"wrote {plot_runs(find_runs(runs), output, x, metric)}")
