@@ -17,7 +17,7 @@ import yaml
 
 from charlm.config import load_config
 from charlm.reporting.base import SilentReporter
-from charlm.runs.checkpoint import load_checkpoint
+from charlm.runs.checkpoint.file import load_checkpoint
 from charlm.training.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from charlm.runs.payload import averaged_state_dict
+from charlm.runs.checkpoint.contents import averaged_state_dict
 from charlm.training.averaging import WeightAverage
 from charlm.data.batching import variable_bptt_length
 from charlm.config import load_config

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from charlm.runs.checkpoint import load_checkpoint, save_checkpoint
+from charlm.runs.checkpoint.file import load_checkpoint, save_checkpoint
 from tests.conftest import charlm, run, stop_and_resume, tiny_text_config, train_losses, write_config
 
 AWD = ["model.num_layers=3", "model.embedding_dim=8", "model.hidden_size=16", "model.tie_weights=true",

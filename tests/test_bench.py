@@ -3,7 +3,7 @@ import math
 
 from typer.testing import CliRunner
 
-from charlm.tools.bench import BENCH_KEYS
+from charlm.bench.speed import BENCH_KEYS
 from charlm.cli import app
 from tests.conftest import tiny_text_config, write_config
 
@@ -16,7 +16,7 @@ def test_bench_reports_every_figure(tmp_path, text_files):
     assert set(figures) == set(BENCH_KEYS) | {"reference_chars_per_s", "sample_int8_chars_per_s"}
     assert figures["reference_chars_per_s"] > 0
     assert figures["device"].startswith("cpu")
-    assert figures["malloc"].startswith(("reuse (", "glibc default ("))  # charlm/memory_reuse.py, as charlm runs
+    assert figures["malloc"].startswith(("reuse (", "glibc default ("))  # charlm/malloc.py, as charlm runs
     for key in BENCH_KEYS[2:]:
         assert math.isfinite(figures[key]) and figures[key] > 0, key
     assert math.isclose(figures["loop_efficiency"], figures["train_chars_per_s"] / figures["bare_chars_per_s"])

@@ -17,8 +17,8 @@ import textwrap
 import pytest
 import torch
 
-from charlm.runs.checkpoint import hash_path, load_checkpoint, save_checkpoint, verify_checkpoint
-from charlm.runs.payload import REQUIRED_KEYS
+from charlm.runs.checkpoint.file import hash_path, load_checkpoint, save_checkpoint, verify_checkpoint
+from charlm.runs.checkpoint.contents import REQUIRED_KEYS
 from charlm.config import load_config
 from charlm.errors import CheckpointError, TrainingError
 from charlm.inference.trained import load_trained
@@ -275,7 +275,7 @@ WRITE_TOO_BIG = textwrap.dedent("""
     import resource, signal, sys
     from pathlib import Path
     import torch
-    from charlm.runs.checkpoint import save_checkpoint
+    from charlm.runs.checkpoint.file import save_checkpoint
     from charlm.errors import CheckpointError
 
     path, limit = Path(sys.argv[1]), int(sys.argv[2])

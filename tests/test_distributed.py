@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from charlm.runs.checkpoint import load_checkpoint
+from charlm.runs.checkpoint.file import load_checkpoint
 from tests.conftest import tiny_text_config, write_config
 
 KEYS = dict(batch_size=4, max_steps=24, eval_every=8, log_every=4, threads=1)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from charlm.config import load_config
 from charlm.inference.dynamic import DynamicOptions, dynamic_evaluate
-from charlm.inference.evaluate import evaluate
+from charlm.inference.stream_scoring import evaluate
 from charlm.models.charrnn import CharRNN
 from charlm.models.hidden import detach_hidden
 

@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from charlm.cli.tools import EXPORT_FORMATS
+from charlm.cli.export import EXPORT_FORMATS
 from charlm.export import FORMATS, export_run
 from charlm.inference.trained import load_trained
 from tests.conftest import charlm

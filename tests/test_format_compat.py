@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from charlm.errors import CheckpointError, ResourceError
-from charlm.runs.checkpoint import load_checkpoint, load_payload
-from charlm.runs.payload import FORMAT_VERSION, REQUIRED_KEYS
+from charlm.runs.checkpoint.file import load_checkpoint, load_payload
+from charlm.runs.checkpoint.contents import FORMAT_VERSION, REQUIRED_KEYS
 from tests.conftest import charlm
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run-0.1"
@@ -238,7 +238,7 @@ def test_non_finite_averaged_weights_are_refused_only_where_they_are_used(tmp_pa
 
 
 def test_a_config_asking_for_an_absurd_model_is_refused_before_any_model_is_built(tmp_path, good_payload, monkeypatch):
-    from charlm.runs import payload as payload_module
+    from charlm.runs.checkpoint import contents as payload_module
 
     def huge(payload):
         payload["config"] = {**payload["config"], "model": {**payload["config"]["model"], "hidden_size": 1_000_000}}
@@ -264,7 +264,7 @@ def test_weights_that_do_not_fit_the_stored_config_are_named(tmp_path, good_payl
 
 
 def test_a_config_of_more_parameters_than_the_weights_hold_is_refused_before_building(tmp_path, good_payload, monkeypatch):
-    from charlm.runs import payload as payload_module
+    from charlm.runs.checkpoint import contents as payload_module
 
     def deep(payload):  # 100,000 layers of 16 units fit in memory, but the weights hold one layer
         payload["config"] = {**payload["config"], "model": {**payload["config"]["model"], "num_layers": 100_000}}

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from charlm.cli import app
 from charlm.config import SEED_MAX, Config, load_config
-from charlm.config_yaml import MAX_CONFIG_BYTES, MAX_YAML_VALUES
+from charlm.config.reading import MAX_CONFIG_BYTES, MAX_YAML_VALUES
 from charlm.errors import CharlmError, ConfigError, quote
 from tests.conftest import REPO, charlm
 

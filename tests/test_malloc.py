@@ -11,10 +11,10 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from charlm import memory_reuse
+from charlm import malloc
 from charlm.cli import app
-from charlm.memory_reuse import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, MiB, reuse_freed_memory
-from charlm.tools.malloc_ab import MEASURES, VARIANTS
+from charlm.malloc import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, MiB, reuse_freed_memory
+from charlm.bench.malloc_ab import MEASURES, VARIANTS
 from tests.conftest import tiny_text_config, write_config
 
 GLIBC = (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc") if hasattr(os, "confstr") else False
@@ -28,7 +28,7 @@ needs_glibc = pytest.mark.skipif(not GLIBC, reason="mallopt is glibc's")
 # before freed blocks merge into one that fits: hence the warm-up.
 CHURN = """
 import json, resource, torch
-from charlm.memory_reuse import reuse_freed_memory
+from charlm.malloc import reuse_freed_memory
 reuse = reuse_freed_memory()
 def churn(rounds):
     for _ in range(rounds):
@@ -91,8 +91,8 @@ def test_a_bad_charlm_malloc_is_one_red_line():
 
 @needs_glibc
 def test_the_command_line_turns_it_on_before_the_command():
-    code = ("import sys; from charlm import memory_reuse; from charlm.cli import main; sys.argv = ['charlm', '--version']\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass\nprint(memory_reuse._done.describe())")
+    code = ("import sys; from charlm import malloc; from charlm.cli import main; sys.argv = ['charlm', '--version']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\nprint(malloc._done.describe())")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=clean_env(), timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "reuse (mmap_threshold 1024 MiB, trim_threshold 1024 MiB)"
@@ -112,9 +112,9 @@ class FakeMallopt:
 @pytest.fixture
 def fresh(monkeypatch):
     """A process that has not decided yet, with a fake glibc."""
-    monkeypatch.setattr(memory_reuse, "_done", None)
+    monkeypatch.setattr(malloc, "_done", None)
     fake = FakeMallopt()
-    monkeypatch.setattr(memory_reuse, "glibc_mallopt", lambda: fake)
+    monkeypatch.setattr(malloc, "glibc_mallopt", lambda: fake)
     return fake
 
 
@@ -138,16 +138,16 @@ def test_turned_off_calls_no_mallopt(fresh, env, reason):
 
 
 def test_not_glibc_is_a_no_op(monkeypatch):
-    monkeypatch.setattr(memory_reuse, "_done", None)
+    monkeypatch.setattr(malloc, "_done", None)
     monkeypatch.setattr(os, "confstr", lambda name: (_ for _ in ()).throw(ValueError(name)))  # musl, macOS
-    assert memory_reuse.glibc_mallopt() is None
+    assert malloc.glibc_mallopt() is None
     done = reuse_freed_memory({})
     assert not done.active and done.describe() == "glibc default (the C library is not glibc)"
 
 
 def test_no_mallopt_symbol_is_a_no_op(monkeypatch):
-    monkeypatch.setattr(memory_reuse.ctypes, "CDLL", lambda name: object())  # a libc without mallopt
-    assert memory_reuse.glibc_mallopt() is None
+    monkeypatch.setattr(malloc.ctypes, "CDLL", lambda name: object())  # a libc without mallopt
+    assert malloc.glibc_mallopt() is None
 
 
 @needs_glibc
@@ -182,7 +182,7 @@ def test_bench_malloc_ab_table_and_refusals(tmp_path, text_files, monkeypatch):
     canned = {"device": "cpu (2 threads)", "rounds": 3, "steps": 20, "train_speedup": 1.3, "sample_speedup": 1.0,
               "default": side, "reuse": {**side, "train_chars_per_s": 1300.0, "train_minor_faults": 40,
                                          "peak_memory_mb": 980.0}}
-    monkeypatch.setattr("charlm.tools.malloc_ab.run_malloc_ab", lambda cfg, steps, rounds: canned)
+    monkeypatch.setattr("charlm.bench.malloc_ab.run_malloc_ab", lambda cfg, steps, rounds: canned)
     table = CliRunner().invoke(app, args)
     assert table.exit_code == 0, table.output
     lines = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from charlm.config import ModelConfig
-from charlm.inference.evaluate import EvalResult, evaluate
+from charlm.inference.stream_scoring import EvalResult, evaluate
 from charlm.models.charrnn import CharRNN
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from charlm.errors import CharlmError
-from charlm.tools.plot import draw_runs, y_range
+from charlm.runs.plot import draw_runs, y_range
 from tests.conftest import run
 
 

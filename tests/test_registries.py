@@ -62,7 +62,7 @@ def test_a_cell_without_a_fused_kernel_is_refused_as_fused():
 def test_bench_bare_twin_runs_the_models_own_recurrent_layers(name):
     """`charlm bench`'s bare PyTorch step uses the registry's module for every cell (0.1 gave a
     mogrifier_lstm config a plain nn.RNN)."""
-    from charlm.tools.bench import BareStep
+    from charlm.bench.speed import BareStep
 
     kind = cell_kind(name)
     impl = "fused" if kind.has_fast_form else "reference"

@@ -16,7 +16,7 @@ import time
 import pytest
 import torch
 
-from charlm.runs.checkpoint import load_checkpoint
+from charlm.runs.checkpoint.file import load_checkpoint
 from charlm.runs.rundir import RunDir
 from tests.conftest import tiny_text_config, write_config, write_text_corpus
 
@@ -82,7 +82,7 @@ def test_sigkill_during_a_save_loses_nothing(tmp_path, reference, point, visit):
 
 
 # A time budget's plan comes from a clock; CHARLM_FAKE_TIMINGS fixes what it measures, so two
-# runs plan the same max_steps (training/budget.py). The resumed process gets another clock:
+# runs plan the same max_steps (training/time_budget.py). The resumed process gets another clock:
 # were it to time itself again instead of reading the plan back, it would plan otherwise.
 BUDGET_KEYS = dict(time_budget="5s", eval_every=10, log_every=5, threads=1)
 PLANS_60 = {"CHARLM_FAKE_TIMINGS": "step=0.1,eval=0.1,save=0.05,test=0.1,spent=0.5"}  # -> max_steps 60

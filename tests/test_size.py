@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from charlm.config import ModelConfig, load_config
 from charlm.errors import ResourceError
-from charlm.inference.evaluate import evaluate
+from charlm.inference.stream_scoring import evaluate
 from charlm.inference.sample import SamplingOptions
 from charlm.inference.trained import check_sampling, load_trained, sample_text
 from charlm.models import size

@@ -1,7 +1,7 @@
 """train.time_budget: durations, the plan, and a budgeted run that resumes exactly.
 
 A real clock makes two budgeted runs choose different max_steps, so the exact-resume tests set
-CHARLM_FAKE_TIMINGS (training/budget.py), which replaces what the plan measures: two runs then
+CHARLM_FAKE_TIMINGS (training/time_budget.py), which replaces what the plan measures: two runs then
 plan the same max_steps, and a resumed process given *another* fake clock proves that it reads
 the recorded plan instead of timing itself again. The real-clock tests check what the clock
 cannot make flaky: a plan is made, recorded everywhere, and kept on resume.
@@ -18,12 +18,13 @@ import torch
 import yaml
 
 from charlm.config import load_config
-from charlm.config_budget import CALIBRATION_END, format_duration, parse_duration
+from charlm.config import CALIBRATION_END
+from charlm.config.durations import format_duration, parse_duration
 from charlm.errors import CheckpointError, ConfigError, TrainingError
 from charlm.reporting.base import SilentReporter
-from charlm.runs.checkpoint import load_checkpoint, load_payload
+from charlm.runs.checkpoint.file import load_checkpoint, load_payload
 from charlm.runs.listing import describe_run
-from charlm.training.budget import evaluations_from, plan_steps
+from charlm.training.time_budget import evaluations_from, plan_steps
 from charlm.training.optim import LRSchedule
 from charlm.training.trainer import train
 from tests.conftest import charlm, tiny_text_config, train_losses, write_config

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from charlm.runs.checkpoint import load_checkpoint
+from charlm.runs.checkpoint.file import load_checkpoint
 from charlm.errors import CheckpointError, TrainingError
 from charlm.inference.trained import load_trained
 from tests.conftest import run, stop_and_resume, train_losses

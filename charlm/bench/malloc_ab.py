@@ -1,7 +1,7 @@
 """`charlm bench --malloc-ab`: glibc's malloc as it comes (A) against charlm's memory reuse (B).
 
 mallopt cannot be undone within a process, so each measurement is a fresh process
-(`python -m charlm.tools.malloc_ab`) with CHARLM_MALLOC set to `default` or `reuse`. Rounds
+(`python -m charlm.bench.malloc_ab`) with CHARLM_MALLOC set to `default` or `reuse`. Rounds
 alternate the order (A B, B A, A B, ...) so a machine that warms up or gets busier during the run
 weighs on both sides alike. Each process trains `steps` steps after a warm-up, then generates
 one 1,000-character sample, and counts for each block its minor page faults and the seconds
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from charlm.config import Config
 from charlm.errors import CharlmError
-from charlm.memory_reuse import ENV, reuse_blocker, reuse_freed_memory
+from charlm.malloc import ENV, reuse_blocker, reuse_freed_memory
 
 VARIANTS = ("default", "reuse")
 MEASURES = ("train_chars_per_s", "train_minor_faults", "train_system_s",
@@ -57,7 +57,7 @@ def run_malloc_ab(cfg: Config, steps: int = 20, rounds: int = 3, warmup: int = 3
 
 def _measure_in_child(config: Path, variant: str, steps: int, warmup: int) -> dict:
     env = {**os.environ, ENV: variant}
-    command = [sys.executable, "-m", "charlm.tools.malloc_ab", str(config), str(steps), str(warmup)]
+    command = [sys.executable, "-m", "charlm.bench.malloc_ab", str(config), str(steps), str(warmup)]
     proc = subprocess.run(command, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
@@ -88,7 +88,7 @@ def measure(config: Path, steps: int, warmup: int) -> dict:
 
     from charlm.device import device_name
     from charlm.inference.sample import SamplingOptions, generate
-    from charlm.tools.bench import bench_trainer, sync, timed_steps
+    from charlm.bench.speed import bench_trainer, sync, timed_steps
     from charlm.training.signals import StopRequest
 
     cfg = Config.model_validate(json.loads(config.read_text(encoding="utf-8")))

@@ -1,7 +1,7 @@
 """`charlm bench`: how fast charlm trains, evaluates, samples and prepares data, in one process.
 
 Every figure is a median over repeats after a warm-up, measured with malloc as `charlm` sets it
-(charlm/memory_reuse.py; `--malloc-ab` compares it with glibc's default, tools/malloc_ab.py). For a fused model, the same model built
+(charlm/malloc.py; `--malloc-ab` compares it with glibc's default, bench/malloc_ab.py). For a fused model, the same model built
 from reference cells (`model.impl: reference`) is timed too, as `reference_chars_per_s`. Training throughput is measured twice on
 the same shapes: through charlm's own loop (`Trainer.train_steps`, logging and all) and through a bare
 step written with nothing but PyTorch (embedding, recurrent layer, linear, cross-entropy,
@@ -26,8 +26,8 @@ from torch import nn
 from charlm.config import Config
 from charlm.data.corpora import load_corpus
 from charlm.device import device_name
-from charlm.inference.evaluate import evaluate
-from charlm.memory_reuse import reuse_freed_memory
+from charlm.inference.stream_scoring import evaluate
+from charlm.malloc import reuse_freed_memory
 from charlm.inference.trained import TrainedModel, quantize_for_cpu
 from charlm.models.cells import cell_kind, recurrent_stack
 from charlm.models.charrnn import CharRNN
@@ -38,7 +38,7 @@ from charlm.inference.sample import SamplingOptions, generate
 from charlm.training.signals import StopRequest
 from charlm.training.trainer import Trainer
 
-BENCH_KEYS = (  # two labels (the device, and malloc as charlm/memory_reuse.py set it), then the figures
+BENCH_KEYS = (  # two labels (the device, and malloc as charlm/malloc.py set it), then the figures
     "device", "malloc", "train_chars_per_s", "bare_chars_per_s", "loop_efficiency", "eval_chars_per_s_batch1",
     "eval_chars_per_s", "sample_chars_per_s", "sample16_chars_per_s", "prepare_s", "cached_load_s",
     "peak_memory_mb",
@@ -47,7 +47,7 @@ BENCH_KEYS = (  # two labels (the device, and malloc as charlm/memory_reuse.py s
 
 def run_bench(cfg: Config, steps: int = 20, repeats: int = 5, warmup: int = 3) -> dict:
     """Measure every figure of BENCH_KEYS for `cfg`; returns them as a dict."""
-    malloc = reuse_freed_memory().describe()  # as `charlm` runs (charlm/memory_reuse.py)
+    malloc = reuse_freed_memory().describe()  # as `charlm` runs (charlm/malloc.py)
     cfg = cfg.model_copy(deep=True)
     # The timed blocks move max_steps around; warm-up and schedule shape do not change speed.
     cfg.train.warmup_steps = 0

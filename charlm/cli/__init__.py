@@ -6,7 +6,10 @@ missing argument) exit 2 with Typer's usage message.
 
     __init__.py  the app, and the main job: train, eval, sample, config
     common.py    the consoles, the error wrapper, options several commands share
-    tools.py     runs, plot, bench, viz: looking at run directories and inside models, measuring speed
+    runs.py      runs, plot: the run directories under a folder, as a table and as curves
+    viz.py       viz: a page of what a trained model sees
+    export.py    export: safetensors, ONNX, a web page
+    bench.py     bench: how fast charlm runs here
     data.py      the `data` sub-app: fetch corpora
 """
 
@@ -21,7 +24,7 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from charlm import __version__
-from charlm.cli import tools
+from charlm.cli import bench, export, runs, viz
 from charlm.cli.common import (DeviceOption, DeviceOverride, JsonOption, RunArgument, SetOption, WeightsOption,
                                check_utf8, err, friendly_errors, hide_flag_types, out)
 from charlm.cli.data import data_app
@@ -119,7 +122,7 @@ def eval_command(
 ) -> None:
     """Score a split or a text file: tokens, loss (nats/token), bits per character, perplexity."""
     from charlm.inference.dynamic import DynamicOptions
-    from charlm.inference.evaluate_run import evaluate_run
+    from charlm.inference.run_evaluation import evaluate_run
 
     options = DynamicOptions(dynamic_lr, dynamic_decay, dynamic_seq_len, dynamic_method) if dynamic else None
     scored = evaluate_run(run, split, text, batch_size, device, weights, options, data_root)
@@ -192,11 +195,11 @@ def sample(
 
 
 # Registered here, after sample, to keep the order `charlm --help` lists commands in.
-app.command()(tools.bench)
-app.command()(tools.runs)
-app.command()(tools.plot)
-app.command()(tools.viz)
-app.command()(tools.export)
+app.command()(bench.bench)
+app.command()(runs.runs)
+app.command()(runs.plot)
+app.command()(viz.viz)
+app.command()(export.export)
 
 
 @app.command("config")
@@ -212,7 +215,7 @@ def show_config(
 
 
 def main() -> None:
-    from charlm.memory_reuse import reuse_freed_memory
+    from charlm.malloc import reuse_freed_memory
 
     try:  # before any command allocates: glibc then keeps freed blocks for the next step
         reuse_freed_memory()

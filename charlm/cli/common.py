@@ -16,7 +16,7 @@ from rich.text import Text
 
 from charlm.config import DEVICES
 from charlm.errors import CharlmError, shorten
-from charlm.runs.weights import WEIGHT_CHOICES
+from charlm.runs.checkpoint.weights import WEIGHT_CHOICES
 
 # markup=False: paths and messages hold user text, where "[...]" must print as typed.
 # A pipe or log file gets 160 columns instead of Rich's 80, so tables are not squeezed.

@@ -9,14 +9,9 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
-from charlm.cli.common import (DeviceOption, DeviceOverride, JsonOption, RunArgument, SetOption, WeightsOption, err,
-                               friendly_errors, out)
-from charlm.errors import CharlmError
-from charlm.inference.choices import SPLITS
+from charlm.cli.common import (friendly_errors, out)
 from charlm.runs.listing import COLUMNS
 from charlm.runs.plot import METRICS, X_AXES
-from charlm.viz.build import DEFAULT_CHARS, DEFAULT_CONTEXT, MAX_CHARS
-from charlm.viz.quantize import DEFAULT_BITS
 
 
 

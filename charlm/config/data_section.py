@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import ValidationInfo, field_validator, model_validator
 
-from charlm.config_section import _Section
+from charlm.config.section import _Section
 from charlm.errors import quote
 
 

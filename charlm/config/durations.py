@@ -1,15 +1,8 @@
-"""train.time_budget: durations as people write them ("15m", "90s", "2h", "1h30m", or seconds as
-a number), and when a budgeted run times itself.
+"""Durations as people write them ("15m", "90s", "2h", "1h30m", or seconds as a number), for
+train.time_budget and `charlm train --time`.
 
 A budget is stored in its canonical spelling (900 and "900s" become "15m", "90s" becomes
 "1m30s"), so a run resumed with the same budget spelt another way is not refused as changed.
-
-How a budgeted run plans (charlm/training/budget.py): it times optimizer steps
-CALIBRATION_SKIP + 1 to CALIBRATION_END of the process (the first ones pay for allocation,
-cuDNN's autotuning and torch.compile), then, after step CALIBRATION_END, fixes train.max_steps
-once. The step is a constant, not "when enough seconds were timed", so the learning rate of
-every step is a pure function of the step and the chosen max_steps (cosine decay starts at
-max(warmup_steps, CALIBRATION_END)), and every torchrun rank decides at the same step.
 """
 
 from __future__ import annotations
@@ -20,8 +13,6 @@ from typing import Any
 
 from charlm.errors import quote
 
-CALIBRATION_SKIP = 5  # steps left untimed: allocation, autotuning, compilation
-CALIBRATION_END = 25  # max_steps is fixed once this many steps are done (20 timed)
 MIN_BUDGET_S = 1.0
 MAX_BUDGET_S = 365 * 24 * 3600.0  # a year: beyond that it is a typo (15h for 15m is not caught)
 

@@ -13,11 +13,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from charlm.config_budget import CALIBRATION_END, format_duration, parse_duration
-from charlm.config_data import DataConfig
-from charlm.config_problems import describe_problems
-from charlm.config_section import INT64_MAX, MAX_LR, MAX_THREADS, SEED_MAX, _Section
-from charlm.config_yaml import apply_overrides, read_yaml_mapping
+from charlm.config.data_section import DataConfig
+from charlm.config.durations import format_duration, parse_duration
+from charlm.config.problems import describe_problems
+from charlm.config.reading import apply_overrides, read_yaml_mapping
+from charlm.config.section import INT64_MAX, MAX_LR, MAX_THREADS, SEED_MAX, _Section
 from charlm.errors import ConfigError, quote
 
 __all__ = ["INT64_MAX", "SEED_MAX", "DataConfig", "Config", "ModelConfig", "TrainConfig"]
@@ -106,6 +106,11 @@ class ModelConfig(_Section):
 AWD_MODEL_KEYS = ("dropout_input", "dropout_hidden", "dropout_output", "dropout_embedding", "weight_drop")
 # train.device, and every command's --device (charlm.device picks the torch device from it).
 DEVICES = ("auto", "cpu", "cuda")
+# A budgeted run times optimizer steps CALIBRATION_SKIP + 1 to CALIBRATION_END of its process
+# (the first ones pay for allocation, autotuning, compilation) before it plans max_steps
+# (charlm/training/time_budget.py).
+CALIBRATION_SKIP = 5
+CALIBRATION_END = 25
 
 
 class TrainConfig(_Section):
@@ -116,7 +121,7 @@ class TrainConfig(_Section):
     max_steps: int = Field(10_000, gt=0)
     # Wall time for the whole run ("15m", "90s", "2h", "1h30m", or seconds): charlm times the
     # first steps, then fixes max_steps so that training, the planned evaluations and the final
-    # test pass end within it (charlm/training/budget.py). max_steps, if set too, is then an
+    # test pass end within it (charlm/training/time_budget.py). max_steps, if set too, is then an
     # upper cap; left unset it plays no part. A resumed run keeps the max_steps it chose.
     time_budget: str | None = None
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"

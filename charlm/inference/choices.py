@@ -1,5 +1,5 @@
 """The fixed choices of using a trained run: which split and which dynamic rule (which weights:
-runs/weights.py).
+runs/checkpoint/weights.py).
 
 They live apart from the modules that act on them (those import torch) so that the command line
 can offer them as Typer choices without importing torch for every `charlm --help`.

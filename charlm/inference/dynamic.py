@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from charlm.errors import CharlmError
 from charlm.inference.choices import DEFAULT_LR  # the rules and their default step sizes (measured there)
-from charlm.inference.evaluate import EvalResult
+from charlm.inference.stream_scoring import EvalResult
 from charlm.models.charrnn import CharRNN
 from charlm.models.hidden import detach_hidden
 

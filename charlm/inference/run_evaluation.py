@@ -10,7 +10,7 @@ from charlm.data.locate import locate_corpus
 from charlm.errors import CharlmError
 from charlm.inference.choices import SPLITS
 from charlm.inference.dynamic import DynamicOptions, dynamic_evaluate
-from charlm.inference.evaluate import EvalResult
+from charlm.inference.stream_scoring import EvalResult
 from charlm.inference.trained import load_trained, no_training_split, score, stream_to_score, training_stream
 
 

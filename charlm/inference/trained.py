@@ -16,15 +16,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from charlm.runs.checkpoint import load_payload
+from charlm.runs.checkpoint.file import load_payload
 from charlm.runs.rundir import find_checkpoint
 from charlm.config import Config, DataConfig
 from charlm.data.corpora import corpus_kind, load_corpus, resolve_data_root
 from charlm.data.vocab import Vocabulary, describe_unit, unit_word
 from charlm.files import read_bytes, read_head
 from charlm.errors import CharlmError, CheckpointError, DataError, SamplingError
-from charlm.runs.weights import WEIGHT_CHOICES
-from charlm.inference.evaluate import EvalResult, evaluate
+from charlm.runs.checkpoint.weights import WEIGHT_CHOICES
+from charlm.inference.stream_scoring import EvalResult, evaluate
 from charlm.inference.exported import ORIGIN, WEIGHTS, is_exported, load_exported
 from charlm.models.cells import fused_classes
 from charlm.models.charrnn import CharRNN

@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from charlm.inference.evaluate import EvalResult
+from charlm.inference.stream_scoring import EvalResult
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from charlm.config_yaml import read_yaml_mapping
+from charlm.config.reading import read_yaml_mapping
 from charlm.errors import CharlmError
 from charlm.runs.rundir import RunDir
 

@@ -11,7 +11,7 @@
       .last.pt.XXXX.tmp    what a save killed mid-write leaves; never valid, removed on resume
 
 The trainer, resume, `charlm runs` and `charlm plot` all go through this module, so a file's
-name and format are written down once. Checkpoint bytes themselves are runs/checkpoint.py's.
+name and format are written down once. Checkpoint bytes themselves are runs/checkpoint/file.py's.
 """
 
 from __future__ import annotations
@@ -193,7 +193,7 @@ class RunDir:
 
     def remove_temporary_files(self) -> list[Path]:
         """Delete the temporary files a killed save leaves behind; they are never valid (nor
-        is the scratch folder of a time budget's timed save, training/budget.py)."""
+        is the scratch folder of a time budget's timed save, training/time_budget.py)."""
         stray = list(self.path.glob(".*.tmp")) + list(self.path.glob(".budget-probe-*"))
         for path in stray:
             try:

@@ -87,7 +87,7 @@ class WeightAverage:
                 torch._foreach_copy_(self.params, saved)
 
     def state_dict(self) -> dict:
-        # Checkpoints check these keys on loading (AVERAGE_KEYS in runs/payload_checks.py).
+        # Checkpoints check these keys on loading (AVERAGE_KEYS in runs/checkpoint/fields.py).
         return {
             "kind": self.kind, "count": self.count, "started_step": self.started_step,
             "valid_losses": list(self.valid_losses),

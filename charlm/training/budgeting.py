@@ -1,8 +1,8 @@
 """The Trainer's clock: the wall time a run has taken, and train.time_budget's plan.
 
-A mixin like Checkpointing (training/checkpointing.py): its methods use the Trainer's cfg,
+A mixin like Checkpointing (training/checkpointer.py): its methods use the Trainer's cfg,
 state, model, corpus, device, ddp, reporter and files. The plan itself is computed in
-training/budget.py; here is when it is made, how it travels (rank 0 decides and broadcasts it),
+training/time_budget.py; here is when it is made, how it travels (rank 0 decides and broadcasts it),
 and how a resumed run takes it back instead of timing itself again.
 """
 
@@ -12,10 +12,11 @@ import time
 from contextlib import nullcontext
 
 from charlm.config import dump_config
-from charlm.config_budget import CALIBRATION_END, CALIBRATION_SKIP, format_duration
+from charlm.config import CALIBRATION_END, CALIBRATION_SKIP
+from charlm.config.durations import format_duration
 from charlm.errors import CharlmError, CheckpointError, TrainingError
-from charlm.training.budget import BudgetPlan, fake_timings, pass_seconds, plan_steps, save_seconds, span, synchronize
-from charlm.training.loop_state import Interval
+from charlm.training.time_budget import BudgetPlan, fake_timings, pass_seconds, plan_steps, save_seconds, span, synchronize
+from charlm.training.records import Interval
 
 NO_END = 2**62  # the loop's end while a budgeted run has not planned yet (it plans long before)
 

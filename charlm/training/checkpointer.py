@@ -15,11 +15,11 @@ import torch
 
 from charlm.errors import CheckpointError
 from charlm.faults import maybe_signal
-from charlm.inference.evaluate import EvalResult, evaluate
+from charlm.inference.stream_scoring import EvalResult, evaluate
 from charlm.models.hidden import hidden_from_list, hidden_parts
 from charlm.reporting.base import Evaluation, FinalTest
-from charlm.runs.checkpoint import load_payload, remove_checkpoint, save_payload
-from charlm.runs.payload import Payload
+from charlm.runs.checkpoint.file import load_payload, remove_checkpoint, save_payload
+from charlm.runs.checkpoint.contents import Payload
 from charlm.runs.rundir import BEST, LAST, step_checkpoint_name
 
 
@@ -98,7 +98,7 @@ class Checkpointing:
             ) from None
         self.schedule.load_state_dict(payload.schedule)
         self.state = replace(payload.loop)
-        self.wall_before = self.state.wall_s  # the processes before this one (training/budgeting.py)
+        self.wall_before = self.state.wall_s  # the processes before this one (training/time_budget.py)
         if self.average is not None and (payload.average is not None or payload.average_problem is not None):
             problem = payload.average_problem
             if problem is None:

@@ -32,7 +32,7 @@ from charlm.errors import CharlmError, CheckpointError, TrainingError, quote
 from charlm.inference.trained import load_trained
 from charlm.models.charrnn import CharRNN
 from charlm.reporting.base import Reporter
-from charlm.runs.payload import Payload
+from charlm.runs.checkpoint.contents import Payload
 from charlm.runs.rundir import RunDir
 
 # The model keys that decide which parameters exist and their shapes (besides the vocabulary).

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from charlm.config import TrainConfig
-from charlm.config_budget import CALIBRATION_END
+from charlm.config import CALIBRATION_END
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
@@ -34,7 +34,7 @@ class LRSchedule:
     validation loss and how many evaluations failed to beat it), saved in checkpoints.
 
     With train.time_budget, max_steps is only known once the run has timed itself, after step
-    CALIBRATION_END (config_budget.py): until then the rate holds at train.lr after warm-up, and
+    CALIBRATION_END (config/durations.py): until then the rate holds at train.lr after warm-up, and
     cosine decays from max(warmup_steps, CALIBRATION_END) to the max_steps planned. The decay's
     start is a constant, so the rate stays a pure function of the step and max_steps.
     """
@@ -83,7 +83,7 @@ class LRSchedule:
         return False
 
     def state_dict(self) -> dict:
-        # Checkpoints check these keys on loading (SCHEDULE_KEYS in runs/payload_checks.py).
+        # Checkpoints check these keys on loading (SCHEDULE_KEYS in runs/checkpoint/fields.py).
         return {"scale": self.scale, "best_loss": self.best_loss, "bad_evals": self.bad_evals}
 
     def load_state_dict(self, state: dict) -> None:

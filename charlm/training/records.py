@@ -1,6 +1,6 @@
 """What the training loop measures between log lines, what a run reports (its log lines and
 summary.json), and what `train()` returns. (Where the loop is, LoopState, belongs to the
-checkpoint: runs/payload.py.)"""
+checkpoint: runs/checkpoint/contents.py.)"""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from typing import Any
 
 from charlm.device import device_name
 from charlm.errors import TrainingError
-from charlm.inference.evaluate import EvalResult
+from charlm.inference.stream_scoring import EvalResult
 from charlm.reporting.base import TrainLog
-from charlm.runs.payload import LoopState
+from charlm.runs.checkpoint.contents import LoopState
 
 
 class Interval:
@@ -35,7 +35,7 @@ class Interval:
 
 
 class Records:
-    """The Trainer's log lines and summary.json (a mixin, like training/checkpointing.py's)."""
+    """The Trainer's log lines and summary.json (a mixin, like training/checkpointer.py's)."""
 
     def _log(self, lr: float, interval: Interval) -> None:
         """Report and record the mean train loss and throughput since the last log line."""
@@ -75,7 +75,7 @@ def summary_figures(state: LoopState, max_steps: int, parameters: int, device: s
     Two times, named for what they are: train_seconds, the optimizer steps alone (evaluation
     excluded; what chars_per_s divides by), and wall_seconds, the elapsed time of the processes
     that made the run (setup, steps, evaluations, saves, the test pass; not the gap between a
-    stop and a resume). budget: train.time_budget's plan (training/budget.py) and, once
+    stop and a resume). budget: train.time_budget's plan (training/time_budget.py) and, once
     finished, its actual end.
     """
     return {

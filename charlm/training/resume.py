@@ -6,8 +6,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
 
-from charlm.runs.checkpoint import load_payload
-from charlm.runs.payload import Payload
+from charlm.runs.checkpoint.file import load_payload
+from charlm.runs.checkpoint.contents import Payload
 from charlm.runs.rundir import BEST, LAST, RunDir
 from charlm.config import Config
 from charlm.errors import CheckpointError, TrainingError

@@ -6,7 +6,7 @@ import torch
 
 from charlm.config import Config
 from charlm.data.corpus import Corpus
-from charlm.inference.evaluate import eval_memory
+from charlm.inference.stream_scoring import eval_memory
 from charlm.models.size import check_training_fits
 
 

@@ -1,6 +1,6 @@
 """train.time_budget: from measured speeds to the max_steps that ends a run within its budget.
 
-A budgeted run times its steps CALIBRATION_SKIP + 1 to CALIBRATION_END (config_budget.py), a
+A budgeted run times its steps CALIBRATION_SKIP + 1 to CALIBRATION_END (config/durations.py), a
 slice of the valid split at train.eval_batch_size, a slice of the test split at
 train.test_batch_size and one checkpoint save, then solves for the largest max_steps whose
 cost fits:
@@ -32,11 +32,11 @@ from pathlib import Path
 
 import torch
 
-from charlm.config_budget import format_duration
+from charlm.config.durations import format_duration
 from charlm.errors import TrainingError
-from charlm.inference.evaluate import evaluate
+from charlm.inference.stream_scoring import evaluate
 from charlm.models.charrnn import CharRNN
-from charlm.runs.checkpoint import save_checkpoint
+from charlm.runs.checkpoint.file import save_checkpoint
 
 MARGIN = 0.03  # of the budget, kept free for what is not measured (saves, a machine's drift)
 # A slice long enough to time (about 0.1-0.5 s on a CPU) and short beside the split.
@@ -47,7 +47,7 @@ FAKE_KEYS = ("step", "eval", "save", "test", "spent")
 
 @dataclass(frozen=True)
 class BudgetPlan:
-    """What a budgeted run measured and chose (BUDGET_KEYS in runs/payload_checks.py)."""
+    """What a budgeted run measured and chose (BUDGET_KEYS in runs/checkpoint/fields.py)."""
 
     budget_s: float
     cap: int | None  # train.max_steps set beside the budget

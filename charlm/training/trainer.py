@@ -4,7 +4,7 @@ One step: take the next window of every batch row, run the model from the hidden
 previous window left (detached: truncated BPTT), take the cross-entropy over every position,
 clip the global gradient norm, step the optimizer. Every `eval_every` steps the whole valid
 split is scored and `last.pt` (and `best.pt` on a new best) is published. At the end the best
-checkpoint is scored on test. (Evaluation and checkpoints: training/checkpointing.py; the run
+checkpoint is scored on test. (Evaluation and checkpoints: training/checkpointer.py; the run
 directory's files: runs/rundir.py; where progress goes: reporting/.)
 """
 
@@ -32,14 +32,14 @@ from charlm.faults import FaultPlan, maybe_signal
 from charlm.models.charrnn import CharRNN
 from charlm.models.hidden import detach_hidden
 from charlm.models.size import allocation_errors
-from charlm.training.memory import check_run_fits
+from charlm.training.size_check import check_run_fits
 from charlm.training.optim import LRSchedule, build_optimizer, set_lr
 from charlm.reporting.base import Finished, Reporter, RunInfo, Stopped
 from charlm.reporting.fanout import FanOut, build_reporter
-from charlm.training.checkpointing import Checkpointing
+from charlm.training.checkpointer import Checkpointing
 from charlm.training.init_from import InitSource, load_init_source, recorded_origin
-from charlm.training.loop_state import Interval, Records, TrainResult
-from charlm.runs.payload import LoopState, Payload
+from charlm.training.records import Interval, Records, TrainResult
+from charlm.runs.checkpoint.contents import LoopState, Payload
 from charlm.training.resume import claim_run, released_on_error, vocab_difference
 from charlm.runs.rundir import RunDir
 from charlm.training.signals import StopRequest

@@ -14,8 +14,8 @@ them. A format 1 file reads as: loop.position = loop.window * train.seq_len (the
 had one length), average None, rng_ranks [rng], world_size 1.
 
 Added within format 2 (older readers ignore the one, files without them still load): budget
-(None, or the plan of a run with train.time_budget: BUDGET_KEYS in runs/payload_checks.py,
-written by charlm/training/budget.py) and loop.wall_s (elapsed time of the processes that
+(None, or the plan of a run with train.time_budget: BUDGET_KEYS in runs/checkpoint/fields.py,
+written by charlm/training/time_budget.py) and loop.wall_s (elapsed time of the processes that
 trained the run). A file without them reads as budget None and wall_s = elapsed_s, the
 training time, which is all such a file knows.
 """
@@ -34,8 +34,8 @@ from charlm.config import Config
 from charlm.errors import CheckpointError
 from charlm.models.charrnn import CharRNN
 from charlm.models.size import check_fits, model_bytes, parameter_count
-from charlm.runs.payload_checks import FieldChecks, FieldError, show
-from charlm.runs.weights import WEIGHT_CHOICES, Weights
+from charlm.runs.checkpoint.fields import FieldChecks, FieldError, show
+from charlm.runs.checkpoint.weights import WEIGHT_CHOICES, Weights
 
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
@@ -80,7 +80,7 @@ class Payload:
     rng_ranks: list[dict[str, Any]]  # rng of every rank, rank 0 first
     world_size: int = 1
     average: dict[str, Any] | None = None  # WeightAverage.state_dict()
-    budget: dict[str, Any] | None = None  # train.time_budget's plan, once made (training/budget.py)
+    budget: dict[str, Any] | None = None  # train.time_budget's plan, once made (training/time_budget.py)
     # Why the stored average was unusable, if it was: refused only by what needs the average,
     # so the trained weights of such a file still load.
     average_problem: str | None = None

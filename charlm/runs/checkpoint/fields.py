@@ -1,4 +1,4 @@
-"""The field checks of `Payload.from_dict` (runs/payload.py): each names its field when it fails.
+"""The field checks of `Payload.from_dict` (runs/checkpoint/contents.py): each names its field when it fails.
 
 A failure is a FieldError: a CheckpointError whose `detail` ("KEY should be WHAT, got VALUE")
 says which field and what it should hold, so a caller can also quote it inside another message.
@@ -20,7 +20,7 @@ FIX = "; the file is damaged or was not written by charlm -- use another checkpo
 # LRSchedule.state_dict() and WeightAverage.state_dict(), as stored.
 SCHEDULE_KEYS = ("scale", "best_loss", "bad_evals")
 AVERAGE_KEYS = ("kind", "count", "started_step", "valid_losses", "params")
-# A budgeted run's plan (charlm/training/budget.py BudgetPlan): the budget in seconds; the cap
+# A budgeted run's plan (charlm/training/time_budget.py BudgetPlan): the budget in seconds; the cap
 # (train.max_steps set beside the budget, or None); the max_steps chosen, after step
 # decided_at; the seconds measured per step, per valid pass, per checkpoint save and for the
 # test pass; the evaluations planned; the seconds already spent when it planned; the planned end.

@@ -3,7 +3,7 @@
 A checkpoint is a plain dict of tensors and Python values (weights, optimizer, loop state,
 RNG states as tensors, the resolved config as a dict, the vocabulary as a list of strings), so
 it loads with `torch.load(..., weights_only=True)` and nothing is ever unpickled that could run
-code. What the dict holds, field by field, is runs/payload.py's: `save_payload` and
+code. What the dict holds, field by field, is runs/checkpoint/contents.py's: `save_payload` and
 `load_payload` move a checked `Payload`; `save_checkpoint` and `load_checkpoint` move the dict.
 
 Publishing is crash-safe. Beside each `X.pt` lives `X.pt.sha256`, the list of hashes that
@@ -29,7 +29,7 @@ from charlm import __version__
 from charlm.errors import CheckpointError
 from charlm.faults import maybe_signal
 from charlm.files import read_bytes, write_atomic, write_failure_fix
-from charlm.runs.payload import FORMAT_VERSION, Payload
+from charlm.runs.checkpoint.contents import FORMAT_VERSION, Payload
 
 
 def hash_path(path: Path) -> Path:
