@@ -1,9 +1,17 @@
-"""Every command the README shows runs, in the order shown, against a tiny stand-in for PTB runs.
+"""Every command the README and the docs show runs, in the order shown, against a tiny stand-in.
 
-The substitutions only shrink the work (the tiny config for the CPU recipe, a local folder for
-the network); each command line is otherwise run as written, through a shell. The `torchrun`
-examples need several processes and a GPU-sized config; tests/test_distributed.py launches
-charlm through torchrun the same way on a tiny corpus.
+The commands are the lines of the `bash` blocks of README.md and then of each docs page in the
+order of mkdocs.yml's navigation (a page may use what an earlier one made: `runs/ptb_cpu`, the
+tiny-shakespeare copy fetched on the corpora page). A command shown twice runs once, where it
+first appears. Output and commands that cannot run here sit in `text` blocks.
+
+The substitutions (SUBSTITUTIONS, and the configs written in the scratch folder) only shrink the
+work: the recipes become the tiny smoke config, step counts and budgets shrink, the network is
+a local folder. Each command line is otherwise run as written, through a shell.
+
+Lines of `bash` blocks that are not run are listed in NOT_RUN, each with its reason;
+`test_every_shown_command_is_run_or_excused` fails on any other line, so a new command on a
+page is either run or excused here.
 """
 
 from __future__ import annotations
@@ -16,50 +24,100 @@ import sys
 from pathlib import Path
 
 import pytest
-
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-README = (REPO / "README.md").read_text(encoding="utf-8")
 SHAKESPEARE = Path(os.environ.get("CHARLM_SHAKESPEARE_SOURCE", REPO.parent / "shared" / "data" / "shakespeare"))
 
+RUN = ("charlm ", "scripts/", "torchrun ")
+NOT_RUN = {
+    "python3 -m venv ": "the set-up command: it made the environment these tests run in, and CI's .ci/run runs it",
+    "python -m pytest": "the test suite itself, which cannot run inside one of its tests",
+    "mkdocs build": "tests/test_docs.py builds the site with mkdocs build --strict",
+    "mkdocs serve": "a preview server that runs until stopped; the build it serves is tested",
+}
+# (shown, run instead): each only shrinks the work or points at a local copy.
+SUBSTITUTIONS = (
+    ("../shared/data/ptb", "{ptb}"),  # the local PTB copy, wherever the tests found it
+    ("../shared/data/shakespeare", "{shakespeare}"),  # likewise tiny-shakespeare
+    ("train.max_steps=300", "train.max_steps=12"),  # a few steps of the tiny model
+    ("train.max_steps=400", "train.max_steps=14"),  # resume: a few more than the run it continues
+    ("scripts/ablate_awd.sh", "scripts/ablate_awd.sh 12"),  # 12 steps per variant, not 900
+    ("--time 15m --set train.max_steps=2000", "--time 60s --set train.max_steps=40"),  # a short budget with a cap
+    ("--nproc_per_node 8", "--nproc_per_node 2"),  # 2 gloo ranks on the CPU instead of 8 GPUs
+)
 
-def readme_commands() -> list[str]:
-    blocks = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
-    lines = [line.strip() for block in blocks for line in block.splitlines()]
-    return [line for line in lines if line.startswith(("charlm ", "scripts/"))]
+
+def pages() -> list[Path]:
+    """README.md, then every page of the docs site in navigation order."""
+
+    def walk(nav: list) -> list[str]:
+        return [p for item in nav for v in item.values() for p in (walk(v) if isinstance(v, list) else [v])]
+
+    nav = yaml.safe_load((REPO / "mkdocs.yml").read_text(encoding="utf-8"))["nav"]
+    return [REPO / "README.md", *(REPO / "docs" / page for page in walk(nav))]
+
+
+def shown_lines() -> list[tuple[str, str]]:
+    """(page, line) for every non-blank, non-comment line of every `bash` block."""
+    found = []
+    for page in pages():
+        for block in re.findall(r"```bash\n(.*?)```", page.read_text(encoding="utf-8"), flags=re.DOTALL):
+            found += [(page.name, line.strip()) for line in block.splitlines() if line.strip() and not line.strip().startswith("#")]
+    return found
+
+
+def shown_commands() -> list[str]:
+    """The lines to run, each once, in the order first shown."""
+    return list(dict.fromkeys(line for _, line in shown_lines() if line.startswith(RUN)))
 
 
 def test_readme_has_no_placeholders():
-    assert not re.search(r"\b(RUN_OUTPUT|RESULTS_TABLE|TODO)\b", README)
+    for page in pages():
+        assert not re.search(r"\b(RUN_OUTPUT|RESULTS_TABLE|TODO|TBD)\b", page.read_text(encoding="utf-8")), page
 
 
-def test_readme_commands_run(tmp_path, shared_ptb, ptb_root):
-    if not (SHAKESPEARE / "input.txt").is_file():
-        pytest.skip(f"no local tiny-shakespeare copy at {SHAKESPEARE} (set CHARLM_SHAKESPEARE_SOURCE)")
-    commands = readme_commands()
-    assert len(commands) >= 12
-    shutil.copytree(REPO / "configs", tmp_path / "configs")
-    shutil.copytree(REPO / "scripts", tmp_path / "scripts")
-    # The CPU recipe becomes the tiny smoke config, cut to a few steps.
+def test_every_shown_command_is_run_or_excused():
+    unknown = [(page, line) for page, line in shown_lines() if not line.startswith((*RUN, *NOT_RUN))]
+    assert not unknown, f"commands in bash blocks that the runner neither runs nor excuses: {unknown}"
+    assert len(shown_commands()) >= 40
+
+
+def write_stand_in_configs(folder: Path) -> None:
+    """configs/ in `folder`, with every recipe the commands use turned into the tiny model."""
+    shutil.copytree(REPO / "configs", folder / "configs")
+    configs = folder / "configs"
+    # The CPU recipe (and the GPU-sized one torchrun shows) becomes the tiny smoke config, cut to
+    # a few steps.
     tiny = (REPO / "configs" / "tiny.yaml").read_text().replace("max_steps: 40", "max_steps: 10").replace("eval_every: 20", "eval_every: 10")
-    (tmp_path / "configs" / "ptb_cpu.yaml").write_text(tiny)
-    (tmp_path / "configs" / "tiny.yaml").write_text(tiny)
+    for name in ("ptb_cpu.yaml", "tiny.yaml", "ptb_lstm.yaml"):
+        (configs / name).write_text(tiny)
     # The tiny-shakespeare recipes become the same tiny model on tiny-shakespeare (so that
     # --init-from runs/ptb_cpu has the shape it needs).
     for name in ("shakespeare_cpu.yaml", "shakespeare_cpu_15min.yaml"):
-        (tmp_path / "configs" / name).write_text(tiny.replace("corpus: ptb", "corpus: shakespeare"))
+        (configs / name).write_text(tiny.replace("corpus: ptb", "corpus: shakespeare"))
     # The scan-cell recipes: the same tiny model with their cell.
     for cell in ("mingru", "minlstm"):
         with_cell = tiny.replace("cell: lstm", f"cell: {cell}")
-        (tmp_path / "configs" / f"ptb_{cell}_cpu.yaml").write_text(with_cell)
-        (tmp_path / "configs" / f"shakespeare_{cell}_cpu.yaml").write_text(with_cell.replace("corpus: ptb", "corpus: shakespeare"))
+        (configs / f"ptb_{cell}_cpu.yaml").write_text(with_cell)
+        (configs / f"shakespeare_{cell}_cpu.yaml").write_text(with_cell.replace("corpus: ptb", "corpus: shakespeare"))
+
+
+@pytest.mark.e2e
+def test_shown_commands_run(tmp_path, shared_ptb, ptb_root):
+    if not (SHAKESPEARE / "input.txt").is_file():
+        pytest.skip(f"no local tiny-shakespeare copy at {SHAKESPEARE} (set CHARLM_SHAKESPEARE_SOURCE)")
+    write_stand_in_configs(tmp_path)
+    shutil.copytree(REPO / "scripts", tmp_path / "scripts")
     (tmp_path / "notes.txt").write_text("the market fell N points\nshares rose\n", encoding="utf-8")
     (tmp_path / "prompt.txt").write_text("the company\n", encoding="utf-8")
     env = {**os.environ, "CHARLM_DATA": str(ptb_root), "OMP_NUM_THREADS": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    for command in commands:
-        line = command.replace("../shared/data/ptb", str(shared_ptb)).replace("../shared/data/shakespeare", str(SHAKESPEARE)).replace("train.max_steps=300", "train.max_steps=12").replace("train.max_steps=400", "train.max_steps=14").replace("scripts/ablate_awd.sh", "scripts/ablate_awd.sh 12").replace("--time 15m --set train.max_steps=2000", "--time 60s --set train.max_steps=40")
-        proc = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    for command in shown_commands():
+        line = command
+        for shown, run in SUBSTITUTIONS:
+            line = line.replace(shown, run.format(ptb=shared_ptb, shakespeare=SHAKESPEARE))
+        proc = subprocess.run(["bash", "-c", line], check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         assert "Traceback" not in proc.stderr, (command, proc.stderr)
         if command == "charlm data fetch ptb":
             # Needs the internet unless the files are already present; offline it must say how
@@ -68,4 +126,5 @@ def test_readme_commands_run(tmp_path, shared_ptb, ptb_root):
             continue
         assert proc.returncode == 0, (command, proc.stdout, proc.stderr)
     assert (tmp_path / "runs" / "ptb_cpu" / "best.pt").exists()
+    assert (tmp_path / "runs" / "ptb_lstm" / "best.pt").exists()  # the torchrun example
     assert (tmp_path / "data" / "ptb" / "ptb.train.txt").exists()
