@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from charlm.config.section import _Section
 from charlm.errors import quote
@@ -13,28 +13,42 @@ from charlm.errors import quote
 class DataConfig(_Section):
     """Which corpus to train on and where it lives."""
 
-    corpus: Literal["ptb", "text", "shakespeare", "enwik8", "text8"] = "ptb"
-    # What one token is: a character (a Unicode code point of UTF-8 text) or a byte (what
-    # enwik8 is measured in, and what makes a file of any encoding trainable). Null: the
-    # corpus's own unit (byte for enwik8, char for the others).
-    unit: Literal["char", "byte"] | None = None
-    # Directory holding the corpus cache (PTB lands in ROOT/ptb). Default: $CHARLM_DATA or ./data.
-    root: str | None = None
-    # Where `charlm train` fetches PTB from when it is missing: a local directory or a mirror URL.
-    # Default (null): the canonical URLs.
-    source: str | None = None
-    # corpus: text -- either three files...
-    train: str | None = None
-    valid: str | None = None
-    test: str | None = None
-    # ...or one file cut into contiguous train/valid/test parts by these fractions.
-    path: str | None = None
-    split: tuple[float, float, float] = (0.9, 0.05, 0.05)
+    corpus: Literal["ptb", "text", "shakespeare", "enwik8", "text8"] = Field(
+        "ptb",
+        description="The corpus: PTB-char, tiny-shakespeare, enwik8, text8 (each fetched from its canonical URL "
+        "and checked), or text: your own files.",
+    )
+    unit: Literal["char", "byte"] | None = Field(
+        None,
+        description="What one token is: a character (a Unicode code point of UTF-8 text) or a byte (what enwik8 "
+        "is measured in, and what makes a file of any encoding trainable). Null: the corpus's own unit (byte "
+        "for enwik8, char for the others).",
+    )
+    root: str | None = Field(
+        None,
+        description="Directory holding the corpus cache (PTB lands in ROOT/ptb). Default: $CHARLM_DATA or ./data.",
+    )
+    source: str | None = Field(
+        None,
+        description="Where `charlm train` fetches the corpus from when it is missing: a local directory or a "
+        "mirror URL. Default (null): the canonical URLs.",
+    )
+    train: str | None = Field(None, description="corpus: text -- the training file (with valid, and optionally test).")
+    valid: str | None = Field(None, description="corpus: text -- the validation file.")
+    test: str | None = Field(None, description="corpus: text -- the test file (optional).")
+    path: str | None = Field(
+        None, description="corpus: text -- or one file, cut into contiguous train/valid/test parts by split."
+    )
+    split: tuple[float, float, float] = Field(
+        (0.9, 0.05, 0.05), description="corpus: text with path -- the train/valid/test fractions, summing to 1."
+    )
 
     @field_validator("root", "source", "train", "valid", "test", "path")
     @classmethod
     def _check_place(cls, value: str | None, info: ValidationInfo) -> str | None:
-        from charlm.data.fetch import source_problem  # a mirror URL's form: scheme, host, port
+        from charlm.data.fetch import (
+            source_problem,  # a mirror URL's form: scheme, host, port
+        )
 
         if value is not None and "\0" in value:
             raise ValueError(f"{quote(value)} holds a NUL character, which no file name can hold")

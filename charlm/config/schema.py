@@ -26,32 +26,72 @@ __all__ = ["INT64_MAX", "SEED_MAX", "DataConfig", "Config", "ModelConfig", "Trai
 class ModelConfig(_Section):
     """Embedding -> multi-layer recurrent network -> dropout -> linear decoder."""
 
-    cell: Literal["lstm", "gru", "rnn_tanh", "rnn_relu", "mogrifier_lstm", "mingru", "minlstm"] = "lstm"
-    # fused: nn.LSTM/GRU/RNN kernels (cuDNN, oneDNN), or the scan of mingru/minlstm. reference:
-    # cells written from the equations (charlm/models/cells/), one time step at a time; the GRU
-    # is then Cho et al. 2014's, not cuDNN's variant.
-    impl: Literal["fused", "reference"] = "fused"
-    # mingru/minlstm: how a window's recurrence runs (charlm/models/scan.py). linear: a loop of
-    # multiply-adds with its own backward (fastest on CPU); log: the paper's logcumsumexp.
-    scan: Literal["linear", "log"] = "linear"
-    mogrifier_rounds: int = Field(5, ge=1)  # mogrifier_lstm: rounds of mutual gating
-    embedding_dim: int = Field(128, gt=0)
-    hidden_size: int = Field(512, gt=0)
-    num_layers: int = Field(2, gt=0)
-    # Plain dropout (a new mask at every position) on the embedding output, between layers and
-    # on the last layer's output.
-    dropout: float = Field(0.0, ge=0, lt=1)
-    # AWD-LSTM's regularisers (charlm/regularize.py; AWD's flag in brackets). Locked dropout
-    # keeps one mask per sequence for the whole window: on the embedding output (dropouti),
-    # between layers (dropouth) and on the last layer's output (dropout).
-    dropout_input: float = Field(0.0, ge=0, lt=1)
-    dropout_hidden: float = Field(0.0, ge=0, lt=1)
-    dropout_output: float = Field(0.0, ge=0, lt=1)
-    dropout_embedding: float = Field(0.0, ge=0, lt=1)  # whole embedding rows (dropoute)
-    weight_drop: float = Field(0.0, ge=0, lt=1)  # DropConnect on hidden-to-hidden weights (wdrop)
-    # Share the embedding and decoder matrices (Press & Wolf 2017). With embedding_dim !=
-    # hidden_size the last layer gets embedding_dim units, as AWD-LSTM does (needs 2+ layers).
-    tie_weights: bool = False
+    cell: Literal["lstm", "gru", "rnn_tanh", "rnn_relu", "mogrifier_lstm", "mingru", "minlstm"] = Field(
+        "lstm",
+        description="The recurrent cell: LSTM, GRU, a plain RNN (tanh or ReLU), the Mogrifier LSTM (Melis et al. "
+        "2020; reference only), or the parallel-scan minGRU / minLSTM (Feng et al. 2024).",
+    )
+    impl: Literal["fused", "reference"] = Field(
+        "fused",
+        description="fused: nn.LSTM/GRU/RNN kernels (cuDNN, oneDNN), or the scan of mingru/minlstm. reference: "
+        "cells written from the equations (charlm/models/cells/), one time step at a time; the GRU is then "
+        "Cho et al. 2014's, not cuDNN's variant.",
+    )
+    scan: Literal["linear", "log"] = Field(
+        "linear",
+        description="mingru/minlstm: how a window's recurrence runs (charlm/models/scan.py). linear: a loop of "
+        "multiply-adds with its own backward (fastest on CPU); log: the paper's logcumsumexp.",
+    )
+    mogrifier_rounds: int = Field(5, ge=1, description="mogrifier_lstm: rounds of mutual gating of input and state.")
+    embedding_dim: int = Field(
+        128,
+        gt=0,
+        description="Width of the character embedding (for mingru/minlstm, of the residual stream and the "
+        "decoder's input).",
+    )
+    hidden_size: int = Field(512, gt=0, description="Units per recurrent layer (for mingru/minlstm, each cell's state).")
+    num_layers: int = Field(2, gt=0, description="Recurrent layers (for mingru/minlstm, residual blocks).")
+    dropout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Plain dropout (a new mask at every position) on the embedding output, between layers and on "
+        "the last layer's output; for mingru/minlstm also inside every block. Not together with the locked "
+        "dropouts.",
+    )
+    dropout_input: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="AWD-LSTM's locked dropout (one mask per sequence for the whole window) on the embedding "
+        "output (AWD's dropouti).",
+    )
+    dropout_hidden: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="AWD-LSTM's locked dropout between layers (AWD's dropouth); fused kernels only.",
+    )
+    dropout_output: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="AWD-LSTM's locked dropout on the last layer's output (AWD's dropout).",
+    )
+    dropout_embedding: float = Field(
+        0.0, ge=0, lt=1, description="Drop whole embedding rows, i.e. characters (AWD's dropoute)."
+    )
+    weight_drop: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="DropConnect on the hidden-to-hidden weights (AWD's wdrop); fused kernels only.",
+    )
+    tie_weights: bool = Field(
+        False,
+        description="Share the embedding and decoder matrices (Press & Wolf 2017). With embedding_dim != "
+        "hidden_size the last layer gets embedding_dim units, as AWD-LSTM does (needs 2+ layers).",
+    )
 
     @model_validator(mode="after")
     def _check_tying(self) -> ModelConfig:
@@ -116,67 +156,109 @@ CALIBRATION_END = 25
 class TrainConfig(_Section):
     """The optimisation loop. Every interval (`*_every`) counts optimizer steps."""
 
-    batch_size: int = Field(64, gt=0)
-    seq_len: int = Field(128, gt=0)
-    max_steps: int = Field(10_000, gt=0)
-    # Wall time for the whole run ("15m", "90s", "2h", "1h30m", or seconds): charlm times the
-    # first steps, then fixes max_steps so that training, the planned evaluations and the final
-    # test pass end within it (charlm/training/time_budget.py). max_steps, if set too, is then an
-    # upper cap; left unset it plays no part. A resumed run keeps the max_steps it chose.
-    time_budget: str | None = None
-    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
-    lr: float = Field(2e-3, gt=0, le=MAX_LR)
-    weight_decay: float = Field(0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    momentum: float = Field(0.0, ge=0, lt=1)  # sgd only
-    grad_clip: float = Field(1.0, ge=0)  # global-norm clipping; 0 turns it off
-    schedule: Literal["constant", "cosine", "plateau"] = "cosine"
-    warmup_steps: int = Field(0, ge=0)  # linear warm-up, for every schedule
-    min_lr_ratio: float = Field(0.1, ge=0, le=1)  # cosine decays to lr * min_lr_ratio
-    plateau_factor: float = Field(0.5, gt=0, lt=1)  # plateau: multiply lr by this...
-    plateau_patience: int = Field(1, ge=0)  # ...after this many evaluations without improvement
-    eval_every: int = Field(500, gt=0)
-    log_every: int = Field(50, gt=0)
-    eval_batch_size: int = Field(64, gt=0)  # rows for the valid pass during training
-    test_batch_size: int = Field(1, gt=0)  # rows for the final test pass (papers use 1)
-    seed: int = Field(1234, ge=0, le=SEED_MAX)
-    device: Literal[DEVICES] = "auto"
-    precision: Literal["fp32", "bf16"] = "fp32"
-    threads: int | None = Field(None, gt=0, le=MAX_THREADS)  # CPU threads; null: PyTorch's default
-    # Run the training forward through torch.compile. Measured on the 2-core CPU: no gain (the
-    # recurrent kernel is opaque to the compiler); checkpoints never carry its _orig_mod prefix.
-    compile: bool = False
-    # AWD-LSTM's activation regularisation (AR, alpha) and temporal AR (TAR, beta) on the last
-    # layer's output; AWD's character recipe uses 0 for both, its word recipes 2 and 1.
-    activation_reg: float = Field(0.0, ge=0)
-    temporal_activation_reg: float = Field(0.0, ge=0)
-    # AWD's variable-length BPTT: each window seq_len (or seq_len / 2 with probability 0.05)
-    # plus Gaussian noise of std 5, at least 5 and at most seq_len + 20; the learning rate is
-    # scaled by length / seq_len so every character weighs the same.
-    variable_bptt: bool = False
-    # Averaged weights, kept beside the trained ones; evaluation, best.pt and `charlm eval`
-    # use them. ema: exponential moving average with ema_decay. ntasgd: AWD's non-monotonically
-    # triggered averaging -- once the valid loss is worse than the best of all but the last
-    # ntasgd_nonmono evaluations, every later step's weights are averaged (with train.optimizer:
-    # sgd this is exactly AWD's switch to ASGD).
-    average: Literal["none", "ema", "ntasgd"] = "none"
-    ema_decay: float = Field(0.999, gt=0, lt=1)
-    ntasgd_nonmono: int = Field(5, ge=1)
-    # Multiply the learning rate by lr_drop_factor at each of these steps or epochs (AWD's
-    # character recipe: 10x at epochs 300 and 400).
-    lr_drops: list[int] = []
-    lr_drop_unit: Literal["step", "epoch"] = "epoch"
-    lr_drop_factor: float = Field(0.1, gt=0, le=1)
-    dist_timeout: float = Field(1800.0, gt=0, le=1e7)  # seconds a torchrun rank waits for the others
-    # Where progress and metrics go, one sink each (charlm/reporting/sinks/): console (progress
-    # on stderr), jsonl (RUN/metrics.jsonl, which `charlm runs` and `charlm plot` read),
-    # tensorboard (RUN/tensorboard; pip install 'charlm[tensorboard]'). charlm 0.1's
-    # `tensorboard: true` still works: it adds tensorboard here.
-    loggers: list[Literal["console", "jsonl", "tensorboard"]] = ["console", "jsonl"]
-    keep_last: int = Field(2, ge=2)  # step checkpoints kept besides last.pt and best.pt
-    # never: refuse a run directory that holds checkpoints; auto: continue it if it does;
-    # always: it must (what `charlm train --resume` asks for).
-    resume: Literal["never", "auto", "always"] = "never"
+    batch_size: int = Field(64, gt=0, description="Rows of the stream trained side by side (the global batch under torchrun).")
+    seq_len: int = Field(128, gt=0, description="Characters per training window (truncated BPTT; the state carries across).")
+    max_steps: int = Field(10_000, gt=0, description="Optimizer steps to train; beside time_budget, an upper cap.")
+    time_budget: str | None = Field(
+        None,
+        description='Wall time for the whole run ("15m", "90s", "2h", "1h30m", or seconds): charlm times the '
+        "first steps, then fixes max_steps so that training, the planned evaluations and the final test pass "
+        "end within it (charlm/training/time_budget.py). max_steps, if set too, is then an upper cap; left "
+        "unset it plays no part. A resumed run keeps the max_steps it chose.",
+    )
+    optimizer: Literal["adamw", "adam", "sgd"] = Field(
+        "adamw", description="adamw (decoupled weight decay), adam (weight decay as L2 in the gradient, as AWD) or sgd."
+    )
+    lr: float = Field(2e-3, gt=0, le=MAX_LR, description="Peak learning rate (after warm-up).")
+    weight_decay: float = Field(0.0, ge=0, description="Weight decay, on matrices only (biases are not decayed).")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam's two moment decays, each in [0, 1).")
+    momentum: float = Field(0.0, ge=0, lt=1, description="sgd only: momentum.")
+    grad_clip: float = Field(1.0, ge=0, description="Global-norm gradient clipping; 0 turns it off.")
+    schedule: Literal["constant", "cosine", "plateau"] = Field(
+        "cosine",
+        description="Learning-rate schedule: constant; cosine down to lr * min_lr_ratio at max_steps; plateau "
+        "(multiply by plateau_factor after plateau_patience evaluations without improvement).",
+    )
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up, for every schedule.")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine decays to lr * min_lr_ratio.")
+    plateau_factor: float = Field(0.5, gt=0, lt=1, description="plateau: multiply lr by this...")
+    plateau_patience: int = Field(1, ge=0, description="...after this many evaluations without improvement.")
+    eval_every: int = Field(
+        500, gt=0, description="Steps between valid passes (each publishes last.pt, and best.pt on a new best)."
+    )
+    log_every: int = Field(50, gt=0, description="Steps between train log lines and metrics.jsonl records.")
+    eval_batch_size: int = Field(64, gt=0, description="Rows for the valid pass during training.")
+    test_batch_size: int = Field(1, gt=0, description="Rows for the final test pass (papers use 1).")
+    seed: int = Field(1234, ge=0, le=SEED_MAX, description="Seed of every random stream (each torchrun rank adds its rank).")
+    device: Literal[DEVICES] = Field("auto", description="auto (CUDA when available, else CPU), cpu or cuda.")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="fp32, or bf16 autocast with fp32 weights and loss (on CPU and CUDA)."
+    )
+    threads: int | None = Field(None, gt=0, le=MAX_THREADS, description="CPU threads; null: PyTorch's default.")
+    compile: bool = Field(
+        False,
+        description="Run the training forward through torch.compile. Measured on the 2-core CPU: no gain (the "
+        "recurrent kernel is opaque to the compiler); checkpoints never carry its _orig_mod prefix.",
+    )
+    activation_reg: float = Field(
+        0.0,
+        ge=0,
+        description="AWD-LSTM's activation regularisation (AR, alpha) on the last layer's output; AWD's "
+        "character recipe uses 0, its word recipes 2.",
+    )
+    temporal_activation_reg: float = Field(
+        0.0,
+        ge=0,
+        description="AWD-LSTM's temporal activation regularisation (TAR, beta) on the last layer's output; "
+        "AWD's character recipe uses 0, its word recipes 1.",
+    )
+    variable_bptt: bool = Field(
+        False,
+        description="AWD's variable-length BPTT: each window seq_len (or seq_len / 2 with probability 0.05) plus "
+        "Gaussian noise of std 5, at least 5 and at most seq_len + 20; the learning rate is scaled by length / "
+        "seq_len so every character weighs the same.",
+    )
+    average: Literal["none", "ema", "ntasgd"] = Field(
+        "none",
+        description="Averaged weights, kept beside the trained ones; evaluation, best.pt and `charlm eval` use "
+        "them. ema: exponential moving average with ema_decay. ntasgd: AWD's non-monotonically triggered "
+        "averaging -- once the valid loss is worse than the best of all but the last ntasgd_nonmono "
+        "evaluations, every later step's weights are averaged (with train.optimizer: sgd this is exactly AWD's "
+        "switch to ASGD).",
+    )
+    ema_decay: float = Field(
+        0.999,
+        gt=0,
+        lt=1,
+        description="ema: the decay, reached through the warm-up (1 + n) / (10 + n) so a short run does not "
+        "average in its random start.",
+    )
+    ntasgd_nonmono: int = Field(
+        5, ge=1, description="ntasgd: how many of the latest evaluations the trigger leaves out of the best."
+    )
+    lr_drops: list[int] = Field(
+        [],
+        description="Multiply the learning rate by lr_drop_factor at each of these steps or epochs (AWD's "
+        "character recipe: 10x at epochs 300 and 400).",
+    )
+    lr_drop_unit: Literal["step", "epoch"] = Field("epoch", description="What lr_drops counts.")
+    lr_drop_factor: float = Field(0.1, gt=0, le=1, description="The factor applied at each of lr_drops.")
+    dist_timeout: float = Field(
+        1800.0, gt=0, le=1e7, description="Seconds a torchrun rank waits for the others before giving up."
+    )
+    loggers: list[Literal["console", "jsonl", "tensorboard"]] = Field(
+        ["console", "jsonl"],
+        description="Where progress and metrics go, one sink each (charlm/reporting/sinks/): console (progress "
+        "on stderr), jsonl (RUN/metrics.jsonl, which `charlm runs` and `charlm plot` read), tensorboard "
+        "(RUN/tensorboard; pip install 'charlm[tensorboard]'). charlm 0.1's `tensorboard: true` still works: "
+        "it adds tensorboard here.",
+    )
+    keep_last: int = Field(2, ge=2, description="Step checkpoints kept besides last.pt and best.pt.")
+    resume: Literal["never", "auto", "always"] = Field(
+        "never",
+        description="never: refuse a run directory that holds checkpoints; auto: continue it if it does; "
+        "always: it must (what `charlm train --resume` asks for).",
+    )
 
     @model_validator(mode="before")
     @classmethod
