@@ -52,6 +52,8 @@ def test_config_reference_names_every_key():
     reference = load_hook().render_reference(Config)
     missing = [f"{name}.{key}" for name, key, _ in schema_keys() if f"| `{name}.{key}` |" not in reference]
     assert not missing, f"keys missing from the configuration reference: {missing}"
+    undescribed = [f"{name}.{key}" for name, key, field in schema_keys() if not (field.description or "").strip()]
+    assert not undescribed, f"schema keys without a Field(description=...): {undescribed}"
 
 
 def test_config_reference_rows_show_type_default_and_range():
