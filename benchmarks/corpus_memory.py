@@ -55,6 +55,8 @@ def split_for(size: int) -> list[float]:
     figures differ only by the training split."""
     held = min(HELD_OUT / size, 0.05)
     return [1 - 2 * held, held, held]
+
+
 STEPS = 5
 GENERATOR_VERSION = 1  # bump when the generated text changes, so old corpora are not reused
 
@@ -132,8 +134,16 @@ def generate_corpus(path: Path, size: int, seed: int = 0) -> None:
     with open(partial, "wb") as f:
         while written < size:
             picked = rng.choices(tokens, cum_weights=cumulative, k=200_000)
-            text = " ".join(picked).replace(" \n ", "\n").replace(" ,", ",").replace(" .", ".") \
-                .replace(" ;", ";").replace(" ?", "?").replace(" !", "!").replace(" :", ":")
+            text = (
+                " ".join(picked)
+                .replace(" \n ", "\n")
+                .replace(" ,", ",")
+                .replace(" .", ".")
+                .replace(" ;", ";")
+                .replace(" ?", "?")
+                .replace(" !", "!")
+                .replace(" :", ":")
+            )
             data = text.encode("utf-8")
             data = data[: size - written]
             if written + len(data) == size:
@@ -184,12 +194,28 @@ def run_child(args: list[str], log: Path, timeout: float) -> tuple[int, float, s
 
 def train_config(corpus: Path, root: Path, threads: int | None) -> dict:
     return {
-        "data": {"corpus": "text", "path": str(corpus), "split": split_for(corpus.stat().st_size), "unit": "char",
-                 "root": str(root)},
+        "data": {
+            "corpus": "text",
+            "path": str(corpus),
+            "split": split_for(corpus.stat().st_size),
+            "unit": "char",
+            "root": str(root),
+        },
         "model": {"cell": "lstm", "embedding_dim": 16, "hidden_size": 64, "num_layers": 1},
-        "train": {"batch_size": 8, "seq_len": 64, "max_steps": STEPS, "eval_every": 1000, "log_every": STEPS,
-                  "eval_batch_size": 64, "test_batch_size": 64, "device": "cpu", "seed": 1,
-                  "schedule": "constant", "loggers": ["jsonl"], **({"threads": threads} if threads else {})},
+        "train": {
+            "batch_size": 8,
+            "seq_len": 64,
+            "max_steps": STEPS,
+            "eval_every": 1000,
+            "log_every": STEPS,
+            "eval_batch_size": 64,
+            "test_batch_size": 64,
+            "device": "cpu",
+            "seed": 1,
+            "schedule": "constant",
+            "loggers": ["jsonl"],
+            **({"threads": threads} if threads else {}),
+        },
     }
 
 
@@ -205,7 +231,9 @@ def measure(size: int, work: Path, threads: int | None, timeout: float) -> dict:
     for phase in ("prep", "load"):
         code, rss, out = run_child(load, logs / f"{phase}-{show_size(size)}.log", timeout)
         if code != 0:
-            raise SystemExit(f"{phase} of {show_size(size)} failed (exit {code}); see {logs / f'{phase}-{show_size(size)}.log'}")
+            raise SystemExit(
+                f"{phase} of {show_size(size)} failed (exit {code}); see {logs / f'{phase}-{show_size(size)}.log'}"
+            )
         figures = json.loads(out.strip().splitlines()[-1])
         row[f"{phase}_s"], row[f"{phase}_rss_mb"] = figures["seconds"], rss
         row.update(vocab=figures["vocab"], dtype=figures["dtype"], tokens=figures["tokens"])
@@ -214,10 +242,15 @@ def measure(size: int, work: Path, threads: int | None, timeout: float) -> dict:
     run_dir = work / f"run-{show_size(size)}"
     shutil.rmtree(run_dir, ignore_errors=True)
     started = time.perf_counter()
-    code, rss, _ = run_child([sys.executable, "-m", "charlm", "train", "--config", str(config), "--out-dir", str(run_dir)],
-                             logs / f"train-{show_size(size)}.log", timeout)
+    code, rss, _ = run_child(
+        [sys.executable, "-m", "charlm", "train", "--config", str(config), "--out-dir", str(run_dir)],
+        logs / f"train-{show_size(size)}.log",
+        timeout,
+    )
     if code != 0:
-        raise SystemExit(f"training on {show_size(size)} failed (exit {code}); see {logs / f'train-{show_size(size)}.log'}")
+        raise SystemExit(
+            f"training on {show_size(size)} failed (exit {code}); see {logs / f'train-{show_size(size)}.log'}"
+        )
     row["train_s"], row["train_rss_mb"] = time.perf_counter() - started, rss
     return row
 
@@ -244,8 +277,10 @@ def machine() -> str:
 
 def table(rows: list[dict], floor_mb: float) -> str:
     base = rows[0]
-    head = (f"{'corpus':>8} {'prep s':>8} {'prep MB/s':>9} {'prep RSS':>9} {'load s':>7} {'load RSS':>9} "
-            f"{'train s':>8} {'train RSS':>9} {'RSS/corpus':>10} {'RSS/base':>8} {'prep RSS/base':>13}")
+    head = (
+        f"{'corpus':>8} {'prep s':>8} {'prep MB/s':>9} {'prep RSS':>9} {'load s':>7} {'load RSS':>9} "
+        f"{'train s':>8} {'train RSS':>9} {'RSS/corpus':>10} {'RSS/base':>8} {'prep RSS/base':>13}"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
@@ -255,22 +290,39 @@ def table(rows: list[dict], floor_mb: float) -> str:
             f"{r['train_rss_mb'] / base['train_rss_mb']:>8.2f} {r['prep_rss_mb'] / base['prep_rss_mb']:>13.2f}"
         )
     lines.append("")
-    lines.append(f"RSS in MiB (ru_maxrss of each child). Floor: a child importing charlm and torch peaks at "
-                 f"{floor_mb:.0f} MB. RSS/corpus = train peak RSS / corpus bytes; RSS/base = train peak RSS / "
-                 f"the {show_size(base['size'])} corpus's (the baseline); prep RSS/base likewise for preparation.")
-    lines.append(f"prep s and load s are load_corpus inside the child (no interpreter start); train s is the "
-                 f"whole `charlm train` process ({STEPS} steps, then valid and test passes over "
-                 f"{HELD_OUT:,} characters each, whatever the corpus size).")
+    lines.append(
+        f"RSS in MiB (ru_maxrss of each child). Floor: a child importing charlm and torch peaks at "
+        f"{floor_mb:.0f} MB. RSS/corpus = train peak RSS / corpus bytes; RSS/base = train peak RSS / "
+        f"the {show_size(base['size'])} corpus's (the baseline); prep RSS/base likewise for preparation."
+    )
+    lines.append(
+        f"prep s and load s are load_corpus inside the child (no interpreter start); train s is the "
+        f"whole `charlm train` process ({STEPS} steps, then valid and test passes over "
+        f"{HELD_OUT:,} characters each, whatever the corpus size)."
+    )
     return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", nargs="+", type=parse_size, default=[parse_size(s) for s in ("10M", "100M", "1G")],
-                        help="corpus sizes in bytes, decimal units (default: 10M 100M 1G); the first is the baseline")
-    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "charlm-corpus-memory",
-                        help="where corpora, token files and runs go (default: %(default)s); generated corpora are reused")
-    parser.add_argument("--threads", type=int, default=None, help="train.threads for the training child (default: PyTorch's)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--sizes",
+        nargs="+",
+        type=parse_size,
+        default=[parse_size(s) for s in ("10M", "100M", "1G")],
+        help="corpus sizes in bytes, decimal units (default: 10M 100M 1G); the first is the baseline",
+    )
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "charlm-corpus-memory",
+        help="where corpora, token files and runs go (default: %(default)s); generated corpora are reused",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="train.threads for the training child (default: PyTorch's)"
+    )
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per child (default: %(default)s)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
@@ -278,10 +330,15 @@ def main() -> None:
     needed = 2.1 * max(args.sizes)
     free = shutil.disk_usage(args.work).free
     if free < needed:
-        raise SystemExit(f"{args.work} has {free / 1e9:.1f} GB free; the largest size needs about {needed / 1e9:.1f} GB")
+        raise SystemExit(
+            f"{args.work} has {free / 1e9:.1f} GB free; the largest size needs about {needed / 1e9:.1f} GB"
+        )
 
     print(f"machine: {machine()}", flush=True)
-    print(f"python {platform.python_version()}, torch {__import__('torch').__version__}, work folder {args.work}", flush=True)
+    print(
+        f"python {platform.python_version()}, torch {__import__('torch').__version__}, work folder {args.work}",
+        flush=True,
+    )
     code, floor_mb, _ = run_child([sys.executable, "-c", IMPORT_ONLY], args.work / "import.log", args.timeout)
     if code != 0:
         raise SystemExit(f"importing charlm failed; see {args.work / 'import.log'}")

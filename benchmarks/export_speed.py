@@ -44,11 +44,24 @@ def page_speed(folder: Path, chars: int, chromium: str) -> tuple[float, str]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(folder)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = (f"http://127.0.0.1:{server.server_address[1]}/index.html?prompt={PROMPT.replace(' ', '%20')}"
-           f"&length={chars}&greedy=1&run=1&report=1")
+    url = (
+        f"http://127.0.0.1:{server.server_address[1]}/index.html?prompt={PROMPT.replace(' ', '%20')}"
+        f"&length={chars}&greedy=1&run=1&report=1"
+    )
     with tempfile.TemporaryDirectory() as profile:
-        browser = subprocess.Popen([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                                    f"--user-data-dir={profile}", url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        browser = subprocess.Popen(
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                f"--user-data-dir={profile}",
+                url,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             report = reports.get(timeout=600)
         finally:
@@ -59,7 +72,7 @@ def page_speed(folder: Path, chars: int, chromium: str) -> tuple[float, str]:
 
 
 def sample_speed(run: str, chars: int) -> tuple[float, str]:
-    from charlm.inference.sample import SamplingOptions
+    from charlm.inference.sampling_steps import SamplingOptions
     from charlm.inference.trained import load_trained, sample_text
 
     trained = load_trained(run)
@@ -107,19 +120,26 @@ def main() -> None:
         export_run(args.run, "onnx", Path(tmp) / "onnx")
         speeds: dict[str, list[float]] = {"charlm sample": [], "ONNX Runtime step.onnx": [], "web page": []}
         for i in range(args.repeats):  # interleaved, so a drift in the machine's speed hits all three
-            runs = {"charlm sample": sample_speed(args.run, args.chars),
-                    "ONNX Runtime step.onnx": onnx_speed(Path(tmp) / "onnx", args.run, args.chars),
-                    "web page": page_speed(Path(tmp) / "web", args.chars, chromium)}
+            runs = {
+                "charlm sample": sample_speed(args.run, args.chars),
+                "ONNX Runtime step.onnx": onnx_speed(Path(tmp) / "onnx", args.run, args.chars),
+                "web page": page_speed(Path(tmp) / "web", args.chars, chromium),
+            }
             reference = runs["charlm sample"][1]
-            for name, (speed, text) in runs.items():
+            for name, (speed, _text) in runs.items():
                 speeds[name].append(speed)
-            print(f"round {i + 1}: " + ", ".join(f"{name} {speed:,.0f} chars/s" for name, (speed, _) in runs.items())
-                  + "; first 200 greedy characters equal to charlm's: "
-                  + ", ".join(f"{name} {text[:200] == reference[:200]}" for name, (_, text) in runs.items()))
+            print(
+                f"round {i + 1}: "
+                + ", ".join(f"{name} {speed:,.0f} chars/s" for name, (speed, _) in runs.items())
+                + "; first 200 greedy characters equal to charlm's: "
+                + ", ".join(f"{name} {text[:200] == reference[:200]}" for name, (_, text) in runs.items())
+            )
     base = statistics.median(speeds["charlm sample"])
     print(f"median over {args.repeats} rounds of {args.chars:,} greedy characters:")
     for name, values in speeds.items():
-        print(f"  {name:24s} {statistics.median(values):8,.0f} chars/s  ({statistics.median(values) / base:.2f}x charlm sample)")
+        print(
+            f"  {name:24s} {statistics.median(values):8,.0f} chars/s  ({statistics.median(values) / base:.2f}x charlm sample)"
+        )
 
 
 if __name__ == "__main__":

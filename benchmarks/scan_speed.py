@@ -51,13 +51,17 @@ def main() -> None:
     k = (2 * torch.randn(shape)).requires_grad_()
     v = (2 * torch.randn(shape)).requires_grad_()
     h0, weights = torch.randn(shape[1:]), torch.randn(shape)
-    print(f"batch {args.batch}, {args.positions} positions, {args.units} units, float32, "
-          f"{torch.get_num_threads()} threads; forward + backward, median of {args.repeats}")
+    print(
+        f"batch {args.batch}, {args.positions} positions, {args.units} units, float32, "
+        f"{torch.get_num_threads()} threads; forward + backward, median of {args.repeats}"
+    )
     base, reference = time_one(step_through, k, v, h0, weights, args.repeats)
     print(f"{'steps':8} {base * 1000:9.1f} ms   1.00x")
     for name, scan in (("linear", linear_scan), ("log", log_scan)):
         seconds, h = time_one(scan, k, v, h0, weights, args.repeats)
-        print(f"{name:8} {seconds * 1000:9.1f} ms  {base / seconds:5.2f}x faster   max |h - steps| {(h - reference).abs().max().item():.1e}")
+        print(
+            f"{name:8} {seconds * 1000:9.1f} ms  {base / seconds:5.2f}x faster   max |h - steps| {(h - reference).abs().max().item():.1e}"
+        )
 
 
 if __name__ == "__main__":

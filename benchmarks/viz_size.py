@@ -38,7 +38,9 @@ def main() -> None:
             took = time.perf_counter() - began
             blob = re.search(r'id="charlm-blob">(.*?)</script>', out.read_text(encoding="utf-8"), re.S).group(1)
             raw = len(zlib.decompress(base64.b64decode(blob)))
-            print(f"{bits:>4}  {page.size_bytes / 1e6:>8.2f}  {len(blob) / 1e6:>8.2f}  {raw / 1e6:>11.2f}  {took:>7.1f}")
+            print(
+                f"{bits:>4}  {page.size_bytes / 1e6:>8.2f}  {len(blob) / 1e6:>8.2f}  {raw / 1e6:>11.2f}  {took:>7.1f}"
+            )
         print(f"{page.chars:,} characters, {page.units:,} units, {page.bpc:.4f} bpc; checkpoint {page.checkpoint}")
 
 

@@ -85,8 +85,9 @@ def write_atomic(path: Path, data: bytes, before_replace: Callable[[], None] | N
             tmp.unlink(missing_ok=True)
 
 
-def write_failure_fix(exc: OSError, default: str = "free disk space or choose another --out-dir",
-                      option: str = "--out-dir") -> str:
+def write_failure_fix(
+    exc: OSError, default: str = "free disk space or choose another --out-dir", option: str = "--out-dir"
+) -> str:
     """What a user can do about a failed write, by its cause (`default`: a full disk, or other;
     `option`: the command's option that names where it writes)."""
     if exc.errno == errno.EFBIG:
@@ -102,8 +103,10 @@ def publish(path: Path, data: bytes, option: str) -> None:
     try:
         write_atomic(path, data)
     except OSError as exc:
-        raise CharlmError(f"could not write {path}: {exc.strerror or exc}; "
-                          f"{write_failure_fix(exc, f'choose another {option}', option=option)}") from None
+        raise CharlmError(
+            f"could not write {path}: {exc.strerror or exc}; "
+            f"{write_failure_fix(exc, f'choose another {option}', option=option)}"
+        ) from None
 
 
 _umask: int | None = None

@@ -97,8 +97,10 @@ def reuse_blocker(environ) -> str:
     CHARLM_MALLOC=default, the user's own malloc settings, or a C library other than glibc."""
     choice = environ.get(ENV, "").strip().lower() or "reuse"
     if choice not in CHOICES:
-        raise CharlmError(f"{ENV}={environ[ENV][:40]!r} is not one of {', '.join(CHOICES)}; "
-                          f"unset it (reuse freed memory, the default) or set {ENV}=default")
+        raise CharlmError(
+            f"{ENV}={environ[ENV][:40]!r} is not one of {', '.join(CHOICES)}; "
+            f"unset it (reuse freed memory, the default) or set {ENV}=default"
+        )
     if choice == "default":
         return f"{ENV}=default"
     user = [name for name in USER_SETTINGS if name in environ]

@@ -37,18 +37,44 @@ def dump_dom(page: Path, profile: Path, fragment: str = "") -> "Element":
     """The page's DOM once its scripts have run (virtual time lets the async inflate finish)."""
     url = page.resolve().as_uri() + (f"#{fragment}" if fragment else "")
     proc = subprocess.run(
-        [find_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", f"--user-data-dir={profile}",
-         "--virtual-time-budget=60000", "--dump-dom", url],
-        capture_output=True, text=True, timeout=180)
+        [
+            find_chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=60000",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 0 and "<body" in proc.stdout, proc.stderr[-2000:]
     return parse(proc.stdout)
 
 
 def screenshot(page: Path, profile: Path, out: Path, fragment: str = "", size: str = "1400,900") -> None:
     url = page.resolve().as_uri() + (f"#{fragment}" if fragment else "")
-    subprocess.run([find_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    f"--user-data-dir={profile}", "--virtual-time-budget=60000", f"--window-size={size}",
-                    f"--screenshot={out}", url], capture_output=True, timeout=180, check=True)
+    subprocess.run(
+        [
+            find_chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=60000",
+            f"--window-size={size}",
+            f"--screenshot={out}",
+            url,
+        ],
+        capture_output=True,
+        timeout=180,
+        check=True,
+    )
 
 
 @dataclass
@@ -68,9 +94,13 @@ class Element:
                 yield from c.iter()
 
     def find_all(self, tag: str | None = None, cls: str | None = None, **attrs) -> list["Element"]:
-        return [e for e in self.iter()
-                if (tag is None or e.tag == tag) and (cls is None or cls in e.attrs.get("class", "").split())
-                and all(e.attrs.get(k.replace("_", "-")) == v for k, v in attrs.items())]
+        return [
+            e
+            for e in self.iter()
+            if (tag is None or e.tag == tag)
+            and (cls is None or cls in e.attrs.get("class", "").split())
+            and all(e.attrs.get(k.replace("_", "-")) == v for k, v in attrs.items())
+        ]
 
     def by_id(self, id_: str) -> "Element":
         (found,) = [e for e in self.iter() if e.attrs.get("id") == id_]
@@ -112,9 +142,22 @@ def dump_url(url: str, profile: Path, flags: tuple[str, ...] = (), budget_ms: in
     """The DOM of any URL (a served page, or a file:// one with its query) once its scripts have
     run; `flags` are added to Chromium's command line. A fresh `profile` per call means no cache."""
     proc = subprocess.run(
-        [find_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", f"--user-data-dir={profile}",
-         *flags, f"--virtual-time-budget={budget_ms}", "--dump-dom", url],
-        capture_output=True, text=True, timeout=180)
+        [
+            find_chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            *flags,
+            f"--virtual-time-budget={budget_ms}",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 0 and "<body" in proc.stdout, proc.stderr[-2000:]
     return parse(proc.stdout)
 
@@ -126,8 +169,11 @@ def http_server(folder: Path) -> Iterator[str]:
     with socket.socket() as probe:  # a free port (the server binds it a moment later)
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(folder)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(folder)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 20
         while True:

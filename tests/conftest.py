@@ -98,9 +98,19 @@ def tiny_text_config(text_files: dict[str, Path], **train) -> dict:
     return {
         "data": {"corpus": "text", **{k: str(v) for k, v in text_files.items()}},
         "model": {"cell": "lstm", "embedding_dim": 8, "hidden_size": 16, "num_layers": 1},
-        "train": {"batch_size": 4, "seq_len": 16, "max_steps": 20, "lr": 1e-2, "eval_every": 10,
-                  "log_every": 5, "eval_batch_size": 4, "test_batch_size": 4, "device": "cpu",
-                  "seed": 7, **train},
+        "train": {
+            "batch_size": 4,
+            "seq_len": 16,
+            "max_steps": 20,
+            "lr": 1e-2,
+            "eval_every": 10,
+            "log_every": 5,
+            "eval_batch_size": 4,
+            "test_batch_size": 4,
+            "device": "cpu",
+            "seed": 7,
+            **train,
+        },
     }
 
 
@@ -111,11 +121,18 @@ def tiny_config(tmp_path, text_files) -> Path:
 
 # -- helpers shared by several test modules ---------------------------------------------------
 
+
 def charlm(*args, env=None, cwd=None, check=None):
     """Run `python -m charlm ARGS` and return the completed process."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "charlm", *map(str, args)], capture_output=True,
-                          text=True, env=full_env, cwd=cwd, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "charlm", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=300,
+    )
     if check is not None:
         assert proc.returncode == check, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr

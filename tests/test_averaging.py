@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch import nn
 
+from charlm.config import load_config
+from charlm.data.batching import variable_bptt_length
 from charlm.runs.checkpoint.contents import averaged_state_dict
 from charlm.training.averaging import WeightAverage
-from charlm.data.batching import variable_bptt_length
-from charlm.config import load_config
 from charlm.training.optim import LRSchedule
 
 
@@ -84,7 +84,7 @@ def test_average_state_round_trips_and_covers_tied_names():
     average = WeightAverage(model, "ema", ema_decay=0.5)
     average.update(1)
     state = average.state_dict()
-    assert set(state["params"]) == set(model.state_dict())  # both names of the tied matrix
+    assert set(state.params) == set(model.state_dict())  # both names of the tied matrix
     merged = averaged_state_dict(model.state_dict(), state)
     assert torch.equal(merged["decoder.weight"], merged["embedding.weight"])
     other = WeightAverage(model, "ema", ema_decay=0.5)
@@ -101,8 +101,16 @@ def test_lr_drops_by_epoch_follow_awds_when():
 
 
 def test_lr_drops_by_step():
-    cfg = load_config(None, ["train.schedule=constant", "train.lr=1.0", "train.lr_drops=[10]",
-                             "train.lr_drop_unit=step", "train.lr_drop_factor=0.5"]).train
+    cfg = load_config(
+        None,
+        [
+            "train.schedule=constant",
+            "train.lr=1.0",
+            "train.lr_drops=[10]",
+            "train.lr_drop_unit=step",
+            "train.lr_drop_factor=0.5",
+        ],
+    ).train
     schedule = LRSchedule(cfg)
     assert schedule.lr_at(9, 0) == 1.0 and schedule.lr_at(10, 0) == 0.5  # after 10 steps are done
 

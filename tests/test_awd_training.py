@@ -6,12 +6,30 @@ import pytest
 import torch
 
 from charlm.runs.checkpoint.file import load_checkpoint, save_checkpoint
-from tests.conftest import charlm, run, stop_and_resume, tiny_text_config, train_losses, write_config
+from tests.conftest import (
+    charlm,
+    run,
+    stop_and_resume,
+    tiny_text_config,
+    train_losses,
+    write_config,
+)
 
-AWD = ["model.num_layers=3", "model.embedding_dim=8", "model.hidden_size=16", "model.tie_weights=true",
-       "model.dropout_input=0.1", "model.dropout_hidden=0.2", "model.dropout_output=0.1",
-       "model.dropout_embedding=0.1", "model.weight_drop=0.3", "train.activation_reg=1.0",
-       "train.temporal_activation_reg=1.0", "train.variable_bptt=true", "train.lr_drops=[2]"]
+AWD = [
+    "model.num_layers=3",
+    "model.embedding_dim=8",
+    "model.hidden_size=16",
+    "model.tie_weights=true",
+    "model.dropout_input=0.1",
+    "model.dropout_hidden=0.2",
+    "model.dropout_output=0.1",
+    "model.dropout_embedding=0.1",
+    "model.weight_drop=0.3",
+    "train.activation_reg=1.0",
+    "train.temporal_activation_reg=1.0",
+    "train.variable_bptt=true",
+    "train.lr_drops=[2]",
+]
 
 
 @pytest.mark.parametrize("average", ["ema", "ntasgd"])
@@ -20,8 +38,7 @@ def test_awd_run_resumes_exactly_with_its_average(tmp_path, text_files, monkeypa
     stopped and resumed, the run equals an uninterrupted one, average included."""
     # A high rate makes the valid loss wobble, so NT-ASGD's trigger fires within the run.
     overrides = [*AWD, f"train.average={average}", "train.ntasgd_nonmono=1", "train.lr=0.1"]
-    stop_and_resume(tmp_path, text_files, monkeypatch, 53, overrides,
-                    max_steps=110, eval_every=10, log_every=1)
+    stop_and_resume(tmp_path, text_files, monkeypatch, 53, overrides, max_steps=110, eval_every=10, log_every=1)
     full = load_checkpoint(tmp_path / "full" / "last.pt")
     part = load_checkpoint(tmp_path / "part" / "last.pt")
     assert full["loop"]["epoch"] >= 1
@@ -31,8 +48,14 @@ def test_awd_run_resumes_exactly_with_its_average(tmp_path, text_files, monkeypa
 
 
 def test_variable_bptt_windows_cover_the_epoch_and_scale_the_rate(tmp_path, text_files):
-    result, _ = run(tmp_path, text_files, overrides=["train.variable_bptt=true", "train.schedule=constant"],
-                    max_steps=120, eval_every=120, log_every=1)
+    result, _ = run(
+        tmp_path,
+        text_files,
+        overrides=["train.variable_bptt=true", "train.schedule=constant"],
+        max_steps=120,
+        eval_every=120,
+        log_every=1,
+    )
     payload = load_checkpoint(tmp_path / "run" / "last.pt")
     # 4 rows of 1470 tokens: the epoch ended once the windows covered 1469 inputs per row.
     assert payload["loop"]["epoch"] == 1
@@ -76,7 +99,9 @@ def test_eval_dynamic_scores_every_token_and_checks_its_options(tmp_path, text_f
     cfg = write_config(tmp_path / "c.yaml", tiny_text_config(text_files, max_steps=40))
     charlm("train", "--config", cfg, "--out-dir", tmp_path / "r", check=0)
     static = json.loads(charlm("eval", tmp_path / "r", "--json", check=0).stdout)
-    proc = charlm("eval", tmp_path / "r", "--dynamic", "--dynamic-method", "sgd", "--dynamic-lr", "0.3", "--json", check=0)
+    proc = charlm(
+        "eval", tmp_path / "r", "--dynamic", "--dynamic-method", "sgd", "--dynamic-lr", "0.3", "--json", check=0
+    )
     dynamic = json.loads(proc.stdout)
     assert dynamic["tokens"] == static["tokens"] == 799
     assert dynamic["dynamic"] == {"method": "sgd", "lr": 0.3, "decay": 0.01, "seq_len": 50}

@@ -29,8 +29,9 @@ def test_bench_measures_an_awd_model_without_a_reference_twin(tmp_path, text_fil
     awd = {"num_layers": 2, "tie_weights": True, "dropout_hidden": 0.2, "weight_drop": 0.5}
     cfg = tiny_text_config(text_files, threads=1, variable_bptt=True)
     cfg["model"].update(awd)
-    result = CliRunner().invoke(app, ["bench", "--config", str(write_config(tmp_path / "awd.yaml", cfg)),
-                                      "--steps", "2", "--json"])
+    result = CliRunner().invoke(
+        app, ["bench", "--config", str(write_config(tmp_path / "awd.yaml", cfg)), "--steps", "2", "--json"]
+    )
     assert result.exit_code == 0, result.output
     figures = json.loads(result.stdout)
     assert "reference_chars_per_s" not in figures and figures["train_chars_per_s"] > 0

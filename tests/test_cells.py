@@ -2,20 +2,19 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-import torch.nn.functional as F
-
+from charlm.config import load_config
+from charlm.errors import CheckpointError, ConfigError
+from charlm.inference.sampling_steps import SamplingOptions
+from charlm.inference.trained import load_trained, sample_text
 from charlm.models.cells.gru import ReferenceGRUCell
 from charlm.models.cells.lstm import ReferenceLSTMCell
 from charlm.models.cells.mogrifier_lstm import MogrifierLSTMCell
 from charlm.models.cells.rnn import ReferenceRNNCell
 from charlm.models.reference import ReferenceRNN
-from charlm.config import load_config
-from charlm.errors import CheckpointError, ConfigError
-from charlm.inference.trained import load_trained, sample_text
 from charlm.reporting.base import SilentReporter
-from charlm.inference.sample import SamplingOptions
 from charlm.training.trainer import train
 from tests.conftest import tiny_text_config, write_config
 
@@ -61,7 +60,9 @@ def test_reference_lstm_equals_nn_lstm_outputs_states_and_gradients():
     for a, b in ((out_f, out_r), (h_f, h_r), (c_f, c_r)):
         torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
     # Gradients: the same loss through both gives the same input and weight gradients.
-    grad_x_f, w_hh_f, w_ih_f = torch.autograd.grad(out_f.square().sum() + c_f.sum(), (x, fused.weight_hh_l1, fused.weight_ih_l1))
+    grad_x_f, w_hh_f, w_ih_f = torch.autograd.grad(
+        out_f.square().sum() + c_f.sum(), (x, fused.weight_hh_l1, fused.weight_ih_l1)
+    )
     grad_x_r, w_r = torch.autograd.grad(out_r.square().sum() + c_r.sum(), (x, reference.layers[1].weight))
     torch.testing.assert_close(grad_x_r, grad_x_f, atol=1e-5, rtol=0)
     torch.testing.assert_close(w_r, torch.cat([w_hh_f, w_ih_f], 1), atol=1e-5, rtol=0)
@@ -106,18 +107,24 @@ def test_reference_gru_is_the_tutorials_and_not_cudnns():
         for t in range(9):
             h_ref, _ = cell(x[:, t], h_ref)
             h_eq = tutorial_gru_step(x[:, t], h_eq, cell)
-            h_cudnn = cudnn_gru_step(x[:, t], h_cudnn, fused.weight_ih_l0, fused.weight_hh_l0, fused.bias_ih_l0, fused.bias_hh_l0)
+            h_cudnn = cudnn_gru_step(
+                x[:, t], h_cudnn, fused.weight_ih_l0, fused.weight_hh_l0, fused.bias_ih_l0, fused.bias_hh_l0
+            )
     torch.testing.assert_close(h_ref, h_eq, atol=1e-6, rtol=0)  # the tutorial's equations
     torch.testing.assert_close(h_cudnn, out_fused[:, -1], atol=1e-5, rtol=0)  # cuDNN's equations are nn.GRU
     assert (h_ref - out_fused[:, -1]).abs().max() > 1e-2  # same weights, different cell
 
 
-@pytest.mark.parametrize("make", [
-    lambda: ReferenceLSTMCell(3, 4),
-    lambda: ReferenceGRUCell(3, 4),
-    lambda: ReferenceRNNCell(3, 4, "tanh"),
-    lambda: MogrifierLSTMCell(3, 4, rounds=3),
-], ids=["lstm", "gru", "rnn_tanh", "mogrifier"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: ReferenceLSTMCell(3, 4),
+        lambda: ReferenceGRUCell(3, 4),
+        lambda: ReferenceRNNCell(3, 4, "tanh"),
+        lambda: MogrifierLSTMCell(3, 4, rounds=3),
+    ],
+    ids=["lstm", "gru", "rnn_tanh", "mogrifier"],
+)
 def test_gradcheck_in_float64(make):
     torch.manual_seed(2)
     cell = make().double()
@@ -157,7 +164,12 @@ def test_reference_models_train_sample_and_refuse_the_other_path(tmp_path, text_
     config = write_config(tmp_path / "fused.yaml", tiny_text_config(text_files, threads=1, max_steps=10))
     train(load_config(config), tmp_path / "fused", SilentReporter())
     with pytest.raises(CheckpointError, match=r"model.impl: 'fused' -> 'reference'"):
-        train(load_config(config, ["model.impl=reference", "train.max_steps=20"]), tmp_path / "fused", SilentReporter(), resume=True)
+        train(
+            load_config(config, ["model.impl=reference", "train.max_steps=20"]),
+            tmp_path / "fused",
+            SilentReporter(),
+            resume=True,
+        )
 
 
 def test_mogrifier_needs_the_reference_path(tmp_path):

@@ -17,19 +17,24 @@ import textwrap
 import pytest
 import torch
 
-from charlm.runs.checkpoint.file import hash_path, load_checkpoint, save_checkpoint, verify_checkpoint
-from charlm.runs.checkpoint.contents import REQUIRED_KEYS
 from charlm.config import load_config
 from charlm.errors import CheckpointError, TrainingError
 from charlm.inference.trained import load_trained
 from charlm.reporting.base import SilentReporter
+from charlm.runs.checkpoint.contents import REQUIRED_KEYS
+from charlm.runs.checkpoint.file import (
+    hash_path,
+    load_checkpoint,
+    save_checkpoint,
+    verify_checkpoint,
+)
 from charlm.training.trainer import train
 from tests.conftest import REPO, tiny_text_config, write_config, write_text_corpus
+
 
 def complete(payload: dict) -> dict:
     """A payload with every key a charlm checkpoint must hold, for tests of the file mechanics."""
     return {key: None for key in REQUIRED_KEYS} | payload
-
 
 
 class Hostile:
@@ -52,8 +57,14 @@ def run(tmp_path, text_files, name="run", resume=False, **train_keys):
 def charlm(*args, cwd) -> subprocess.Popen:
     """Start `python -m charlm ARGS`; several may run at once (each imports torch)."""
     env = os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "charlm", *map(str, args)], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "charlm", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
@@ -139,8 +150,9 @@ def test_resume_never_runs_a_hostile_last_pt(tmp_path, shared):
     assert not marker.exists()
     assert result.status == "finished" and result.step == 15
     assert reporter.info.start_step == 10
-    assert any(m.startswith("warning: skipping") and "last.pt" in m and "was refused" in m
-               for m in reporter.messages), reporter.messages
+    assert any(
+        m.startswith("warning: skipping") and "last.pt" in m and "was refused" in m for m in reporter.messages
+    ), reporter.messages
     assert load_checkpoint(tmp_path / "run" / "last.pt")["loop"]["step"] == 15
 
 
@@ -187,7 +199,9 @@ def test_broken_files_give_one_clear_line(tmp_path, trained_run):
 
 def test_cli_eval_reports_bad_files_without_traceback(tmp_path, trained_run):
     marker, hostile = hostile_files(tmp_path)
-    cases = {name: (path, fragment) for name, (path, fragment) in broken_files(tmp_path, trained_run / "last.pt").items()}
+    cases = {
+        name: (path, fragment) for name, (path, fragment) in broken_files(tmp_path, trained_run / "last.pt").items()
+    }
     # `charlm eval DIR` looks for DIR/best.pt or DIR/last.pt.
     cases["directory"] = (cases["directory"][0], "holds no checkpoint")
     cases["missing"] = (cases["missing"][0], "no such run directory or checkpoint file")
@@ -297,8 +311,13 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path):
     limit = 64 * 1024
     assert len(before) < limit
     env = os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", WRITE_TOO_BIG, str(path), str(limit)], env=env,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", WRITE_TOO_BIG, str(path), str(limit)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("CheckpointError: "), proc.stdout
@@ -317,9 +336,9 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path):
 def plain_leaves(value, where="payload"):
     """Every leaf of `value` that is not a tensor or plain value, with where it is."""
     if isinstance(value, dict):
-        return [bad for k, v in value.items() if isinstance(k, (str, int))
-                for bad in plain_leaves(v, f"{where}[{k!r}]")] + [
-            (f"{where} key", k) for k in value if not isinstance(k, (str, int))]
+        return [
+            bad for k, v in value.items() if isinstance(k, (str, int)) for bad in plain_leaves(v, f"{where}[{k!r}]")
+        ] + [(f"{where} key", k) for k in value if not isinstance(k, (str, int))]
     if isinstance(value, (list, tuple)):
         return [bad for i, v in enumerate(value) for bad in plain_leaves(v, f"{where}[{i}]")]
     if value is None or isinstance(value, (torch.Tensor, int, float, str, bool)):

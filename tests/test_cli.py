@@ -23,8 +23,9 @@ def test_train_stop_resume_eval_sample_end_to_end(tmp_path, text_files):
     config = write_config(tmp_path / "tiny.yaml", tiny_text_config(text_files, max_steps=30, log_every=5))
     run_dir = tmp_path / "run"
 
-    stopped = charlm("train", "--config", config, "--out-dir", run_dir,
-                     env={"CHARLM_FAULT": "train.step=13:sigterm"}, check=143)
+    stopped = charlm(
+        "train", "--config", config, "--out-dir", run_dir, env={"CHARLM_FAULT": "train.step=13:sigterm"}, check=143
+    )
     assert "stopped by signal at step 13" in stopped.stderr
 
     resumed = charlm("train", "--config", config, "--out-dir", run_dir, "--resume", check=0)
@@ -51,9 +52,13 @@ def test_train_stop_resume_eval_sample_end_to_end(tmp_path, text_files):
 
 def test_sigint_stops_a_real_process_with_130(tmp_path, text_files):
     config = write_config(tmp_path / "c.yaml", tiny_text_config(text_files, max_steps=100000, eval_every=1000))
-    proc = subprocess.Popen([sys.executable, "-m", "charlm", "train", "--config", str(config), "--out-dir", str(tmp_path / "r")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "charlm", "train", "--config", str(config), "--out-dir", str(tmp_path / "r")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     metrics = tmp_path / "r" / "metrics.jsonl"
     for _ in range(600):  # wait until training is under way
         if metrics.exists() and metrics.stat().st_size > 0:
@@ -61,6 +66,7 @@ def test_sigint_stops_a_real_process_with_130(tmp_path, text_files):
         proc.poll()
         assert proc.returncode is None, proc.stderr.read()
         import time
+
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
@@ -82,8 +88,9 @@ def test_bad_config_reports_every_problem(tmp_path):
 
 
 def test_config_prints_the_resolved_config(tmp_path):
-    proc = charlm("config", "configs/tiny.yaml", "--set", "train.lr=1e-3", check=0,
-                  cwd=os.path.dirname(os.path.dirname(__file__)))
+    proc = charlm(
+        "config", "configs/tiny.yaml", "--set", "train.lr=1e-3", check=0, cwd=os.path.dirname(os.path.dirname(__file__))
+    )
     assert "lr: 0.001" in proc.stdout and "hidden_size: 32" in proc.stdout
 
 
@@ -101,11 +108,31 @@ def test_prompt_with_unknown_characters_is_a_clear_error(tmp_path, text_files):
         (["--top-p", "1.5"], "--top-p must be in (0, 1]"),
     ]:
         assert fragment in charlm("sample", tmp_path / "r", *args, check=1).stderr
-    many = charlm("sample", tmp_path / "r", "--num-samples", "3", "--length", "20", "--seed", "1",
-                  "--top-k", "5", "--top-p", "0.9", check=0).stdout
+    many = charlm(
+        "sample",
+        tmp_path / "r",
+        "--num-samples",
+        "3",
+        "--length",
+        "20",
+        "--seed",
+        "1",
+        "--top-k",
+        "5",
+        "--top-p",
+        "0.9",
+        check=0,
+    ).stdout
     assert many.count("--- sample") == 3
-    int8 = charlm("sample", tmp_path / "r", "--int8", "--length", "30", "--seed", "4", "--prompt", "to ", check=0).stdout
-    assert int8 == charlm("sample", tmp_path / "r", "--int8", "--length", "30", "--seed", "4", "--prompt", "to ", check=0).stdout
+    int8 = charlm(
+        "sample", tmp_path / "r", "--int8", "--length", "30", "--seed", "4", "--prompt", "to ", check=0
+    ).stdout
+    assert (
+        int8
+        == charlm(
+            "sample", tmp_path / "r", "--int8", "--length", "30", "--seed", "4", "--prompt", "to ", check=0
+        ).stdout
+    )
     assert int8.startswith("to ") and len(int8) == 3 + 30 + 1
     greedy = charlm("sample", tmp_path / "r", "--greedy", "--length", "20", "--prompt", "to ", check=0).stdout
     assert greedy == charlm("sample", tmp_path / "r", "--greedy", "--length", "20", "--prompt", "to ", check=0).stdout
@@ -113,9 +140,15 @@ def test_prompt_with_unknown_characters_is_a_clear_error(tmp_path, text_files):
 
 def test_resume_without_a_checkpoint_and_a_second_fresh_run_are_refused(tmp_path, text_files):
     config = write_config(tmp_path / "c.yaml", tiny_text_config(text_files, max_steps=5, eval_every=5))
-    assert "holds no usable checkpoint" in charlm("train", "--config", config, "--out-dir", tmp_path / "r", "--resume", check=1).stderr
+    assert (
+        "holds no usable checkpoint"
+        in charlm("train", "--config", config, "--out-dir", tmp_path / "r", "--resume", check=1).stderr
+    )
     charlm("train", "--config", config, "--out-dir", tmp_path / "r", check=0)
-    assert "already holds a run; pass --resume" in charlm("train", "--config", config, "--out-dir", tmp_path / "r", check=1).stderr
+    assert (
+        "already holds a run; pass --resume"
+        in charlm("train", "--config", config, "--out-dir", tmp_path / "r", check=1).stderr
+    )
     # --resume without --config continues with the run's own config.yaml.
     assert "already finished" in charlm("train", "--resume", "--out-dir", tmp_path / "r", check=0).stderr
 
@@ -138,10 +171,23 @@ def test_tiny_ptb_run_end_to_end(tmp_path, ptb_root):
     env = {"CHARLM_DATA": str(tmp_path / "data")}
     fetched = charlm("data", "fetch", "ptb", "--source", ptb_root / "ptb", env=env, check=0)
     assert "checksums verified" in fetched.stdout
-    trained = charlm("train", "--config", os.path.join(repo, "configs/tiny.yaml"), "--out-dir", tmp_path / "run",
-                     "--set", "train.max_steps=20", "--set", "train.eval_every=20", env=env, check=0)
+    trained = charlm(
+        "train",
+        "--config",
+        os.path.join(repo, "configs/tiny.yaml"),
+        "--out-dir",
+        tmp_path / "run",
+        "--set",
+        "train.max_steps=20",
+        "--set",
+        "train.eval_every=20",
+        env=env,
+        check=0,
+    )
     assert "vocabulary 50" in trained.stderr and "5,017,482 train tokens" in trained.stderr
-    figures = json.loads(charlm("eval", tmp_path / "run", "--split", "valid", "--batch-size", "64", "--json", env=env, check=0).stdout)
+    figures = json.loads(
+        charlm("eval", tmp_path / "run", "--split", "valid", "--batch-size", "64", "--json", env=env, check=0).stdout
+    )
     assert figures["tokens"] == 393_041 and figures["bpc"] < 4.5
     text = charlm("sample", tmp_path / "run", "--prompt", "the market", "--length", "40", "--seed", "0", check=0).stdout
     assert text.startswith("the market") and "_" not in text
@@ -152,15 +198,24 @@ def test_unknown_device_is_a_clear_error(tmp_path, text_files):
     charlm("train", "--config", config, "--out-dir", tmp_path / "r", check=0)
     # --device is a Typer choice: a usage error (exit 2) naming the option, before any work.
     assert "Invalid value for '--device'" in charlm("eval", tmp_path / "r", "--device", "gpu", check=2).stderr
-    assert "Invalid value for '--device'" in charlm("train", "--config", config, "--out-dir", tmp_path / "s", "--device", "gpu", check=2).stderr
+    assert (
+        "Invalid value for '--device'"
+        in charlm("train", "--config", config, "--out-dir", tmp_path / "s", "--device", "gpu", check=2).stderr
+    )
     # The config key itself is checked by the schema, as every config problem (exit 1).
-    assert "train.device" in charlm("train", "--config", config, "--out-dir", tmp_path / "s", "--set", "train.device=gpu", check=1).stderr
+    assert (
+        "train.device"
+        in charlm("train", "--config", config, "--out-dir", tmp_path / "s", "--set", "train.device=gpu", check=1).stderr
+    )
 
 
 def test_eval_refuses_split_and_text_together(tmp_path, text_files):
     config = write_config(tmp_path / "c.yaml", tiny_text_config(text_files, max_steps=5, eval_every=5))
     charlm("train", "--config", config, "--out-dir", tmp_path / "r", check=0)
-    assert "give --split or --text, not both" in charlm("eval", tmp_path / "r", "--split", "valid", "--text", text_files["test"], check=1).stderr
+    assert (
+        "give --split or --text, not both"
+        in charlm("eval", tmp_path / "r", "--split", "valid", "--text", text_files["test"], check=1).stderr
+    )
 
 
 def test_two_trainers_cannot_share_a_run_directory(tmp_path, text_files):
@@ -181,12 +236,22 @@ def test_an_out_dir_that_is_a_file_is_a_clear_error(tmp_path, text_files):
     assert "cannot use" in charlm("train", "--config", config, "--out-dir", tmp_path / "file", check=1).stderr
 
 
-@pytest.mark.parametrize("args", [
-    ["eval", "RUN", "--split", "train"], ["eval", "RUN", "--weights", "best"], ["eval", "RUN", "--dynamic-method", "adam"],
-    ["eval", "RUN", "--device", "gpu"], ["sample", "RUN", "--device", "gpu"], ["sample", "RUN", "--weights", "best"],
-    ["train", "--device", "gpu"], ["bench", "--config", "c.yaml", "--device", "gpu"], ["runs", "--sort", "colour"],
-    ["plot", "RUN", "--x", "epoch"], ["plot", "RUN", "--metric", "ppl"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["eval", "RUN", "--split", "train"],
+        ["eval", "RUN", "--weights", "best"],
+        ["eval", "RUN", "--dynamic-method", "adam"],
+        ["eval", "RUN", "--device", "gpu"],
+        ["sample", "RUN", "--device", "gpu"],
+        ["sample", "RUN", "--weights", "best"],
+        ["train", "--device", "gpu"],
+        ["bench", "--config", "c.yaml", "--device", "gpu"],
+        ["runs", "--sort", "colour"],
+        ["plot", "RUN", "--x", "epoch"],
+        ["plot", "RUN", "--metric", "ppl"],
+    ],
+)
 def test_a_wrong_choice_is_a_usage_error(args):
     """Fixed-choice options are Typer choices: exit 2 with Typer's usage message, no traceback."""
     from typer.testing import CliRunner

@@ -31,7 +31,9 @@ def test_scientific_notation_is_a_float(tmp_path):
 
 
 def test_every_problem_is_reported_with_its_path(tmp_path):
-    problems = problems_of(tmp_path, """
+    problems = problems_of(
+        tmp_path,
+        """
 model:
   cell: lstmm
   hiden_size: 10
@@ -41,7 +43,9 @@ train:
   learning_rate: 3
   batch_size: abc
 foo: 1
-""", ["train.seq_len=0"])
+""",
+        ["train.seq_len=0"],
+    )
     text = "\n".join(problems)
     assert "model.cell" in text and "'lstmm'" in text
     assert "unknown key 'model.hiden_size' (did you mean 'model.hidden_size'?)" in text
@@ -55,7 +59,9 @@ foo: 1
 
 
 def test_cross_field_conflicts(tmp_path):
-    problems = problems_of(tmp_path, "model:\n  tie_weights: true\n  num_layers: 1\n  embedding_dim: 64\n  hidden_size: 128\n")
+    problems = problems_of(
+        tmp_path, "model:\n  tie_weights: true\n  num_layers: 1\n  embedding_dim: 64\n  hidden_size: 128\n"
+    )
     assert any("tie_weights with one layer needs embedding_dim == hidden_size" in p for p in problems)
     problems = problems_of(tmp_path, "data:\n  corpus: text\n")
     assert any("data.train" in p for p in problems)
@@ -68,12 +74,15 @@ def test_key_in_the_wrong_section_points_to_the_right_one(tmp_path):
     assert problems == ["unknown key 'train.hidden_size' (did you mean 'model.hidden_size'?)"]
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("model: [1, 2\n", "invalid YAML"),
-    ("model:\n  cell: lstm\n  cell: gru\n", "duplicate key 'cell'"),
-    ("model: !!python/object/apply:os.system ['echo pwned']\n", "invalid YAML"),
-    ("- a\n- b\n", "top level must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("model: [1, 2\n", "invalid YAML"),
+        ("model:\n  cell: lstm\n  cell: gru\n", "duplicate key 'cell'"),
+        ("model: !!python/object/apply:os.system ['echo pwned']\n", "invalid YAML"),
+        ("- a\n- b\n", "top level must be a mapping"),
+    ],
+)
 def test_malformed_yaml(tmp_path, text, fragment):
     problems = problems_of(tmp_path, text)
     assert fragment in problems[0]

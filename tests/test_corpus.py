@@ -40,8 +40,10 @@ def test_ptb_char_matches_the_published_derivation(ptb_root, ptb):
 def test_ptb_vocabulary(ptb):
     assert len(ptb.vocab) == 50
     assert "\n" in ptb.vocab.tokens and "_" in ptb.vocab.tokens and UNK not in ptb.vocab.tokens
-    assert ptb.vocab.decode(ptb.valid[:20].tolist()) == ptb_char_text(
-        " consumers may want to move their telephones a little closer to the tv set \n")[:20]
+    assert (
+        ptb.vocab.decode(ptb.valid[:20].tolist())
+        == ptb_char_text(" consumers may want to move their telephones a little closer to the tv set \n")[:20]
+    )
 
 
 def test_encoding_is_vectorised_and_exact():
@@ -108,5 +110,11 @@ def test_a_test_split_too_short_to_score_is_caught_before_training(tmp_path):
     for name, text in (("train", "abcdef" * 10), ("valid", "abc"), ("test", "a")):
         (tmp_path / f"{name}.txt").write_text(text, encoding="utf-8")
     with pytest.raises(DataError, match=r"the test split .* has 1 characters"):
-        load_text(DataConfig(corpus="text", train=str(tmp_path / "train.txt"), valid=str(tmp_path / "valid.txt"),
-                             test=str(tmp_path / "test.txt")))
+        load_text(
+            DataConfig(
+                corpus="text",
+                train=str(tmp_path / "train.txt"),
+                valid=str(tmp_path / "valid.txt"),
+                test=str(tmp_path / "test.txt"),
+            )
+        )

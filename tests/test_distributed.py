@@ -36,9 +36,18 @@ def launch(config, run_dir, ranks=2, *extra, env=None):
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     if "CHARLM_FAULT" not in (env or {}):
         full_env.pop("CHARLM_FAULT", None)
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"] if ranks > 1 else [sys.executable]
-    return subprocess.run([*launcher, "-m", "charlm", "train", "--config", str(config), "--out-dir", str(run_dir), *extra],
-                          capture_output=True, text=True, env=full_env, timeout=180)
+    launcher = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
+        if ranks > 1
+        else [sys.executable]
+    )
+    return subprocess.run(
+        [*launcher, "-m", "charlm", "train", "--config", str(config), "--out-dir", str(run_dir), *extra],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=180,
+    )
 
 
 def losses(run_dir):
@@ -74,7 +83,9 @@ def test_two_ranks_equal_one_process(single_and_double):
 
 def test_stop_one_rank_and_resume_continues_the_same_curve(single_and_double, tmp_path):
     root, config = single_and_double
-    stopped = launch(config, tmp_path / "run", 2, env={"CHARLM_FAULT": "train.step=10:sigterm", "CHARLM_FAULT_RANK": "1"})
+    stopped = launch(
+        config, tmp_path / "run", 2, env={"CHARLM_FAULT": "train.step=10:sigterm", "CHARLM_FAULT_RANK": "1"}
+    )
     assert stopped.returncode != 0
     assert load_checkpoint(tmp_path / "run" / "last.pt")["loop"]["step"] == 10  # both ranks stopped at 10
     resumed = launch(config, tmp_path / "run", 2, "--resume")
@@ -87,7 +98,9 @@ def test_stop_one_rank_and_resume_continues_the_same_curve(single_and_double, tm
 
 def test_a_killed_rank_ends_the_job_and_the_checkpoint_verifies(single_and_double, tmp_path):
     _, config = single_and_double
-    killed = launch(config, tmp_path / "run", 2, env={"CHARLM_FAULT": "train.step=12:sigkill", "CHARLM_FAULT_RANK": "1"})
+    killed = launch(
+        config, tmp_path / "run", 2, env={"CHARLM_FAULT": "train.step=12:sigkill", "CHARLM_FAULT_RANK": "1"}
+    )
     assert killed.returncode != 0
     assert load_checkpoint(tmp_path / "run" / "last.pt")["loop"]["step"] == 8
 
@@ -95,7 +108,9 @@ def test_a_killed_rank_ends_the_job_and_the_checkpoint_verifies(single_and_doubl
 def test_world_size_and_batch_split_are_checked(single_and_double, corpus, tmp_path):
     root, config = single_and_double
     other = launch(config, root / "two", 1, "--resume", "--set", "train.max_steps=30")
-    assert other.returncode == 1 and "resume it with the same number (torchrun --nproc_per_node 2), not 1" in other.stderr
+    assert (
+        other.returncode == 1 and "resume it with the same number (torchrun --nproc_per_node 2), not 1" in other.stderr
+    )
     _, files = corpus
     odd = write_config(tmp_path / "odd.yaml", tiny_text_config(files, **{**KEYS, "batch_size": 3}))
     uneven = launch(odd, tmp_path / "odd", 2)
@@ -106,8 +121,9 @@ def test_awd_options_under_torchrun(corpus, tmp_path):
     """The per-layer AWD model, variable windows, AR/TAR and an EMA: 2 ranks equal 1 process
     (averages included); with weight drop and locked dropout (masks per rank) the job runs."""
     _, files = corpus
-    cfg = tiny_text_config(files, **KEYS, variable_bptt=True, average="ema", activation_reg=1.0,
-                           temporal_activation_reg=1.0)
+    cfg = tiny_text_config(
+        files, **KEYS, variable_bptt=True, average="ema", activation_reg=1.0, temporal_activation_reg=1.0
+    )
     cfg["model"].update(num_layers=2, tie_weights=True)  # a narrow last layer: one module per layer
     config = write_config(tmp_path / "awd.yaml", cfg)
     one, two = launch(config, tmp_path / "one", ranks=1), launch(config, tmp_path / "two", ranks=2)

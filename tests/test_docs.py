@@ -32,8 +32,11 @@ def nav_pages(nav: list) -> list[str]:
 
 def schema_keys() -> list[tuple[str, str, object]]:
     """(section, key, FieldInfo) for every key of every section of the schema."""
-    return [(name, key, field) for name, section in Config.model_fields.items()
-            for key, field in section.annotation.model_fields.items()]
+    return [
+        (name, key, field)
+        for name, section in Config.model_fields.items()
+        for key, field in section.annotation.model_fields.items()
+    ]
 
 
 def test_readme_is_short():
@@ -57,12 +60,15 @@ def test_config_reference_names_every_key():
 
 
 def test_config_reference_rows_show_type_default_and_range():
-    rows = {line.split(" | ")[0].strip("| `"): line for line in load_hook().render_reference(Config).splitlines()
-            if line.startswith("| `")}
+    rows = {
+        line.split(" | ")[0].strip("| `"): line
+        for line in load_hook().render_reference(Config).splitlines()
+        if line.startswith("| `")
+    }
     assert "one of `lstm`, `gru`" in rows["model.cell"]
     assert "| number | `0.0` | `>= 0`, `< 1` |" in rows["model.dropout"]
     assert "`null`" in rows["train.time_budget"] and "string or null" in rows["train.time_budget"]
-    assert "`[\"console\", \"jsonl\"]`" in rows["train.loggers"]
+    assert '`["console", "jsonl"]`' in rows["train.loggers"]
 
 
 def test_configuration_page_keeps_its_marker():
@@ -74,9 +80,15 @@ def test_configuration_page_keeps_its_marker():
 def test_mkdocs_build_strict(tmp_path):
     pytest.importorskip("mkdocs")
     pytest.importorskip("material")
-    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")], check=False,
-                          cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
+        check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
     assert proc.returncode == 0, proc.stderr
     reference = (tmp_path / "site" / "configuration" / "index.html").read_text(encoding="utf-8")
     assert all(f"{name}.{key}" in reference for name, key, _ in schema_keys())

@@ -17,11 +17,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from charlm.data import fetch as download
 from charlm.cli import app
+from charlm.data import fetch as download
 from charlm.data.corpora.ptb import PTB_MD5, fetch_ptb, missing_ptb_files, ptb_dir
 from charlm.errors import DownloadError
-
 from tests.conftest import serving, tiny_text_config, write_config
 
 NAMES = sorted(PTB_MD5)
@@ -50,7 +49,7 @@ class MirrorHandler(BaseHTTPRequestHandler):
             return
         if mode == "corrupt":
             mid = len(body) // 2
-            body = body[:mid] + bytes([body[mid] ^ 0xFF]) + body[mid + 1:]
+            body = body[:mid] + bytes([body[mid] ^ 0xFF]) + body[mid + 1 :]
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
@@ -157,7 +156,7 @@ def test_wrong_bytes_are_refused(tmp_path, mirror):
     message = str(info.value)
     served = mirror.files["ptb.train.txt"]
     mid = len(served) // 2
-    actual = hashlib.md5(served[:mid] + bytes([served[mid] ^ 0xFF]) + served[mid + 1:]).hexdigest()
+    actual = hashlib.md5(served[:mid] + bytes([served[mid] ^ 0xFF]) + served[mid + 1 :]).hexdigest()
     assert "wrong md5" in message
     assert f"expected {PTB_MD5['ptb.train.txt']}" in message
     assert f"got {actual}" in message

@@ -118,7 +118,12 @@ def test_rms_steps_stay_bounded_for_weights_the_statistics_never_moved():
     stream = torch.tensor([6, 1, 2, 6, 3, 6] * 10)
     rows = []
     opts = DynamicOptions(lr=3e-4, seq_len=20, method="rms")
-    dynamic_evaluate(model, stream, opts, lambda s, loss: rows.append(model.embedding.weight[6].detach().clone()),
-                     train_stream=train_stream)
+    dynamic_evaluate(
+        model,
+        stream,
+        opts,
+        lambda s, loss: rows.append(model.embedding.weight[6].detach().clone()),
+        train_stream=train_stream,
+    )
     moved = (rows[-1] - row_before).abs().max()
     assert 0 < moved < 0.1

@@ -23,8 +23,8 @@ from typer.testing import CliRunner
 from charlm.cli import app
 from charlm.config import DataConfig
 from charlm.data.corpora import corpus_kind, load_corpus
-from charlm.data.zipped import split_points
 from charlm.data.fetch import split_checksum
+from charlm.data.zipped import split_points
 from charlm.errors import DataError, DownloadError
 from tests.conftest import serving, write_config
 from tests.test_download import Mirror
@@ -41,11 +41,11 @@ def enwik8_like(size: int = SIZE, seed: int = 0) -> bytes:
     while len(out) < size:
         out += rng.choice(words).encode() + b" "
         if rng.random() < 0.02:
-            out += bytes([rng.randrange(0x80, 0xc0)])  # a lone continuation byte: not UTF-8
+            out += bytes([rng.randrange(0x80, 0xC0)])  # a lone continuation byte: not UTF-8
     out = out[:size]
     valid_start, test_start = split_points(size)
     out[valid_start + 10] = 0x01
-    out[test_start + 10] = 0xfe
+    out[test_start + 10] = 0xFE
     return bytes(out)
 
 
@@ -84,8 +84,13 @@ def publish(monkeypatch, mirror: Mirror, name: str, member: bytes, archive: byte
     kind = corpus_kind(name)
     spec = kind.spec
     archive = make_zip({spec.member: member}) if archive is None else archive
-    spec = replace(spec, url=mirror.url, archive_checksum=checksum_like(spec.archive_checksum, archive),
-                   member_checksum=checksum_like(spec.member_checksum, member), member_size=len(member))
+    spec = replace(
+        spec,
+        url=mirror.url,
+        archive_checksum=checksum_like(spec.archive_checksum, archive),
+        member_checksum=checksum_like(spec.member_checksum, member),
+        member_size=len(member),
+    )
     monkeypatch.setattr(kind, "spec", spec)
     mirror.files[spec.archive] = archive
     return kind
@@ -195,14 +200,18 @@ def _bad_archives(member: bytes) -> dict[str, tuple[bytes, str]]:
         "truncated": (good[: len(good) // 2], "is not a usable zip archive"),
         "damaged data": (bytes(flipped), "is not a usable zip archive"),
         "lying header": (bytes(lying), "is not a usable zip archive"),
-        "missing member": (make_zip({"enwik9": member, "README": b"hi"}), "has no member 'enwik8' (it holds 'enwik9', 'README')"),
+        "missing member": (
+            make_zip({"enwik9": member, "README": b"hi"}),
+            "has no member 'enwik8' (it holds 'enwik9', 'README')",
+        ),
         "zip bomb": (make_zip({"enwik8": bytes(10 << 20)}), f"declares 10,485,760 bytes, expected {len(member):,}"),
         "other bytes": (make_zip({"enwik8": bytes(other)}), "has the wrong md5: expected "),
     }
 
 
-@pytest.mark.parametrize("case", ["not a zip", "truncated", "damaged data", "lying header", "missing member",
-                                  "zip bomb", "other bytes"])
+@pytest.mark.parametrize(
+    "case", ["not a zip", "truncated", "damaged data", "lying header", "missing member", "zip bomb", "other bytes"]
+)
 def test_a_bad_archive_is_refused_and_leaves_no_member(tmp_path, mirror, monkeypatch, case):
     member = enwik8_like()
     archive, says = _bad_archives(member)[case]
@@ -303,12 +312,25 @@ def test_enwik8_is_read_only_as_bytes():
 
 def test_train_eval_sample_on_a_generated_enwik8_from_a_mirror(tmp_path, mirror, monkeypatch):
     publish(monkeypatch, mirror, "enwik8", enwik8_like())
-    config = write_config(tmp_path / "e.yaml", {
-        "data": {"corpus": "enwik8", "root": str(tmp_path / "data"), "source": mirror.url},
-        "model": {"embedding_dim": 8, "hidden_size": 16, "num_layers": 1},
-        "train": {"batch_size": 4, "seq_len": 16, "max_steps": 6, "eval_every": 6, "log_every": 3,
-                  "eval_batch_size": 64, "test_batch_size": 64, "device": "cpu", "threads": 1, "warmup_steps": 0},
-    })
+    config = write_config(
+        tmp_path / "e.yaml",
+        {
+            "data": {"corpus": "enwik8", "root": str(tmp_path / "data"), "source": mirror.url},
+            "model": {"embedding_dim": 8, "hidden_size": 16, "num_layers": 1},
+            "train": {
+                "batch_size": 4,
+                "seq_len": 16,
+                "max_steps": 6,
+                "eval_every": 6,
+                "log_every": 3,
+                "eval_batch_size": 64,
+                "test_batch_size": 64,
+                "device": "cpu",
+                "threads": 1,
+                "warmup_steps": 0,
+            },
+        },
+    )
     run = tmp_path / "run"
 
     trained = CliRunner().invoke(app, ["train", "--config", str(config), "--out-dir", str(run)])

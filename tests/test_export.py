@@ -17,9 +17,13 @@ from charlm.inference.trained import load_trained
 from tests.conftest import charlm
 from tests.viz_pages import cell_overrides, train_tiny, write_viz_corpus
 
-CASES = {"lstm-tied": cell_overrides("lstm") + ["model.tie_weights=true", "model.embedding_dim=16"],
-         "gru": cell_overrides("gru"), "rnn": cell_overrides("rnn_tanh"), "mingru": cell_overrides("mingru"),
-         "bytes": ["data.unit=byte", "model.num_layers=1"]}
+CASES = {
+    "lstm-tied": cell_overrides("lstm") + ["model.tie_weights=true", "model.embedding_dim=16"],
+    "gru": cell_overrides("gru"),
+    "rnn": cell_overrides("rnn_tanh"),
+    "mingru": cell_overrides("mingru"),
+    "bytes": ["data.unit=byte", "model.num_layers=1"],
+}
 
 
 @pytest.fixture
@@ -45,8 +49,11 @@ def test_the_exported_folder_is_the_same_model(tmp_path, files, case):
 def test_eval_and_sample_take_the_folder_with_the_same_results(tmp_path, files):
     run_dir = train_tiny(tmp_path, files, "lstm", cell_overrides("lstm"))
     charlm("export", run_dir, "-o", tmp_path / "export", check=0)
-    for args in (["eval", "--json"], ["eval", "--split", "valid", "--json"],
-                 ["sample", "--greedy", "--length", "80", "--prompt", "He said"]):
+    for args in (
+        ["eval", "--json"],
+        ["eval", "--split", "valid", "--json"],
+        ["sample", "--greedy", "--length", "80", "--prompt", "He said"],
+    ):
         ran = [charlm(args[0], where, *args[1:], check=0).stdout for where in (run_dir, tmp_path / "export")]
         assert ran[0] == ran[1]
     card = (tmp_path / "export" / "README.md").read_text(encoding="utf-8")
@@ -56,8 +63,10 @@ def test_eval_and_sample_take_the_folder_with_the_same_results(tmp_path, files):
 def test_loading_imports_no_training_code(tmp_path, files):
     run_dir = train_tiny(tmp_path, files, "lstm", ["model.num_layers=1"])
     export_run(run_dir, "safetensors", tmp_path / "export")
-    code = ("import sys, charlm; m = charlm.load_exported(sys.argv[1]); "
-            "print(m.model.num_parameters(), sorted(n for n in sys.modules if n.startswith('charlm.training')))")
+    code = (
+        "import sys, charlm; m = charlm.load_exported(sys.argv[1]); "
+        "print(m.model.num_parameters(), sorted(n for n in sys.modules if n.startswith('charlm.training')))"
+    )
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "export")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split(" ", 1)[1].strip() == "[]"
@@ -65,14 +74,30 @@ def test_loading_imports_no_training_code(tmp_path, files):
 
 DAMAGE = {
     "truncated weights": ("model.safetensors", lambda b: b[: len(b) // 2], "not a readable safetensors file"),
-    "weights of another shape": ("config.json", lambda b: b.replace(b'"hidden_size": 16', b'"hidden_size": 17'), "is ("),
+    "weights of another shape": (
+        "config.json",
+        lambda b: b.replace(b'"hidden_size": 16', b'"hidden_size": 17'),
+        "is (",
+    ),
     "config not json": ("config.json", lambda b: b"{", "is not valid JSON"),
     "config a list": ("config.json", lambda b: b"[]", "holds a list"),
-    "config bad value": ("config.json", lambda b: b.replace(b'"num_layers": 2', b'"num_layers": -3'), "not a valid charlm config"),
-    "vocab duplicate": ("vocab.json", lambda b: json.dumps({"tokens": ["a", "a"], "unit": "char"}).encode(), "distinct"),
+    "config bad value": (
+        "config.json",
+        lambda b: b.replace(b'"num_layers": 2', b'"num_layers": -3'),
+        "not a valid charlm config",
+    ),
+    "vocab duplicate": (
+        "vocab.json",
+        lambda b: json.dumps({"tokens": ["a", "a"], "unit": "char"}).encode(),
+        "distinct",
+    ),
     "vocab huge": ("vocab.json", lambda b: b" " * (65 << 20), "far smaller"),
     "origin format": ("export.json", lambda b: b.replace(b'"format": 1', b'"format": 99'), "format 99"),
-    "origin step": ("export.json", lambda b: json.dumps({"format": 1, "step": -1, "weights": "trained"}).encode(), "step must be"),
+    "origin step": (
+        "export.json",
+        lambda b: json.dumps({"format": 1, "step": -1, "weights": "trained"}).encode(),
+        "step must be",
+    ),
     "weights missing": ("model.safetensors", None, "not found"),
 }
 

@@ -26,9 +26,17 @@ ort = pytest.importorskip("onnxruntime")
 # Every registered cell (a new one is covered without editing this list), plus the layouts that
 # change the state: AWD's layered model (tied, narrower last layer) and the reference cells.
 CASES = {name: cell_overrides(name) for name in all_cells()}
-CASES |= {"lstm-awd": ["model.cell=lstm", "model.num_layers=2", "model.tie_weights=true", "model.embedding_dim=12", "model.dropout_hidden=0.1"],
-          "lstm-reference": ["model.cell=lstm", "model.impl=reference"],
-          "gru-awd": ["model.cell=gru", "model.dropout_hidden=0.1", "model.num_layers=3"]}
+CASES |= {
+    "lstm-awd": [
+        "model.cell=lstm",
+        "model.num_layers=2",
+        "model.tie_weights=true",
+        "model.embedding_dim=12",
+        "model.dropout_hidden=0.1",
+    ],
+    "lstm-reference": ["model.cell=lstm", "model.impl=reference"],
+    "gru-awd": ["model.cell=gru", "model.dropout_hidden=0.1", "model.num_layers=3"],
+}
 TEXT = VIZ_TEXT[:1000]
 
 
@@ -44,6 +52,7 @@ def exported(tmp_path_factory):
             export_run(run_dir, "onnx", tmp / "onnx")
             made[case] = run_dir, tmp / "onnx"
         return made[case]
+
     return get
 
 
@@ -59,8 +68,10 @@ class Graph:
         return [np.zeros((layers, 1, units), np.float32) for _, (layers, _, units) in self.state]
 
     def run(self, ids, state):
-        out = self.session.run(None, {"ids": np.asarray(ids, np.int64).reshape(1, -1),
-                                      **{name: s for (name, _), s in zip(self.state, state)}})
+        out = self.session.run(
+            None,
+            {"ids": np.asarray(ids, np.int64).reshape(1, -1), **{name: s for (name, _), s in zip(self.state, state)}},
+        )
         return out[0][0], out[1:]  # (T, V), the new state
 
 
@@ -86,7 +97,7 @@ def test_onnx_runtime_computes_the_same_logits_with_the_state_carried(exported, 
     for window in (1, 7, 250):
         state, got = score.zeros(), []
         for start in range(0, len(ids), window):
-            logits, state = score.run(ids[start:start + window], state)
+            logits, state = score.run(ids[start : start + window], state)
             got.append(logits)
         assert np.abs(np.concatenate(got) - expected).max() <= 1e-4, window
 
@@ -111,14 +122,21 @@ def test_greedy_text_from_step_onnx_is_charlm_samples(exported, case):
 
 def test_the_folder_describes_itself(exported):
     run_dir, folder = exported("lstm-awd")
-    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "export.json", "onnx.json", "score.onnx",
-                                                        "step.onnx", "vocab.json"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "README.md",
+        "export.json",
+        "onnx.json",
+        "score.onnx",
+        "step.onnx",
+        "vocab.json",
+    ]
     signature = json.loads((folder / "onnx.json").read_text())
     assert [s["name"] for s in signature["inputs"]] == ["ids", "h1", "c1", "h2", "c2"]
     assert [s["name"] for s in signature["outputs"]] == ["logits", "h1_out", "c1_out", "h2_out", "c2_out"]
     # AWD's last layer is as wide as the tied embedding (12), the first one hidden_size (16)
     assert [(s["dtype"], s["shape"]) for s in signature["inputs"][1:]] == [("float32", [1, "batch", 16])] * 2 + [
-        ("float32", [1, "batch", 12])] * 2
+        ("float32", [1, "batch", 12])
+    ] * 2
     assert json.loads((folder / "export.json").read_text())["export"] == "onnx"
     assert "ONNX Runtime" in (folder / "README.md").read_text()
 
@@ -155,15 +173,19 @@ def test_another_formats_folder_is_not_overwritten(exported, tmp_path):
 
 def test_without_onnx_installed_the_error_names_the_extra(exported, tmp_path):
     run_dir, _ = exported("lstm")
-    code = ("import sys\n"
-            "class Block:\n"
-            "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name.split('.')[0] == 'onnx': raise ImportError('no onnx here')\n"
-            "sys.meta_path.insert(0, Block())\n"
-            "from charlm.cli import main\n"
-            "sys.argv = ['charlm', 'export', sys.argv[1], '--format', 'onnx', '-o', sys.argv[2]]\n"
-            "main()\n")
-    proc = subprocess.run([sys.executable, "-c", code, str(run_dir), str(tmp_path / "out")], capture_output=True, text=True)
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'onnx': raise ImportError('no onnx here')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from charlm.cli import main\n"
+        "sys.argv = ['charlm', 'export', sys.argv[1], '--format', 'onnx', '-o', sys.argv[2]]\n"
+        "main()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(run_dir), str(tmp_path / "out")], capture_output=True, text=True
+    )
     assert proc.returncode == 1 and 'pip install "charlm[onnx]"' in proc.stderr, proc.stderr
     assert not (tmp_path / "out").exists()  # a refused export leaves no folder behind
 
@@ -187,6 +209,7 @@ def test_a_model_the_exporter_refuses_leaves_nothing_and_keeps_an_earlier_export
 
     def unsupported(model):
         raise torch.onnx.errors.UnsupportedOperatorError("aten::mystery", 17, "")
+
     monkeypatch.setattr(onnx_graphs, "step_graph", unsupported)
     with pytest.raises(CharlmError, match=r"the gru \(fused\) model does not export to ONNX: .*--format safetensors"):
         export_run(run_dir, "onnx", tmp_path / "new")
@@ -207,6 +230,7 @@ def test_a_write_that_fails_half_way_leaves_no_folder(exported, tmp_path, monkey
         if len(calls) == 3:
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(path, data, *args)
+
     monkeypatch.setattr(files, "write_atomic", full_disk)
     with pytest.raises(CharlmError, match="could not write .*onnx.json: No space left on device"):
         export_run(run_dir, "onnx", tmp_path / "out")

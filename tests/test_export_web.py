@@ -17,7 +17,7 @@ from charlm.config import load_config
 from charlm.errors import CharlmError, CheckpointError
 from charlm.export import export_run
 from charlm.export.web.layers import FAMILIES, family_of
-from charlm.inference.sample import SamplingOptions
+from charlm.inference.sampling_steps import SamplingOptions
 from charlm.inference.trained import load_trained, sample_text
 from charlm.models.cells import all_cells
 from charlm.reporting.base import SilentReporter
@@ -29,12 +29,22 @@ from tests.viz_pages import cell_overrides, write_viz_corpus
 UTF8 = "caf\u00e9 na\u00efve \u2014 \u00fcber\n" * 20  # several bytes per character, for the byte model
 # Every cell the format claims (a new one is covered without editing this list), plus the layouts.
 CASES = {name: cell_overrides(name) for name in FAMILIES}
-CASES |= {"lstm-tied": ["model.cell=lstm", "model.num_layers=2", "model.tie_weights=true", "model.embedding_dim=16"],
-          "lstm-awd": ["model.cell=lstm", "model.num_layers=2", "model.tie_weights=true", "model.embedding_dim=12", "model.dropout_hidden=0.1"],
-          "gru-reference": ["model.cell=gru", "model.impl=reference"],
-          "bytes": ["data.unit=byte", "model.num_layers=1"]}
-SLOW = {"lstm-reference": ["model.cell=lstm", "model.impl=reference"],
-        "gru-awd": ["model.cell=gru", "model.dropout_hidden=0.1", "model.num_layers=3"]}
+CASES |= {
+    "lstm-tied": ["model.cell=lstm", "model.num_layers=2", "model.tie_weights=true", "model.embedding_dim=16"],
+    "lstm-awd": [
+        "model.cell=lstm",
+        "model.num_layers=2",
+        "model.tie_weights=true",
+        "model.embedding_dim=12",
+        "model.dropout_hidden=0.1",
+    ],
+    "gru-reference": ["model.cell=gru", "model.impl=reference"],
+    "bytes": ["data.unit=byte", "model.num_layers=1"],
+}
+SLOW = {
+    "lstm-reference": ["model.cell=lstm", "model.impl=reference"],
+    "gru-awd": ["model.cell=gru", "model.dropout_hidden=0.1", "model.num_layers=3"],
+}
 PROMPTS = {"rnn_tanh": "", "bytes": "caf"}  # an empty prompt starts from the end-of-line, as charlm sample does
 LENGTH = 200
 
@@ -111,9 +121,11 @@ def test_the_page_continues_what_the_cli_prints(site, tmp_path):
 
 def test_ptb_readable_spaces_are_typed_and_shown_as_charlm_does(ptb_root, tmp_path):
     find_chromium()
-    config = {"data": {"corpus": "ptb", "root": str(ptb_root)},
-              "model": {"cell": "gru", "embedding_dim": 8, "hidden_size": 16, "num_layers": 1},
-              "train": {**tiny_text_config({})["train"], "max_steps": 40, "eval_every": 40, "lr": 0.03}}
+    config = {
+        "data": {"corpus": "ptb", "root": str(ptb_root)},
+        "model": {"cell": "gru", "embedding_dim": 8, "hidden_size": 16, "num_layers": 1},
+        "train": {**tiny_text_config({})["train"], "max_steps": 40, "eval_every": 40, "lr": 0.03},
+    }
     train(load_config(write_config(tmp_path / "ptb.yaml", config)), tmp_path / "ptb", SilentReporter())
     export_run(tmp_path / "ptb", "web", tmp_path / "site" / "ptb")
     record = json.loads((tmp_path / "site" / "ptb" / "model.json").read_text())
@@ -134,14 +146,25 @@ def test_from_disk_it_runs_where_the_browser_allows_and_says_what_to_do_where_no
     assert body.attrs["data-done"] == "true" and dom.by_id("output").text == greedy(run_dir, "He said")
     dom, body = page(url, tmp_path)
     assert body.attrs["data-ready"] == "needs-files" and "hidden" not in dom.by_id("loader").attrs
-    assert "python -m http.server" in dom.by_id("loader-message").text and "Choose model.json and weights.bin" in dom.by_id("loader-message").text
+    assert (
+        "python -m http.server" in dom.by_id("loader-message").text
+        and "Choose model.json and weights.bin" in dom.by_id("loader-message").text
+    )
 
 
 DAMAGE = {
     "weights cut short": ("weights.bin", lambda b: b[:-4], "weights.bin is"),
     "weights too long": ("weights.bin", lambda b: b + b"\0" * 8, "the two files come from different exports"),
-    "a tensor outside the file": ("model.json", lambda b: b.replace(b'"offset": 0,', b'"offset": 999999999,', 1), "do not lie inside weights.bin"),
-    "a shape the model cannot use": ("model.json", lambda b: b.replace(b'"hidden": 16', b'"hidden": 17', 1), "the model needs"),
+    "a tensor outside the file": (
+        "model.json",
+        lambda b: b.replace(b'"offset": 0,', b'"offset": 999999999,', 1),
+        "do not lie inside weights.bin",
+    ),
+    "a shape the model cannot use": (
+        "model.json",
+        lambda b: b.replace(b'"hidden": 16', b'"hidden": 17', 1),
+        "the model needs",
+    ),
     "not json": ("model.json", lambda b: b[:10], "model.json is not valid JSON"),
 }
 
@@ -164,19 +187,34 @@ def test_seeded_sampling_repeats_and_bad_prompts_are_refused(site, tmp_path):
     get, base, _ = site
     find_chromium()
     get("lstm")
-    texts = [page(f"{base}/lstm/index.html" + query(prompt="He said", length=300, temperature=0.8, seed=seed), tmp_path)[0]
-             .by_id("output").text for seed in (42, 42, 43)]
+    texts = [
+        page(f"{base}/lstm/index.html" + query(prompt="He said", length=300, temperature=0.8, seed=seed), tmp_path)[0]
+        .by_id("output")
+        .text
+        for seed in (42, 42, 43)
+    ]
     assert texts[0] == texts[1] != texts[2] and len(texts[0]) == 300
     dom, body = page(f"{base}/lstm/index.html" + query(prompt="He said {~}", length=20, greedy=1), tmp_path)
-    assert "not in this model's vocabulary: \"{\", \"}\", \"~\"" in dom.by_id("error").text and body.attrs["data-done"] == "error"
+    assert (
+        'not in this model\'s vocabulary: "{", "}", "~"' in dom.by_id("error").text
+        and body.attrs["data-done"] == "error"
+    )
 
 
 def test_the_folder_describes_every_tensor_and_charlm_does_not_sample_it(site):
     get, _, folder = site
     get("lstm-awd")
     out = folder / "lstm-awd"
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "app.js", "export.json", "index.html", "model.json",
-                                                     "net.js", "style.css", "weights.bin"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md",
+        "app.js",
+        "export.json",
+        "index.html",
+        "model.json",
+        "net.js",
+        "style.css",
+        "weights.bin",
+    ]
     record = json.loads((out / "model.json").read_text())
     assert record["model"]["layout"] == "layered" and record["model"]["layer_sizes"] == [16, 12]
     assert record["tensors"]["decoder.weight"] == record["tensors"]["embedding"]  # tied: stored once

@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from charlm.errors import CheckpointError, ResourceError
-from charlm.runs.checkpoint.file import load_checkpoint, load_payload
 from charlm.runs.checkpoint.contents import FORMAT_VERSION, REQUIRED_KEYS
+from charlm.runs.checkpoint.file import load_checkpoint, load_payload
 from tests.conftest import charlm
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run-0.1"
@@ -50,15 +50,25 @@ def test_a_run_of_charlm_0_1_evaluates_as_it_did(old_run):
 
 def test_a_run_of_charlm_0_1_samples_as_it_did(old_run):
     for weights, key in (("auto", "sample_seed3_len60"), ("trained", "sample_seed3_len60_trained")):
-        proc = charlm("sample", old_run, "--seed", "3", "--length", "60", "--prompt", "the ",
-                      "--weights", weights, check=0)
+        proc = charlm(
+            "sample", old_run, "--seed", "3", "--length", "60", "--prompt", "the ", "--weights", weights, check=0
+        )
         assert proc.stdout == EXPECTED[key] + "\n"
 
 
 def test_a_run_of_charlm_0_1_resumes_and_writes_the_new_format(old_run):
     assert load_checkpoint(old_run / "last.pt")["format_version"] == 1
-    charlm("train", "--config", old_run / "config.yaml", "--out-dir", old_run, "--resume",
-           "--set", "train.max_steps=80", check=0)
+    charlm(
+        "train",
+        "--config",
+        old_run / "config.yaml",
+        "--out-dir",
+        old_run,
+        "--resume",
+        "--set",
+        "train.max_steps=80",
+        check=0,
+    )
     records = [json.loads(line) for line in (old_run / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in records if r["split"] == "train"]
     assert steps == list(range(5, 85, 5))  # 0.1's steps 5..60 kept, then 65..80 added
@@ -125,6 +135,7 @@ def test_each_required_field_missing_is_named(tmp_path, good_payload, key):
 def _set(key, value):
     def change(payload):
         payload[key] = value
+
     return change
 
 
@@ -134,15 +145,18 @@ def _set_loop(key, value):
             del payload["loop"][key]
         else:
             payload["loop"][key] = value
+
     return change
 
 
 def _set_tensor(key, name, change_tensor):
     """Change one tensor of payload[key] (the model's state dict) or of the hidden list."""
+
     def change(payload):
         tensors = dict(payload[key]) if isinstance(payload[key], dict) else list(payload[key])
         tensors[name] = change_tensor(tensors[name].clone())
         payload[key] = tensors
+
     return change
 
 
@@ -150,6 +164,7 @@ def _poke(value, index=0):
     def change_tensor(tensor):
         tensor.view(-1)[index] = value
         return tensor
+
     return change_tensor
 
 
@@ -159,11 +174,18 @@ BAD_FIELDS = {
     "vocab repeated": (_set("vocab", ["a", "b", "a"]), "vocab should be a list of distinct strings"),
     "model not a state dict": (_set("model", [torch.zeros(2)]), "model should be a state dict"),
     "model of lists": (_set("model", {"embedding.weight": [1.0, 2.0]}), "model['embedding.weight'] should be a tensor"),
-    "model weight nan": (_set_tensor("model", "rnn.weight_hh_l0", _poke(float("nan"), 7)),
-                         "model['rnn.weight_hh_l0'] should hold finite numbers, but 1 of its 1,024 values are NaN or infinite"),
-    "model bias inf": (_set_tensor("model", "decoder.bias", lambda t: t.fill_(float("-inf"))),
-                       "model['decoder.bias'] should hold finite numbers, but 32 of its 32 values are NaN or infinite"),
-    "model sparse": (_set_tensor("model", "decoder.weight", lambda t: t.to_sparse()), "model['decoder.weight'] should be a dense tensor"),
+    "model weight nan": (
+        _set_tensor("model", "rnn.weight_hh_l0", _poke(float("nan"), 7)),
+        "model['rnn.weight_hh_l0'] should hold finite numbers, but 1 of its 1,024 values are NaN or infinite",
+    ),
+    "model bias inf": (
+        _set_tensor("model", "decoder.bias", lambda t: t.fill_(float("-inf"))),
+        "model['decoder.bias'] should hold finite numbers, but 32 of its 32 values are NaN or infinite",
+    ),
+    "model sparse": (
+        _set_tensor("model", "decoder.weight", lambda t: t.to_sparse()),
+        "model['decoder.weight'] should be a dense tensor",
+    ),
     "hidden inf": (_set_tensor("hidden", 1, _poke(float("inf"))), "hidden[1] should hold finite numbers"),
     "optimizer not a dict": (_set("optimizer", 3), "optimizer should be an optimizer state dict"),
     "schedule keys": (_set("schedule", {"scale": 1.0}), "schedule should be a dict of scale, best_loss, bad_evals"),
@@ -177,12 +199,18 @@ BAD_FIELDS = {
     "world_size a bool": (_set("world_size", True), "world_size should be a positive int"),
     "hidden not a list": (_set("hidden", torch.zeros(1, 4, 16)), "hidden should be a list of tensors"),
     "hidden of numbers": (_set("hidden", [1.0, 2.0]), "hidden[0] should be a float tensor"),
-    "hidden of another batch": (_set("hidden", [torch.zeros(1, 3, 16)]), "hidden[0] should be a float tensor (layers, 4 = train.batch_size"),
+    "hidden of another batch": (
+        _set("hidden", [torch.zeros(1, 3, 16)]),
+        "hidden[0] should be a float tensor (layers, 4 = train.batch_size",
+    ),
     "rng without torch": (_set("rng", {"cuda": []}), "rng should be a dict with the uint8 tensor torch"),
     "rng of floats": (_set("rng", {"torch": torch.zeros(5056)}), "rng.torch should be a uint8 tensor of"),
     "rng_ranks short": (_set("rng_ranks", []), "rng_ranks should be a list of 1 rng dicts"),
     "config not a dict": (_set("config", "lstm"), "config should be a dict"),
-    "config absurd": (_set("config", {"model": {"hidden_size": -5}}), "config is not a valid charlm config (model.hidden_size"),
+    "config absurd": (
+        _set("config", {"model": {"hidden_size": -5}}),
+        "config is not a valid charlm config (model.hidden_size",
+    ),
     "format unknown": (_set("format_version", 99), "has checkpoint format int 99; this charlm"),
 }
 
@@ -206,10 +234,21 @@ def test_resume_skips_a_checkpoint_with_a_malformed_field(old_run):
     # The newest checkpoint claims 0 processes: resume warns and takes the next, step 40.
     raw = load_checkpoint(old_run / "step-00000060.pt")
     write_payload(old_run / "step-00000060.pt", {**raw, "world_size": 0})
-    proc = charlm("train", "--config", old_run / "config.yaml", "--out-dir", old_run, "--resume",
-                  "--set", "train.max_steps=45", check=0)
+    proc = charlm(
+        "train",
+        "--config",
+        old_run / "config.yaml",
+        "--out-dir",
+        old_run,
+        "--resume",
+        "--set",
+        "train.max_steps=45",
+        check=0,
+    )
     warnings = [line for line in proc.stderr.splitlines() if "warning: skipping" in line]
-    assert len(warnings) == 1 and "step-00000060.pt: the checkpoint's world_size should be a positive int" in warnings[0]
+    assert (
+        len(warnings) == 1 and "step-00000060.pt: the checkpoint's world_size should be a positive int" in warnings[0]
+    )
     assert load_payload(old_run / "last.pt").loop.step == 45
 
 
@@ -229,6 +268,7 @@ def test_non_finite_averaged_weights_are_refused_only_where_they_are_used(tmp_pa
         params = dict(payload["average"]["params"])
         params["decoder.weight"] = _poke(float("nan"))(params["decoder.weight"].clone())
         payload["average"]["params"] = params
+
     payload = load_payload(write_payload(tmp_path / "c.pt", damaged(good_payload, poison)))
     assert "average.params['decoder.weight'] should hold finite numbers" in payload.average_problem
     with pytest.raises(CheckpointError, match="its averaged weights are malformed; use --weights trained"):
@@ -242,13 +282,16 @@ def test_a_config_asking_for_an_absurd_model_is_refused_before_any_model_is_buil
 
     def huge(payload):
         payload["config"] = {**payload["config"], "model": {**payload["config"]["model"], "hidden_size": 1_000_000}}
+
     path = write_payload(tmp_path / "c.pt", damaged(good_payload, huge))
     payload = load_payload(path)  # a valid config; its size is judged where a model is built
     monkeypatch.setattr(payload_module, "CharRNN", lambda *a: pytest.fail("a model was built"))
     with pytest.raises(ResourceError) as info:
         payload.build_model("trained")
     message = str(info.value)
-    assert message.startswith(f"the model of {path} (1 x 1,000,000 lstm, as its config says) needs at least 14.6 TiB, but only ")
+    assert message.startswith(
+        f"the model of {path} (1 x 1,000,000 lstm, as its config says) needs at least 14.6 TiB, but only "
+    )
     assert "of memory is available on cpu; the checkpoint's config is damaged" in message and "\n" not in message
     # The CLI reads it the same way: one line, no traceback.
     proc = charlm("sample", path, "--length", "5", check=1)
@@ -258,19 +301,27 @@ def test_a_config_asking_for_an_absurd_model_is_refused_before_any_model_is_buil
 def test_weights_that_do_not_fit_the_stored_config_are_named(tmp_path, good_payload):
     def narrower(payload):  # fewer parameters than the weights hold: the shapes tell
         payload["config"] = {**payload["config"], "model": {**payload["config"]["model"], "hidden_size": 8}}
+
     payload = load_payload(write_payload(tmp_path / "c.pt", damaged(good_payload, narrower)))
     with pytest.raises(CheckpointError, match="weights do not fit the stored config: Error"):
         payload.build_model("trained")
 
 
-def test_a_config_of_more_parameters_than_the_weights_hold_is_refused_before_building(tmp_path, good_payload, monkeypatch):
+def test_a_config_of_more_parameters_than_the_weights_hold_is_refused_before_building(
+    tmp_path, good_payload, monkeypatch
+):
     from charlm.runs.checkpoint import contents as payload_module
 
     def deep(payload):  # 100,000 layers of 16 units fit in memory, but the weights hold one layer
         payload["config"] = {**payload["config"], "model": {**payload["config"]["model"], "num_layers": 100_000}}
+
     path = write_payload(tmp_path / "c.pt", damaged(good_payload, deep))
     monkeypatch.setattr(payload_module, "CharRNN", lambda *a: pytest.fail("a model was built"))
-    with pytest.raises(CheckpointError, match=re.escape(
+    with pytest.raises(
+        CheckpointError,
+        match=re.escape(
             f"{path}: weights do not fit the stored config: it describes a 100,000 x 16 lstm of 217,600,288 "
-            "parameters, the weights hold 2,464 values -- use another checkpoint")):
+            "parameters, the weights hold 2,464 values -- use another checkpoint"
+        ),
+    ):
         load_payload(path).build_model("trained")

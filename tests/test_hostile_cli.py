@@ -42,6 +42,7 @@ def invoke(*args) -> tuple[int, str]:
 
 # -- seeds, undecodable bytes, mirror URLs -------------------------------------------------------
 
+
 @pytest.mark.parametrize("seed", [2**64, SEED_MAX + 1, -1, -(2**70)])
 def test_a_seed_outside_0_to_2_63_is_a_usage_error(tiny_run, seed):
     code, output = invoke("sample", tiny_run, "--seed", seed, "--length", 5)
@@ -73,13 +74,16 @@ def test_a_prompt_file_of_invalid_utf8_is_one_error_line(tiny_run, tmp_path):
     assert code == 1 and "not valid UTF-8: byte offset 4 (0xff)" in output
 
 
-@pytest.mark.parametrize("source, expected", [
-    ("http://[::1", "is not a valid URL (Invalid IPv6 URL)"),
-    ("http://:99999/", "is not a valid URL (Port out of range 0-65535)"),
-    ("ftp://x", "uses the scheme 'ftp'; charlm fetches over http, https or file"),
-    ("http://exa mple.com/a b", "holds spaces, control characters or undecodable bytes"),
-    ("https://ex\u00e4mple.org/", "holds non-ASCII characters"),
-])
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("http://[::1", "is not a valid URL (Invalid IPv6 URL)"),
+        ("http://:99999/", "is not a valid URL (Port out of range 0-65535)"),
+        ("ftp://x", "uses the scheme 'ftp'; charlm fetches over http, https or file"),
+        ("http://exa mple.com/a b", "holds spaces, control characters or undecodable bytes"),
+        ("https://ex\u00e4mple.org/", "holds non-ASCII characters"),
+    ],
+)
 def test_a_malformed_mirror_url_is_refused_before_any_download(tmp_path, source, expected):
     from charlm.data.corpora.ptb import fetch_ptb
 
@@ -112,6 +116,7 @@ def test_dynamic_lr_must_be_finite(tiny_run):
 
 # -- the last line of defence -----------------------------------------------------------------
 
+
 def _break_load_config(monkeypatch, exc: BaseException):
     def broken(*_args, **_kwargs):
         raise exc
@@ -142,11 +147,19 @@ def test_charlm_debug_puts_the_traceback_on_the_terminal(monkeypatch, tmp_path):
     assert not list(tmp_path.glob("charlm-traceback-*.txt"))
 
 
-@pytest.mark.parametrize("exc, expected", [
-    (MemoryError(), "error: out of memory; use a smaller model"),
-    (RuntimeError("[enforce fail at alloc_cpu.cpp:83] DefaultCPUAllocator: can't allocate memory: you tried "
-                  "to allocate 4000000000000 bytes"), "error: out of memory ([enforce fail"),
-])
+@pytest.mark.parametrize(
+    "exc, expected",
+    [
+        (MemoryError(), "error: out of memory; use a smaller model"),
+        (
+            RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:83] DefaultCPUAllocator: can't allocate memory: you tried "
+                "to allocate 4000000000000 bytes"
+            ),
+            "error: out of memory ([enforce fail",
+        ),
+    ],
+)
 def test_running_out_of_memory_is_a_clear_error_not_a_bug(monkeypatch, exc, expected):
     _break_load_config(monkeypatch, exc)
     result = CliRunner().invoke(app, ["config", "c.yaml"])
@@ -162,23 +175,37 @@ def test_known_endings_keep_their_meaning(monkeypatch, exc, code):
 
 def test_known_classes_get_their_own_message_through_a_real_process(tiny_run, tmp_path):
     (tmp_path / "bad.yaml").write_text("train: {seed: -1}\n")
-    assert "train.seed: input should be greater than or equal to 0" in charlm("config", tmp_path / "bad.yaml", check=1).stderr
+    assert (
+        "train.seed: input should be greater than or equal to 0"
+        in charlm("config", tmp_path / "bad.yaml", check=1).stderr
+    )
     assert "checkpoint" in charlm("sample", tmp_path / "nowhere", check=1).stderr
     assert "Usage:" in charlm("sample", tiny_run, "--top-k", "x", check=2).stderr
 
 
 def test_a_closed_pipe_ends_quietly(tiny_run):
-    proc = subprocess.run(f"{sys.executable} -m charlm sample {tiny_run} --length 200000 | head -c 10",
-                          shell=True, capture_output=True, text=True, cwd=REPO, timeout=120)
+    proc = subprocess.run(
+        f"{sys.executable} -m charlm sample {tiny_run} --length 200000 | head -c 10",
+        shell=True,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert len(proc.stdout) == 10 and "Traceback" not in proc.stderr and "internal error" not in proc.stderr
 
 
 # -- property tests: generated option values -------------------------------------------------
 
 EDGES = [0, -1, 2**31, 2**32, 2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1, 10**30, -(10**30)]
-NUMBERS = st.one_of(st.floats(), st.integers(min_value=-(2**70), max_value=2**70),
-                    st.sampled_from(["nan", "inf", "-inf", "1e308", "1e999", "-0.0", "3.5e38", "1e-320", "x", ""]))
-INTS = st.one_of(st.sampled_from(EDGES), st.integers(min_value=-(2**70), max_value=2**70), st.sampled_from(["1.5", "x", ""]))
+NUMBERS = st.one_of(
+    st.floats(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.sampled_from(["nan", "inf", "-inf", "1e308", "1e999", "-0.0", "3.5e38", "1e-320", "x", ""]),
+)
+INTS = st.one_of(
+    st.sampled_from(EDGES), st.integers(min_value=-(2**70), max_value=2**70), st.sampled_from(["1.5", "x", ""])
+)
 SEEDS = st.sampled_from(EDGES) | INTS  # the edges of 64 bits, where torch.manual_seed overflows
 SOME = settings(max_examples=60, deadline=10_000, suppress_health_check=[HealthCheck.too_slow])
 
@@ -196,12 +223,24 @@ def options(**values) -> list:
     return [a for name, v in values.items() if v is not None for a in (f"--{name.replace('_', '-')}", v)]
 
 
-SAMPLE_USUAL = {"temperature": st.none() | st.floats(0.5, 2), "top_k": st.none() | st.integers(1, 5),
-                "top_p": st.none() | st.floats(0.1, 1), "seed": st.none() | st.integers(0, 2**63 - 1),
-                "length": st.integers(0, 30), "num_samples": st.integers(1, 3), "prompt": st.sampled_from(["the ", "a", ""])}
-SAMPLE_HOSTILE = {"temperature": NUMBERS, "top_k": INTS, "top_p": NUMBERS, "seed": SEEDS, "prompt": st.text(max_size=8),
-                  "length": st.integers(max_value=-1) | st.sampled_from(["-1", "1e3", "x"]),
-                  "num_samples": st.integers(max_value=0) | st.sampled_from(["1.5", "x"])}
+SAMPLE_USUAL = {
+    "temperature": st.none() | st.floats(0.5, 2),
+    "top_k": st.none() | st.integers(1, 5),
+    "top_p": st.none() | st.floats(0.1, 1),
+    "seed": st.none() | st.integers(0, 2**63 - 1),
+    "length": st.integers(0, 30),
+    "num_samples": st.integers(1, 3),
+    "prompt": st.sampled_from(["the ", "a", ""]),
+}
+SAMPLE_HOSTILE = {
+    "temperature": NUMBERS,
+    "top_k": INTS,
+    "top_p": NUMBERS,
+    "seed": SEEDS,
+    "prompt": st.text(max_size=8),
+    "length": st.integers(max_value=-1) | st.sampled_from(["-1", "1e3", "x"]),
+    "num_samples": st.integers(max_value=0) | st.sampled_from(["1.5", "x"]),
+}
 
 
 @SOME
@@ -211,11 +250,22 @@ def test_any_sample_options_end_cleanly(tiny_run, data, greedy):
     assert invoke(*args + (["--greedy"] if greedy else []))[0] in (0, 1, 2)
 
 
-EVAL_USUAL = {"batch_size": st.none() | st.integers(1, 8), "dynamic_lr": st.none() | st.floats(1e-4, 1),
-              "dynamic_decay": st.none() | st.floats(0, 0.5), "dynamic_seq_len": st.none() | st.integers(100, 400),
-              "dynamic_method": st.sampled_from(["rms", "sgd", None]), "split": st.sampled_from(["test", "valid", "train"])}
-EVAL_HOSTILE = {"batch_size": INTS, "dynamic_lr": NUMBERS, "dynamic_decay": NUMBERS, "dynamic_seq_len": INTS,
-                "dynamic_method": st.text(max_size=5), "split": st.text(max_size=5)}
+EVAL_USUAL = {
+    "batch_size": st.none() | st.integers(1, 8),
+    "dynamic_lr": st.none() | st.floats(1e-4, 1),
+    "dynamic_decay": st.none() | st.floats(0, 0.5),
+    "dynamic_seq_len": st.none() | st.integers(100, 400),
+    "dynamic_method": st.sampled_from(["rms", "sgd", None]),
+    "split": st.sampled_from(["test", "valid", "train"]),
+}
+EVAL_HOSTILE = {
+    "batch_size": INTS,
+    "dynamic_lr": NUMBERS,
+    "dynamic_decay": NUMBERS,
+    "dynamic_seq_len": INTS,
+    "dynamic_method": st.text(max_size=5),
+    "split": st.text(max_size=5),
+}
 
 
 @SOME

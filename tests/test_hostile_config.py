@@ -43,18 +43,22 @@ def billion_laughs(levels: int = 9, top: str = "train:\n  lr_drops: ") -> str:
 
 # -- class 3: integers and strings outside what the code can hold -----------------------------
 
-@pytest.mark.parametrize("key, value, expected", [
-    ("train.seed", 2**64, "less than or equal to 9223372036854775807"),  # torch.manual_seed overflows
-    ("train.seed", -1, "greater than or equal to 0"),  # torch would wrap it onto 2**64 - 1
-    ("train.threads", 2**40, "less than or equal to 4096"),  # a C int in torch.set_num_threads
-    ("train.lr", 1e300, "less than or equal to 1000000"),  # the float32 update overflowed
-    ("train.lr", float("inf"), "finite number"),
-    ("model.dropout", float("nan"), "finite number"),
-    ("train.dist_timeout", 1e30, "less than or equal to 10000000"),  # timedelta overflows
-    ("train.max_steps", 2**70, "does not fit in a 64-bit integer"),
-    ("train.lr_drops", [2**70], "does not fit in a 64-bit integer"),
-    ("model.hidden_size", -(2**70), "greater than 0"),
-])
+
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("train.seed", 2**64, "less than or equal to 9223372036854775807"),  # torch.manual_seed overflows
+        ("train.seed", -1, "greater than or equal to 0"),  # torch would wrap it onto 2**64 - 1
+        ("train.threads", 2**40, "less than or equal to 4096"),  # a C int in torch.set_num_threads
+        ("train.lr", 1e300, "less than or equal to 1000000"),  # the float32 update overflowed
+        ("train.lr", float("inf"), "finite number"),
+        ("model.dropout", float("nan"), "finite number"),
+        ("train.dist_timeout", 1e30, "less than or equal to 10000000"),  # timedelta overflows
+        ("train.max_steps", 2**70, "does not fit in a 64-bit integer"),
+        ("train.lr_drops", [2**70], "does not fit in a 64-bit integer"),
+        ("model.hidden_size", -(2**70), "greater than 0"),
+    ],
+)
 def test_values_the_code_cannot_hold_are_schema_errors(tmp_path, key, value, expected):
     section, name = key.split(".")
     text = yaml.safe_dump({section: {name: value}})
@@ -68,16 +72,19 @@ def test_the_largest_seed_loads(tmp_path):
     assert load_config(path).train.seed == SEED_MAX
 
 
-@pytest.mark.parametrize("source, expected", [
-    ("http://[::1", "not a valid URL (Invalid IPv6 URL)"),
-    ("http://:99999/", "Port out of range"),
-    ("ftp://x", "uses the scheme 'ftp'"),
-    ("http://exa mple.com/a b", "spaces"),
-    ("https://", "no host name"),
-    ("http://host:0/", "port 0"),
-    ("file://", "names no path"),
-    ("", "is empty"),
-])
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("http://[::1", "not a valid URL (Invalid IPv6 URL)"),
+        ("http://:99999/", "Port out of range"),
+        ("ftp://x", "uses the scheme 'ftp'"),
+        ("http://exa mple.com/a b", "spaces"),
+        ("https://", "no host name"),
+        ("http://host:0/", "port 0"),
+        ("file://", "names no path"),
+        ("", "is empty"),
+    ],
+)
 def test_a_malformed_mirror_url_is_a_schema_error(tmp_path, source, expected):
     found = problems(tmp_path, yaml.safe_dump({"data": {"source": source}}))
     assert len(found) == 1 and found[0].startswith("data.source: ") and expected in found[0], found
@@ -88,11 +95,14 @@ def test_a_nul_in_a_path_is_a_schema_error(tmp_path):
     assert found == ["data.path: 'corpus\\x00.txt' holds a NUL character, which no file name can hold"]
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("9" * 5000, "exceeds the limit"),  # Python's int-from-text digit limit
-    ("!!int abc", "a value yaml cannot build"),
-    ("&a [*a]", "inside its own anchor"),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("9" * 5000, "exceeds the limit"),  # Python's int-from-text digit limit
+        ("!!int abc", "a value yaml cannot build"),
+        ("&a [*a]", "inside its own anchor"),
+    ],
+)
 def test_a_set_value_that_cannot_be_built_is_named(tmp_path, value, expected):
     found = problems(tmp_path, "", [f"train.seed={value}"])
     assert len(found) == 1 and found[0].startswith("--set 'train.seed=") and expected in found[0].lower(), found
@@ -100,13 +110,16 @@ def test_a_set_value_that_cannot_be_built_is_named(tmp_path, value, expected):
 
 # -- class 4: YAML that expands, huge files, huge values --------------------------------------
 
+
 def test_billion_laughs_is_refused_at_once(tmp_path):
     for top in ("train:\n  lr_drops: ", "model: ", "unknown: "):
         start = time.perf_counter()
         found = problems(tmp_path, billion_laughs(top=top))
         assert time.perf_counter() - start < 1.0
-        assert found == [f"more than {MAX_YAML_VALUES:,} values by line 6, each alias counted as the values it "
-                         "repeats (a config has about 150); is it the right file?"]
+        assert found == [
+            f"more than {MAX_YAML_VALUES:,} values by line 6, each alias counted as the values it "
+            "repeats (a config has about 150); is it the right file?"
+        ]
 
 
 def test_billion_laughs_in_charlm_config_exits_1_quickly(tmp_path):
@@ -142,16 +155,21 @@ def test_a_file_over_the_cap_is_refused_with_its_size(tmp_path):
     text = "train: {max_steps: 100}\n" + "# padding\n" * (MAX_CONFIG_BYTES // 10 + 1)
     found = problems(tmp_path, text)
     size = len(text.encode())
-    assert found == [f"the file is {size:,} bytes; a config is a few KB and charlm reads at most "
-                     f"{MAX_CONFIG_BYTES:,} -- is it the right file?"]
+    assert found == [
+        f"the file is {size:,} bytes; a config is a few KB and charlm reads at most "
+        f"{MAX_CONFIG_BYTES:,} -- is it the right file?"
+    ]
 
 
-@pytest.mark.parametrize("text", [
-    "data: {corpus: " + "x" * 900_000 + "}\n",  # a value, quoted back
-    "train:\n  " + "k" * 900 + ": 1\n",  # an unknown key, named
-    "train: {tensorboard: " + "y" * 900_000 + "}\n",  # a value in our own validator's message
-    "".join(f"key{i}: 1\n" for i in range(5_000)),  # thousands of problems
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "data: {corpus: " + "x" * 900_000 + "}\n",  # a value, quoted back
+        "train:\n  " + "k" * 900 + ": 1\n",  # an unknown key, named
+        "train: {tensorboard: " + "y" * 900_000 + "}\n",  # a value in our own validator's message
+        "".join(f"key{i}: 1\n" for i in range(5_000)),  # thousands of problems
+    ],
+)
 def test_messages_stay_short_whatever_the_values(tmp_path, text):
     found = problems(tmp_path, text)  # asserts the whole message is under 2,000 characters
     assert all(len(p) < 250 for p in found[:50])
@@ -177,14 +195,71 @@ def test_a_bad_config_keeps_its_own_message_in_the_cli(tmp_path):
 
 # -- property tests: generated YAML documents ---------------------------------------------------
 
-KEYS = ["data", "model", "train", "corpus", "source", "split", "hidden_size", "seed", "lr", "lr_drops",
-        "loggers", "tensorboard", "betas", "threads", "<<", "ключ", "键", "🙂", "", "a b", "1", "null"]
+KEYS = [
+    "data",
+    "model",
+    "train",
+    "corpus",
+    "source",
+    "split",
+    "hidden_size",
+    "seed",
+    "lr",
+    "lr_drops",
+    "loggers",
+    "tensorboard",
+    "betas",
+    "threads",
+    "<<",
+    "ключ",
+    "键",
+    "🙂",
+    "",
+    "a b",
+    "1",
+    "null",
+]
 ODD_SCALARS = [
-    "~", "null", "true", "no", ".inf", "-.inf", ".nan", "0x1F", "0o17", "0b101", "1_000", "1e-3", "1e999",
-    "2001-12-14", "2001-12-14t21:59:43.10-05:00", "'quoted'", '"\\u00e9\\0"', "!!int abc", "!!float x",
-    "!!timestamp 2001-13-45", "!!binary aGVsbG8=", "!!binary '###'", "!!set {a, b}", "!!str 1",
-    "!!python/object:os.system x", "!!omap [a: 1]", "!!pairs [a: 1]", "?", "-", "*missing", "&", "!", "%",
-    "'unclosed", "[", "}", "@x", "`x", "|", ">",
+    "~",
+    "null",
+    "true",
+    "no",
+    ".inf",
+    "-.inf",
+    ".nan",
+    "0x1F",
+    "0o17",
+    "0b101",
+    "1_000",
+    "1e-3",
+    "1e999",
+    "2001-12-14",
+    "2001-12-14t21:59:43.10-05:00",
+    "'quoted'",
+    '"\\u00e9\\0"',
+    "!!int abc",
+    "!!float x",
+    "!!timestamp 2001-13-45",
+    "!!binary aGVsbG8=",
+    "!!binary '###'",
+    "!!set {a, b}",
+    "!!str 1",
+    "!!python/object:os.system x",
+    "!!omap [a: 1]",
+    "!!pairs [a: 1]",
+    "?",
+    "-",
+    "*missing",
+    "&",
+    "!",
+    "%",
+    "'unclosed",
+    "[",
+    "}",
+    "@x",
+    "`x",
+    "|",
+    ">",
 ]
 
 
@@ -194,8 +269,9 @@ def _scalars():
         st.sampled_from(["9" * 4400, "-" + "9" * 4400]),
         st.floats(allow_nan=True, allow_infinity=True).map(repr),
         st.sampled_from(ODD_SCALARS),
-        st.text(st.characters(blacklist_categories=("Cs",)), max_size=12).map(lambda s: yaml.safe_dump(s).strip()
-                                                                                .removesuffix("...").strip()),
+        st.text(st.characters(blacklist_categories=("Cs",)), max_size=12).map(
+            lambda s: yaml.safe_dump(s).strip().removesuffix("...").strip()
+        ),
     )
 
 
@@ -205,10 +281,15 @@ def _yaml_values():
     def collections(children):
         seq = st.lists(children, max_size=5).map(lambda xs: "[" + ", ".join(xs) + "]")
         mapping = st.lists(st.tuples(st.sampled_from(KEYS), children), max_size=5).map(
-            lambda kv: "{" + ", ".join(f"{yaml.safe_dump(k).strip().removesuffix('...').strip() or repr(k)}: {v}"
-                                       for k, v in kv) + "}")
+            lambda kv: (
+                "{"
+                + ", ".join(f"{yaml.safe_dump(k).strip().removesuffix('...').strip() or repr(k)}: {v}" for k, v in kv)
+                + "}"
+            )
+        )
         with_anchor = st.tuples(anchored, st.one_of(seq, mapping)).map(
-            lambda t: f"&{t[0][0]} {t[1]}" if t[0][1] else t[1])
+            lambda t: f"&{t[0][0]} {t[1]}" if t[0][1] else t[1]
+        )
         return st.one_of(with_anchor, st.sampled_from(["*a", "*b", "*c"]).map(lambda alias: f"[{alias}, {alias}]"))
 
     return st.recursive(_scalars(), collections, max_leaves=25)
@@ -216,8 +297,10 @@ def _yaml_values():
 
 def _documents():
     section_docs = st.dictionaries(st.sampled_from(KEYS), _yaml_values(), max_size=4).map(
-        lambda d: "".join(f"{yaml.safe_dump(k).strip().removesuffix('...').strip() or repr(k)}: {v}\n"
-                          for k, v in d.items()))
+        lambda d: "".join(
+            f"{yaml.safe_dump(k).strip().removesuffix('...').strip() or repr(k)}: {v}\n" for k, v in d.items()
+        )
+    )
     return st.one_of(section_docs, _yaml_values(), st.text(max_size=60))
 
 
@@ -243,13 +326,24 @@ def test_any_generated_document_is_a_config_or_a_config_error(tmp_path_factory, 
 
 
 @FAST
-@given(sections=st.dictionaries(
-    st.sampled_from(["data", "model", "train"]),
-    st.dictionaries(st.sampled_from(KEYS + list(Config.model_fields["train"].annotation.model_fields)),
-                    st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**80), max_value=2**80),
-                              st.floats(), st.text(max_size=20), st.lists(st.integers(), max_size=4)),
-                    max_size=6),
-    max_size=3))
+@given(
+    sections=st.dictionaries(
+        st.sampled_from(["data", "model", "train"]),
+        st.dictionaries(
+            st.sampled_from(KEYS + list(Config.model_fields["train"].annotation.model_fields)),
+            st.one_of(
+                st.none(),
+                st.booleans(),
+                st.integers(min_value=-(2**80), max_value=2**80),
+                st.floats(),
+                st.text(max_size=20),
+                st.lists(st.integers(), max_size=4),
+            ),
+            max_size=6,
+        ),
+        max_size=3,
+    )
+)
 def test_any_plain_mapping_is_a_config_or_a_config_error(tmp_path_factory, sections):
     path = tmp_path_factory.mktemp("map") / "c.yaml"
     path.write_text(yaml.safe_dump(sections), encoding="utf-8")
@@ -269,18 +363,22 @@ def test_charlm_config_exits_0_or_1_with_one_error_line(tmp_path_factory, doc, o
         assert result.output.startswith("error: "), result.output
 
 
-@pytest.mark.parametrize("text", [
-    billion_laughs(levels=12, top="model: "),
-    "a: &a [*a]\n",
-    "train: {seed: " + "9" * 5000 + "}\n",
-    "? [1]\n: 2\n",
-    "train: !!python/object/apply:os.system ['true']\n",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        billion_laughs(levels=12, top="model: "),
+        "a: &a [*a]\n",
+        "train: {seed: " + "9" * 5000 + "}\n",
+        "? [1]\n: 2\n",
+        "train: !!python/object/apply:os.system ['true']\n",
+    ],
+)
 def test_nasty_documents_through_a_real_process(tmp_path, text):
     path = tmp_path / "c.yaml"
     path.write_text(text)
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "charlm", "config", str(path)], capture_output=True, text=True,
-                          timeout=60, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "charlm", "config", str(path)], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
     assert proc.returncode == 1 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr
     assert len(proc.stderr) < 600 and time.perf_counter() - start < 30

@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import charlm, run, tiny_text_config, write_config
 
 from charlm.errors import DataError, TrainingError
 from charlm.runs.listing import describe_run, find_runs
 from charlm.runs.rundir import RunDir
-from conftest import charlm, run, tiny_text_config, write_config
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 as_nobody = pytest.mark.skipif(
@@ -58,6 +58,7 @@ def trained(tmp_path, text_files):
 
 # -- 5: empty inputs -----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("content, said", [(None, "is empty"), (b"", "is empty"), (b"t", "has 1 character")])
 def test_eval_of_an_empty_or_one_character_file_says_so(trained, tmp_path, content, said):
     path = Path("/dev/null") if content is None else tmp_path / "small.txt"
@@ -69,12 +70,15 @@ def test_eval_of_an_empty_or_one_character_file_says_so(trained, tmp_path, conte
 
 # -- 6 and 11: the lock first; unwritable run directories -----------------------------------------
 
+
 def test_a_run_directory_where_files_cannot_be_created_is_refused_at_the_lock(tmp_path, monkeypatch):
     def read_only(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr("charlm.runs.rundir.tempfile.mkstemp", read_only)
-    with pytest.raises(TrainingError, match=r"cannot use .* as the run directory: cannot create files in it \(Permission denied\)"):
+    with pytest.raises(
+        TrainingError, match=r"cannot use .* as the run directory: cannot create files in it \(Permission denied\)"
+    ):
         RunDir(tmp_path).lock()
 
 
@@ -96,9 +100,24 @@ def test_a_read_only_run_directory_is_refused_with_its_path_and_no_traceback(tra
     stray.write_bytes(b"a save in progress")
     open_to_all(public)
     trained.chmod(0o555)
-    proc = subprocess.run([*NOBODY, sys.executable, "-m", "charlm", "train", "--config", trained / "config.yaml",
-                           "--out-dir", trained, "--resume"], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [
+            *NOBODY,
+            sys.executable,
+            "-m",
+            "charlm",
+            "train",
+            "--config",
+            trained / "config.yaml",
+            "--out-dir",
+            trained,
+            "--resume",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert f"cannot use {trained} as the run directory" in proc.stderr and "Permission denied" in proc.stderr
     assert stray.exists()
@@ -109,8 +128,13 @@ def test_a_second_trainer_leaves_a_paused_trainers_save_alone(tmp_path, text_fil
     out = tmp_path / "r"
     # Save 1 publishes step-10, last and best (3 files); the 4th replace is step-20's.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CHARLM_FAULT": "checkpoint.before_replace#4:sigstop"}
-    first = subprocess.Popen([sys.executable, "-m", "charlm", "train", "--config", config, "--out-dir", out],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "charlm", "train", "--config", config, "--out-dir", out],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         deadline = time.monotonic() + 120
         while _state(first.pid) != "T":
@@ -134,6 +158,7 @@ def _state(pid: int) -> str:
 
 
 # -- 7: the PTB-char cache is verified --------------------------------------------------------------
+
 
 def test_a_flipped_byte_in_the_ptb_cache_is_caught_and_the_cache_rebuilt(ptb_root, tmp_path, caplog):
     from charlm.data.corpora.ptb import PTB_CACHE, load_ptb
@@ -168,8 +193,9 @@ DAMAGE = {
     "summary-garbage": lambda r: (r / "summary.json").write_bytes(b"\x00\xff{not json"),
     "summary-list": lambda r: (r / "summary.json").write_text("[1, 2]"),
     "summary-deep": lambda r: (r / "summary.json").write_text("[" * 100_000 + "]" * 100_000),
-    "summary-fields": lambda r: (r / "summary.json").write_text(json.dumps(
-        {"status": ["finished"], "test": "x", "parameters": "many", "step": 1e400, "best_valid_bpc": None})),
+    "summary-fields": lambda r: (r / "summary.json").write_text(
+        json.dumps({"status": ["finished"], "test": "x", "parameters": "many", "step": 1e400, "best_valid_bpc": None})
+    ),
     "summary-dir": lambda r: ((r / "summary.json").unlink(), (r / "summary.json").mkdir()),
     "config-binary": lambda r: (r / "config.yaml").write_bytes(os.urandom(3000)),
     "config-list": lambda r: (r / "config.yaml").write_text("- 1\n- 2\n"),
@@ -177,8 +203,16 @@ DAMAGE = {
     "metrics-garbage": lambda r: (r / "metrics.jsonl").open("ab").write(os.urandom(5000)),
     "metrics-huge-line": lambda r: (r / "metrics.jsonl").open("a").write("1" * 5_000_000 + "\n"),
     "metrics-deep": lambda r: (r / "metrics.jsonl").open("a").write("[" * 100_000 + "]" * 100_000 + "\n"),
-    "metrics-fields": lambda r: (r / "metrics.jsonl").open("a").write(
-        json.dumps({"split": "valid", "step": 3, "bpc": "low"}) + "\n" + json.dumps({"split": "test", "step": 4}) + "\n"),
+    "metrics-fields": lambda r: (
+        (r / "metrics.jsonl")
+        .open("a")
+        .write(
+            json.dumps({"split": "valid", "step": 3, "bpc": "low"})
+            + "\n"
+            + json.dumps({"split": "test", "step": 4})
+            + "\n"
+        )
+    ),
     "metrics-dir": lambda r: ((r / "metrics.jsonl").unlink(), (r / "metrics.jsonl").mkdir()),
 }
 
@@ -192,8 +226,16 @@ def test_runs_lists_the_good_runs_and_marks_each_damaged_one(trained, tmp_path):
     rows = {row.name: row for row in (describe_run(p, base) for p in find_runs([base]))}
     assert set(rows) == {"good", *DAMAGE}
     assert rows["good"].status == "finished" and rows["good"].best_valid_bpc is not None
-    for name in ("summary-garbage", "summary-list", "summary-deep", "summary-dir", "config-binary",
-                 "config-list", "config-dir", "metrics-dir"):
+    for name in (
+        "summary-garbage",
+        "summary-list",
+        "summary-deep",
+        "summary-dir",
+        "config-binary",
+        "config-list",
+        "config-dir",
+        "metrics-dir",
+    ):
         assert rows[name].status.startswith("unreadable ("), (name, rows[name].status)
     assert rows["summary-fields"].status == "unreadable (status)" and rows["summary-fields"].parameters is None
     for name in ("metrics-garbage", "metrics-huge-line", "metrics-deep", "metrics-fields"):
@@ -209,8 +251,13 @@ def test_runs_marks_a_run_it_may_not_read(trained, public):
     shutil.copytree(trained, base / "private")
     open_to_all(public)
     (base / "private").chmod(0o700)
-    proc = subprocess.run([*NOBODY, sys.executable, "-m", "charlm", "runs", base, "--json"], capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [*NOBODY, sys.executable, "-m", "charlm", "runs", base, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     statuses = {r["name"]: r["status"] for r in json.loads(proc.stdout)}
     assert statuses == {"good": "finished", "private": "unreadable (PermissionError)"}
@@ -218,19 +265,35 @@ def test_runs_marks_a_run_it_may_not_read(trained, public):
 
 # -- 10: every write atomic; a failed one is a clear error ---------------------------------------------
 
+
 def test_a_file_size_limit_during_resume_leaves_config_yaml_whole(trained):
     before = (trained / "config.yaml").read_bytes()
     assert len(before) > 1024  # larger than the limit below
-    cmd = (f"ulimit -f 1; exec {sys.executable} -m charlm train --config {trained / 'config.yaml'} "
-           f"--out-dir {trained} --resume --set train.max_steps=20")
-    proc = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cmd = (
+        f"ulimit -f 1; exec {sys.executable} -m charlm train --config {trained / 'config.yaml'} "
+        f"--out-dir {trained} --resume --set train.max_steps=20"
+    )
+    proc = subprocess.run(
+        ["bash", "-c", cmd], capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert f"could not write {trained / 'config.yaml'}: File too large; raise the file-size limit (ulimit -f)" in proc.stderr
+    assert (
+        f"could not write {trained / 'config.yaml'}: File too large; raise the file-size limit (ulimit -f)"
+        in proc.stderr
+    )
     assert (trained / "config.yaml").read_bytes() == before
     assert not list(trained.glob(".*.tmp"))
-    charlm("train", "--config", trained / "config.yaml", "--out-dir", trained, "--resume",
-           "--set", "train.max_steps=20", check=0)  # nothing was lost
+    charlm(
+        "train",
+        "--config",
+        trained / "config.yaml",
+        "--out-dir",
+        trained,
+        "--resume",
+        "--set",
+        "train.max_steps=20",
+        check=0,
+    )  # nothing was lost
 
 
 def test_published_files_keep_the_mode_a_plain_write_would_give(trained):
@@ -252,6 +315,7 @@ def test_a_plot_that_cannot_be_written_is_a_clear_error(trained, tmp_path):
 
 # -- 12 and 13: messages name the file; a run that travels --------------------------------------------
 
+
 def test_a_changed_text_corpus_is_named_not_none(trained, text_files):
     text_files["train"].write_text("only these letters\n" * 50, encoding="utf-8")
     proc = charlm("eval", trained, check=1)
@@ -269,8 +333,10 @@ def test_a_text_run_whose_files_moved_names_the_missing_file_and_takes_data_root
     assert "--text FILE" in proc.stderr
     found = charlm("eval", trained, "--data-root", moved, check=0)
     assert f"corpus 'text' read from {moved} (--data-root)" in found.stderr and "bpc" in found.stdout
-    assert f"lacks the run's corpus file {tmp_path / 'train.txt'}" in charlm(
-        "eval", trained, "--data-root", tmp_path, check=1).stderr
+    assert (
+        f"lacks the run's corpus file {tmp_path / 'train.txt'}"
+        in charlm("eval", trained, "--data-root", tmp_path, check=1).stderr
+    )
 
 
 def test_a_ptb_run_falls_back_to_charlm_data_and_never_fetches_silently_into_a_missing_root(
@@ -288,6 +354,9 @@ def test_a_ptb_run_falls_back_to_charlm_data_and_never_fetches_silently_into_a_m
     monkeypatch.chdir(tmp_path)
     data, note = locate_corpus(recorded)
     assert data.root == "data" and f"{recorded.root} does not exist on this machine; fetching" in note
-    assert locate_corpus(DataConfig(corpus="ptb", root=str(ptb_root))) == (DataConfig(corpus="ptb", root=str(ptb_root)), None)
+    assert locate_corpus(DataConfig(corpus="ptb", root=str(ptb_root))) == (
+        DataConfig(corpus="ptb", root=str(ptb_root)),
+        None,
+    )
     with pytest.raises(DataError, match="--data-root"):
         locate_corpus(DataConfig(corpus="text", train=str(tmp_path / "gone.txt"), valid=str(tmp_path / "v.txt")))

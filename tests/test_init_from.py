@@ -20,7 +20,13 @@ from charlm.reporting.base import SilentReporter
 from charlm.runs.checkpoint.file import load_checkpoint, save_checkpoint
 from charlm.training.init_from import load_init_source
 from charlm.training.trainer import Trainer, train
-from tests.conftest import charlm, tiny_text_config, train_losses, write_config, write_text_corpus
+from tests.conftest import (
+    charlm,
+    tiny_text_config,
+    train_losses,
+    write_config,
+    write_text_corpus,
+)
 from tests.test_shakespeare import shakespeare_root  # noqa: F401 (a fixture)
 
 # The second corpus: capitals, digits and "!?" the first lacks; no "j", "k", "q", "v", "x", "z".
@@ -112,8 +118,9 @@ def test_shared_rows_are_the_sources_and_new_rows_the_models_own(tmp_path, corpo
 
 def test_a_fine_tuned_run_is_a_fresh_run_that_records_its_origin(tmp_path, corpora, source):
     reporter = SilentReporter()
-    result = train(other_config(tmp_path, corpora, max_steps=10, eval_every=5), tmp_path / "tuned", reporter,
-                   init_from=source)
+    result = train(
+        other_config(tmp_path, corpora, max_steps=10, eval_every=5), tmp_path / "tuned", reporter, init_from=source
+    )
     assert result.status == "finished" and result.step == 10
     src = load_checkpoint(source / "best.pt")
     tuned = load_checkpoint(tmp_path / "tuned" / "last.pt")
@@ -123,8 +130,10 @@ def test_a_fine_tuned_run_is_a_fresh_run_that_records_its_origin(tmp_path, corpo
     origin = summary["init_from"]
     assert origin["checkpoint"] == str((source / "best.pt").resolve()) and origin["step"] == 40
     assert origin["weights"] == "trained" and origin["kept"] + origin["added"] == len(tuned["vocab"])
-    assert any(m.startswith(f"initialised from {source.resolve() / 'best.pt'} (step 40, trained weights)")
-               for m in reporter.messages)
+    assert any(
+        m.startswith(f"initialised from {source.resolve() / 'best.pt'} (step 40, trained weights)")
+        for m in reporter.messages
+    )
     assert "init_from" not in json.loads((source / "summary.json").read_text())  # a plain run records none
 
 
@@ -146,12 +155,19 @@ def test_another_model_shape_is_refused_naming_the_keys(tmp_path, corpora, sourc
     assert "set model.hidden_size: 16, model.num_layers: 1 in the new config" in message
     assert not (tmp_path / "tuned").exists()
     with pytest.raises(CheckpointError, match="model.impl is fused there and reference here"):
-        train(other_config(tmp_path, corpora, {"impl": "reference"}), tmp_path / "tuned", SilentReporter(), init_from=source)
+        train(
+            other_config(tmp_path, corpora, {"impl": "reference"}),
+            tmp_path / "tuned",
+            SilentReporter(),
+            init_from=source,
+        )
 
 
 def test_tokens_of_another_unit_are_refused(tmp_path, corpora, source):
     cfg = load_config(write_config(tmp_path / "b.yaml", tiny_text_config(corpora[1], threads=1)), ["data.unit=byte"])
-    with pytest.raises(CheckpointError, match=r"its tokens are chars \(corpus text\) and this run's are bytes.*set data.unit: char"):
+    with pytest.raises(
+        CheckpointError, match=r"its tokens are chars \(corpus text\) and this run's are bytes.*set data.unit: char"
+    ):
         train(cfg, tmp_path / "tuned", SilentReporter(), init_from=source)
     assert not (tmp_path / "tuned").exists()
 
@@ -193,15 +209,24 @@ def test_a_resumed_fine_tuned_run_continues_from_its_own_checkpoint(tmp_path, co
     assert (stopped.status, stopped.step) == ("stopped", 6)
     monkeypatch.delenv("CHARLM_FAULT")
     # --resume and --init-from name two different starting points: refused, nothing changed.
-    with pytest.raises(TrainingError, match="give one of them: to continue a run begun with --init-from, pass --resume without"):
-        train(other_config(tmp_path, corpora, **keys), tmp_path / "part", SilentReporter(), resume=True, init_from=source)
+    with pytest.raises(
+        TrainingError, match="give one of them: to continue a run begun with --init-from, pass --resume without"
+    ):
+        train(
+            other_config(tmp_path, corpora, **keys), tmp_path / "part", SilentReporter(), resume=True, init_from=source
+        )
     # train.resume: auto (a job script re-run as it was) continues; --init-from is not re-applied.
     reporter = SilentReporter()
     train(other_config(tmp_path, corpora, resume="auto", **keys), tmp_path / "part", reporter, init_from=source)
-    assert any(m.startswith("note: continuing from") and "applies only when a run begins" in m for m in reporter.messages)
+    assert any(
+        m.startswith("note: continuing from") and "applies only when a run begins" in m for m in reporter.messages
+    )
     assert not any(m.startswith("initialised from") for m in reporter.messages)
     assert train_losses(tmp_path / "full") == train_losses(tmp_path / "part")
-    a, b = load_checkpoint(tmp_path / "full" / "last.pt")["model"], load_checkpoint(tmp_path / "part" / "last.pt")["model"]
+    a, b = (
+        load_checkpoint(tmp_path / "full" / "last.pt")["model"],
+        load_checkpoint(tmp_path / "part" / "last.pt")["model"],
+    )
     assert all(torch.equal(a[k], b[k]) for k in a)
     summary = json.loads((tmp_path / "part" / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["init_from"]["step"] == 40  # kept across the resume
@@ -212,7 +237,9 @@ def test_cli_train_init_from(tmp_path, corpora, source):
     done = charlm("train", "--config", config, "--init-from", source, "--out-dir", tmp_path / "tuned", check=0)
     assert "tokens kept" in done.stderr and f"initialised from {source.resolve() / 'best.pt'}" in done.stderr
     assert (tmp_path / "tuned" / "best.pt").is_file()
-    missing = charlm("train", "--config", config, "--init-from", tmp_path / "nothing", "--out-dir", tmp_path / "x", check=1)
+    missing = charlm(
+        "train", "--config", config, "--init-from", tmp_path / "nothing", "--out-dir", tmp_path / "x", check=1
+    )
     assert f"--init-from: no such run directory or checkpoint file: {tmp_path / 'nothing'}" in missing.stderr
     assert not (tmp_path / "x").exists()
 
@@ -220,19 +247,34 @@ def test_cli_train_init_from(tmp_path, corpora, source):
 # -- the acceptance test: PTB -> tiny-shakespeare -------------------------------------
 
 MODEL = {"embedding_dim": 32, "hidden_size": 128, "num_layers": 1}
-TRAIN = {"batch_size": 32, "seq_len": 64, "lr": 3e-3, "warmup_steps": 0, "eval_batch_size": 256,
-         "test_batch_size": 256, "device": "cpu", "threads": 1, "seed": 1}
+TRAIN = {
+    "batch_size": 32,
+    "seq_len": 64,
+    "lr": 3e-3,
+    "warmup_steps": 0,
+    "eval_batch_size": 256,
+    "test_batch_size": 256,
+    "device": "cpu",
+    "threads": 1,
+    "seed": 1,
+}
 
 
 @pytest.mark.slow
 def test_ptb_weights_start_shakespeare_lower_than_scratch(tmp_path, ptb_root, shakespeare_root):  # noqa: F811
-    ptb = {"data": {"corpus": "ptb", "root": str(ptb_root)}, "model": MODEL,
-           "train": {**TRAIN, "max_steps": 800, "eval_every": 800, "log_every": 100}}
+    ptb = {
+        "data": {"corpus": "ptb", "root": str(ptb_root)},
+        "model": MODEL,
+        "train": {**TRAIN, "max_steps": 800, "eval_every": 800, "log_every": 100},
+    }
     ptb_run = tmp_path / "ptb"
     trained = SilentReporter()
     train(load_config(write_config(tmp_path / "ptb.yaml", ptb), []), ptb_run, trained)
-    shakespeare = {"data": {"corpus": "shakespeare", "root": str(shakespeare_root)}, "model": MODEL,
-                   "train": {**TRAIN, "max_steps": 10, "eval_every": 5, "log_every": 5}}
+    shakespeare = {
+        "data": {"corpus": "shakespeare", "root": str(shakespeare_root)},
+        "model": MODEL,
+        "train": {**TRAIN, "max_steps": 10, "eval_every": 5, "log_every": 5},
+    }
     cfg = load_config(write_config(tmp_path / "s.yaml", shakespeare), [])
     # Step 0: the whole valid split scored by the model each run starts with.
     start = {}
@@ -246,9 +288,11 @@ def test_ptb_weights_start_shakespeare_lower_than_scratch(tmp_path, ptb_root, sh
         reporter = SilentReporter()
         train(cfg, tmp_path / name, reporter, init_from=src)
         after[name] = [r.bpc for _, split, r in reporter.evaluations if split == "valid"]
-    print(f"PTB valid bpc after 800 steps: {trained.evaluations[0][2].bpc:.3f}; shakespeare valid bpc "
-          f"at steps 0/5/10: scratch {start['scratch']:.3f}/{after['scratch'][0]:.3f}/{after['scratch'][1]:.3f}, "
-          f"init-from {start['init']:.3f}/{after['init'][0]:.3f}/{after['init'][1]:.3f}")
+    print(
+        f"PTB valid bpc after 800 steps: {trained.evaluations[0][2].bpc:.3f}; shakespeare valid bpc "
+        f"at steps 0/5/10: scratch {start['scratch']:.3f}/{after['scratch'][0]:.3f}/{after['scratch'][1]:.3f}, "
+        f"init-from {start['init']:.3f}/{after['init'][0]:.3f}/{after['init'][1]:.3f}"
+    )
     assert start["init"] < start["scratch"] - 1.0
     assert all(i < s - 0.5 for i, s in zip(after["init"], after["scratch"]))
 
@@ -256,7 +300,9 @@ def test_ptb_weights_start_shakespeare_lower_than_scratch(tmp_path, ptb_root, sh
 def test_two_ranks_start_from_the_same_weights_as_one_process(tmp_path, corpora, source):
     from tests.test_distributed import assert_same_model, launch, losses
 
-    config = write_config(tmp_path / "b.yaml", tiny_text_config(corpora[1], max_steps=8, eval_every=4, log_every=2, threads=1))
+    config = write_config(
+        tmp_path / "b.yaml", tiny_text_config(corpora[1], max_steps=8, eval_every=4, log_every=2, threads=1)
+    )
     one = launch(config, tmp_path / "one", 1, "--init-from", source)
     two = launch(config, tmp_path / "two", 2, "--init-from", source)
     assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr

@@ -39,7 +39,9 @@ def top_level_imports(tree: ast.Module) -> list[str]:
     return [node.module for node in tree.body if isinstance(node, ast.ImportFrom) and node.module]
 
 
-@pytest.mark.parametrize("path, tree", list(modules()), ids=lambda v: str(v.relative_to(PACKAGE)) if isinstance(v, Path) else "")
+@pytest.mark.parametrize(
+    "path, tree", list(modules()), ids=lambda v: str(v.relative_to(PACKAGE)) if isinstance(v, Path) else ""
+)
 def test_data_flows_one_way_between_packages(path, tree):
     own = role("charlm." + ".".join(path.relative_to(PACKAGE).with_suffix("").parts))
     if path.name == "__main__.py":
@@ -54,7 +56,15 @@ def test_data_flows_one_way_between_packages(path, tree):
 
 def test_training_code_never_imports_a_console_library():
     for path, tree in modules():
-        if role("charlm." + ".".join(path.relative_to(PACKAGE).parts)) not in ("training", "data", "models", "runs", "inference", "viz", "export"):
+        if role("charlm." + ".".join(path.relative_to(PACKAGE).parts)) not in (
+            "training",
+            "data",
+            "models",
+            "runs",
+            "inference",
+            "viz",
+            "export",
+        ):
             continue
         names = [a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names]
         names += [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module]

@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from charlm.config import load_config
+from charlm.inference.sample import generate
+from charlm.inference.sampling_steps import SamplingOptions
 from charlm.inference.trained import TrainedModel, quantize_for_cpu
-from charlm.models.lstm_step import LSTMStepper
 from charlm.models.charrnn import CharRNN
-from charlm.inference.sample import SamplingOptions, generate
+from charlm.models.lstm_step import LSTMStepper
 
 STACKED = ["model.num_layers=3", "model.embedding_dim=6", "model.hidden_size=16"]
 LAYERED = [*STACKED, "model.tie_weights=true", "model.dropout_hidden=0.2", "model.weight_drop=0.5"]

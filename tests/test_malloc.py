@@ -12,9 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from charlm import malloc
+from charlm.bench.malloc_ab import MEASURES, VARIANTS
 from charlm.cli import app
 from charlm.malloc import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, MiB, reuse_freed_memory
-from charlm.bench.malloc_ab import MEASURES, VARIANTS
 from tests.conftest import tiny_text_config, write_config
 
 GLIBC = (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc") if hasattr(os, "confstr") else False
@@ -50,7 +50,9 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def churn(**env: str) -> dict:
-    proc = subprocess.run([sys.executable, "-c", CHURN], capture_output=True, text=True, env=clean_env(**env), timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHURN], capture_output=True, text=True, env=clean_env(**env), timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -76,8 +78,9 @@ def test_the_users_own_malloc_settings_win():
 
 
 def run_charlm(*args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "charlm", *args], capture_output=True, text=True,
-                          env=clean_env(**env), timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "charlm", *args], capture_output=True, text=True, env=clean_env(**env), timeout=120
+    )
 
 
 def test_a_bad_charlm_malloc_is_one_red_line():
@@ -85,14 +88,17 @@ def test_a_bad_charlm_malloc_is_one_red_line():
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [
         "error: CHARLM_MALLOC='sometimes' is not one of reuse, default; unset it (reuse freed memory, the default) "
-        "or set CHARLM_MALLOC=default"]
+        "or set CHARLM_MALLOC=default"
+    ]
     assert run_charlm("--version", CHARLM_MALLOC="DEFAULT").returncode == 0
 
 
 @needs_glibc
 def test_the_command_line_turns_it_on_before_the_command():
-    code = ("import sys; from charlm import malloc; from charlm.cli import main; sys.argv = ['charlm', '--version']\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass\nprint(malloc._done.describe())")
+    code = (
+        "import sys; from charlm import malloc; from charlm.cli import main; sys.argv = ['charlm', '--version']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\nprint(malloc._done.describe())"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=clean_env(), timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "reuse (mmap_threshold 1024 MiB, trim_threshold 1024 MiB)"
@@ -127,11 +133,14 @@ def test_the_settings_and_their_fallback(fresh):
     assert reuse_freed_memory({"CHARLM_MALLOC": "default"}) is done and len(fresh.calls) == 3
 
 
-@pytest.mark.parametrize("env, reason", [
-    ({"CHARLM_MALLOC": "default"}, "CHARLM_MALLOC=default"),
-    ({"MALLOC_TRIM_THRESHOLD_": "0"}, "MALLOC_TRIM_THRESHOLD_"),
-    ({"GLIBC_TUNABLES": "glibc.malloc.mmap_max=0"}, "GLIBC_TUNABLES"),
-])
+@pytest.mark.parametrize(
+    "env, reason",
+    [
+        ({"CHARLM_MALLOC": "default"}, "CHARLM_MALLOC=default"),
+        ({"MALLOC_TRIM_THRESHOLD_": "0"}, "MALLOC_TRIM_THRESHOLD_"),
+        ({"GLIBC_TUNABLES": "glibc.malloc.mmap_max=0"}, "GLIBC_TUNABLES"),
+    ],
+)
 def test_turned_off_calls_no_mallopt(fresh, env, reason):
     done = reuse_freed_memory(env)
     assert not done.active and reason in done.reason and fresh.calls == []
@@ -153,8 +162,9 @@ def test_no_mallopt_symbol_is_a_no_op(monkeypatch):
 @needs_glibc
 def test_bench_malloc_ab_reports_both_variants(tmp_path, text_files):
     config = write_config(tmp_path / "tiny.yaml", tiny_text_config(text_files, threads=1))
-    result = CliRunner().invoke(app, ["bench", "--config", str(config), "--malloc-ab", "--rounds", "1",
-                                      "--steps", "2", "--json"])
+    result = CliRunner().invoke(
+        app, ["bench", "--config", str(config), "--malloc-ab", "--rounds", "1", "--steps", "2", "--json"]
+    )
     assert result.exit_code == 0, result.output
     figures = json.loads(result.stdout)
     assert set(figures) == {"device", "rounds", "steps", *VARIANTS, "train_speedup", "sample_speedup"}
@@ -177,16 +187,32 @@ def test_bench_malloc_ab_table_and_refusals(tmp_path, text_files, monkeypatch):
     monkeypatch.delenv("MALLOC_TOP_PAD_")
     rounds = CliRunner().invoke(app, [*args, "--rounds", "0"])
     assert rounds.exit_code == 1 and "--rounds must be at least 1, got 0" in rounds.output
-    side = {"train_chars_per_s": 1000.0, "train_minor_faults": 1_500_000, "train_system_s": 3.5,
-            "sample_chars_per_s": 2000.0, "sample_minor_faults": 12, "sample_system_s": 0.0, "peak_memory_mb": 700.0}
-    canned = {"device": "cpu (2 threads)", "rounds": 3, "steps": 20, "train_speedup": 1.3, "sample_speedup": 1.0,
-              "default": side, "reuse": {**side, "train_chars_per_s": 1300.0, "train_minor_faults": 40,
-                                         "peak_memory_mb": 980.0}}
+    side = {
+        "train_chars_per_s": 1000.0,
+        "train_minor_faults": 1_500_000,
+        "train_system_s": 3.5,
+        "sample_chars_per_s": 2000.0,
+        "sample_minor_faults": 12,
+        "sample_system_s": 0.0,
+        "peak_memory_mb": 700.0,
+    }
+    canned = {
+        "device": "cpu (2 threads)",
+        "rounds": 3,
+        "steps": 20,
+        "train_speedup": 1.3,
+        "sample_speedup": 1.0,
+        "default": side,
+        "reuse": {**side, "train_chars_per_s": 1300.0, "train_minor_faults": 40, "peak_memory_mb": 980.0},
+    }
     monkeypatch.setattr("charlm.bench.malloc_ab.run_malloc_ab", lambda cfg, steps, rounds: canned)
     table = CliRunner().invoke(app, args)
     assert table.exit_code == 0, table.output
-    lines = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
-             for line in table.stdout.splitlines() if line.count("│") == 5}
+    lines = {
+        line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+        for line in table.stdout.splitlines()
+        if line.count("│") == 5
+    }
     assert lines["train, chars/s"] == ["1,000", "1,300", "1.300"]
     assert lines["train, minor page faults"] == ["1,500,000", "40", ""]
     assert lines["train, kernel seconds"] == ["3.50", "3.50", ""]

@@ -38,8 +38,27 @@ def leaf_paths(value: Any, prefix: tuple = (), depth: int = 4) -> list[tuple]:
 
 
 PATHS = sorted(leaf_paths(GOOD), key=len, reverse=True)  # Hypothesis draws early items more: the deep ones
-ODD = [None, 0, -1, 2**70, -(2**63), 1.5, float("nan"), float("inf"), "", "x" * 1000, [], {}, True,
-       torch.zeros(3), torch.zeros(2, 2, dtype=torch.uint8), torch.zeros(0), [1, "a"], {"a": 1}, {1: torch.zeros(1)}]
+ODD = [
+    None,
+    0,
+    -1,
+    2**70,
+    -(2**63),
+    1.5,
+    float("nan"),
+    float("inf"),
+    "",
+    "x" * 1000,
+    [],
+    {},
+    True,
+    torch.zeros(3),
+    torch.zeros(2, 2, dtype=torch.uint8),
+    torch.zeros(0),
+    [1, "a"],
+    {"a": 1},
+    {1: torch.zeros(1)},
+]
 
 
 def get(payload: Any, path: tuple) -> Any:
@@ -60,8 +79,11 @@ def mutations(draw) -> list[tuple]:
         kind = draw(st.sampled_from(["drop", "retype", "reshape", "nonfinite", "absurd"]))
         if kind in ("reshape", "nonfinite"):
             path = draw(st.sampled_from(TENSOR_PATHS))
-            arg = (draw(st.lists(st.integers(0, 70), min_size=0, max_size=3)) if kind == "reshape"
-                   else (draw(st.sampled_from([float("nan"), float("inf"), float("-inf")])), draw(st.integers(0, 10**6))))
+            arg = (
+                draw(st.lists(st.integers(0, 70), min_size=0, max_size=3))
+                if kind == "reshape"
+                else (draw(st.sampled_from([float("nan"), float("inf"), float("-inf")])), draw(st.integers(0, 10**6)))
+            )
         elif kind == "absurd":
             path = draw(st.sampled_from(SIZE_PATHS))
             arg = draw(st.sampled_from([0, -1, 10**6, 10**9, 10**12, 2**63, 10**30]))

@@ -35,7 +35,14 @@ from charlm.data.corpora.text import load_text
 from charlm.data.manifest import KEYS, MANIFEST, MAX_MANIFEST_BYTES
 from charlm.data.vocab import UNK, Vocabulary
 from charlm.errors import DataError
-from tests.conftest import REPO, SAMPLE_TEXT, charlm, stop_and_resume, train_losses, write_config
+from tests.conftest import (
+    REPO,
+    SAMPLE_TEXT,
+    charlm,
+    stop_and_resume,
+    train_losses,
+    write_config,
+)
 
 SPLIT = (0.8, 0.1, 0.1)
 # Multi-byte characters of every UTF-8 length; the last line has characters train never sees.
@@ -43,6 +50,7 @@ MIXED = "héllo wörld, 1€ or 2£ 😀 中文字 naïve café\n" * 12 + "Zebra
 
 
 # -- helpers ----------------------------------------------------------------------------------
+
 
 def cfg_for(path: Path, root: Path, split=SPLIT, unit: str = "char") -> DataConfig:
     return DataConfig(corpus="text", path=str(path), split=split, unit=unit, root=str(root))
@@ -65,8 +73,10 @@ def encode_parts(parts: dict, unit: str) -> dict:
         ids = {k: None if v is None else vocab.encode(v, k).tolist() for k, v in parts.items()}
     else:
         vocab = Vocabulary.from_codes(sorted(set(parts["train"])), True, "byte")
-        ids = {k: None if v is None else vocab.encode_units(torch.tensor(list(v), dtype=torch.int32), k).tolist()
-               for k, v in parts.items()}
+        ids = {
+            k: None if v is None else vocab.encode_units(torch.tensor(list(v), dtype=torch.int32), k).tolist()
+            for k, v in parts.items()
+        }
     return {"tokens": vocab.tokens, **ids}
 
 
@@ -127,6 +137,7 @@ def tiny_chunks(monkeypatch):
 
 # -- the prepared corpus equals the in-memory reference ---------------------------------------
 
+
 @pytest.mark.parametrize("unit", ["char", "byte"])
 def test_prepared_ids_equal_the_in_memory_reference(tmp_path, tiny_chunks, unit):
     src = tmp_path / "mixed.txt"
@@ -145,8 +156,9 @@ def test_three_files_equal_the_in_memory_reference(tmp_path, tiny_chunks):
     parts = {"train": MIXED[:300], "valid": MIXED[300:420] + "Ωmega", "test": "€€ 😀😀 new: ß\n"}
     for split, text in parts.items():
         (tmp_path / f"{split}.txt").write_text(text, encoding="utf-8")
-    cfg = DataConfig(corpus="text", root=str(tmp_path / "root"),
-                     **{split: str(tmp_path / f"{split}.txt") for split in parts})
+    cfg = DataConfig(
+        corpus="text", root=str(tmp_path / "root"), **{split: str(tmp_path / f"{split}.txt") for split in parts}
+    )
     assert_matches(load_text(cfg), encode_parts(parts, "char"))
     byte_cfg = cfg.model_copy(update={"unit": "byte"})
     assert_matches(load_text(byte_cfg), encode_parts({k: v.encode() for k, v in parts.items()}, "byte"))
@@ -157,8 +169,12 @@ TEXTS = st.text(alphabet=CHARACTERS, max_size=80)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(text=st.text(alphabet=CHARACTERS, min_size=40, max_size=400), train=st.integers(5, 90),
-       valid=st.integers(5, 90), chunk=st.integers(1, 9))
+@given(
+    text=st.text(alphabet=CHARACTERS, min_size=40, max_size=400),
+    train=st.integers(5, 90),
+    valid=st.integers(5, 90),
+    chunk=st.integers(1, 9),
+)
 def test_prepared_ids_equal_the_reference_for_any_text_and_split(monkeypatch, text, train, valid, chunk):
     """Splits of at least 5% of at least 40 characters: every split has 2 units or more."""
     valid = min(valid, 95 - train)
@@ -183,6 +199,7 @@ def test_prepared_ids_equal_the_reference_for_any_text_and_split(monkeypatch, te
 
 # -- narrow, memory-mapped streams ------------------------------------------------------------
 
+
 def distinct_text(count: int) -> str:
     """`count` distinct characters (beyond the BMP: 4 bytes each, no surrogates) twice over,
     so that train (80%) holds every one of them."""
@@ -190,12 +207,15 @@ def distinct_text(count: int) -> str:
     return chars + chars[::-1]
 
 
-@pytest.mark.parametrize("distinct, dtype", [
-    (255, torch.uint8),     # 255 + <unk> = 256 ids: one byte each
-    (256, torch.uint16),    # 257 ids
-    (65535, torch.uint16),  # 65,536 ids
-    (65536, torch.int32),   # 65,537 ids
-])
+@pytest.mark.parametrize(
+    "distinct, dtype",
+    [
+        (255, torch.uint8),  # 255 + <unk> = 256 ids: one byte each
+        (256, torch.uint16),  # 257 ids
+        (65535, torch.uint16),  # 65,536 ids
+        (65536, torch.int32),  # 65,537 ids
+    ],
+)
 def test_streams_are_the_narrowest_dtype_and_memory_mapped(tmp_path, distinct, dtype):
     src = tmp_path / "distinct.txt"
     src.write_text(distinct_text(distinct), encoding="utf-8")
@@ -216,6 +236,7 @@ def test_byte_streams_are_uint8_and_mapped(tmp_path):
 
 
 # -- reuse and staleness ----------------------------------------------------------------------
+
 
 def test_a_second_load_reuses_the_prepared_folder(tmp_path, monkeypatch):
     src = tmp_path / "mixed.txt"
@@ -269,33 +290,39 @@ def test_another_split_or_unit_is_its_own_preparation(tmp_path, monkeypatch):
 
 # -- damaged folders: every field, every token file -------------------------------------------
 
+
 def _set(key, value):
     def damage(m, folder):
         m[key] = value
+
     return damage
 
 
 def _set_in(key, sub, value):
     def damage(m, folder):
         m[key][sub] = value
+
     return damage
 
 
 def _drop(key):
     def damage(m, folder):
         del m[key]
+
     return damage
 
 
 def _raw(data: bytes):
     def damage(m, folder):
         return data
+
     return damage
 
 
 def _source(field, value):
     def damage(m, folder):
         m["sources"][0][field] = value
+
     return damage
 
 
@@ -315,6 +342,7 @@ def _tokens_file(how):
             data = bytearray(path.read_bytes())
             data[3] = 0xFF  # the vocabulary here has far fewer than 255 ids
             path.write_bytes(bytes(data))
+
     return damage
 
 
@@ -384,8 +412,12 @@ DAMAGE = [
     ("splits string", lambda m, f: m["splits"].__setitem__("train", str(m["splits"]["train"]))),
     ("splits train null", _set_in("splits", "train", None)),
     ("splits off by one", lambda m, f: m["splits"].__setitem__("train", m["splits"]["train"] - 1)),
-    ("splits swapped", lambda m, f: m.__setitem__("splits", {"train": m["splits"]["valid"],
-                                                               "valid": m["splits"]["train"], "test": m["splits"]["test"]})),
+    (
+        "splits swapped",
+        lambda m, f: m.__setitem__(
+            "splits", {"train": m["splits"]["valid"], "valid": m["splits"]["train"], "test": m["splits"]["test"]}
+        ),
+    ),
     ("splits missing test key", lambda m, f: m["splits"].pop("test")),
     ("splits extra key", _set_in("splits", "extra", 5)),
     ("splits a list", _set("splits", [1, 2, 3])),
@@ -414,16 +446,27 @@ DAMAGE = [
     ("sources path empty", _source("path", "")),
     pytest.param("sources path with NUL", _source("path", "/tmp/a\x00b")),
     ("sources two entries", lambda m, f: m["sources"].append(dict(m["sources"][0]))),
-    *[(f"valid.tokens {how}", _tokens_file(how))
-      for how in ("truncated", "extended", "deleted", "directory", "id beyond the vocabulary")],
+    *[
+        (f"valid.tokens {how}", _tokens_file(how))
+        for how in ("truncated", "extended", "deleted", "directory", "id beyond the vocabulary")
+    ],
     ("manifest a directory", lambda m, f: ((f / MANIFEST).unlink(), (f / MANIFEST).mkdir(), None)[-1]),
     pytest.param("train.tokens id flipped within range", _flip_in_range),
 ]
 
 # Values that are well-formed but describe another preparation: prepared again, with or without
 # a warning (open_prepared treats them as 'made differently', not damaged).
-SILENT_OK = {"unit the other one", "with_unk false", "vocab_splits other", "recipe other", "sources size wrong",
-             "sources mtime wrong", "sources path other file", "sources path empty", "sources two entries"}
+SILENT_OK = {
+    "unit the other one",
+    "with_unk false",
+    "vocab_splits other",
+    "recipe other",
+    "sources size wrong",
+    "sources mtime wrong",
+    "sources path other file",
+    "sources path empty",
+    "sources two entries",
+}
 
 
 @pytest.fixture
@@ -480,6 +523,7 @@ def test_a_byte_vocabulary_beyond_255_is_prepared_again(tmp_path, monkeypatch, c
 
 # -- invalid UTF-8 ----------------------------------------------------------------------------
 
+
 def _expected_utf8_message(path: Path, data: bytes) -> str:
     try:
         data.decode("utf-8")
@@ -519,9 +563,14 @@ def test_invalid_utf8_names_the_file_and_the_exact_byte(tmp_path, tiny_chunks, d
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(text=TEXTS, bad=st.sampled_from([b"\xff", b"\x80", b"\xc3", b"\xe2\x82", b"\xf0\x9f\x98", b"\xed\xa0\x80",
-                                        b"\xc0\x80", b"\xf8\x88\x80\x80\x80"]),
-       at=st.integers(0, 400), chunk=st.integers(1, 9))
+@given(
+    text=TEXTS,
+    bad=st.sampled_from(
+        [b"\xff", b"\x80", b"\xc3", b"\xe2\x82", b"\xf0\x9f\x98", b"\xed\xa0\x80", b"\xc0\x80", b"\xf8\x88\x80\x80\x80"]
+    ),
+    at=st.integers(0, 400),
+    chunk=st.integers(1, 9),
+)
 def test_the_invalid_byte_offset_is_exact_for_any_chunking(monkeypatch, text, bad, at, chunk):
     monkeypatch.setattr(units, "CHUNK_BYTES", chunk)
     good = text.encode()
@@ -543,8 +592,18 @@ def test_a_file_that_is_not_utf8_trains_evaluates_and_samples_as_bytes(tmp_path)
     config = {
         "data": {"corpus": "text", "path": str(bad), "split": [0.8, 0.1, 0.1]},
         "model": {"cell": "lstm", "embedding_dim": 8, "hidden_size": 16, "num_layers": 1},
-        "train": {"batch_size": 4, "seq_len": 16, "max_steps": 6, "lr": 1e-2, "eval_every": 3, "log_every": 3,
-                  "eval_batch_size": 4, "test_batch_size": 4, "device": "cpu", "seed": 7},
+        "train": {
+            "batch_size": 4,
+            "seq_len": 16,
+            "max_steps": 6,
+            "lr": 1e-2,
+            "eval_every": 3,
+            "log_every": 3,
+            "eval_batch_size": 4,
+            "test_batch_size": 4,
+            "device": "cpu",
+            "seed": 7,
+        },
     }
     with pytest.raises(DataError, match=rf"latin1\.txt is not valid UTF-8: byte offset {offset} \(0xef\)"):
         load_text(cfg_for(bad, tmp_path / "root"))
@@ -562,6 +621,7 @@ def test_a_file_that_is_not_utf8_trains_evaluates_and_samples_as_bytes(tmp_path)
 
 # -- messages for splits and files ------------------------------------------------------------
 
+
 def test_a_split_too_short_is_refused_with_its_size(tmp_path):
     src = tmp_path / "short.txt"
     src.write_text("abcdefghijklmnopqrst", encoding="utf-8")  # 20 characters: valid 5% is 1
@@ -571,8 +631,11 @@ def test_a_split_too_short_is_refused_with_its_size(tmp_path):
         load_text(cfg_for(src, tmp_path / "root", split=(0.05, 0.5, 0.45), unit="byte"))
     for split, text in (("train", "abcdef"), ("valid", "x"), ("test", "abc")):
         (tmp_path / f"{split}.txt").write_text(text, encoding="utf-8")
-    cfg = DataConfig(corpus="text", root=str(tmp_path / "root"),
-                     **{s: str(tmp_path / f"{s}.txt") for s in ("train", "valid", "test")})
+    cfg = DataConfig(
+        corpus="text",
+        root=str(tmp_path / "root"),
+        **{s: str(tmp_path / f"{s}.txt") for s in ("train", "valid", "test")},
+    )
     with pytest.raises(DataError, match=r"the valid split \(.*valid\.txt\) has 1 characters; it needs at least 2"):
         load_text(cfg)
     assert prepared_folders(tmp_path / "root") == [] and hidden_entries(tmp_path / "root") == []
@@ -587,8 +650,11 @@ def test_missing_files_and_directories_are_named(tmp_path):
         load_text(cfg_for(tmp_path / "adir", root))
     (tmp_path / "t.txt").write_text("abcdef" * 10, encoding="utf-8")
     with pytest.raises(DataError, match="corpus file not found: .*missing-valid.txt"):
-        load_text(DataConfig(corpus="text", train=str(tmp_path / "t.txt"), valid=str(tmp_path / "missing-valid.txt"),
-                             root=str(root)))
+        load_text(
+            DataConfig(
+                corpus="text", train=str(tmp_path / "t.txt"), valid=str(tmp_path / "missing-valid.txt"), root=str(root)
+            )
+        )
 
 
 def test_a_fifo_is_refused_without_hanging(tmp_path):
@@ -614,6 +680,7 @@ def test_a_fifo_is_refused_without_hanging(tmp_path):
 
 
 # -- where preparation writes -----------------------------------------------------------------
+
 
 def test_a_data_root_that_cannot_be_created_prepares_in_a_temporary_folder(tmp_path, monkeypatch, caplog):
     src = tmp_path / "mixed.txt"
@@ -669,7 +736,9 @@ print(json.dumps({"tokens": list(corpus.vocab.tokens), "dtype": str(corpus.train
 
 def generated_corpus(path: Path, megabytes: float) -> str:
     """A varied multi-byte text of about this size, written in pieces."""
-    lines = [f"line {i}: the quick brown føx — {i * 7919 % 1000} € jumps 😀 over 中文 dog {i % 97}\n" for i in range(2000)]
+    lines = [
+        f"line {i}: the quick brown føx — {i * 7919 % 1000} € jumps 😀 over 中文 dog {i % 97}\n" for i in range(2000)
+    ]
     block = "".join(lines)
     repeats = max(1, int(megabytes * 1e6 / len(block.encode())))
     with open(path, "w", encoding="utf-8") as f:
@@ -679,8 +748,14 @@ def generated_corpus(path: Path, megabytes: float) -> str:
 
 def _loader(src: Path, root: Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-c", LOADER, str(src), str(root)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", LOADER, str(src), str(root)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_two_processes_preparing_the_same_corpus_at_once_agree(tmp_path):
@@ -689,7 +764,7 @@ def test_two_processes_preparing_the_same_corpus_at_once_agree(tmp_path):
     root = tmp_path / "root"
     procs = [_loader(src, root) for _ in range(2)]
     outputs = [p.communicate(timeout=240) for p in procs]
-    for proc, (out, err) in zip(procs, outputs):
+    for proc, (_out, err) in zip(procs, outputs):
         assert proc.returncode == 0, err
     results = [json.loads(out) for out, _ in outputs]
     assert results[0] == results[1] and results[0]["dtype"] == "torch.uint8"
@@ -744,11 +819,14 @@ def test_a_load_survives_another_process_publishing_the_same_corpus(tmp_path, mo
     assert len(prepared_folders(Path(cfg.root))) == 1 and hidden_entries(Path(cfg.root)) == []
 
 
-@pytest.mark.parametrize("when", [
-    "train tokens being written",
-    pytest.param("staging appears", marks=pytest.mark.slow),
-    pytest.param("after 0.8 s", marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    "when",
+    [
+        "train tokens being written",
+        pytest.param("staging appears", marks=pytest.mark.slow),
+        pytest.param("after 0.8 s", marks=pytest.mark.slow),
+    ],
+)
 def test_a_preparation_killed_midway_leaves_no_half_made_folder(tmp_path, monkeypatch, when):
     src = tmp_path / "big.txt"
     block = generated_corpus(src, 30)
@@ -783,16 +861,22 @@ def test_a_preparation_killed_midway_leaves_no_half_made_folder(tmp_path, monkey
     n = len(block) * (src.stat().st_size // len(block.encode()))
     assert (len(corpus.train), len(corpus.valid)) == (int(n * 0.9), int(n * 0.05))
     assert corpus.vocab.decode(corpus.train[: len(block)].tolist()) == block
-    assert corpus.vocab.decode(corpus.test[-len(block) // 10:].tolist()) == block[-len(block) // 10:]
+    assert corpus.vocab.decode(corpus.test[-len(block) // 10 :].tolist()) == block[-len(block) // 10 :]
 
 
 # -- more staleness cases ---------------------------------------------------------------------
 
+
 def test_the_same_file_as_valid_and_test_is_prepared_once(tmp_path, monkeypatch):
     (tmp_path / "train.txt").write_text(MIXED, encoding="utf-8")
     (tmp_path / "heldout.txt").write_text(MIXED[:200], encoding="utf-8")
-    cfg = DataConfig(corpus="text", train=str(tmp_path / "train.txt"), valid=str(tmp_path / "heldout.txt"),
-                     test=str(tmp_path / "heldout.txt"), root=str(tmp_path / "root"))
+    cfg = DataConfig(
+        corpus="text",
+        train=str(tmp_path / "train.txt"),
+        valid=str(tmp_path / "heldout.txt"),
+        test=str(tmp_path / "heldout.txt"),
+        root=str(tmp_path / "root"),
+    )
     first = load_text(cfg)
     assert first.valid.tolist() == first.test.tolist()
     spy = BuildSpy(monkeypatch)
@@ -834,6 +918,7 @@ def test_use_cache_false_prepares_a_text_corpus_again(tmp_path, monkeypatch):
 
 # -- training on a prepared corpus ------------------------------------------------------------
 
+
 def test_training_on_a_prepared_corpus_is_reproducible_and_resumes_exactly(tmp_path, text_files, monkeypatch):
     spy = BuildSpy(monkeypatch)
     overrides = ["data.unit=byte", f"data.root={tmp_path / 'root'}"]
@@ -852,7 +937,6 @@ def test_load_corpus_goes_through_the_registry_to_the_prepared_folder(tmp_path):
     corpus = load_corpus(cfg_for(src, tmp_path / "root"))
     assert_matches(corpus, reference(src.read_bytes()))
     assert (mapped_file(corpus.valid) or "").startswith(str(tmp_path / "root" / "prepared" / "text-char-"))
-
 
 
 def test_a_source_whose_name_is_not_utf8_prepares_and_reopens(tmp_path, monkeypatch):

@@ -6,14 +6,22 @@ import torch
 
 from charlm.config import load_config
 from charlm.data.vocab import Vocabulary
-from charlm.inference.sample import SamplingOptions
+from charlm.inference.sampling_steps import SamplingOptions
 from charlm.inference.trained import TrainedModel, encode_prompt, sample_text
 from charlm.models.charrnn import CharRNN
 
 
 def trained_on(tokens: str, unit: str = "char") -> TrainedModel:
-    cfg = load_config(None, ["data.corpus=shakespeare", f"data.unit={unit}", "model.hidden_size=8",
-                             "model.embedding_dim=4", "model.num_layers=1"])
+    cfg = load_config(
+        None,
+        [
+            "data.corpus=shakespeare",
+            f"data.unit={unit}",
+            "model.hidden_size=8",
+            "model.embedding_dim=4",
+            "model.num_layers=1",
+        ],
+    )
     vocab = Vocabulary(tuple(tokens), unit)
     torch.manual_seed(0)
     return TrainedModel(Path("run"), 0, cfg, vocab, CharRNN(len(vocab), cfg.model))

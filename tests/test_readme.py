@@ -63,7 +63,11 @@ def shown_lines() -> list[tuple[str, str]]:
     found = []
     for page in pages():
         for block in re.findall(r"```bash\n(.*?)```", page.read_text(encoding="utf-8"), flags=re.DOTALL):
-            found += [(page.name, line.strip()) for line in block.splitlines() if line.strip() and not line.strip().startswith("#")]
+            found += [
+                (page.name, line.strip())
+                for line in block.splitlines()
+                if line.strip() and not line.strip().startswith("#")
+            ]
     return found
 
 
@@ -89,7 +93,12 @@ def write_stand_in_configs(folder: Path) -> None:
     configs = folder / "configs"
     # The CPU recipe (and the GPU-sized one torchrun shows) becomes the tiny smoke config, cut to
     # a few steps.
-    tiny = (REPO / "configs" / "tiny.yaml").read_text().replace("max_steps: 40", "max_steps: 10").replace("eval_every: 20", "eval_every: 10")
+    tiny = (
+        (REPO / "configs" / "tiny.yaml")
+        .read_text()
+        .replace("max_steps: 40", "max_steps: 10")
+        .replace("eval_every: 20", "eval_every: 10")
+    )
     for name in ("ptb_cpu.yaml", "tiny.yaml", "ptb_lstm.yaml"):
         (configs / name).write_text(tiny)
     # The tiny-shakespeare recipes become the same tiny model on tiny-shakespeare (so that
@@ -111,13 +120,19 @@ def test_shown_commands_run(tmp_path, shared_ptb, ptb_root):
     shutil.copytree(REPO / "scripts", tmp_path / "scripts")
     (tmp_path / "notes.txt").write_text("the market fell N points\nshares rose\n", encoding="utf-8")
     (tmp_path / "prompt.txt").write_text("the company\n", encoding="utf-8")
-    env = {**os.environ, "CHARLM_DATA": str(ptb_root), "OMP_NUM_THREADS": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "CHARLM_DATA": str(ptb_root),
+        "OMP_NUM_THREADS": "1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
     for command in shown_commands():
         line = command
         for shown, run in SUBSTITUTIONS:
             line = line.replace(shown, run.format(ptb=shared_ptb, shakespeare=SHAKESPEARE))
-        proc = subprocess.run(["bash", "-c", line], check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            ["bash", "-c", line], check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
         assert "Traceback" not in proc.stderr, (command, proc.stderr)
         if command == "charlm data fetch ptb":
             # Needs the internet unless the files are already present; offline it must say how

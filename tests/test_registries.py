@@ -66,8 +66,12 @@ def test_bench_bare_twin_runs_the_models_own_recurrent_layers(name):
 
     kind = cell_kind(name)
     impl = "fused" if kind.has_fast_form else "reference"
-    cfg = Config.model_validate({"model": {"cell": name, "impl": impl, "embedding_dim": 4, "hidden_size": 6, "num_layers": 2},
-                                 "train": {"batch_size": 2, "seq_len": 3}})
+    cfg = Config.model_validate(
+        {
+            "model": {"cell": name, "impl": impl, "embedding_dim": 4, "hidden_size": 6, "num_layers": 2},
+            "train": {"batch_size": 2, "seq_len": 3},
+        }
+    )
     bare = BareStep(cfg, 7, torch.device("cpu"))
     model = CharRNN(7, cfg.model)
     assert type(bare.rnn) is type(model.rnn)
@@ -85,7 +89,9 @@ def test_the_schema_names_exactly_the_registered_corpora():
 
 
 def test_an_unknown_corpus_name_is_a_clear_error():
-    with pytest.raises(DataError, match=f"unknown corpus 'wikitext'; charlm knows: {', '.join(sorted(all_corpora()))}$"):
+    with pytest.raises(
+        DataError, match=f"unknown corpus 'wikitext'; charlm knows: {', '.join(sorted(all_corpora()))}$"
+    ):
         corpus_kind("wikitext")
 
 

@@ -7,7 +7,12 @@ from torch import nn
 
 from charlm.config import load_config
 from charlm.models.charrnn import CharRNN
-from charlm.models.regularize import LockedDropout, activation_penalty, embed_with_dropout, run_with_weight_drop
+from charlm.models.regularize import (
+    LockedDropout,
+    activation_penalty,
+    embed_with_dropout,
+    run_with_weight_drop,
+)
 
 
 def test_locked_dropout_shares_one_mask_across_time_and_not_across_sequences():
@@ -78,9 +83,17 @@ def test_activation_penalty_is_ar_plus_tar():
     torch.testing.assert_close(activation_penalty(raw, dropped, 2.0, 3.0), ar + tar)
 
 
-AWD = ["model.num_layers=3", "model.embedding_dim=6", "model.hidden_size=16", "model.tie_weights=true",
-       "model.dropout_input=0.1", "model.dropout_hidden=0.25", "model.dropout_output=0.1",
-       "model.dropout_embedding=0.1", "model.weight_drop=0.5"]
+AWD = [
+    "model.num_layers=3",
+    "model.embedding_dim=6",
+    "model.hidden_size=16",
+    "model.tie_weights=true",
+    "model.dropout_input=0.1",
+    "model.dropout_hidden=0.25",
+    "model.dropout_output=0.1",
+    "model.dropout_embedding=0.1",
+    "model.weight_drop=0.5",
+]
 
 
 def test_awd_model_has_plain_parameters_and_a_narrow_tied_last_layer():
@@ -105,12 +118,15 @@ def test_awd_model_at_the_published_size_has_13_8_million_parameters():
     assert round(CharRNN(50, cfg).num_parameters() / 1e6, 1) == 13.8
 
 
-@pytest.mark.parametrize("overrides, fragment", [
-    (["model.dropout=0.2", "model.dropout_hidden=0.2"], "use one kind"),
-    (["model.impl=reference", "model.weight_drop=0.5"], "needs model.impl: fused"),
-    (["model.num_layers=1", "model.tie_weights=true", "model.embedding_dim=8"], "add a layer"),
-    (["train.lr_drops=[300, 200]"], "increasing"),
-])
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        (["model.dropout=0.2", "model.dropout_hidden=0.2"], "use one kind"),
+        (["model.impl=reference", "model.weight_drop=0.5"], "needs model.impl: fused"),
+        (["model.num_layers=1", "model.tie_weights=true", "model.embedding_dim=8"], "add a layer"),
+        (["train.lr_drops=[300, 200]"], "increasing"),
+    ],
+)
 def test_conflicting_regulariser_settings_are_refused(overrides, fragment):
     from charlm.errors import ConfigError
 
@@ -120,7 +136,11 @@ def test_conflicting_regulariser_settings_are_refused(overrides, fragment):
 
 def test_plain_dropout_still_applies_between_layers_of_a_layered_model():
     """A narrow tied last layer needs one module per layer; plain dropout keeps its meaning."""
-    model = CharRNN(11, load_config(None, ["model.num_layers=2", "model.tie_weights=true",
-                                           "model.embedding_dim=8", "model.dropout=0.3"]).model)
+    model = CharRNN(
+        11,
+        load_config(
+            None, ["model.num_layers=2", "model.tie_weights=true", "model.embedding_dim=8", "model.dropout=0.3"]
+        ).model,
+    )
     assert model.layered and isinstance(model.hidden_dropout, nn.Dropout)
     assert model.hidden_dropout.p == 0.3

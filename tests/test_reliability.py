@@ -28,8 +28,13 @@ def train_process(config, run_dir, *extra, fault=None, env=None):
     env.pop("CHARLM_FAULT", None)
     if fault:
         env["CHARLM_FAULT"] = fault
-    return subprocess.run([sys.executable, "-m", "charlm", "train", "--config", str(config), "--out-dir", str(run_dir), *extra],
-                          capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "charlm", "train", "--config", str(config), "--out-dir", str(run_dir), *extra],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
 def outcome(run_dir):
@@ -60,7 +65,9 @@ def assert_same_as_reference(run_dir, reference):
 # of a point fall inside the second save, at step 20 (the 6th too when step 20 is a new best,
 # as it is for this run).
 KILL_POINTS = [
-    ("checkpoint.before_replace", 4), ("checkpoint.after_replace", 5), ("checkpoint.after_widen", 5),
+    ("checkpoint.before_replace", 4),
+    ("checkpoint.after_replace", 5),
+    ("checkpoint.after_widen", 5),
     pytest.param("checkpoint.after_widen", 4, marks=pytest.mark.slow),
     pytest.param("checkpoint.after_widen", 6, marks=pytest.mark.slow),
     pytest.param("checkpoint.before_replace", 5, marks=pytest.mark.slow),
@@ -131,9 +138,16 @@ def test_sigint_mid_epoch_exits_130_and_resumes_exactly(tmp_path, reference):
 
 
 def test_two_signals_50ms_apart_leave_one_good_checkpoint(tmp_path, text_files):
-    config = write_config(tmp_path / "c.yaml", tiny_text_config(text_files, max_steps=100_000, eval_every=50, threads=1))
-    proc = subprocess.Popen([sys.executable, "-m", "charlm", "train", "--config", str(config), "--out-dir", str(tmp_path / "run")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    config = write_config(
+        tmp_path / "c.yaml", tiny_text_config(text_files, max_steps=100_000, eval_every=50, threads=1)
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "charlm", "train", "--config", str(config), "--out-dir", str(tmp_path / "run")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     deadline = time.monotonic() + 60
     while not (tmp_path / "run" / "last.pt.sha256").exists():  # a save has happened: mid-training
         assert proc.poll() is None and time.monotonic() < deadline
@@ -159,7 +173,9 @@ def test_resume_auto_starts_fresh_then_continues(tmp_path, text_files):
 
 
 def test_keep_last_prunes_step_checkpoints_only_after_publishing(tmp_path, text_files):
-    config = write_config(tmp_path / "c.yaml", tiny_text_config(text_files, max_steps=40, eval_every=5, keep_last=3, threads=1))
+    config = write_config(
+        tmp_path / "c.yaml", tiny_text_config(text_files, max_steps=40, eval_every=5, keep_last=3, threads=1)
+    )
     assert train_process(config, tmp_path / "run").returncode == 0
     assert [step for step, _ in RunDir(tmp_path / "run").step_checkpoints()] == [40, 35, 30]
     for _, path in RunDir(tmp_path / "run").step_checkpoints():

@@ -61,17 +61,20 @@ def test_the_metrics_parser_skips_a_torn_last_line_and_foreign_lines(tmp_path):
         f.write(b'{"split": "train", "step": 7, "loss": \xff\xfe}\n')  # bytes that are not UTF-8
         f.write(b'{"split": "train", "step": 10, "lo')  # a kill mid-write
     assert run.metrics.records() == [
-        {"split": "train", "step": 5, "loss": 2.0}, {"split": "valid", "step": 5, "bpc": 2.5},
+        {"split": "train", "step": 5, "loss": 2.0},
+        {"split": "valid", "step": 5, "bpc": 2.5},
     ]
 
 
 def test_truncation_drops_later_steps_and_test_scores_and_keeps_lines_as_written(tmp_path):
     run = RunDir(tmp_path)
-    lines = ['{"split": "train", "step": 5, "loss": 0.1000000000000000055511151231257827}',
-             '{"split": "valid", "step": 10, "bpc": 2.0}',
-             '{"split": "test", "step": 10, "bpc": 2.1}',
-             '{"split": "train", "step": 15, "loss": 1.5}',
-             '{"split": "train", "step": 20, "lo']
+    lines = [
+        '{"split": "train", "step": 5, "loss": 0.1000000000000000055511151231257827}',
+        '{"split": "valid", "step": 10, "bpc": 2.0}',
+        '{"split": "test", "step": 10, "bpc": 2.1}',
+        '{"split": "train", "step": 15, "loss": 1.5}',
+        '{"split": "train", "step": 20, "lo',
+    ]
     run.metrics.path.write_text("\n".join(lines))
     run.metrics.truncate_after(10)
     assert run.metrics.path.read_text() == lines[0] + "\n" + lines[1] + "\n"

@@ -31,8 +31,11 @@ def runs_dir(tmp_path, finished_run):
     base = tmp_path / "runs"
     shutil.copytree(finished_run, base / "a-finished")
     summary = json.loads((finished_run / "summary.json").read_text())
-    for name, status, pid in (("b-running", "running", os.getpid()), ("c-crashed", "running", 2**22 + 12345),
-                              ("d-failed", "failed", os.getpid())):
+    for name, status, pid in (
+        ("b-running", "running", os.getpid()),
+        ("c-crashed", "running", 2**22 + 12345),
+        ("d-failed", "failed", os.getpid()),
+    ):
         shutil.copytree(finished_run, base / name)
         (base / name / "summary.json").write_text(json.dumps({**summary, "status": status, "pid": pid}))
     (base / "e-half").mkdir()
@@ -55,8 +58,12 @@ def test_runs_lists_every_kind_of_directory(runs_dir, finished_run):
     assert result.exit_code == 0, result.output
     rows = {r["name"]: r for r in json.loads(result.stdout)}
     assert {n: r["status"] for n, r in rows.items()} == {
-        "a-finished": "finished", "b-running": "running", "c-crashed": "crashed", "d-failed": "failed",
-        "e-half": "incomplete", "f-damaged": "unreadable (JSONDecodeError)",
+        "a-finished": "finished",
+        "b-running": "running",
+        "c-crashed": "crashed",
+        "d-failed": "failed",
+        "e-half": "incomplete",
+        "f-damaged": "unreadable (JSONDecodeError)",
     }
     done = rows["a-finished"]
     summary = json.loads((finished_run / "summary.json").read_text())
@@ -126,10 +133,17 @@ def run_script(name: str, steps: int, out, text_files, tmp_path):
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
-    config = write_config(tmp_path / "c.yaml", tiny_text_config(text_files, threads=1, eval_batch_size=2, test_batch_size=2))
+    config = write_config(
+        tmp_path / "c.yaml", tiny_text_config(text_files, threads=1, eval_batch_size=2, test_batch_size=2)
+    )
     env = {**os.environ, "CONFIG": str(config), "CHARLM": f"{sys.executable} -m charlm", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(["bash", str(repo / "scripts" / name), str(steps), str(out)],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        ["bash", str(repo / "scripts" / name), str(steps), str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     return proc
 
@@ -149,6 +163,11 @@ def test_compare_cells_script_makes_a_table_and_a_plot(tmp_path, text_files):
 def test_compare_impls_script_runs_all_five(tmp_path, text_files):
     run_script("compare_impls.sh", 3, tmp_path / "impls", text_files, tmp_path)
     rows = list(csv.DictReader(io.StringIO((tmp_path / "impls" / "impls.csv").read_text())))
-    assert sorted(r["name"] for r in rows) == ["gru-fused", "gru-reference", "lstm-fused", "lstm-reference",
-                                              "mogrifier_lstm-reference"]
+    assert sorted(r["name"] for r in rows) == [
+        "gru-fused",
+        "gru-reference",
+        "lstm-fused",
+        "lstm-reference",
+        "mogrifier_lstm-reference",
+    ]
     assert {r["status"] for r in rows} == {"finished"}

@@ -6,12 +6,14 @@ benchmarks/sample_cuda_graph.py."""
 from __future__ import annotations
 
 import logging
+
 import pytest
 import torch
 
 from charlm.config import ModelConfig
 from charlm.inference import graphed_steps
-from charlm.inference.sample import SamplingOptions, draw, generate
+from charlm.inference.sample import generate
+from charlm.inference.sampling_steps import SamplingOptions, draw
 from charlm.models.charrnn import CharRNN
 from tests.conftest import charlm, run
 
@@ -38,14 +40,19 @@ def model(cell: str = "gru") -> CharRNN:
     return CharRNN(20, ModelConfig(cell=cell, embedding_dim=8, hidden_size=16, num_layers=2))
 
 
-OPTIONS = [SamplingOptions(length=120, num_samples=2, seed=3, top_k=5),
-           SamplingOptions(length=80, seed=4, top_p=0.8, temperature=0.7)]
+OPTIONS = [
+    SamplingOptions(length=120, num_samples=2, seed=3, top_k=5),
+    SamplingOptions(length=80, seed=4, top_p=0.8, temperature=0.7),
+]
 
 
-@pytest.mark.parametrize("opts, why", [
-    (SamplingOptions(length=5, seed=1), "the model is on cpu, not a CUDA GPU"),
-    (SamplingOptions(length=5, seed=1, cuda_graphs=False), "turned off (--no-cuda-graphs)"),
-])
+@pytest.mark.parametrize(
+    "opts, why",
+    [
+        (SamplingOptions(length=5, seed=1), "the model is on cpu, not a CUDA GPU"),
+        (SamplingOptions(length=5, seed=1, cuda_graphs=False), "turned off (--no-cuda-graphs)"),
+    ],
+)
 def test_the_cpu_steps_eagerly_and_says_why(caplog, opts, why):
     with caplog.at_level(logging.DEBUG, logger=LOGGER):
         generate(model(), torch.tensor([1, 2]), opts)
@@ -110,8 +117,10 @@ def test_a_failed_capture_falls_back_to_the_same_text(pretend_cuda, monkeypatch,
     opts = OPTIONS[0]
     with caplog.at_level(logging.DEBUG, logger=LOGGER):
         fallen_back = generate(model(), torch.tensor([1, 2]), opts)
-    assert caplog.records[-1].getMessage() == ("sampling: eager steps, no CUDA graph: capture failed "
-                                               "(RuntimeError: operation not permitted when stream is capturing)")
+    assert caplog.records[-1].getMessage() == (
+        "sampling: eager steps, no CUDA graph: capture failed "
+        "(RuntimeError: operation not permitted when stream is capturing)"
+    )
     assert torch.equal(fallen_back, eager_text("gru", opts))
 
 

@@ -11,7 +11,8 @@ import torch
 
 from charlm.config import ModelConfig, load_config
 from charlm.inference import sample
-from charlm.inference.sample import SamplingOptions, generate
+from charlm.inference.sample import generate
+from charlm.inference.sampling_steps import SamplingOptions
 from charlm.models.charrnn import CharRNN
 from charlm.reporting.base import SilentReporter
 from charlm.training.trainer import train

@@ -101,7 +101,9 @@ def test_the_minlstm_gates_stay_finite_where_both_sigmoids_underflow():
 @pytest.mark.parametrize("scan", [linear_scan, log_scan])
 def test_the_scans_pass_gradcheck_in_float64(scan):
     torch.manual_seed(3)
-    k, v, h0 = (torch.randn(*shape, dtype=torch.float64, requires_grad=True) for shape in [(6, 2, 3), (6, 2, 3), (2, 3)])
+    k, v, h0 = (
+        torch.randn(*shape, dtype=torch.float64, requires_grad=True) for shape in [(6, 2, 3), (6, 2, 3), (2, 3)]
+    )
     assert torch.autograd.gradcheck(scan, (k, v, h0))
 
 
@@ -149,8 +151,15 @@ def test_regularisers_that_need_recurrent_weights_are_refused(key):
 
 @pytest.mark.parametrize("cell", SCAN_CELLS)
 def test_a_scan_run_resumes_exactly(tmp_path, text_files, monkeypatch, cell):
-    stop_and_resume(tmp_path, text_files, monkeypatch, stop_at=7, overrides=[f"model.cell={cell}", "model.dropout=0.1"],
-                    max_steps=14, eval_every=7)
+    stop_and_resume(
+        tmp_path,
+        text_files,
+        monkeypatch,
+        stop_at=7,
+        overrides=[f"model.cell={cell}", "model.dropout=0.1"],
+        max_steps=14,
+        eval_every=7,
+    )
 
 
 @pytest.mark.parametrize("cell", SCAN_CELLS)
@@ -169,8 +178,13 @@ def test_train_eval_dynamic_and_sample_from_the_cli(tmp_path, text_files, cell):
 
 def test_the_scan_benchmark_prints_its_figures():
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "scan_speed.py"
-    proc = subprocess.run([sys.executable, str(script), "--batch", "2", "--positions", "8", "--units", "4", "--repeats", "1"],
-                          capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [sys.executable, str(script), "--batch", "2", "--positions", "8", "--units", "4", "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert [line.split()[0] for line in lines[1:]] == ["steps", "linear", "log"]

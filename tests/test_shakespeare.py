@@ -42,7 +42,9 @@ def test_a_copy_with_other_bytes_is_refused(tmp_path):
     data = bytearray((SHARED / "input.txt").read_bytes())
     data[100] ^= 1
     (changed / "input.txt").write_bytes(bytes(data))
-    with pytest.raises(DownloadError, match=f"expected 6fb458f1232090904fb40fe944165e91, got {hashlib.md5(data).hexdigest()}"):
+    with pytest.raises(
+        DownloadError, match=f"expected 6fb458f1232090904fb40fe944165e91, got {hashlib.md5(data).hexdigest()}"
+    ):
         corpus_kind("shakespeare").fetch(tmp_path / "data", str(changed))
     assert not (tmp_path / "data" / "shakespeare" / "input.txt").exists()
 
@@ -55,12 +57,24 @@ def test_the_corpus_reads_its_own_files(tmp_path):
 
 
 def test_train_eval_sample_on_tiny_shakespeare(shakespeare_root, tmp_path):
-    config = write_config(tmp_path / "s.yaml", {
-        "data": {"corpus": "shakespeare", "root": str(shakespeare_root)},
-        "model": {"embedding_dim": 8, "hidden_size": 16, "num_layers": 1},
-        "train": {"batch_size": 4, "seq_len": 16, "max_steps": 6, "eval_every": 6, "log_every": 3,
-                  "eval_batch_size": 256, "device": "cpu", "threads": 1, "warmup_steps": 0},
-    })
+    config = write_config(
+        tmp_path / "s.yaml",
+        {
+            "data": {"corpus": "shakespeare", "root": str(shakespeare_root)},
+            "model": {"embedding_dim": 8, "hidden_size": 16, "num_layers": 1},
+            "train": {
+                "batch_size": 4,
+                "seq_len": 16,
+                "max_steps": 6,
+                "eval_every": 6,
+                "log_every": 3,
+                "eval_batch_size": 256,
+                "device": "cpu",
+                "threads": 1,
+                "warmup_steps": 0,
+            },
+        },
+    )
     trained = charlm("train", "--config", config, "--out-dir", tmp_path / "run", check=0)
     assert "111,539 tokens" in trained.stderr  # the whole valid split, every prediction once
     assert (tmp_path / "run" / "best.pt").is_file()

@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from charlm.config import ModelConfig, load_config
 from charlm.errors import ResourceError
+from charlm.inference.sampling_steps import SamplingOptions
 from charlm.inference.stream_scoring import evaluate
-from charlm.inference.sample import SamplingOptions
 from charlm.inference.trained import check_sampling, load_trained, sample_text
 from charlm.models import size
 from charlm.models.charrnn import CharRNN
@@ -19,9 +19,18 @@ from charlm.training.trainer import train
 from tests.conftest import charlm, tiny_text_config, write_config, write_text_corpus
 
 MODELS = {
-    "lstm": {}, "gru": {"cell": "gru"}, "rnn": {"cell": "rnn_tanh"}, "reference lstm": {"impl": "reference"},
+    "lstm": {},
+    "gru": {"cell": "gru"},
+    "rnn": {"cell": "rnn_tanh"},
+    "reference lstm": {"impl": "reference"},
     "mogrifier": {"cell": "mogrifier_lstm", "impl": "reference"},
-    "tied, layered": {"tie_weights": True, "num_layers": 3, "embedding_dim": 400, "hidden_size": 1000, "dropout_hidden": 0.1},
+    "tied, layered": {
+        "tie_weights": True,
+        "num_layers": 3,
+        "embedding_dim": 400,
+        "hidden_size": 1000,
+        "dropout_hidden": 0.1,
+    },
 }
 
 
@@ -47,17 +56,25 @@ def test_the_memory_available_is_read_from_proc_meminfo():
 def test_a_size_beyond_the_memory_available_is_refused_with_both_figures(monkeypatch):
     monkeypatch.setattr(size, "available_bytes", lambda device: 3 * 2**30)
     size.check_fits(2**30, "a thing", "shrink it")
-    with pytest.raises(ResourceError, match=r"^a thing needs at least 4\.0 GiB, but only 3\.0 GiB of memory is "
-                                            r"available on cpu; shrink it$"):
+    with pytest.raises(
+        ResourceError,
+        match=r"^a thing needs at least 4\.0 GiB, but only 3\.0 GiB of memory is "
+        r"available on cpu; shrink it$",
+    ):
         size.check_fits(4 * 2**30, "a thing", "shrink it")
 
 
-@pytest.mark.parametrize("error", [
-    RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not enough memory: you tried to allocate 8 bytes"),
-    RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1000 bytes. Error code 12"),
-    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
-    MemoryError(),
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not enough memory: you tried to allocate 8 bytes"
+        ),
+        RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1000 bytes. Error code 12"),
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        MemoryError(),
+    ],
+)
 def test_an_allocation_failure_becomes_one_line(error):
     with pytest.raises(ResourceError) as info:
         with size.allocation_errors("doing it", "do less"):
@@ -90,10 +107,14 @@ def test_training_an_absurd_model_is_refused_before_it_is_built(tiny_run, monkey
     cfg = load_config(tiny_run / "tiny.yaml", ["model.hidden_size=1000000"])
     with pytest.raises(ResourceError) as info:
         train(cfg, tiny_run / "huge", SilentReporter())
-    assert str(info.value).startswith("training a 1 x 1,000,000 lstm (4,000,072,000,288 parameters) on 4 x 16 "
-                                      "windows needs at least 58.2 TiB, but only ")
-    assert str(info.value).endswith("lower model.hidden_size, model.num_layers, train.batch_size or train.seq_len "
-                                    "(or train.eval_batch_size / test_batch_size)")
+    assert str(info.value).startswith(
+        "training a 1 x 1,000,000 lstm (4,000,072,000,288 parameters) on 4 x 16 "
+        "windows needs at least 58.2 TiB, but only "
+    )
+    assert str(info.value).endswith(
+        "lower model.hidden_size, model.num_layers, train.batch_size or train.seq_len "
+        "(or train.eval_batch_size / test_batch_size)"
+    )
 
 
 def test_training_refuses_windows_that_do_not_fit(tiny_run, monkeypatch):
@@ -135,9 +156,13 @@ def test_an_allocation_failure_while_sampling_is_one_error_line(tiny_run, monkey
 
     def out_of_memory(*args, **kwargs):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 86 bytes")
+
     monkeypatch.setattr(charlm.inference.trained, "generate", out_of_memory)
     result = CliRunner().invoke(app, ["sample", str(tiny_run / "run"), "--length", "5"])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
-    assert "error: ran out of memory sampling 1 x 5 characters: DefaultCPUAllocator: can't allocate memory" in result.output
+    assert (
+        "error: ran out of memory sampling 1 x 5 characters: DefaultCPUAllocator: can't allocate memory"
+        in result.output
+    )
     with pytest.raises(ResourceError):
         sample_text(load_trained(tiny_run / "run"), "", SamplingOptions(length=5, num_samples=2))

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, tiny_text_config, write_config
 
 SWEEP = REPO / "scripts" / "sweep.sh"
@@ -21,9 +20,7 @@ FAST = {"max_steps": 4, "eval_every": 2, "log_every": 2, "threads": 1}
 
 def sweep(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = os.environ | {"CHARLM": f"{sys.executable} -m charlm", "SWEEP_DIR": str(tmp_path / "sweep")}
-    return subprocess.run(
-        [str(SWEEP), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-    )
+    return subprocess.run([str(SWEEP), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
 
 def table(stdout: str) -> dict[str, list[str]]:
@@ -32,7 +29,7 @@ def table(stdout: str) -> dict[str, list[str]]:
     header = max(i for i, line in enumerate(lines) if line.startswith("run "))
     assert re.split(r"\s{2,}", lines[header]) == ["run", "status", "best valid bpc", "test bpc"]
     rows = []
-    for line in lines[header + 1:]:
+    for line in lines[header + 1 :]:
         if not line.strip():
             break  # the sweep's own table ends here; `charlm runs` and `charlm plot` follow
         rows.append(re.split(r"\s{2,}", line))
@@ -107,15 +104,19 @@ def test_failed_run_is_reported_and_the_others_still_run(tmp_path, text_files):
     assert summary(tmp_path / "sweep" / "hidden_size-8")["status"] == "finished"
 
 
-@pytest.mark.parametrize("args", [
-    [],
-    ["missing.yaml", "model.hidden_size=8,16"],
-    ["{config}"],
-    ["{config}", "model.hidden_size"],
-    ["{config}", "model.hidden_size="],
-    ["{config}", "model.hidden_size=8,,16"],
-    ["{config}", "model.hidden_size=8", "model.hidden_size=16"],
-], ids=["nothing", "missing-config", "no-keys", "no-equals", "no-values", "empty-value", "key-twice"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["missing.yaml", "model.hidden_size=8,16"],
+        ["{config}"],
+        ["{config}", "model.hidden_size"],
+        ["{config}", "model.hidden_size="],
+        ["{config}", "model.hidden_size=8,,16"],
+        ["{config}", "model.hidden_size=8", "model.hidden_size=16"],
+    ],
+    ids=["nothing", "missing-config", "no-keys", "no-equals", "no-values", "empty-value", "key-twice"],
+)
 def test_bad_usage_exits_2_with_usage(tmp_path, text_files, args):
     config = write_config(tmp_path / "tiny.yaml", tiny_text_config(text_files, **FAST))
     result = sweep(tmp_path, *(arg.format(config=config) for arg in args))

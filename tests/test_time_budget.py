@@ -17,15 +17,15 @@ import pytest
 import torch
 import yaml
 
-from charlm.config import load_config
-from charlm.config import CALIBRATION_END
+from charlm.config import CALIBRATION_END, load_config
 from charlm.config.durations import format_duration, parse_duration
 from charlm.errors import CheckpointError, ConfigError, TrainingError
 from charlm.reporting.base import SilentReporter
+from charlm.runs.checkpoint.contents import to_plain
 from charlm.runs.checkpoint.file import load_checkpoint, load_payload
 from charlm.runs.listing import describe_run
-from charlm.training.time_budget import evaluations_from, plan_steps
 from charlm.training.optim import LRSchedule
+from charlm.training.time_budget import evaluations_from, plan_steps
 from charlm.training.trainer import train
 from tests.conftest import charlm, tiny_text_config, train_losses, write_config
 from tests.test_format_compat import write_payload
@@ -53,22 +53,46 @@ def run_budgeted(tmp_path, text_files, name="run", fake=FAKE, monkeypatch=None, 
 # -- durations and the config ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text, seconds, canonical", [
-    ("15m", 900, "15m"), ("90s", 90, "1m30s"), ("2h", 7200, "2h"), ("1h30m", 5400, "1h30m"), (900, 900, "15m"),
-    ("900", 900, "15m"), (2.5, 2.5, "2.5s"), ("1.5h", 5400, "1h30m"), ("2m30.5s", 150.5, "2m30.5s"), (" 15M ", 900, "15m"),
-])
+@pytest.mark.parametrize(
+    "text, seconds, canonical",
+    [
+        ("15m", 900, "15m"),
+        ("90s", 90, "1m30s"),
+        ("2h", 7200, "2h"),
+        ("1h30m", 5400, "1h30m"),
+        (900, 900, "15m"),
+        ("900", 900, "15m"),
+        (2.5, 2.5, "2.5s"),
+        ("1.5h", 5400, "1h30m"),
+        ("2m30.5s", 150.5, "2m30.5s"),
+        (" 15M ", 900, "15m"),
+    ],
+)
 def test_durations_parse_to_seconds_and_one_spelling(text, seconds, canonical):
     assert parse_duration(text) == seconds
     assert format_duration(parse_duration(text)) == canonical
     assert load_config(None, [f"train.time_budget={json.dumps(text)}"]).train.time_budget == canonical
 
 
-@pytest.mark.parametrize("value, message", [
-    ("0", "too short"), ("-5", "too short"), ("0.5s", "too short"), ("15x", "is not a duration"), ("1h 30m", "is not a duration"),
-    ("m", "is not a duration"), ("''", "is not a duration"), ("15m15h", "is not a duration"), ("400d", "is not a duration"),
-    ("9000h", "more than a year"), (".inf", "more than a year"), ("true", "must be a duration"), ("[15]", "must be a duration"),
-    ("x" * 5000, "is not a duration"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("0", "too short"),
+        ("-5", "too short"),
+        ("0.5s", "too short"),
+        ("15x", "is not a duration"),
+        ("1h 30m", "is not a duration"),
+        ("m", "is not a duration"),
+        ("''", "is not a duration"),
+        ("15m15h", "is not a duration"),
+        ("400d", "is not a duration"),
+        ("9000h", "more than a year"),
+        (".inf", "more than a year"),
+        ("true", "must be a duration"),
+        ("[15]", "must be a duration"),
+        ("x" * 5000, "is not a duration"),
+    ],
+)
 def test_bad_durations_are_config_errors_naming_the_key(value, message):
     with pytest.raises(ConfigError) as caught:
         load_config(None, [f"train.time_budget={value}", "train.lr=-1"])  # reported together
@@ -89,8 +113,19 @@ def test_train_time_flag_overrides_the_config(tmp_path, text_files, monkeypatch)
     config = write_config(tmp_path / "c.yaml", tiny_text_config(text_files, eval_every=40, threads=1))
     bad = charlm("train", "--config", config, "--out-dir", tmp_path / "bad", "--time", "1:30", check=1)
     assert "train.time_budget: '1:30' is not a duration" in bad.stderr and not (tmp_path / "bad").exists()
-    charlm("train", "--config", config, "--out-dir", tmp_path / "run", "--time", "5s", "--set", "train.max_steps=60",
-           env={"CHARLM_FAKE_TIMINGS": FAKE}, check=0)
+    charlm(
+        "train",
+        "--config",
+        config,
+        "--out-dir",
+        tmp_path / "run",
+        "--time",
+        "5s",
+        "--set",
+        "train.max_steps=60",
+        env={"CHARLM_FAKE_TIMINGS": FAKE},
+        check=0,
+    )
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["budget"]["time_budget"] == "5s" and summary["budget"]["cap"] == 60 and summary["step"] == 60
 
@@ -100,7 +135,9 @@ def test_train_time_flag_overrides_the_config(tmp_path, text_files, monkeypatch)
 
 def test_evaluations_are_counted_as_the_loop_makes_them():
     for done, until, every in ((25, 100, 10), (20, 35, 10), (25, 26, 40), (40, 80, 40), (0, 7, 3)):
-        made = sum(1 for step in range(done, until + 1) if (step and step % every == 0 and step >= done) or step == until)
+        made = sum(
+            1 for step in range(done, until + 1) if (step and step % every == 0 and step >= done) or step == until
+        )
         assert evaluations_from(done, until, every) == made, (done, until, every)
 
 
@@ -130,7 +167,9 @@ def test_the_rate_is_a_pure_function_of_the_step_before_and_after_the_plan(sched
     assert [resumed.lr_at(step, 0) for step in range(200)] == after
     assert after[9] == after[CALIBRATION_END] == cfg.lr  # warm-up done, held until the plan
     if schedule == "cosine":
-        assert after[-1] == pytest.approx(cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * 174 / 175))))
+        assert after[-1] == pytest.approx(
+            cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * 174 / 175)))
+        )
 
 
 # -- budgeted runs -------------------------------------------------------------------------------
@@ -143,11 +182,14 @@ def test_a_budgeted_run_plans_once_and_records_the_plan_everywhere(tmp_path, tex
     plan = summary["budget"]
     assert result.status == "finished" and result.step == summary["step"] == summary["max_steps"] == plan["max_steps"]
     assert plan["decided_at"] == CALIBRATION_END and plan["planned_end_s"] <= 4 * 0.97
-    assert plan["actual_end_s"] == pytest.approx(summary["wall_seconds"], abs=0.5) and summary["wall_seconds"] >= summary["train_seconds"]
+    assert (
+        plan["actual_end_s"] == pytest.approx(summary["wall_seconds"], abs=0.5)
+        and summary["wall_seconds"] >= summary["train_seconds"]
+    )
     stored = yaml.safe_load((run / "config.yaml").read_text())["train"]
     assert (stored["max_steps"], stored["time_budget"]) == (plan["max_steps"], "4s")
     payload = load_payload(run / "last.pt")
-    assert payload.budget == {k: v for k, v in plan.items() if k not in ("time_budget", "actual_end_s")}
+    assert to_plain(payload.budget) == {k: v for k, v in plan.items() if k not in ("time_budget", "actual_end_s")}
     assert payload.config.train.max_steps == plan["max_steps"] and payload.loop.wall_s > 0
     [line] = [m for m in reporter.messages if "ms/step measured" in m]
     assert line.startswith("time budget 4s: ") and f"max_steps {plan['max_steps']:,}" in line
@@ -169,8 +211,8 @@ def test_a_stopped_budgeted_run_resumes_without_timing_again(tmp_path, text_file
     reporter = SilentReporter()
     monkeypatch.setenv("CHARLM_FAKE_TIMINGS", OTHER_FAKE)  # were it to plan again, it would plan otherwise
     result = train(cfg, tmp_path / "run", reporter, resume=True)
-    assert result.step == planned["max_steps"] and not [m for m in reporter.messages if "measured" in m]
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["budget"]["max_steps"] == planned["max_steps"]
+    assert result.step == planned.max_steps and not [m for m in reporter.messages if "measured" in m]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["budget"]["max_steps"] == planned.max_steps
 
 
 def test_stopped_before_the_plan_the_resumed_process_plans_the_same(tmp_path, text_files, monkeypatch):
@@ -193,11 +235,20 @@ def test_every_schedule_runs_under_a_budget(tmp_path, text_files, monkeypatch, s
 
 def test_a_budget_too_short_fails_clearly(tmp_path, text_files):
     config = write_config(tmp_path / "c.yaml", budgeted(text_files, budget="2s"))
-    proc = charlm("train", "--config", config, "--out-dir", tmp_path / "run",
-                  env={"CHARLM_FAKE_TIMINGS": "step=0.01,eval=0.05,save=0.02,test=5,spent=0.5"}, check=1)
+    proc = charlm(
+        "train",
+        "--config",
+        config,
+        "--out-dir",
+        tmp_path / "run",
+        env={"CHARLM_FAKE_TIMINGS": "step=0.01,eval=0.05,save=0.02,test=5,spent=0.5"},
+        check=1,
+    )
     assert "train.time_budget 2s is too short" in proc.stderr and "give at least 9s" in proc.stderr
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
-    fake = charlm("train", "--config", config, "--out-dir", tmp_path / "fake", env={"CHARLM_FAKE_TIMINGS": "step=1"}, check=1)
+    fake = charlm(
+        "train", "--config", config, "--out-dir", tmp_path / "fake", env={"CHARLM_FAKE_TIMINGS": "step=1"}, check=1
+    )
     assert "CHARLM_FAKE_TIMINGS must be" in fake.stderr
 
 
@@ -207,10 +258,14 @@ def test_on_resume_a_new_max_steps_replaces_the_plan_and_the_budget_is_fixed(tmp
     charlm("train", "--config", config, "--out-dir", tmp_path / "run", env=env, check=0)
     again = charlm("train", "--config", config, "--out-dir", tmp_path / "run", "--resume", env=env, check=0)
     assert "already finished at step 379" in again.stderr
-    longer = charlm("train", "--resume", "--out-dir", tmp_path / "run", "--set", "train.max_steps=400", env=env, check=0)
+    longer = charlm(
+        "train", "--resume", "--out-dir", tmp_path / "run", "--set", "train.max_steps=400", env=env, check=0
+    )
     assert "train.max_steps 400 replaces the 379 steps train.time_budget 5s chose" in longer.stderr
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["step"] == 400
-    changed = charlm("train", "--config", config, "--out-dir", tmp_path / "run", "--resume", "--time", "10s", env=env, check=1)
+    changed = charlm(
+        "train", "--config", config, "--out-dir", tmp_path / "run", "--resume", "--time", "10s", env=env, check=1
+    )
     assert "train.time_budget: '5s' -> '10s'" in changed.stderr
 
 
@@ -224,11 +279,18 @@ def test_the_checkpoint_plan_is_checked_on_loading(tmp_path, text_files, monkeyp
         (lambda p: p["budget"].update(max_steps=3), "budget.max_steps should be an int above budget.decided_at (25)"),
         (lambda p: p["budget"].update(cap=5), "budget.cap should be None or an int >= budget.max_steps"),
         (lambda p: p["budget"].update(evaluations=-1), "budget.evaluations should be an int >= 0"),
-        (lambda p: p["config"]["train"].update(time_budget=None), "budget should be None (the config has no train.time_budget)"),
+        (
+            lambda p: p["config"]["train"].update(time_budget=None),
+            "budget should be None (the config has no train.time_budget)",
+        ),
         (lambda p: p["loop"].update(wall_s=-1.0), "loop.wall_s should be a finite number >= 0"),
     ):
-        payload = {**good, "budget": dict(good["budget"]), "loop": dict(good["loop"]),
-                   "config": {**good["config"], "train": dict(good["config"]["train"])}}
+        payload = {
+            **good,
+            "budget": dict(good["budget"]),
+            "loop": dict(good["loop"]),
+            "config": {**good["config"], "train": dict(good["config"]["train"])},
+        }
         change(payload)
         with pytest.raises(CheckpointError, match=message.replace("(", r"\(").replace(")", r"\)")):
             load_payload(write_payload(tmp_path / "bad.pt", payload))
@@ -273,7 +335,10 @@ def test_a_killed_budgeted_run_resumes_to_the_same_weights(tmp_path, text_files)
 def test_two_torchrun_ranks_plan_together(tmp_path):
     from tests.test_distributed import KEYS, assert_same_model, launch, losses
 
-    rows = [" ".join(["market", "shares", "rose", "fell", "bank", "rates"][(i * 7 + j) % 6] for j in range(i % 9 + 3)) for i in range(900)]
+    rows = [
+        " ".join(["market", "shares", "rose", "fell", "bank", "rates"][(i * 7 + j) % 6] for j in range(i % 9 + 3))
+        for i in range(900)
+    ]
     text = "\n".join(rows)  # rows that differ, so that the two ranks see different text
     files = {split: tmp_path / f"{split}.txt" for split in ("train", "valid", "test")}
     for split, part in zip(files, (text[:8000], text[8000:9000], text[9000:10000])):
@@ -284,7 +349,10 @@ def test_two_torchrun_ranks_plan_together(tmp_path):
     env = {"CHARLM_FAKE_TIMINGS": FAKE}
     one, two = launch(config, tmp_path / "one", 1, env=env), launch(config, tmp_path / "two", 2, env=env)
     assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
-    assert load_checkpoint(tmp_path / "two" / "last.pt")["budget"] == load_checkpoint(tmp_path / "one" / "last.pt")["budget"]
+    assert (
+        load_checkpoint(tmp_path / "two" / "last.pt")["budget"]
+        == load_checkpoint(tmp_path / "one" / "last.pt")["budget"]
+    )
     assert_same_model(tmp_path / "one", tmp_path / "two", atol=1e-5)
     assert [s for s, _ in losses(tmp_path / "one")] == [s for s, _ in losses(tmp_path / "two")]
     # The real clock: rank 0 decides, every rank follows (a roomy budget with a cap: quick, and

@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from charlm.runs.checkpoint.file import load_checkpoint
 from charlm.errors import CheckpointError, TrainingError
 from charlm.inference.trained import load_trained
+from charlm.runs.checkpoint.file import load_checkpoint
 from tests.conftest import run, stop_and_resume, train_losses
 
 
@@ -35,8 +35,16 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path, text_files):
 @pytest.mark.parametrize("stop_at, dropout", [(10, 0.0), (13, 0.3)])
 def test_resume_continues_the_same_curve_exactly(tmp_path, text_files, monkeypatch, stop_at, dropout):
     """A run stopped at step k and resumed equals an uninterrupted one: losses and weights."""
-    stop_and_resume(tmp_path, text_files, monkeypatch, stop_at, [f"model.dropout={dropout}"],
-                    max_steps=30, eval_every=6, log_every=1)
+    stop_and_resume(
+        tmp_path,
+        text_files,
+        monkeypatch,
+        stop_at,
+        [f"model.dropout={dropout}"],
+        max_steps=30,
+        eval_every=6,
+        log_every=1,
+    )
     steps = [s for s, _ in train_losses(tmp_path / "part")]
     assert steps == list(range(1, 31))  # no duplicated or missing step
 

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from charlm.inference.trained import load_trained, stream_to_score
 from charlm.models.cells import all_cells
@@ -25,7 +26,13 @@ from charlm.viz.page import unpack
 from charlm.viz.properties import correlations, text_properties
 from charlm.viz.quantize import dequantize, quantize
 from tests.conftest import REPO, charlm
-from tests.viz_pages import activations, cell_overrides, read_page, train_tiny, write_viz_corpus
+from tests.viz_pages import (
+    activations,
+    cell_overrides,
+    read_page,
+    train_tiny,
+    write_viz_corpus,
+)
 
 ALL_CELLS = sorted(all_cells())
 
@@ -66,7 +73,9 @@ def layers_of(model, hidden):
 # AWD-LSTM's layout: one module per layer, the last one embedding_dim wide (models/charrnn.py).
 LAYERED = ["model.tie_weights=true", "model.dropout_hidden=0.1"]
 CASES = [(cell, cell_overrides(cell)) for cell in ALL_CELLS] + [
-    ("lstm", cell_overrides("lstm") + LAYERED), ("gru", cell_overrides("gru") + LAYERED)]
+    ("lstm", cell_overrides("lstm") + LAYERED),
+    ("gru", cell_overrides("gru") + LAYERED),
+]
 
 
 @pytest.mark.parametrize("cell, overrides", CASES, ids=[c for c in ALL_CELLS] + ["lstm-layered", "gru-layered"])
@@ -147,10 +156,30 @@ def test_context_before_the_span_is_read_first(tmp_path, viz_files):
 def test_a_byte_model_shows_each_character_on_its_last_byte(tmp_path):
     files = write_viz_corpus(tmp_path, extra="caf\u00e9 \u2014 na\u00efve\n" * 20)
     run_dir = train_tiny(tmp_path, files, "bytes", ["data.unit=byte"])
-    visualize_run(run_dir, tmp_path / "page.html", text=files["valid"], start=len(files["valid"].read_bytes()) - 40, chars=40)
+    visualize_run(
+        run_dir, tmp_path / "page.html", text=files["valid"], start=len(files["valid"].read_bytes()) - 40, chars=40
+    )
     meta, _ = read_page(tmp_path / "page.html")
     assert "".join(meta["labels"]).endswith("caf\u00e9 \u2014 na\u00efve\n")
-    assert meta["labels"][-17:] == ["c", "a", "f", "", "\u00e9", " ", "", "", "\u2014", " ", "n", "a", "", "\u00ef", "v", "e", "\n"]
+    assert meta["labels"][-17:] == [
+        "c",
+        "a",
+        "f",
+        "",
+        "\u00e9",
+        " ",
+        "",
+        "",
+        "\u2014",
+        " ",
+        "n",
+        "a",
+        "",
+        "\u00ef",
+        "v",
+        "e",
+        "\n",
+    ]
     assert "byte 0xC3" in meta["guess_labels"]
 
 
@@ -198,34 +227,45 @@ def test_quantised_values_are_within_half_a_step(bits, values):
     assert q.abs().max() <= 2 ** (bits - 1) - 1
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--chars", "0"], "--chars must be 1 to"),
-    (["--chars", "20001"], "--chars must be 1 to"),
-    (["--start", "-1"], "--start must be 0 or more"),
-    (["--start", "99999999"], "is past the end of the valid split"),
-    (["--bits", "1"], "--bits must be 2 to 8"),
-    (["--bits", "9"], "--bits must be 2 to 8"),
-    (["--context", "-5"], "--context must be 0 to"),
-    (["--split", "test", "--text", "SPAN"], "give --split or --text, not both"),
-    (["--text", "MISSING"], "not found"),
-    (["--text", "EMPTY"], "is empty"),
-    (["--start", "0", "--chars", "1", "--context", "0"], "holds one character"),
-    (["-o", "RUN/best.pt"], "is not a page charlm viz wrote"),
-    (["-o", "RUN/config.yaml"], "is not a page charlm viz wrote"),
-    (["-o", "RUN"], "is a directory"),
-    (["-o", "NOWHERE/page.html"], "does not exist"),
-    (["-o", "TEMPLATE"], "is not a page charlm viz wrote"),
-    (["-o", "QUOTING"], "is not a page charlm viz wrote"),
-    (["-o", "x" * 300 + ".html"], "cannot use -o"),
-    (["--text", "/dev/zero"], "is not a regular file"),
-    (["--text", "FIFO"], "is not a regular file"),
-    (["--text", "LATIN1"], "is not valid UTF-8: byte offset 3"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--chars", "0"], "--chars must be 1 to"),
+        (["--chars", "20001"], "--chars must be 1 to"),
+        (["--start", "-1"], "--start must be 0 or more"),
+        (["--start", "99999999"], "is past the end of the valid split"),
+        (["--bits", "1"], "--bits must be 2 to 8"),
+        (["--bits", "9"], "--bits must be 2 to 8"),
+        (["--context", "-5"], "--context must be 0 to"),
+        (["--split", "test", "--text", "SPAN"], "give --split or --text, not both"),
+        (["--text", "MISSING"], "not found"),
+        (["--text", "EMPTY"], "is empty"),
+        (["--start", "0", "--chars", "1", "--context", "0"], "holds one character"),
+        (["-o", "RUN/best.pt"], "is not a page charlm viz wrote"),
+        (["-o", "RUN/config.yaml"], "is not a page charlm viz wrote"),
+        (["-o", "RUN"], "is a directory"),
+        (["-o", "NOWHERE/page.html"], "does not exist"),
+        (["-o", "TEMPLATE"], "is not a page charlm viz wrote"),
+        (["-o", "QUOTING"], "is not a page charlm viz wrote"),
+        (["-o", "x" * 300 + ".html"], "cannot use -o"),
+        (["--text", "/dev/zero"], "is not a regular file"),
+        (["--text", "FIFO"], "is not a regular file"),
+        (["--text", "LATIN1"], "is not valid UTF-8: byte offset 3"),
+    ],
+)
 def test_bad_options_are_refused_with_one_line_and_nothing_is_overwritten(tmp_path, one_layer_run, args, message):
     run_dir, files = one_layer_run
-    names = {"SPAN": files["valid"], "MISSING": tmp_path / "missing.txt", "EMPTY": tmp_path / "empty.txt",
-             "RUN": run_dir, "NOWHERE": tmp_path / "nowhere", "TEMPLATE": tmp_path / "template.html",
-             "QUOTING": tmp_path / "quoting.html", "FIFO": tmp_path / "fifo", "LATIN1": tmp_path / "latin1.txt"}
+    names = {
+        "SPAN": files["valid"],
+        "MISSING": tmp_path / "missing.txt",
+        "EMPTY": tmp_path / "empty.txt",
+        "RUN": run_dir,
+        "NOWHERE": tmp_path / "nowhere",
+        "TEMPLATE": tmp_path / "template.html",
+        "QUOTING": tmp_path / "quoting.html",
+        "FIFO": tmp_path / "fifo",
+        "LATIN1": tmp_path / "latin1.txt",
+    }
     names["EMPTY"].write_text("", encoding="utf-8")
     shutil.copy(REPO / "charlm" / "viz" / "page.html", names["TEMPLATE"])
     names["QUOTING"].write_text('<p>a page starts <meta name="generator" content="charlm viz"></p>')
@@ -250,7 +290,7 @@ def one_layer_run(tmp_path_factory):
 
 
 def resolve(arg: str, names: dict) -> str:
-    """"RUN/best.pt" -> the run's best.pt: a name's path, with what follows its slash."""
+    """ "RUN/best.pt" -> the run's best.pt: a name's path, with what follows its slash."""
     head, slash, rest = arg.partition("/")
     return str(names[head]) + slash + rest if head in names else arg
 
@@ -318,8 +358,12 @@ def test_a_lone_surrogate_in_a_label_is_written_as_its_escape(tmp_path, viz_file
 
 def test_the_size_benchmark_prints_its_table(tmp_path, viz_files):
     run_dir = train_tiny(tmp_path, viz_files, "lstm", ["model.num_layers=1"])
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "viz_size.py"), str(run_dir), "--chars", "100",
-                           "--bits", "2", "8"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "viz_size.py"), str(run_dir), "--chars", "100", "--bits", "2", "8"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     rows = [line.split() for line in proc.stdout.splitlines()[1:3]]
     assert [r[0] for r in rows] == ["2", "8"] and float(rows[0][1]) <= float(rows[1][1])

@@ -12,7 +12,13 @@ import pytest
 from charlm.viz.build import visualize_run
 from charlm.viz.page import unpack
 from tests.browser import dump_dom
-from tests.viz_pages import activations, cell_overrides, read_page, train_tiny, write_viz_corpus
+from tests.viz_pages import (
+    activations,
+    cell_overrides,
+    read_page,
+    train_tiny,
+    write_viz_corpus,
+)
 
 
 @pytest.fixture(scope="module")
@@ -21,11 +27,20 @@ def pages(tmp_path_factory):
     folder = tmp_path_factory.mktemp("viz-browser")
     files = write_viz_corpus(folder, extra="caf\u00e9 \u2014 </script> <b>&amp;\n" * 10)
     made = {}
-    for name, overrides in (("lstm", cell_overrides("lstm")), ("gru", cell_overrides("gru")),
-                            ("bytes", ["data.unit=byte", "model.num_layers=1"])):
+    for name, overrides in (
+        ("lstm", cell_overrides("lstm")),
+        ("gru", cell_overrides("gru")),
+        ("bytes", ["data.unit=byte", "model.num_layers=1"]),
+    ):
         run_dir = train_tiny(folder, files, name, overrides)
-        made[name] = visualize_run(run_dir, folder / f"{name}.html", chars=400, bits=8,
-                                   text=files["valid"], start=len(files["valid"].read_bytes()) - 400).path
+        made[name] = visualize_run(
+            run_dir,
+            folder / f"{name}.html",
+            chars=400,
+            bits=8,
+            text=files["valid"],
+            start=len(files["valid"].read_bytes()) - 400,
+        ).path
     made["profile"] = folder / "profile"
     return made
 
@@ -48,7 +63,10 @@ def test_the_text_legend_guesses_and_unit_colouring_are_the_pythons(pages):
 
     panel = dom.by_id("panel")
     assert panel.attrs["data-i"] == "100"
-    top_ids, top_probs = unpack(blob, "top_ids").reshape(meta["n"], -1), unpack(blob, "top_probs").reshape(meta["n"], -1)
+    top_ids, top_probs = (
+        unpack(blob, "top_ids").reshape(meta["n"], -1),
+        unpack(blob, "top_probs").reshape(meta["n"], -1),
+    )
     rows = panel.find_all("tr", cls="guess")
     assert [r.attrs["data-id"] for r in rows] == [str(i) for i in top_ids[100]]
     assert rows[0].find_all("td", cls="prob")[0].text == f"{float(top_probs[100, 0]) * 100:.2f}%"
@@ -74,7 +92,7 @@ def test_the_surprisal_view_and_the_ranking_open_by_default(pages):
     names = [p["name"] for p in meta["properties"]]
     corr = unpack(blob, "corr").reshape(len(names), meta["units"])[names.index("quote")]
     listed = [int(b.attrs["data-unit"]) for b in dom.by_id("ranked").find_all("button")]
-    assert listed == sorted(range(meta["units"]), key=lambda u: (-abs(float(corr[u])), u))[:meta["ranked"]]
+    assert listed == sorted(range(meta["units"]), key=lambda u: (-abs(float(corr[u])), u))[: meta["ranked"]]
 
 
 INTERACT = """<script>
@@ -107,7 +125,9 @@ INTERACT = """<script>
 def test_pointing_clicking_keys_and_the_unit_picker_work(pages, tmp_path):
     meta, blob = read_page(pages["lstm"])
     page = tmp_path / "interact.html"
-    page.write_text(pages["lstm"].read_text(encoding="utf-8").replace("</body>", INTERACT + "</body>"), encoding="utf-8")
+    page.write_text(
+        pages["lstm"].read_text(encoding="utf-8").replace("</body>", INTERACT + "</body>"), encoding="utf-8"
+    )
     out = json.loads(dump_dom(page, tmp_path / "profile").by_id("charlm-test").text)
     labels = meta["labels"]
     line_start = max(i for i in range(7) if i == 0 or labels[i - 1] == "\n")
@@ -118,7 +138,9 @@ def test_pointing_clicking_keys_and_the_unit_picker_work(pages, tmp_path):
     assert out["end"] == str(next_end)
     assert (out["hover"], out["back"]) == ("20", out["end"])
     group = next(g for g in meta["groups"] if g["layer"] == 0 and g["kind"] == "hidden")
-    np.testing.assert_allclose([float(a) for a in out["unit"]], activations(meta, blob)[group["first"] + 4], atol=5.1e-5)
+    np.testing.assert_allclose(
+        [float(a) for a in out["unit"]], activations(meta, blob)[group["first"] + 4], atol=5.1e-5
+    )
     assert "mode=neuron" in out["hash"] and "layer=1" in out["hash"] and "unit=4" in out["hash"]
     first = int(dump_dom(pages["lstm"], tmp_path / "profile2").by_id("ranked").find_all("button")[0].attrs["data-unit"])
     g = next(g for g in meta["groups"] if g["first"] <= first < g["first"] + g["units"])

@@ -14,9 +14,7 @@ from charlm.viz.page import Blob, unpack
 from tests.conftest import run
 
 # Quotes, parentheses, digits and lines of different lengths, so that every property varies.
-VIZ_TEXT = ('He said "stop (now) at 10" and left.\n'
-            'Then (after 2 days) she wrote "yes".\n'
-            'short\n') * 30
+VIZ_TEXT = ('He said "stop (now) at 10" and left.\nThen (after 2 days) she wrote "yes".\nshort\n') * 30
 
 
 def write_viz_corpus(folder: Path, extra: str = "") -> dict[str, Path]:
@@ -44,7 +42,9 @@ def train_tiny(tmp_path: Path, files: dict[str, Path], name: str, overrides=(), 
 def read_page(path: Path) -> tuple[dict, Blob]:
     """The page's JSON header and its blob, as the page's own script reads them."""
     page = path.read_text(encoding="utf-8")
-    meta = json.loads(re.search(r'<script type="application/json" id="charlm-meta">(.*?)</script>', page, re.S).group(1))
+    meta = json.loads(
+        re.search(r'<script type="application/json" id="charlm-meta">(.*?)</script>', page, re.S).group(1)
+    )
     b64 = re.search(r'<script type="application/octet-stream" id="charlm-blob">(.*?)</script>', page, re.S).group(1)
     blob = Blob(zlib.decompress(base64.b64decode(b64)), {k: tuple(v) for k, v in meta["sections"].items()})
     return meta, blob

@@ -26,8 +26,15 @@ from charlm.errors import CharlmError
 from charlm.malloc import ENV, reuse_blocker, reuse_freed_memory
 
 VARIANTS = ("default", "reuse")
-MEASURES = ("train_chars_per_s", "train_minor_faults", "train_system_s",
-            "sample_chars_per_s", "sample_minor_faults", "sample_system_s", "peak_memory_mb")
+MEASURES = (
+    "train_chars_per_s",
+    "train_minor_faults",
+    "train_system_s",
+    "sample_chars_per_s",
+    "sample_minor_faults",
+    "sample_system_s",
+    "peak_memory_mb",
+)
 SAMPLE_LENGTH = 1000
 
 
@@ -36,8 +43,10 @@ def run_malloc_ab(cfg: Config, steps: int = 20, rounds: int = 3, warmup: int = 3
     `speedup` (reuse / default) for training and sampling."""
     blocker = reuse_blocker({**os.environ, ENV: "reuse"})
     if blocker:
-        raise CharlmError(f"--malloc-ab compares glibc's malloc with charlm's memory reuse, which is off here: "
-                          f"{blocker}; unset those variables, or run it on Linux with glibc")
+        raise CharlmError(
+            f"--malloc-ab compares glibc's malloc with charlm's memory reuse, which is off here: "
+            f"{blocker}; unset those variables, or run it on Linux with glibc"
+        )
     cfg = cfg.model_copy(deep=True)
     cfg.train.warmup_steps, cfg.train.schedule, cfg.train.log_every = 0, "constant", steps
     runs: dict[str, list[dict]] = {v: [] for v in VARIANTS}
@@ -45,7 +54,7 @@ def run_malloc_ab(cfg: Config, steps: int = 20, rounds: int = 3, warmup: int = 3
         config = Path(folder) / "config.json"
         config.write_text(json.dumps(cfg.to_dict()), encoding="utf-8")
         for i in range(rounds):
-            for variant in (VARIANTS if i % 2 == 0 else VARIANTS[::-1]):
+            for variant in VARIANTS if i % 2 == 0 else VARIANTS[::-1]:
                 runs[variant].append(_measure_in_child(config, variant, steps, warmup))
     figures: dict = {"device": runs["reuse"][0]["device"], "rounds": rounds, "steps": steps}
     for variant in VARIANTS:
@@ -64,8 +73,9 @@ def _measure_in_child(config: Path, variant: str, steps: int, warmup: int) -> di
         raise CharlmError(f"--malloc-ab: the {variant} measurement failed (exit {proc.returncode}): {last}")
     figures = json.loads(proc.stdout.strip().splitlines()[-1])
     if figures["reuse_active"] != (variant == "reuse"):  # the child must measure what it is labelled
-        raise CharlmError(f"--malloc-ab: the {variant} process ran with memory reuse "
-                          f"{'on' if figures['reuse_active'] else 'off'}")
+        raise CharlmError(
+            f"--malloc-ab: the {variant} process ran with memory reuse {'on' if figures['reuse_active'] else 'off'}"
+        )
     return figures
 
 
@@ -86,9 +96,10 @@ def measure(config: Path, steps: int, warmup: int) -> dict:
     """The child's work: MEASURES for one process, whose malloc CHARLM_MALLOC already set."""
     import torch
 
-    from charlm.device import device_name
-    from charlm.inference.sample import SamplingOptions, generate
     from charlm.bench.speed import bench_trainer, sync, timed_steps
+    from charlm.device import device_name
+    from charlm.inference.sample import generate
+    from charlm.inference.sampling_steps import SamplingOptions
     from charlm.training.signals import StopRequest
 
     cfg = Config.model_validate(json.loads(config.read_text(encoding="utf-8")))
@@ -106,11 +117,17 @@ def measure(config: Path, steps: int, warmup: int) -> dict:
             sync(trainer.device)
             sample_speed = SAMPLE_LENGTH / (time.perf_counter() - started)
         device = device_name(trainer.device)
-    return {"device": device, "train_chars_per_s": train_speed, "train_minor_faults": train.faults,
-            "train_system_s": train.system_s, "sample_chars_per_s": sample_speed,
-            "sample_minor_faults": sampled.faults, "sample_system_s": sampled.system_s,
-            # Kept blocks cost resident memory: the process's peak (KiB on Linux), the price of reuse.
-            "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "device": device,
+        "train_chars_per_s": train_speed,
+        "train_minor_faults": train.faults,
+        "train_system_s": train.system_s,
+        "sample_chars_per_s": sample_speed,
+        "sample_minor_faults": sampled.faults,
+        "sample_system_s": sampled.system_s,
+        # Kept blocks cost resident memory: the process's peak (KiB on Linux), the price of reuse.
+        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 if __name__ == "__main__":

@@ -26,21 +26,31 @@ from torch import nn
 from charlm.config import Config
 from charlm.data.corpora import load_corpus
 from charlm.device import device_name
+from charlm.inference.sample import generate
+from charlm.inference.sampling_steps import SamplingOptions
 from charlm.inference.stream_scoring import evaluate
-from charlm.malloc import reuse_freed_memory
 from charlm.inference.trained import TrainedModel, quantize_for_cpu
+from charlm.malloc import reuse_freed_memory
 from charlm.models.cells import cell_kind, recurrent_stack
 from charlm.models.charrnn import CharRNN
 from charlm.reporting.base import SilentReporter
 from charlm.reporting.fanout import build_reporter
 from charlm.runs.rundir import RunDir
-from charlm.inference.sample import SamplingOptions, generate
 from charlm.training.signals import StopRequest
 from charlm.training.trainer import Trainer
 
 BENCH_KEYS = (  # two labels (the device, and malloc as charlm/malloc.py set it), then the figures
-    "device", "malloc", "train_chars_per_s", "bare_chars_per_s", "loop_efficiency", "eval_chars_per_s_batch1",
-    "eval_chars_per_s", "sample_chars_per_s", "sample16_chars_per_s", "prepare_s", "cached_load_s",
+    "device",
+    "malloc",
+    "train_chars_per_s",
+    "bare_chars_per_s",
+    "loop_efficiency",
+    "eval_chars_per_s_batch1",
+    "eval_chars_per_s",
+    "sample_chars_per_s",
+    "sample16_chars_per_s",
+    "prepare_s",
+    "cached_load_s",
     "peak_memory_mb",
 )
 
@@ -191,8 +201,14 @@ def _eval_speed(model: CharRNN, stream: torch.Tensor, batch_size: int, device: t
     return (len(stream) - 1) / statistics.median(times)
 
 
-def sample_speed(model: CharRNN, num_samples: int, device: torch.device, length: int = 1000, repeats: int = 5,
-                 cuda_graphs: bool = True) -> float:
+def sample_speed(
+    model: CharRNN,
+    num_samples: int,
+    device: torch.device,
+    length: int = 1000,
+    repeats: int = 5,
+    cuda_graphs: bool = True,
+) -> float:
     """Characters per second summed over all samples."""
     opts = SamplingOptions(length=length, num_samples=num_samples, seed=0, cuda_graphs=cuda_graphs)
     prompt = torch.zeros(1, dtype=torch.long)
@@ -228,4 +244,3 @@ def _peak_memory_mb(device: torch.device) -> float:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-

@@ -25,8 +25,19 @@ import typer
 
 from charlm import __version__
 from charlm.cli import bench, export, runs, viz
-from charlm.cli.common import (DeviceOption, DeviceOverride, JsonOption, RunArgument, SetOption, WeightsOption,
-                               check_utf8, err, friendly_errors, hide_flag_types, out)
+from charlm.cli.common import (
+    DeviceOption,
+    DeviceOverride,
+    JsonOption,
+    RunArgument,
+    SetOption,
+    WeightsOption,
+    check_utf8,
+    err,
+    friendly_errors,
+    hide_flag_types,
+    out,
+)
 from charlm.cli.data import data_app
 from charlm.config import SEED_MAX
 from charlm.errors import CharlmError
@@ -42,7 +53,9 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 
 DynamicMethod = Literal[tuple(DEFAULT_LR)]
-DYNAMIC_LR_HELP = f"--dynamic: step size per segment (default: {', '.join(f'{lr:g} for {m}' for m, lr in DEFAULT_LR.items())})."
+DYNAMIC_LR_HELP = (
+    f"--dynamic: step size per segment (default: {', '.join(f'{lr:g} for {m}' for m, lr in DEFAULT_LR.items())})."
+)
 
 
 def _version(value: bool) -> None:
@@ -53,32 +66,52 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logs (timings of data preparation).")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show debug logs (timings of data preparation).")
+    ] = False,
 ) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
 
 
 @app.command()
 @friendly_errors
 def train(
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file (optional with --resume: the run's own config is used).")] = None,
+    config: Annotated[
+        Optional[Path],
+        typer.Option("--config", "-c", help="YAML config file (optional with --resume: the run's own config is used)."),
+    ] = None,
     set_: SetOption = None,
     out_dir: Annotated[Optional[Path], typer.Option(help="Run directory (default: runs/<config name>).")] = None,
     device: DeviceOverride = None,
-    time: Annotated[Optional[str], typer.Option(
-        "--time", help="Wall-time budget (15m, 90s, 2h, 1h30m): charlm times the first steps and fixes train.max_steps "
-                       "to end within it (train.time_budget; a --set train.max_steps is then a cap).")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out-dir from its newest good checkpoint.")] = False,
-    init_from: Annotated[Optional[Path], typer.Option(
-        help="Fine-tune: start a new run from this trained run's weights (run directory: best.pt, else last.pt; "
-             "or a .pt file). Same model shape; characters both corpora share keep their rows.")] = None,
+    time: Annotated[
+        Optional[str],
+        typer.Option(
+            "--time",
+            help="Wall-time budget (15m, 90s, 2h, 1h30m): charlm times the first steps and fixes train.max_steps "
+            "to end within it (train.time_budget; a --set train.max_steps is then a cap).",
+        ),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run in --out-dir from its newest good checkpoint.")
+    ] = False,
+    init_from: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Fine-tune: start a new run from this trained run's weights (run directory: best.pt, else last.pt; "
+            "or a .pt file). Same model shape; characters both corpora share keep their rows."
+        ),
+    ] = None,
 ) -> None:
     """Train a model; writes checkpoints, metrics.jsonl and config.yaml into the run directory."""
     from charlm.config import load_config
     from charlm.reporting.sinks.console import RichReporter
-    from charlm.training.signals import StopRequest
     from charlm.runs.rundir import CONFIG
+    from charlm.training.signals import StopRequest
     from charlm.training.trainer import train as run_training
 
     overrides = list(set_ or [])
@@ -93,8 +126,9 @@ def train(
     if out_dir is None:
         out_dir = Path("runs") / config.stem
     cfg = load_config(config, overrides)
-    result = run_training(cfg, out_dir, RichReporter(), resume=resume, stop=StopRequest(ignore_after_stop=True),
-                          init_from=init_from)
+    result = run_training(
+        cfg, out_dir, RichReporter(), resume=resume, stop=StopRequest(ignore_after_stop=True), init_from=init_from
+    )
     if result.test is not None:
         out.print(
             f"done: best valid bpc {result.best_valid_bpc:.4f}; test bpc {result.test.bpc:.4f} "
@@ -108,16 +142,32 @@ def train(
 def eval_command(
     run: RunArgument,
     split: Annotated[Literal[SPLITS], typer.Option(help="Split of the run's corpus to score.")] = "test",
-    text: Annotated[Optional[Path], typer.Option(help="Score this file instead of a split (UTF-8; a byte-unit model takes any bytes).")] = None,
+    text: Annotated[
+        Optional[Path],
+        typer.Option(help="Score this file instead of a split (UTF-8; a byte-unit model takes any bytes)."),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Rows scored in parallel; 1 is how papers report.")] = 1,
     device: DeviceOption = "cpu",
     weights: WeightsOption = "auto",
-    dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic evaluation: learn from each segment after scoring it (batch size 1).")] = False,
+    dynamic: Annotated[
+        bool,
+        typer.Option("--dynamic", help="Dynamic evaluation: learn from each segment after scoring it (batch size 1)."),
+    ] = False,
     dynamic_lr: Annotated[Optional[float], typer.Option(help=DYNAMIC_LR_HELP)] = None,
-    dynamic_decay: Annotated[float, typer.Option(help="--dynamic: pull towards the trained weights per segment.")] = 0.01,
+    dynamic_decay: Annotated[
+        float, typer.Option(help="--dynamic: pull towards the trained weights per segment.")
+    ] = 0.01,
     dynamic_seq_len: Annotated[int, typer.Option(help="--dynamic: characters per segment.")] = 50,
-    dynamic_method: Annotated[DynamicMethod, typer.Option(help="--dynamic: rms (steps scaled by gradient statistics of the training text) or sgd.")] = "rms",
-    data_root: Annotated[Optional[Path], typer.Option(help="Read the run's corpus from this folder (default: where the run recorded it, else $CHARLM_DATA, else ./data).")] = None,
+    dynamic_method: Annotated[
+        DynamicMethod,
+        typer.Option(help="--dynamic: rms (steps scaled by gradient statistics of the training text) or sgd."),
+    ] = "rms",
+    data_root: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Read the run's corpus from this folder (default: where the run recorded it, else $CHARLM_DATA, else ./data)."
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Score a split or a text file: tokens, loss (nats/token), bits per character, perplexity."""
@@ -132,8 +182,11 @@ def eval_command(
         out.print(json.dumps(scored.as_dict()))
         return
     d, result = scored.dynamic, scored.result
-    how = (f"dynamic evaluation ({d.method}, lr {d.step_size:g}, decay {d.decay:g}, segments of {d.seq_len})"
-           if d else f"batch size {scored.batch_size}")
+    how = (
+        f"dynamic evaluation ({d.method}, lr {d.step_size:g}, decay {d.decay:g}, segments of {d.seq_len})"
+        if d
+        else f"batch size {scored.batch_size}"
+    )
     out.print(f"checkpoint  {scored.checkpoint} (step {scored.step:,}, {scored.weights} weights)")
     out.print(f"scored      {scored.scored} at {how}")
     out.print(f"tokens      {result.tokens:,}")
@@ -150,21 +203,34 @@ def sample(
     prompt_file: Annotated[Optional[Path], typer.Option(help="Read the prompt from this UTF-8 file.")] = None,
     length: Annotated[int, typer.Option(help="Characters to generate per sample.")] = 500,
     # max: 1e308 is inf in float32, and -inf / inf (a banned id's logit) is nan.
-    temperature: Annotated[float, typer.Option(help="Below 1: safer text; above 1: more varied (0.0001 to 10000).")] = 1.0,
+    temperature: Annotated[
+        float, typer.Option(help="Below 1: safer text; above 1: more varied (0.0001 to 10000).")
+    ] = 1.0,
     top_k: Annotated[Optional[int], typer.Option(help="Sample only among the K most likely characters.")] = None,
-    top_p: Annotated[Optional[float], typer.Option(help="Sample only among the most likely characters holding probability P.")] = None,
+    top_p: Annotated[
+        Optional[float], typer.Option(help="Sample only among the most likely characters holding probability P.")
+    ] = None,
     greedy: Annotated[bool, typer.Option(help="Always take the most likely character.")] = False,
     num_samples: Annotated[int, typer.Option(help="Independent samples, generated as one batch.")] = 1,
     seed: Annotated[Optional[int], typer.Option(min=0, max=SEED_MAX, help="The same seed gives the same text.")] = None,
     device: DeviceOption = "cpu",
-    int8: Annotated[bool, typer.Option("--int8", help="CPU: int8 weights, about 2x faster; slightly different text.")] = False,
-    cuda_graphs: Annotated[bool, typer.Option(help="GPU: replay each character's step as one CUDA graph (same text, faster).")] = True,
+    int8: Annotated[
+        bool, typer.Option("--int8", help="CPU: int8 weights, about 2x faster; slightly different text.")
+    ] = False,
+    cuda_graphs: Annotated[
+        bool, typer.Option(help="GPU: replay each character's step as one CUDA graph (same text, faster).")
+    ] = True,
     weights: WeightsOption = "auto",
 ) -> None:
     """Generate text from a trained model, streamed as it is produced."""
     from charlm.data.corpus import read_utf8
-    from charlm.inference.trained import check_sampling, load_trained, quantize_for_cpu, sample_text
-    from charlm.inference.sample import SamplingOptions
+    from charlm.inference.sampling_steps import SamplingOptions
+    from charlm.inference.trained import (
+        check_sampling,
+        load_trained,
+        quantize_for_cpu,
+        sample_text,
+    )
 
     if prompt is not None and prompt_file is not None:
         raise CharlmError("give --prompt or --prompt-file, not both")

@@ -8,9 +8,14 @@ from typing import Annotated
 
 import typer
 
-from charlm.cli.common import (DeviceOverride, JsonOption, SetOption, friendly_errors, out)
+from charlm.cli.common import (
+    DeviceOverride,
+    JsonOption,
+    SetOption,
+    friendly_errors,
+    out,
+)
 from charlm.errors import CharlmError
-
 
 
 @friendly_errors
@@ -19,9 +24,16 @@ def bench(
     set_: SetOption = None,
     steps: Annotated[int, typer.Option(help="Training steps per timed repeat (5 repeats, after a warm-up).")] = 20,
     device: DeviceOverride = None,
-    malloc_ab: Annotated[bool, typer.Option("--malloc-ab", help=(
-        "Instead: train and sample in fresh processes with glibc's default malloc and with charlm's memory "
-        "reuse (CHARLM_MALLOC), interleaved; report chars/s, minor page faults and kernel seconds of each."))] = False,
+    malloc_ab: Annotated[
+        bool,
+        typer.Option(
+            "--malloc-ab",
+            help=(
+                "Instead: train and sample in fresh processes with glibc's default malloc and with charlm's memory "
+                "reuse (CHARLM_MALLOC), interleaved; report chars/s, minor page faults and kernel seconds of each."
+            ),
+        ),
+    ] = False,
     rounds: Annotated[int, typer.Option(help="--malloc-ab: pairs of processes (medians are reported).")] = 3,
     as_json: JsonOption = False,
 ) -> None:
@@ -77,15 +89,19 @@ def _bench_malloc_ab(cfg, config: Path, steps: int, rounds: int, as_json: bool) 
     if as_json:
         out.print(json.dumps(figures))
         return
-    table = Table(title=f"charlm bench --malloc-ab: {config} on {figures['device']} "
-                        f"(medians of {rounds} interleaved rounds, {steps} steps each)")
+    table = Table(
+        title=f"charlm bench --malloc-ab: {config} on {figures['device']} "
+        f"(medians of {rounds} interleaved rounds, {steps} steps each)"
+    )
     for column in ("measure", "glibc default", "memory reuse", "reuse / default"):
         table.add_column(column, justify="left" if column == "measure" else "right")
     a, b = figures["default"], figures["reuse"]
     for what in ("train", "sample"):
         speed = f"{what}_chars_per_s"
         table.add_row(f"{what}, chars/s", f"{a[speed]:,.0f}", f"{b[speed]:,.0f}", f"{figures[what + '_speedup']:.3f}")
-        table.add_row(f"{what}, minor page faults", f"{a[what + '_minor_faults']:,.0f}", f"{b[what + '_minor_faults']:,.0f}", "")
+        table.add_row(
+            f"{what}, minor page faults", f"{a[what + '_minor_faults']:,.0f}", f"{b[what + '_minor_faults']:,.0f}", ""
+        )
         table.add_row(f"{what}, kernel seconds", f"{a[what + '_system_s']:.2f}", f"{b[what + '_system_s']:.2f}", "")
     peak = "peak_memory_mb"
     table.add_row("peak memory (RSS), MB", f"{a[peak]:,.0f}", f"{b[peak]:,.0f}", f"{b[peak] / a[peak]:.3f}")

@@ -90,14 +90,22 @@ def _internal_error(exc: BaseException) -> None:
         sys.stderr.write(text)
     else:
         try:
-            with tempfile.NamedTemporaryFile("w", prefix="charlm-traceback-", suffix=".txt", delete=False,
-                                             encoding="utf-8", errors="backslashreplace") as f:
+            with tempfile.NamedTemporaryFile(
+                "w",
+                prefix="charlm-traceback-",
+                suffix=".txt",
+                delete=False,
+                encoding="utf-8",
+                errors="backslashreplace",
+            ) as f:
                 f.write(text)
             where = f"traceback saved to {f.name}"
         except OSError:
             sys.stderr.write(text)
-    err.print(Text("internal error: ", style="bold red")
-              + Text(f"{type(exc).__name__}: {_one_line(exc)} (a bug in charlm; {where}; please report it)"))
+    err.print(
+        Text("internal error: ", style="bold red")
+        + Text(f"{type(exc).__name__}: {_one_line(exc)} (a bug in charlm; {where}; please report it)")
+    )
     raise typer.Exit(INTERNAL_ERROR_EXIT) from None
 
 
@@ -150,4 +158,6 @@ RunArgument = Annotated[Path, typer.Argument(help="Run directory (uses best.pt, 
 # stays quick): a wrong one is a usage error (exit 2) that lists the choices, before any work.
 DeviceOption = Annotated[Literal[DEVICES], typer.Option(help="Where the model runs.")]
 DeviceOverride = Annotated[Optional[Literal[DEVICES]], typer.Option(help="Overrides train.device.")]
-WeightsOption = Annotated[Literal[WEIGHT_CHOICES], typer.Option(help="auto: averaged if the run kept an average, else trained.")]
+WeightsOption = Annotated[
+    Literal[WEIGHT_CHOICES], typer.Option(help="auto: averaged if the run kept an average, else trained.")
+]

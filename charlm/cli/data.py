@@ -19,10 +19,22 @@ data_app = typer.Typer(help="Download and prepare corpora.", no_args_is_help=Tru
 def byte_progress() -> Iterator[Callable[[str, int, int | None], None]]:
     """A progress callback (name, bytes done, bytes total) drawing one bar per name, with the
     rate in bytes/s, on stderr; gone when the work ends."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TransferSpeedColumn,
+    )
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  console=err, transient=True) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
         tasks: dict[str, int] = {}
 
         def report(name: str, done: int, total: int | None) -> None:
@@ -36,9 +48,16 @@ def byte_progress() -> Iterator[Callable[[str, int, int | None], None]]:
 @data_app.command("fetch")
 @friendly_errors
 def data_fetch(
-    corpus: Annotated[str, typer.Argument(help="Corpus to fetch, e.g. ptb (the names charlm can fetch are listed on a wrong one).")],
-    source: Annotated[Optional[str], typer.Option(help="Local directory or mirror URL holding the corpus's files (default: the canonical URLs).")] = None,
-    root: Annotated[Optional[Path], typer.Option(help="Data root; files land in ROOT/NAME (default: $CHARLM_DATA or ./data).")] = None,
+    corpus: Annotated[
+        str, typer.Argument(help="Corpus to fetch, e.g. ptb (the names charlm can fetch are listed on a wrong one).")
+    ],
+    source: Annotated[
+        Optional[str],
+        typer.Option(help="Local directory or mirror URL holding the corpus's files (default: the canonical URLs)."),
+    ] = None,
+    root: Annotated[
+        Optional[Path], typer.Option(help="Data root; files land in ROOT/NAME (default: $CHARLM_DATA or ./data).")
+    ] = None,
 ) -> None:
     """Download a corpus's files, check their checksums and store them under the data root."""
     from charlm.data.corpora import all_corpora, resolve_data_root
@@ -78,6 +97,11 @@ def data_prepare(
     kind = corpus_kind(cfg.data.corpus)
     with byte_progress() as report:
         corpus = kind.load(cfg.data, report)
-    sizes = ", ".join(f"{split} {len(stream):,}" for split in ("train", "valid", "test")
-                      if (stream := getattr(corpus, split)) is not None)
-    out.print(f"{cfg.data.corpus} in {unit_word(kind.unit(cfg.data))}: {sizes} tokens; vocabulary of {len(corpus.vocab)}")
+    sizes = ", ".join(
+        f"{split} {len(stream):,}"
+        for split in ("train", "valid", "test")
+        if (stream := getattr(corpus, split)) is not None
+    )
+    out.print(
+        f"{cfg.data.corpus} in {unit_word(kind.unit(cfg.data))}: {sizes} tokens; vocabulary of {len(corpus.vocab)}"
+    )

@@ -7,9 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from charlm.cli.common import (RunArgument, WeightsOption, friendly_errors, out)
-
-
+from charlm.cli.common import RunArgument, WeightsOption, friendly_errors, out
 
 EXPORT_FORMATS = ("safetensors", "onnx", "web")  # the export registry's names (tests/test_registries.py checks)
 
@@ -17,8 +15,16 @@ EXPORT_FORMATS = ("safetensors", "onnx", "web")  # the export registry's names (
 @friendly_errors
 def export(
     run: RunArgument,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write (made if missing; empty, or an earlier export).")],
-    format_: Annotated[Literal[EXPORT_FORMATS], typer.Option("--format", help="safetensors: weights, config, vocabulary and a model card; onnx: step.onnx and score.onnx for ONNX Runtime (extra: charlm[onnx]); web: a page that writes in the browser.")] = "safetensors",
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Folder to write (made if missing; empty, or an earlier export).")
+    ],
+    format_: Annotated[
+        Literal[EXPORT_FORMATS],
+        typer.Option(
+            "--format",
+            help="safetensors: weights, config, vocabulary and a model card; onnx: step.onnx and score.onnx for ONNX Runtime (extra: charlm[onnx]); web: a page that writes in the browser.",
+        ),
+    ] = "safetensors",
     weights: WeightsOption = "auto",
 ) -> None:
     """Export a trained model for use outside charlm's checkpoints."""

@@ -9,16 +9,20 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
-from charlm.cli.common import (friendly_errors, out)
+from charlm.cli.common import friendly_errors, out
 from charlm.runs.listing import COLUMNS
 from charlm.runs.plot import METRICS, X_AXES
 
 
-
 @friendly_errors
 def runs(
-    dirs: Annotated[Optional[list[Path]], typer.Argument(help="Run directories or folders holding them (default: runs).")] = None,
-    sort: Annotated[Literal[COLUMNS], typer.Option(help="Column to sort by (blanks last; parameters, steps and chars/s largest first).")] = "name",
+    dirs: Annotated[
+        Optional[list[Path]], typer.Argument(help="Run directories or folders holding them (default: runs).")
+    ] = None,
+    sort: Annotated[
+        Literal[COLUMNS],
+        typer.Option(help="Column to sort by (blanks last; parameters, steps and chars/s largest first)."),
+    ] = "name",
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
 ) -> None:
@@ -41,9 +45,19 @@ def runs(
         writer.writerows(r.as_dict() for r in rows)
         return
     table = Table()
-    for title, justify in (("run", "left"), ("cell", "left"), ("layers x hidden", "right"), ("params", "right"),
-                           ("steps", "right"), ("best valid bpc", "right"), ("test bpc", "right"),
-                           ("chars/s", "right"), ("train min", "right"), ("wall min", "right"), ("status", "left")):
+    for title, justify in (
+        ("run", "left"),
+        ("cell", "left"),
+        ("layers x hidden", "right"),
+        ("params", "right"),
+        ("steps", "right"),
+        ("best valid bpc", "right"),
+        ("test bpc", "right"),
+        ("chars/s", "right"),
+        ("train min", "right"),
+        ("wall min", "right"),
+        ("status", "left"),
+    ):
         table.add_column(title, justify=justify)
 
     def show(value, fmt):
@@ -52,8 +66,19 @@ def runs(
     for r in rows:
         train = "-" if r.train_s is None else f"{r.train_s / 60:.1f}"  # optimizer steps only: what chars/s divides by
         wall = "-" if r.wall_s is None else f"{r.wall_s / 60:.1f}"  # the train processes, evaluations and test included
-        table.add_row(r.name, r.cell or "-", r.size or "-", show(r.parameters, ","), show(r.steps, ","),
-                      show(r.best_valid_bpc, ".4f"), show(r.test_bpc, ".4f"), show(r.chars_per_s, ",.0f"), train, wall, r.status)
+        table.add_row(
+            r.name,
+            r.cell or "-",
+            r.size or "-",
+            show(r.parameters, ","),
+            show(r.steps, ","),
+            show(r.best_valid_bpc, ".4f"),
+            show(r.test_bpc, ".4f"),
+            show(r.chars_per_s, ",.0f"),
+            train,
+            wall,
+            r.status,
+        )
     out.print(table)
 
 
@@ -61,7 +86,10 @@ def runs(
 def plot(
     runs: Annotated[list[Path], typer.Argument(help="Run directories to draw.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Image file, .png or .svg.")] = Path("curves.png"),
-    x: Annotated[Literal[tuple(X_AXES)], typer.Option("--x", help="x axis: optimizer steps, characters trained on, or training time.")] = "step",
+    x: Annotated[
+        Literal[tuple(X_AXES)],
+        typer.Option("--x", help="x axis: optimizer steps, characters trained on, or training time."),
+    ] = "step",
     metric: Annotated[Literal[tuple(METRICS)], typer.Option(help="Bits per character or loss in nats.")] = "bpc",
 ) -> None:
     """Draw the train and valid curves and the test score of several runs on one figure."""

@@ -12,10 +12,33 @@ Precedence, lowest to highest: schema defaults < YAML file < `--set key=value` o
 """
 
 from charlm.config.data_section import DataConfig
-from charlm.config.schema import (AWD_MODEL_KEYS, CALIBRATION_END, CALIBRATION_SKIP, DEVICES, INT64_MAX, SEED_MAX,
-                                  Config, ModelConfig, TrainConfig, config_from_dict, dump_config, load_config)
+from charlm.config.schema import (
+    AWD_MODEL_KEYS,
+    CALIBRATION_END,
+    CALIBRATION_SKIP,
+    DEVICES,
+    INT64_MAX,
+    SEED_MAX,
+    Config,
+    ModelConfig,
+    TrainConfig,
+    config_from_dict,
+    dump_config,
+    load_config,
+)
 
 __all__ = [
-    "AWD_MODEL_KEYS", "CALIBRATION_END", "CALIBRATION_SKIP", "DEVICES", "INT64_MAX", "SEED_MAX",
-    "Config", "DataConfig", "ModelConfig", "TrainConfig", "config_from_dict", "dump_config", "load_config",
+    "AWD_MODEL_KEYS",
+    "CALIBRATION_END",
+    "CALIBRATION_SKIP",
+    "DEVICES",
+    "INT64_MAX",
+    "SEED_MAX",
+    "Config",
+    "DataConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "config_from_dict",
+    "dump_config",
+    "load_config",
 ]

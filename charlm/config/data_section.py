@@ -67,9 +67,7 @@ class DataConfig(_Section):
         if problems:
             raise ValueError("; ".join(problems))
         if any(not 0 <= f < 1 for f in self.split) or abs(sum(self.split) - 1) > 1e-6:
-            raise ValueError(
-                f"data.split must be three fractions in [0, 1) summing to 1, got {list(self.split)}"
-            )
+            raise ValueError(f"data.split must be three fractions in [0, 1) summing to 1, got {list(self.split)}")
         if self.split[0] <= 0 or self.split[1] <= 0:
             raise ValueError(f"data.split needs train and valid fractions above 0, got {list(self.split)}")
         return self

@@ -12,21 +12,37 @@ from charlm.errors import MAX_PROBLEMS_SHOWN, quote, shorten
 
 # Names people carry over from other tools, mapped to ours, for "did you mean" hints.
 _ALIASES = {
-    "learning_rate": "lr", "epochs": "max_steps", "steps": "max_steps", "bptt": "seq_len",
-    "hidden": "hidden_size", "nhid": "hidden_size", "layers": "num_layers", "nlayers": "num_layers",
-    "emsize": "embedding_dim", "embedding_size": "embedding_dim", "clip": "grad_clip",
-    "tied": "tie_weights", "tie": "tie_weights", "rnn_type": "cell", "model": "cell",
-    "block_size": "seq_len", "sequence_length": "seq_len",
+    "learning_rate": "lr",
+    "epochs": "max_steps",
+    "steps": "max_steps",
+    "bptt": "seq_len",
+    "hidden": "hidden_size",
+    "nhid": "hidden_size",
+    "layers": "num_layers",
+    "nlayers": "num_layers",
+    "emsize": "embedding_dim",
+    "embedding_size": "embedding_dim",
+    "clip": "grad_clip",
+    "tied": "tie_weights",
+    "tie": "tie_weights",
+    "rnn_type": "cell",
+    "model": "cell",
+    "block_size": "seq_len",
+    "sequence_length": "seq_len",
 }
 
 
 def describe_problems(errors: list[dict[str, Any]], override_keys: set[str], schema: type[BaseModel]) -> list[str]:
     """One line per pydantic error; "did you mean" hints only for the first MAX_PROBLEMS_SHOWN
     (the ones a ConfigError shows: 5,000 misspelt keys would otherwise take difflib seconds)."""
-    return [describe_problem(err, override_keys, schema, suggest=i < MAX_PROBLEMS_SHOWN) for i, err in enumerate(errors)]
+    return [
+        describe_problem(err, override_keys, schema, suggest=i < MAX_PROBLEMS_SHOWN) for i, err in enumerate(errors)
+    ]
 
 
-def describe_problem(err: dict[str, Any], override_keys: set[str], schema: type[BaseModel], suggest: bool = True) -> str:
+def describe_problem(
+    err: dict[str, Any], override_keys: set[str], schema: type[BaseModel], suggest: bool = True
+) -> str:
     """One line for one pydantic error: dotted path, what is wrong, and a hint."""
     loc = [str(p) for p in err["loc"]]
     path = shorten(".".join(loc))  # a key may be any YAML scalar, of any length

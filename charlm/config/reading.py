@@ -45,7 +45,8 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
             return loader.construct_mapping(node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None,
+                None,
+                None,
                 f"duplicate key {key!r} (first on line {seen[key] + 1})",
                 key_node.start_mark,
             )
@@ -53,9 +54,7 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
     return loader.construct_mapping(node, deep=deep)
 
 
-_StrictLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
-)
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
@@ -67,10 +66,13 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     data = read_bytes(path, "config file") if size <= MAX_CONFIG_BYTES else b""
     size = max(size, len(data))
     if size > MAX_CONFIG_BYTES:
-        raise ConfigError(str(path), [
-            f"the file is {size:,} bytes; a config is a few KB and charlm reads at most "
-            f"{MAX_CONFIG_BYTES:,} -- is it the right file?"
-        ])
+        raise ConfigError(
+            str(path),
+            [
+                f"the file is {size:,} bytes; a config is a few KB and charlm reads at most "
+                f"{MAX_CONFIG_BYTES:,} -- is it the right file?"
+            ],
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -128,14 +130,18 @@ def _check_expansion(text: str) -> None:
             continue
         if isinstance(event, yaml.CollectionStartEvent):
             if len(open_) >= MAX_YAML_DEPTH:
-                raise YamlRefused(f"lists and mappings nested more than {MAX_YAML_DEPTH} deep at {line} (a config needs 3)")
+                raise YamlRefused(
+                    f"lists and mappings nested more than {MAX_YAML_DEPTH} deep at {line} (a config needs 3)"
+                )
             open_.append([event.anchor, 1])
             continue
         if isinstance(event, yaml.ScalarEvent):
             anchor, count = event.anchor, 1
         elif isinstance(event, yaml.AliasEvent):
             if any(event.anchor == a for a, _ in open_):
-                raise YamlRefused(f"the alias *{shorten(event.anchor)} at {line} is inside its own anchor (a value that holds itself)")
+                raise YamlRefused(
+                    f"the alias *{shorten(event.anchor)} at {line} is inside its own anchor (a value that holds itself)"
+                )
             anchor, count = None, stands_for.get(event.anchor, 1)
         elif isinstance(event, yaml.CollectionEndEvent):
             anchor, count = open_.pop()

@@ -49,7 +49,9 @@ class ModelConfig(_Section):
         description="Width of the character embedding (for mingru/minlstm, of the residual stream and the "
         "decoder's input).",
     )
-    hidden_size: int = Field(512, gt=0, description="Units per recurrent layer (for mingru/minlstm, each cell's state).")
+    hidden_size: int = Field(
+        512, gt=0, description="Units per recurrent layer (for mingru/minlstm, each cell's state)."
+    )
     num_layers: int = Field(2, gt=0, description="Recurrent layers (for mingru/minlstm, residual blocks).")
     dropout: float = Field(
         0.0,
@@ -125,7 +127,8 @@ class ModelConfig(_Section):
         if awd and self.impl == "reference":
             fix = (
                 f"remove model.{', model.'.join(awd)}: cell {self.cell} exists only as reference cells"
-                if reference_only else "set model.impl: fused"
+                if reference_only
+                else "set model.impl: fused"
             )
             raise ValueError(
                 f"model.{', model.'.join(awd)} {'needs' if len(awd) == 1 else 'need'} model.impl: fused (the reference cells "
@@ -156,8 +159,12 @@ CALIBRATION_END = 25
 class TrainConfig(_Section):
     """The optimisation loop. Every interval (`*_every`) counts optimizer steps."""
 
-    batch_size: int = Field(64, gt=0, description="Rows of the stream trained side by side (the global batch under torchrun).")
-    seq_len: int = Field(128, gt=0, description="Characters per training window (truncated BPTT; the state carries across).")
+    batch_size: int = Field(
+        64, gt=0, description="Rows of the stream trained side by side (the global batch under torchrun)."
+    )
+    seq_len: int = Field(
+        128, gt=0, description="Characters per training window (truncated BPTT; the state carries across)."
+    )
     max_steps: int = Field(10_000, gt=0, description="Optimizer steps to train; beside time_budget, an upper cap.")
     time_budget: str | None = Field(
         None,
@@ -189,7 +196,9 @@ class TrainConfig(_Section):
     log_every: int = Field(50, gt=0, description="Steps between train log lines and metrics.jsonl records.")
     eval_batch_size: int = Field(64, gt=0, description="Rows for the valid pass during training.")
     test_batch_size: int = Field(1, gt=0, description="Rows for the final test pass (papers use 1).")
-    seed: int = Field(1234, ge=0, le=SEED_MAX, description="Seed of every random stream (each torchrun rank adds its rank).")
+    seed: int = Field(
+        1234, ge=0, le=SEED_MAX, description="Seed of every random stream (each torchrun rank adds its rank)."
+    )
     device: Literal[DEVICES] = Field("auto", description="auto (CUDA when available, else CPU), cpu or cuda.")
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="fp32, or bf16 autocast with fp32 weights and loss (on CPU and CUDA)."
@@ -280,7 +289,9 @@ class TrainConfig(_Section):
         if flag and "tensorboard" not in loggers:
             data["loggers"] = [*loggers, "tensorboard"]
         elif not flag and "tensorboard" in loggers:
-            raise ValueError("tensorboard: false contradicts loggers, which lists tensorboard; remove the old key tensorboard")
+            raise ValueError(
+                "tensorboard: false contradicts loggers, which lists tensorboard; remove the old key tensorboard"
+            )
         return data
 
     @model_validator(mode="after")
@@ -314,9 +325,7 @@ class TrainConfig(_Section):
                 f"{CALIBRATION_END} steps a budgeted run times before it plans; raise max_steps or remove it"
             )
         if self.steps_fixed and self.warmup_steps >= self.max_steps:
-            raise ValueError(
-                f"warmup_steps ({self.warmup_steps}) must be below max_steps ({self.max_steps})"
-            )
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be below max_steps ({self.max_steps})")
         if any(d < 1 for d in self.lr_drops) or sorted(set(self.lr_drops)) != list(self.lr_drops):
             raise ValueError(f"lr_drops must be increasing positive {self.lr_drop_unit}s, got {quote(self.lr_drops)}")
         if any(not 0 <= b < 1 for b in self.betas):

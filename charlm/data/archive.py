@@ -50,8 +50,9 @@ def member_is_verified(path: Path, spec: ZipMember) -> bool:
     return checksum_matches(path, spec.member_checksum)
 
 
-def extract_member(archive: Path, target: Path, spec: ZipMember, corpus: str,
-                   progress: ProgressFn | None = None) -> None:
+def extract_member(
+    archive: Path, target: Path, spec: ZipMember, corpus: str, progress: ProgressFn | None = None
+) -> None:
     """Publish `spec.member` of the zip at `archive` at `target`, verified, atomically.
 
     Raises:
@@ -91,8 +92,10 @@ def _write(out, chunk: bytes, target: Path) -> None:
 
 
 def _cannot_write(target: Path, exc: OSError) -> DataError:
-    return DataError(f"cannot write {target}: {exc.strerror or exc}; free some space or check the "
-                     "folder's permissions, then run the command again")
+    return DataError(
+        f"cannot write {target}: {exc.strerror or exc}; free some space or check the "
+        "folder's permissions, then run the command again"
+    )
 
 
 def _stream_member(archive: Path, write, spec: ZipMember, fix: str, progress: ProgressFn | None) -> str:
@@ -110,8 +113,9 @@ def _stream_member(archive: Path, write, spec: ZipMember, fix: str, progress: Pr
                     digest.update(chunk)
                     done += len(chunk)
                     if done > spec.member_size:
-                        raise DataError(f"{spec.member} in {archive} inflates past its expected "
-                                        f"{spec.member_size:,} bytes; {fix}")
+                        raise DataError(
+                            f"{spec.member} in {archive} inflates past its expected {spec.member_size:,} bytes; {fix}"
+                        )
                     if progress:
                         progress(spec.member, done, spec.member_size)
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
@@ -135,6 +139,8 @@ def _member_info(zf: zipfile.ZipFile, archive: Path, spec: ZipMember, fix: str) 
         held = ", ".join(repr(n) for n in names[:5]) + (f" and {len(names) - 5:,} more" if len(names) > 5 else "")
         raise DataError(f"{archive} has no member {spec.member!r} (it holds {held or 'nothing'}); {fix}") from None
     if info.file_size != spec.member_size:
-        raise DataError(f"{spec.member} in {archive} declares {info.file_size:,} bytes, expected "
-                        f"{spec.member_size:,}; this is not the published archive; {fix}")
+        raise DataError(
+            f"{spec.member} in {archive} declares {info.file_size:,} bytes, expected "
+            f"{spec.member_size:,}; this is not the published archive; {fix}"
+        )
     return info

@@ -93,12 +93,21 @@ def source_problem(source: str) -> str | None:
 
 def missing_files(folder: Path, md5s: dict[str, str]) -> list[str]:
     """Names of the files absent from `folder` or whose md5 (or other checksum) is wrong."""
-    return [name for name, checksum in md5s.items()
-            if not (folder / name).is_file() or not checksum_matches(folder / name, checksum)]
+    return [
+        name
+        for name, checksum in md5s.items()
+        if not (folder / name).is_file() or not checksum_matches(folder / name, checksum)
+    ]
 
 
-def fetch_files(folder: Path, md5s: dict[str, str], base_url: str, source: str | None,
-                corpus: str, progress: ProgressFn | None = None) -> list[str]:
+def fetch_files(
+    folder: Path,
+    md5s: dict[str, str],
+    base_url: str,
+    source: str | None,
+    corpus: str,
+    progress: ProgressFn | None = None,
+) -> list[str]:
     """Make `folder` hold every file of `md5s`, verified; return the names fetched.
 
     Args:
@@ -167,8 +176,9 @@ def _fetch_one(location: str, target: Path, checksum: str, hint: _SourceHint, pr
         tmp.unlink(missing_ok=True)
 
 
-def _copy_hashed(location: str, out, name: str, hint: _SourceHint, progress: ProgressFn | None,
-                 algorithm: str = "md5") -> str:
+def _copy_hashed(
+    location: str, out, name: str, hint: _SourceHint, progress: ProgressFn | None, algorithm: str = "md5"
+) -> str:
     """Stream `location` (URL or path) into `out`; return the hex digest of the bytes."""
     digest = hashlib.new(algorithm)
     done = 0
@@ -223,4 +233,3 @@ def fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-

@@ -32,22 +32,31 @@ def locate_corpus(cfg: DataConfig, data_root: Path | None = None) -> tuple[DataC
         moved = kind.moved_to(cfg, Path(data_root))
         missing = [] if kind.fetchable else kind.missing(moved)
         if missing:
-            raise DataError(f"--data-root {data_root} lacks the run's corpus file {missing[0]}; "
-                            "pass the folder that holds it, or score a file with --text FILE")
+            raise DataError(
+                f"--data-root {data_root} lacks the run's corpus file {missing[0]}; "
+                "pass the folder that holds it, or score a file with --text FILE"
+            )
         return moved, f"corpus '{cfg.corpus}' read from {data_root} (--data-root)"
     missing = kind.missing(cfg)
     if not missing:
         return cfg, None
     if not kind.fetchable:
-        raise DataError(f"the run's corpus file {missing[0]} is missing on this machine; score a "
-                        "file with --text FILE, or pass --data-root DIR holding the corpus files")
+        raise DataError(
+            f"the run's corpus file {missing[0]} is missing on this machine; score a "
+            "file with --text FILE, or pass --data-root DIR holding the corpus files"
+        )
     recorded = resolve_data_root(cfg.root)
     fallbacks = [(os.environ.get("CHARLM_DATA"), "$CHARLM_DATA"), ("data", "the default root")]
     for root, where in fallbacks:
         if root and Path(root) != recorded and not kind.missing(moved := kind.moved_to(cfg, Path(root))):
-            return moved, f"corpus '{cfg.corpus}' read from {root} ({where}): the recorded root {recorded} lacks its files"
+            return (
+                moved,
+                f"corpus '{cfg.corpus}' read from {root} ({where}): the recorded root {recorded} lacks its files",
+            )
     if cfg.root is None or recorded.is_dir():
         return cfg, None  # fetched where training would fetch it
     target = next(root for root, _ in fallbacks if root)
-    return (kind.moved_to(cfg, Path(target)),
-            f"the recorded data root {recorded} does not exist on this machine; fetching corpus '{cfg.corpus}' into {target}")
+    return (
+        kind.moved_to(cfg, Path(target)),
+        f"the recorded data root {recorded} does not exist on this machine; fetching corpus '{cfg.corpus}' into {target}",
+    )

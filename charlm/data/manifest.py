@@ -21,8 +21,19 @@ SPLITS = ("train", "valid", "test")
 # byte, up to 65,536 in two, beyond that (text with rare scripts) in four.
 DTYPES = {"uint8": torch.uint8, "uint16": torch.uint16, "int32": torch.int32}
 CAPACITY = {"uint8": 1 << 8, "uint16": 1 << 16, "int32": 1 << 31}
-KEYS = {"format", "version", "unit", "tokens", "dtype", "splits", "sha256", "with_unk", "vocab_splits", "recipe",
-        "sources"}
+KEYS = {
+    "format",
+    "version",
+    "unit",
+    "tokens",
+    "dtype",
+    "splits",
+    "sha256",
+    "with_unk",
+    "vocab_splits",
+    "recipe",
+    "sources",
+}
 
 
 def dtype_for(vocab_size: int) -> str:
@@ -70,9 +81,14 @@ def manifest_problem(m: dict[str, Any], folder: Path) -> str | None:
     splits, digests = m["splits"], m["sha256"]
     if not isinstance(splits, dict) or set(splits) != set(SPLITS):
         return "its splits are damaged"
-    if not isinstance(digests, dict) or set(digests) != set(SPLITS) or not all(
+    if (
+        not isinstance(digests, dict)
+        or set(digests) != set(SPLITS)
+        or not all(
             (d is None) == (splits[s] is None) and (d is None or (isinstance(d, str) and len(d) == 64))
-            for s, d in digests.items()):
+            for s, d in digests.items()
+        )
+    ):
         return "its sha256 entries are damaged"
     item = torch.empty(0, dtype=DTYPES[m["dtype"]]).element_size()
     for split, n in splits.items():
@@ -109,8 +125,15 @@ def _tokens_problem(tokens: Any, unit: str) -> str | None:
 
 def _sources_ok(sources: Any) -> bool:
     fields = {"path": str, "md5": str, "size": int, "mtime_ns": int}
-    return isinstance(sources, list) and bool(sources) and all(
-        isinstance(s, dict) and set(s) == set(fields) and all(type(s[k]) is t for k, t in fields.items())
-        and "\0" not in s["path"] and Path(s["path"]).is_absolute()
-        for s in sources
+    return (
+        isinstance(sources, list)
+        and bool(sources)
+        and all(
+            isinstance(s, dict)
+            and set(s) == set(fields)
+            and all(type(s[k]) is t for k, t in fields.items())
+            and "\0" not in s["path"]
+            and Path(s["path"]).is_absolute()
+            for s in sources
+        )
     )

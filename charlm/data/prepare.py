@@ -34,7 +34,14 @@ from pathlib import Path
 import torch
 
 from charlm.data.corpus import Corpus
-from charlm.data.manifest import DTYPES, MANIFEST, SPLITS, dtype_for, manifest_problem, read_manifest
+from charlm.data.manifest import (
+    DTYPES,
+    MANIFEST,
+    SPLITS,
+    dtype_for,
+    manifest_problem,
+    read_manifest,
+)
 from charlm.data.units import Piece, ReadProgress, file_size, piece_units, survey
 from charlm.data.vocab import Vocabulary, describe_unit, unit_word
 from charlm.errors import DataError, ResourceError
@@ -45,9 +52,18 @@ Plan = Callable[[dict[Path, int]], dict[str, Piece | None]]
 SCAN_BYTES = 1 << 22
 
 
-def load_prepared(folder: Path, *, sources: list[Path], plan: Plan, unit: str, with_unk: bool, recipe: dict,
-                  vocab_splits: tuple[str, ...] = ("train",), progress: ReadProgress | None = None,
-                  rebuild: bool = False) -> Corpus:
+def load_prepared(
+    folder: Path,
+    *,
+    sources: list[Path],
+    plan: Plan,
+    unit: str,
+    with_unk: bool,
+    recipe: dict,
+    vocab_splits: tuple[str, ...] = ("train",),
+    progress: ReadProgress | None = None,
+    rebuild: bool = False,
+) -> Corpus:
     """The corpus prepared in `folder`, through memory maps; prepared first when the folder is
     missing, damaged or stale (a source changed size or mtime, or the unit or recipe differs).
 
@@ -73,8 +89,11 @@ def load_prepared(folder: Path, *, sources: list[Path], plan: Plan, unit: str, w
     except OSError as exc:
         # A read-only data root only costs the cache: prepare in a temporary folder, map it,
         # and remove it (the maps keep the files alive until the process ends).
-        log.warning("cannot write the prepared corpus to %s (%s); preparing it in a temporary folder for this run",
-                    folder, exc.strerror)
+        log.warning(
+            "cannot write the prepared corpus to %s (%s); preparing it in a temporary folder for this run",
+            folder,
+            exc.strerror,
+        )
         staging = Path(tempfile.mkdtemp(prefix="charlm-prepared-"))
         try:
             _build(staging, sources, plan, wanted, progress)
@@ -92,8 +111,10 @@ def load_prepared(folder: Path, *, sources: list[Path], plan: Plan, unit: str, w
 
 def _opened(corpus: Corpus | None, folder: Path) -> Corpus:
     if corpus is None:  # changed under us between writing and reading
-        raise DataError(f"the corpus prepared in {folder} failed its checks right after it was written; "
-                        "is another program writing there? Run the command again")
+        raise DataError(
+            f"the corpus prepared in {folder} failed its checks right after it was written; "
+            "is another program writing there? Run the command again"
+        )
     return corpus
 
 
@@ -108,8 +129,10 @@ def open_prepared(folder: Path, sources: list[Path], wanted: dict) -> Corpus | N
     if problem is None and any(manifest[key] != value for key, value in wanted.items()):
         log.info("the corpus in %s was prepared with other settings; preparing it again", folder)
         return None  # made for another unit or split: not damaged, just not this one
-    if problem is None and (manifest["sources"] != [dict(s, **_stat(Path(s["path"]))) for s in manifest["sources"]]
-                            or [Path(s["path"]) for s in manifest["sources"]] != sources):
+    if problem is None and (
+        manifest["sources"] != [dict(s, **_stat(Path(s["path"]))) for s in manifest["sources"]]
+        or [Path(s["path"]) for s in manifest["sources"]] != sources
+    ):
         log.info("a source of the corpus in %s changed since it was prepared; preparing it again", folder)
         return None
     if problem is None:
@@ -120,9 +143,12 @@ def open_prepared(folder: Path, sources: list[Path], wanted: dict) -> Corpus | N
     vocab = Vocabulary(tuple(manifest["tokens"]), manifest["unit"])
     dtype = DTYPES[manifest["dtype"]]
     try:
-        streams = {split: None if n is None else torch.from_file(str(folder / f"{split}.tokens"), shared=False,
-                                                                  size=n, dtype=dtype)
-                   for split, n in manifest["splits"].items()}
+        streams = {
+            split: None
+            if n is None
+            else torch.from_file(str(folder / f"{split}.tokens"), shared=False, size=n, dtype=dtype)
+            for split, n in manifest["splits"].items()
+        }
     except RuntimeError as exc:  # replaced or removed since it was checked
         log.warning("cannot map the prepared corpus in %s (%s); preparing it again", folder, exc)
         return None
@@ -214,16 +240,29 @@ def _build(staging: Path, sources: list[Path], plan: Plan, wanted: dict, progres
     try:
         for split in SPLITS:
             piece = pieces.get(split)
-            sizes[split], digests[split] = (None, None) if piece is None else _write_tokens(
-                staging / f"{split}.tokens", piece, split, unit, table, vocab, DTYPES[dtype], progress)
+            sizes[split], digests[split] = (
+                (None, None)
+                if piece is None
+                else _write_tokens(
+                    staging / f"{split}.tokens", piece, split, unit, table, vocab, DTYPES[dtype], progress
+                )
+            )
         changed = [str(path) for path, stat in before.items() if _stat(path) != stat]
         if changed:
-            raise DataError(f"{', '.join(changed)} changed while charlm read it; run the command again once "
-                            "nothing writes to it")
+            raise DataError(
+                f"{', '.join(changed)} changed while charlm read it; run the command again once nothing writes to it"
+            )
         manifest = {
-            "format": "charlm-tokens", "version": 1, "unit": unit, "tokens": list(vocab.tokens), "dtype": dtype,
-            "splits": sizes, "sha256": digests, "with_unk": wanted["with_unk"],
-            "vocab_splits": wanted["vocab_splits"], "recipe": wanted["recipe"],
+            "format": "charlm-tokens",
+            "version": 1,
+            "unit": unit,
+            "tokens": list(vocab.tokens),
+            "dtype": dtype,
+            "splits": sizes,
+            "sha256": digests,
+            "with_unk": wanted["with_unk"],
+            "vocab_splits": wanted["vocab_splits"],
+            "recipe": wanted["recipe"],
             "sources": [{"path": str(path), "md5": md5, **before[path]} for path, (_, md5) in surveyed.items()],
         }
         with open(staging / MANIFEST, "w", encoding="utf-8") as f:
@@ -232,8 +271,10 @@ def _build(staging: Path, sources: list[Path], plan: Plan, wanted: dict, progres
             os.fsync(f.fileno())
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
-            raise ResourceError(f"no space left on the device while preparing the corpus in {staging.parent}; "
-                                "free some space or point data.root elsewhere") from None
+            raise ResourceError(
+                f"no space left on the device while preparing the corpus in {staging.parent}; "
+                "free some space or point data.root elsewhere"
+            ) from None
         raise DataError(f"cannot write the prepared corpus in {staging.parent}: {exc.strerror}") from None
 
 
@@ -246,8 +287,10 @@ def _check_pieces(pieces: dict[str, Piece | None], counts: dict[Path, int], unit
             continue
         stop = counts[piece.path] if piece.stop is None else min(piece.stop, counts[piece.path])
         if stop - piece.start < 2:
-            raise DataError(f"the {split} split ({piece.path}) has {max(stop - piece.start, 0):,} {unit_word(unit)}; "
-                            "it needs at least 2 -- use a longer corpus or change data.split")
+            raise DataError(
+                f"the {split} split ({piece.path}) has {max(stop - piece.start, 0):,} {unit_word(unit)}; "
+                "it needs at least 2 -- use a longer corpus or change data.split"
+            )
 
 
 def _vocabulary(pieces: dict[str, Piece | None], wanted: dict, progress: ReadProgress | None) -> Vocabulary:
@@ -261,8 +304,16 @@ def _vocabulary(pieces: dict[str, Piece | None], wanted: dict, progress: ReadPro
     return Vocabulary.from_codes(codes, wanted["with_unk"], unit)
 
 
-def _write_tokens(path: Path, piece: Piece, split: str, unit: str, table: torch.Tensor, vocab: Vocabulary,
-                  dtype: torch.dtype, progress: ReadProgress | None) -> tuple[int, str]:
+def _write_tokens(
+    path: Path,
+    piece: Piece,
+    split: str,
+    unit: str,
+    table: torch.Tensor,
+    vocab: Vocabulary,
+    dtype: torch.dtype,
+    progress: ReadProgress | None,
+) -> tuple[int, str]:
     """Encode the piece into `path`; (ids written, SHA-256 of the file)."""
     written, digest = 0, hashlib.sha256()
     with open(path, "wb") as f:
@@ -272,7 +323,9 @@ def _write_tokens(path: Path, piece: Piece, split: str, unit: str, table: torch.
             if bool(unknown.any()):
                 if vocab.unk_id is None:
                     listed = ", ".join(describe_unit(c, unit) for c in torch.unique(units[unknown])[:20].tolist())
-                    raise DataError(f"the {split} split ({piece.path}) holds {unit_word(unit)} the vocabulary lacks: {listed}")
+                    raise DataError(
+                        f"the {split} split ({piece.path}) holds {unit_word(unit)} the vocabulary lacks: {listed}"
+                    )
                 ids[unknown] = vocab.unk_id
             ids = ids.to(dtype).contiguous()
             # The tensor's bytes straight to the file (NumPy is not a dependency).

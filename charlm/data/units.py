@@ -66,8 +66,9 @@ def open_source(path: Path):
     return os.fdopen(fd, "rb")
 
 
-def _chunks(path: Path, start_byte: int = 0, progress: ReadProgress | None = None, label: str = "",
-            digest=None) -> Iterator[bytes]:
+def _chunks(
+    path: Path, start_byte: int = 0, progress: ReadProgress | None = None, label: str = "", digest=None
+) -> Iterator[bytes]:
     total = file_size(path)
     with open_source(path) as f:
         f.seek(start_byte)
@@ -128,7 +129,9 @@ def survey(path: Path, unit: str, progress: ReadProgress | None = None) -> tuple
     return sum(len(text) for text in _decoded(path, progress, label, digest)), digest.hexdigest()
 
 
-def piece_units(piece: Piece, unit: str, progress: ReadProgress | None = None, label: str = "") -> Iterator[torch.Tensor]:
+def piece_units(
+    piece: Piece, unit: str, progress: ReadProgress | None = None, label: str = ""
+) -> Iterator[torch.Tensor]:
     """The piece's units as int32 tensors of at most about a chunk each."""
     stop = piece.stop
     if unit == "byte":

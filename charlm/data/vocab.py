@@ -119,5 +119,7 @@ class Vocabulary:
         that is not UTF-8 -- a model can generate one -- shows as U+FFFD)."""
         if self.unit == "char":
             return "".join(self.tokens[i] for i in ids)
-        data = b"".join(self.tokens[i].encode() if len(self.tokens[i]) > 1 else bytes([ord(self.tokens[i])]) for i in ids)
+        data = b"".join(
+            self.tokens[i].encode() if len(self.tokens[i]) > 1 else bytes([ord(self.tokens[i])]) for i in ids
+        )
         return data.decode("utf-8", errors="replace")

@@ -79,10 +79,21 @@ class ZippedCorpus(CorpusKind):
 
         def plan(counts: dict[Path, int]) -> dict[str, Piece | None]:
             valid_start, test_start = split_points(counts[member], self.split)
-            return {"train": Piece(member, 0, valid_start), "valid": Piece(member, valid_start, test_start),
-                    "test": Piece(member, test_start, None)}
+            return {
+                "train": Piece(member, 0, valid_start),
+                "valid": Piece(member, valid_start, test_start),
+                "test": Piece(member, test_start, None),
+            }
 
         # use_cache=False (charlm bench timing preparation) prepares the token files again.
-        return load_prepared(self.folder(root) / f"prepared-{unit}", sources=[member], plan=plan, unit=unit,
-                             with_unk=False, recipe={"member": self.spec.member, "split": list(self.split)},
-                             vocab_splits=("train", "valid", "test"), progress=progress, rebuild=not use_cache)
+        return load_prepared(
+            self.folder(root) / f"prepared-{unit}",
+            sources=[member],
+            plan=plan,
+            unit=unit,
+            with_unk=False,
+            recipe={"member": self.spec.member, "split": list(self.split)},
+            vocab_splits=("train", "valid", "test"),
+            progress=progress,
+            rebuild=not use_cache,
+        )

@@ -33,7 +33,9 @@ def prepare_folder(output: Path, fmt: str) -> bool:
         output.mkdir(parents=True, exist_ok=True)
         return made
     except OSError as exc:
-        raise CharlmError(f"cannot use -o {output}: {exc.strerror or exc}; {write_failure_fix(exc, 'choose another -o', option='-o')}") from None
+        raise CharlmError(
+            f"cannot use -o {output}: {exc.strerror or exc}; {write_failure_fix(exc, 'choose another -o', option='-o')}"
+        ) from None
 
 
 def discard_made(output: Path) -> None:
@@ -46,7 +48,7 @@ def discard_made(output: Path) -> None:
 def _earlier_format(origin: Path) -> str:
     """The format an earlier export.json names (the first ones, safetensors only, named none)."""
     try:
-        value = json.loads(origin.read_bytes()[:1 << 20].decode("utf-8"))
+        value = json.loads(origin.read_bytes()[: 1 << 20].decode("utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         return "unknown"
     fmt = value.get("export", "safetensors") if isinstance(value, dict) else None
@@ -67,11 +69,22 @@ def vocab_record(trained: TrainedModel) -> dict:
     """vocab.json: the tokens in id order, the unit, the corpus, and each token as text shows it
     (PTB-char's "_" is a space)."""
     corpus = corpus_kind(trained.cfg.data.corpus)
-    return {"tokens": list(trained.vocab.tokens), "unit": trained.vocab.unit, "corpus": trained.cfg.data.corpus,
-            "readable": [corpus.to_readable(t) for t in trained.vocab.tokens]}
+    return {
+        "tokens": list(trained.vocab.tokens),
+        "unit": trained.vocab.unit,
+        "corpus": trained.cfg.data.corpus,
+        "readable": [corpus.to_readable(t) for t in trained.vocab.tokens],
+    }
 
 
 def origin_record(trained: TrainedModel, run: Path, fmt: str) -> dict:
     """export.json: the format version and the run, checkpoint, step and weights exported."""
-    return {"format": FORMAT_VERSION, "export": fmt, "charlm": __version__, "run": str(run),
-            "checkpoint": str(trained.path), "step": trained.step, "weights": trained.weights}
+    return {
+        "format": FORMAT_VERSION,
+        "export": fmt,
+        "charlm": __version__,
+        "run": str(run),
+        "checkpoint": str(trained.path),
+        "step": trained.step,
+        "weights": trained.weights,
+    }

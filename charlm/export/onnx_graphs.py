@@ -74,9 +74,16 @@ def trace(model: CharRNN, window: int) -> bytes:
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         _quiet_exporter_warnings()
-        torch.onnx.export(_Graph(model, layout).eval(), (torch.zeros(1, window, dtype=torch.long), *state), buffer,
-                          input_names=["ids", *names], output_names=outputs, dynamic_axes=free,
-                          opset_version=OPSET, dynamo=False)
+        torch.onnx.export(
+            _Graph(model, layout).eval(),
+            (torch.zeros(1, window, dtype=torch.long), *state),
+            buffer,
+            input_names=["ids", *names],
+            output_names=outputs,
+            dynamic_axes=free,
+            opset_version=OPSET,
+            dynamo=False,
+        )
     return buffer.getvalue()
 
 
@@ -129,30 +136,43 @@ def loop_of_steps(step: bytes, names: list[str]) -> bytes:
             helper.make_node("Identity", ["cond_in"], ["cond_out"]),
         ],
         "step",
-        [helper.make_tensor_value_info("t", TensorProto.INT64, []),
-         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
-         *[_value(body, n, inner(n)) for n in names]],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-         *[_value(body, f"{n}_out", inner(f"{n}_out")) for n in names], _value(body, "logits", inner("logits"))],
-        initializer=[*weights, helper.make_tensor("zero", TensorProto.INT64, [1], [0]),
-                     helper.make_tensor("one", TensorProto.INT64, [1], [1])],
+        [
+            helper.make_tensor_value_info("t", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            *[_value(body, n, inner(n)) for n in names],
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            *[_value(body, f"{n}_out", inner(f"{n}_out")) for n in names],
+            _value(body, "logits", inner("logits")),
+        ],
+        initializer=[
+            *weights,
+            helper.make_tensor("zero", TensorProto.INT64, [1], [0]),
+            helper.make_tensor("one", TensorProto.INT64, [1], [1]),
+        ],
     )
     graph = helper.make_graph(
         [
             helper.make_node("Shape", ["ids"], ["ids_shape"]),
             helper.make_node("Gather", ["ids_shape", "time_axis"], ["steps"], axis=0),
-            helper.make_node("Loop", ["steps", "", *names], [*(f"{n}_out" for n in names), "step_logits"],
-                             body=loop_body),
+            helper.make_node(
+                "Loop", ["steps", "", *names], [*(f"{n}_out" for n in names), "step_logits"], body=loop_body
+            ),
             # Loop stacks each step's (B, 1, V) logits as (T, B, 1, V): squeeze, then time second.
             helper.make_node("Squeeze", ["step_logits", "squeeze_axis"], ["time_major"]),
             helper.make_node("Transpose", ["time_major"], ["logits"], perm=[1, 0, 2]),
         ],
         "score",
         [_value(body, "ids", "ids"), *[_value(body, n, n) for n in names]],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "time", _dim(body, "logits", 2)]),
-         *[_value(body, f"{n}_out", f"{n}_out") for n in names]],
-        initializer=[helper.make_tensor("time_axis", TensorProto.INT64, [], [1]),
-                     helper.make_tensor("squeeze_axis", TensorProto.INT64, [1], [2])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "time", _dim(body, "logits", 2)]),
+            *[_value(body, f"{n}_out", f"{n}_out") for n in names],
+        ],
+        initializer=[
+            helper.make_tensor("time_axis", TensorProto.INT64, [], [1]),
+            helper.make_tensor("squeeze_axis", TensorProto.INT64, [1], [2]),
+        ],
     )
     made = helper.make_model(graph, opset_imports=source.opset_import, producer_name="charlm")
     made.ir_version = source.ir_version

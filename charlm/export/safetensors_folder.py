@@ -11,9 +11,10 @@ from charlm.export.folder import origin_record, vocab_record, write_file
 from charlm.inference.exported import CONFIG, ORIGIN, VOCAB, WEIGHTS
 from charlm.inference.trained import TrainedModel
 
-
-USE = ("Score or sample this folder directly (`charlm eval DIR`, `charlm sample DIR`), or load it in Python",
-       "without the training code: `charlm.load_exported(DIR)`; config.json's `model` section builds the network.")
+USE = (
+    "Score or sample this folder directly (`charlm eval DIR`, `charlm sample DIR`), or load it in Python",
+    "without the training code: `charlm.load_exported(DIR)`; config.json's `model` section builds the network.",
+)
 
 
 def write_safetensors_folder(trained: TrainedModel, run: Path, output: Path) -> list[Path]:

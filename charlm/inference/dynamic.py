@@ -31,7 +31,9 @@ import torch
 import torch.nn.functional as F
 
 from charlm.errors import CharlmError
-from charlm.inference.choices import DEFAULT_LR  # the rules and their default step sizes (measured there)
+from charlm.inference.choices import (
+    DEFAULT_LR,  # the rules and their default step sizes (measured there)
+)
 from charlm.inference.stream_scoring import EvalResult
 from charlm.models.charrnn import CharRNN
 from charlm.models.hidden import detach_hidden
@@ -80,7 +82,9 @@ def dynamic_evaluate(
     needed by the rms rule, for its gradient statistics.
     """
     if opts.method == "rms" and train_stream is None:
-        raise CharlmError("--dynamic-method rms needs the run's training text for its statistics; use --dynamic-method sgd")
+        raise CharlmError(
+            "--dynamic-method rms needs the run's training text for its statistics; use --dynamic-method sgd"
+        )
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()  # no dropout and no weight drop while adapting, as the paper does
@@ -123,6 +127,7 @@ def _sgd_step(params, trained, opts: DynamicOptions):
         torch._foreach_add_(params, grads, alpha=-opts.step_size)
         if pulls is not None:
             torch._foreach_add_(params, pulls, alpha=opts.decay)
+
     return step
 
 
@@ -139,6 +144,7 @@ def _rms_step(params, trained, opts: DynamicOptions, mean_square: list[torch.Ten
         if pulls is not None:
             torch._foreach_mul_(pulls, rates)
             torch._foreach_add_(params, pulls)
+
     return step
 
 

@@ -55,7 +55,9 @@ def load_exported(folder: Path | str, device: str | torch.device = "cpu") -> Exp
     folder = Path(folder)
     origin = _json(folder / ORIGIN)
     if origin.get("format") != FORMAT_VERSION:
-        raise CheckpointError(f"{folder / ORIGIN}: format {origin.get('format')!r}; this charlm reads format {FORMAT_VERSION}")
+        raise CheckpointError(
+            f"{folder / ORIGIN}: format {origin.get('format')!r}; this charlm reads format {FORMAT_VERSION}"
+        )
     step, weights = origin.get("step"), origin.get("weights")
     if type(step) is not int or step < 0 or weights not in ("trained", "averaged"):
         raise CheckpointError(f"{folder / ORIGIN}: step must be a whole number >= 0 and weights trained or averaged")
@@ -64,7 +66,11 @@ def load_exported(folder: Path | str, device: str | torch.device = "cpu") -> Exp
     except ValueError as exc:
         raise CheckpointError(f"{folder / CONFIG} is not a valid charlm config: {str(exc).splitlines()[0]}") from None
     vocab = _vocabulary(folder / VOCAB)
-    check_fits(model_bytes(len(vocab), config.model), f"the model of {folder}", "config.json is damaged, or use a machine with more memory")
+    check_fits(
+        model_bytes(len(vocab), config.model),
+        f"the model of {folder}",
+        "config.json is damaged, or use a machine with more memory",
+    )
     with allocation_errors(f"loading the model of {folder}", "use a machine with more memory"):
         model = CharRNN(len(vocab), config.model)
         _load_weights(model, folder / WEIGHTS)
@@ -87,9 +93,14 @@ def _json(path: Path) -> dict:
 def _vocabulary(path: Path) -> Vocabulary:
     value = _json(path)
     tokens, unit = value.get("tokens"), value.get("unit")
-    if (unit not in ("char", "byte") or not isinstance(tokens, list) or not tokens
-            or not all(isinstance(t, str) and t for t in tokens) or len(set(tokens)) != len(tokens)):
-        raise CheckpointError(f"{path}: needs \"unit\" char or byte and \"tokens\", a list of distinct non-empty strings")
+    if (
+        unit not in ("char", "byte")
+        or not isinstance(tokens, list)
+        or not tokens
+        or not all(isinstance(t, str) and t for t in tokens)
+        or len(set(tokens)) != len(tokens)
+    ):
+        raise CheckpointError(f'{path}: needs "unit" char or byte and "tokens", a list of distinct non-empty strings')
     if unit == "byte" and any(len(t) == 1 and ord(t) > 255 for t in tokens):
         raise CheckpointError(f"{path}: a byte vocabulary holds characters beyond byte 255")
     return Vocabulary(tuple(tokens), unit)
@@ -102,7 +113,9 @@ def _load_weights(model: CharRNN, path: Path) -> None:
     try:
         tensors = load(read_bytes(path, "exported weights file", CheckpointError))
     except (SafetensorError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({str(exc).splitlines()[0]}); export the run again") from None
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({str(exc).splitlines()[0]}); export the run again"
+        ) from None
     expected = dict(model.state_dict())
     tied = "decoder.weight" if model.cfg.tie_weights else None
     wanted = set(expected) - {tied}
@@ -111,8 +124,10 @@ def _load_weights(model: CharRNN, path: Path) -> None:
         raise CheckpointError(f"{path} does not fit config.json's model: missing {missing[:5]}, unexpected {extra[:5]}")
     for name, tensor in tensors.items():
         if tensor.shape != expected[name].shape or tensor.dtype != expected[name].dtype:
-            raise CheckpointError(f"{path}: {name} is {tuple(tensor.shape)} {tensor.dtype}, the model needs "
-                                  f"{tuple(expected[name].shape)} {expected[name].dtype}")
+            raise CheckpointError(
+                f"{path}: {name} is {tuple(tensor.shape)} {tensor.dtype}, the model needs "
+                f"{tuple(expected[name].shape)} {expected[name].dtype}"
+            )
         if not bool(torch.isfinite(tensor).all()):
             raise CheckpointError(f"{path}: {name} holds values that are not finite; export the run again")
     model.load_state_dict(tensors, strict=False)  # a tied decoder.weight is the embedding, already loaded

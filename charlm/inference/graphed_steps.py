@@ -9,7 +9,7 @@ an H100 for a 2x512 LSTM). Captured once in a CUDA graph, the whole character is
             logits, hidden = model(ids, hidden)
             -> ids (N,), copied to the host for the caller
 
-The graph runs the same kernels on the same values as the eager steps (sample.EagerSteps), and
+The graph runs the same kernels on the same values as the eager steps (sampling_steps.EagerSteps), and
 the generator is registered with the graph, so replay k draws the numbers eager step k would
 (PyTorch's graph-safe Philox offsets): the text is the same for the same seed. Where a graph
 cannot be made (not a GPU, `SamplingOptions.cuda_graphs` off, a PyTorch without generator
@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import torch
 
-from charlm.inference.sample import EagerSteps, pick_next
+from charlm.inference.sampling_steps import EagerSteps, pick_next
 from charlm.models.hidden import hidden_parts
 
 log = logging.getLogger(__name__)

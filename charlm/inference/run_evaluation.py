@@ -11,7 +11,13 @@ from charlm.errors import CharlmError
 from charlm.inference.choices import SPLITS
 from charlm.inference.dynamic import DynamicOptions, dynamic_evaluate
 from charlm.inference.stream_scoring import EvalResult
-from charlm.inference.trained import load_trained, no_training_split, score, stream_to_score, training_stream
+from charlm.inference.trained import (
+    load_trained,
+    no_training_split,
+    score,
+    stream_to_score,
+    training_stream,
+)
 
 
 @dataclass(frozen=True)
@@ -85,4 +91,6 @@ def evaluate_run(
         stream = stream_to_score(trained, split_scored, text, data)
         train_stream = training_stream(trained, data) if dynamic.method == "rms" else None
         result = dynamic_evaluate(trained.model, stream, dynamic, train_stream=train_stream)
-    return RunEvaluation(trained.path, trained.step, trained.weights, split_scored, text, batch_size, dynamic, result, note)
+    return RunEvaluation(
+        trained.path, trained.step, trained.weights, split_scored, text, batch_size, dynamic, result, note
+    )

@@ -51,13 +51,19 @@ def evaluate(
     its row.
     """
     what = f"scoring {len(stream):,} tokens in {min(batch_size, len(stream)):,} rows"
-    check_fits(eval_memory(model.cfg, model.embedding.num_embeddings, len(stream), batch_size, device, min_chunk),
-               what, FIX_BATCH, device)
+    check_fits(
+        eval_memory(model.cfg, model.embedding.num_embeddings, len(stream), batch_size, device, min_chunk),
+        what,
+        FIX_BATCH,
+        device,
+    )
     with allocation_errors(what, FIX_BATCH):
         return _evaluate(model, stream, batch_size, device, min_chunk)
 
 
-def _evaluate(model: CharRNN, stream: torch.Tensor, batch_size: int, device: torch.device, min_chunk: int) -> EvalResult:
+def _evaluate(
+    model: CharRNN, stream: torch.Tensor, batch_size: int, device: torch.device, min_chunk: int
+) -> EvalResult:
     was_training = model.training
     model.eval()
     rows, _ = eval_shape(len(stream), batch_size)
@@ -67,16 +73,15 @@ def _evaluate(model: CharRNN, stream: torch.Tensor, batch_size: int, device: tor
     for x, y in iter_eval_chunks(stream, rows, chunk_len):
         x, y = x.to(device), y.to(device)
         logits, hidden = model(x, hidden)
-        total += F.cross_entropy(
-            logits.flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE, reduction="sum"
-        )
+        total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE, reduction="sum")
     model.train(was_training)
     count = len(stream) - 1  # every pair scored once
     return EvalResult(tokens=count, loss=float(total) / count)
 
 
-def eval_memory(cfg: ModelConfig, vocab_size: int, stream_len: int, batch_size: int, device: torch.device,
-                min_chunk: int = 1) -> int:
+def eval_memory(
+    cfg: ModelConfig, vocab_size: int, stream_len: int, batch_size: int, device: torch.device, min_chunk: int = 1
+) -> int:
     """Bytes `evaluate` needs beyond the model (models/size.py's eval chunk), before it allocates."""
     rows = max(1, min(batch_size, stream_len - 1))
     columns = -(-(stream_len - 1) // rows)

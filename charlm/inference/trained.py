@@ -8,29 +8,30 @@ run's corpus.
 from __future__ import annotations
 
 import codecs
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from charlm.runs.checkpoint.file import load_payload
-from charlm.runs.rundir import find_checkpoint
 from charlm.config import Config, DataConfig
 from charlm.data.corpora import corpus_kind, load_corpus, resolve_data_root
 from charlm.data.vocab import Vocabulary, describe_unit, unit_word
-from charlm.files import read_bytes, read_head
+from charlm.device import pick_device
 from charlm.errors import CharlmError, CheckpointError, DataError, SamplingError
-from charlm.runs.checkpoint.weights import WEIGHT_CHOICES
-from charlm.inference.stream_scoring import EvalResult, evaluate
+from charlm.files import read_bytes, read_head
 from charlm.inference.exported import ORIGIN, WEIGHTS, is_exported, load_exported
+from charlm.inference.sample import generate
+from charlm.inference.sampling_steps import SamplingOptions
+from charlm.inference.stream_scoring import EvalResult, evaluate
 from charlm.models.cells import fused_classes
 from charlm.models.charrnn import CharRNN
 from charlm.models.size import allocation_errors, check_fits, sample_bytes
-from charlm.inference.sample import SamplingOptions, generate
-from charlm.device import pick_device
+from charlm.runs.checkpoint.file import load_payload
+from charlm.runs.checkpoint.weights import WEIGHT_CHOICES
+from charlm.runs.rundir import find_checkpoint
 
 
 @dataclass
@@ -56,27 +57,33 @@ def load_trained(run: Path | str, device: str = "cpu", weights: str = "auto") ->
         exported = load_exported(run, pick_device(device))
         if weights not in ("auto", exported.weights):
             raise CheckpointError(f"{run} holds the {exported.weights} weights only; drop --weights {weights}")
-        return TrainedModel(Path(run) / WEIGHTS, exported.step, exported.config, exported.vocab, exported.model,
-                            exported.weights)
+        return TrainedModel(
+            Path(run) / WEIGHTS, exported.step, exported.config, exported.vocab, exported.model, exported.weights
+        )
     if (Path(run) / ORIGIN).is_file():  # an ONNX or web export: no weights charlm can load
-        raise CheckpointError(f"{run} is an export in a format charlm does not run (its {ORIGIN} says which); "
-                              "eval and sample take a run directory, a checkpoint or a --format safetensors export")
+        raise CheckpointError(
+            f"{run} is an export in a format charlm does not run (its {ORIGIN} says which); "
+            "eval and sample take a run directory, a checkpoint or a --format safetensors export"
+        )
     path = find_checkpoint(Path(run))
     payload = load_payload(path, require_hash=False)
     # build_model refuses a config whose model cannot fit before building it (models/size.py).
     with allocation_errors(f"loading the model of {path}", "use a machine with more memory"):
         model, used = payload.build_model(weights)
         model = model.to(pick_device(device))
-    return TrainedModel(path, payload.loop.step, payload.config, checked_vocabulary(payload.vocab, payload.config, path),
-                        model, used)
+    return TrainedModel(
+        path, payload.loop.step, payload.config, checked_vocabulary(payload.vocab, payload.config, path), model, used
+    )
 
 
 def checked_vocabulary(tokens: list[str], cfg: Config, path: Path) -> Vocabulary:
     """The checkpoint's vocabulary in its data unit; a byte vocabulary holds only bytes."""
     unit = corpus_kind(cfg.data.corpus).unit(cfg.data)
     if unit == "byte" and any(len(t) == 1 and ord(t) > 255 for t in tokens):
-        raise CheckpointError(f"{path}: its config reads bytes (data.unit: byte), but its vocabulary holds "
-                              "characters beyond byte 255; the checkpoint is damaged")
+        raise CheckpointError(
+            f"{path}: its config reads bytes (data.unit: byte), but its vocabulary holds "
+            "characters beyond byte 255; the checkpoint is damaged"
+        )
     return Vocabulary(tuple(tokens), unit)
 
 
@@ -93,7 +100,9 @@ def quantize_for_cpu(trained: TrainedModel) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.ao.quantization announces its successor
             with allocation_errors("quantising the model for --int8", "sample without --int8"):
-                trained.model = torch.ao.quantization.quantize_dynamic(trained.model, fused_classes() | {nn.Linear}, dtype=torch.qint8)
+                trained.model = torch.ao.quantization.quantize_dynamic(
+                    trained.model, fused_classes() | {nn.Linear}, dtype=torch.qint8
+                )
     except (AttributeError, RuntimeError) as exc:
         raise SamplingError(f"this PyTorch cannot quantise the model ({exc}); sample without --int8") from None
 
@@ -124,7 +133,10 @@ def no_training_split(exc: CharlmError) -> CharlmError:
 
 
 def stream_to_score(
-    trained: TrainedModel, split: str | None, text_file: Path | None, data: DataConfig | None = None,
+    trained: TrainedModel,
+    split: str | None,
+    text_file: Path | None,
+    data: DataConfig | None = None,
     head: int | None = None,
 ) -> torch.Tensor:
     """The token ids of a split of the run's corpus (read per `data`, by default the run's own
@@ -162,10 +174,14 @@ def _file_stream(trained: TrainedModel, text_file: Path, head: int | None = None
         raw = codecs.getincrementaldecoder("utf-8")().decode(data, final=not truncated)
     except UnicodeDecodeError as exc:
         if trained.vocab.unit == "char":
-            raise DataError(f"{text_file} is not valid UTF-8: byte offset {exc.start} (0x{data[exc.start]:02x}); "
-                            "convert the file to UTF-8 (for example with iconv)") from None
+            raise DataError(
+                f"{text_file} is not valid UTF-8: byte offset {exc.start} (0x{data[exc.start]:02x}); "
+                "convert the file to UTF-8 (for example with iconv)"
+            ) from None
         if len(data) < 2:
-            raise DataError(f"{text_file} has {len(data)} byte(s); scoring needs at least 2 -- give a longer file") from None
+            raise DataError(
+                f"{text_file} has {len(data)} byte(s); scoring needs at least 2 -- give a longer file"
+            ) from None
         units = torch.frombuffer(bytearray(data), dtype=torch.uint8).int()
         return trained.vocab.encode_units(units, source=str(text_file))
     return _encode_file_text(trained, text_file, raw)
@@ -173,8 +189,10 @@ def _file_stream(trained: TrainedModel, text_file: Path, head: int | None = None
 
 def _encode_file_text(trained: TrainedModel, text_file: Path, raw: str) -> torch.Tensor:
     if len(raw) < 2:  # the stream form of an empty PTB file is one end-of-line
-        raise DataError(f"{text_file} {'is empty' if not raw else 'has 1 character'}; "
-                        "scoring needs at least 2 characters -- give a longer file")
+        raise DataError(
+            f"{text_file} {'is empty' if not raw else 'has 1 character'}; "
+            "scoring needs at least 2 characters -- give a longer file"
+        )
     text = corpus_kind(trained.cfg.data.corpus).to_stream_text(raw)
     return trained.vocab.encode(text, source=str(text_file))
 
@@ -207,7 +225,9 @@ def encode_prompt(trained: TrainedModel, prompt: str) -> torch.Tensor:
     return torch.cat([trained.vocab.encode("\n", source="prompt"), ids])
 
 
-def check_sampling(trained: TrainedModel, prompt: str, opts: SamplingOptions, streamed: bool | None = None) -> torch.Tensor:
+def check_sampling(
+    trained: TrainedModel, prompt: str, opts: SamplingOptions, streamed: bool | None = None
+) -> torch.Tensor:
     """Check the options, the prompt and the memory they need against the model; return the prompt's ids.
 
     `streamed`: whether the text goes out as it is made rather than being kept (by default one
@@ -218,10 +238,12 @@ def check_sampling(trained: TrainedModel, prompt: str, opts: SamplingOptions, st
     ids = encode_prompt(trained, prompt)
     kept = 0 if (opts.num_samples == 1 if streamed is None else streamed) else opts.length
     n = opts.num_samples
-    check_fits(sample_bytes(len(trained.vocab), trained.cfg.model, n, len(ids), kept),
-               f"sampling {n:,} x {opts.length:,} characters after a {len(ids):,}-character prompt",
-               "lower --num-samples or --length (one sample is streamed, in constant memory), or shorten the prompt",
-               next(trained.model.parameters()).device)
+    check_fits(
+        sample_bytes(len(trained.vocab), trained.cfg.model, n, len(ids), kept),
+        f"sampling {n:,} x {opts.length:,} characters after a {len(ids):,}-character prompt",
+        "lower --num-samples or --length (one sample is streamed, in constant memory), or shorten the prompt",
+        next(trained.model.parameters()).device,
+    )
     return ids
 
 
@@ -250,6 +272,8 @@ def sample_text(
 
     # <unk> stands for "some character train lacked": it has no text to show, so never emit it.
     banned = [trained.vocab.unk_id] if trained.vocab.unk_id is not None else []
-    with allocation_errors(f"sampling {opts.num_samples:,} x {opts.length:,} characters", "lower --num-samples or --length"):
+    with allocation_errors(
+        f"sampling {opts.num_samples:,} x {opts.length:,} characters", "lower --num-samples or --length"
+    ):
         out = generate(trained.model, ids, opts, on_step, banned, keep=on_text is None)
         return [corpus.to_readable(trained.vocab.decode(row.tolist())) for row in out]

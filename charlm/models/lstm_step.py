@@ -42,7 +42,7 @@ class LSTMStepper:
     @torch.no_grad()
     def __init__(self, model: CharRNN):
         layers = []  # (W_ih, W_hh, b_ih + b_hh) per layer, in order
-        for rnn in (model.rnns if model.layered else [model.rnn]):
+        for rnn in model.rnns if model.layered else [model.rnn]:
             for k in range(rnn.num_layers):
                 w_ih, w_hh = getattr(rnn, f"weight_ih_l{k}"), getattr(rnn, f"weight_hh_l{k}")
                 bias = getattr(rnn, f"bias_ih_l{k}") + getattr(rnn, f"bias_hh_l{k}")

@@ -20,16 +20,14 @@ class ReferenceRNN(nn.Module):
     """Stacked reference cells with nn.LSTM's interface: batch_first input, dropout between
     layers, hidden state (h, c) of shape (layers, batch, hidden) for LSTMs, h for the others."""
 
-    def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int,
-                 dropout: float = 0.0, **options):
+    def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int, dropout: float = 0.0, **options):
         """`options`: the cell's own settings (see CellKind.options), e.g. mogrifier_rounds."""
         super().__init__()
         kind = cell_kind(cell)
         self.has_cell_state = kind.has_cell_state
         self.hidden_size, self.num_layers = hidden_size, num_layers
         self.layers = nn.ModuleList(
-            kind.reference(input_size if i == 0 else hidden_size, hidden_size, **options)
-            for i in range(num_layers)
+            kind.reference(input_size if i == 0 else hidden_size, hidden_size, **options) for i in range(num_layers)
         )
         self.dropout = nn.Dropout(dropout) if dropout > 0 and num_layers > 1 else nn.Identity()
 

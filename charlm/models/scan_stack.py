@@ -81,8 +81,16 @@ class ScanStack(nn.Module):
     """`num_layers` residual blocks of a scan cell with nn.GRU's interface: batch-first input of
     `input_size` features, state (layers, B, hidden_size); the output keeps `input_size`."""
 
-    def __init__(self, make_cell, input_size: int, hidden_size: int, num_layers: int, dropout: float = 0.0,
-                 parallel: bool = True, scan: str = "linear"):
+    def __init__(
+        self,
+        make_cell,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int,
+        dropout: float = 0.0,
+        parallel: bool = True,
+        scan: str = "linear",
+    ):
         """`make_cell(width, units)`: the cell (models/cells/mingru.py, minlstm.py)."""
         super().__init__()
         self.hidden_size, self.num_layers = hidden_size, num_layers

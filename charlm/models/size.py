@@ -131,15 +131,20 @@ def training_window_bytes(vocab_size: int, cfg: Config, columns: int) -> int:
     return FLOAT_BYTES * (tokens * per_token + cfg.train.batch_size * state_floats(m))
 
 
-def check_training_fits(cfg: Config, vocab_size: int, columns: int, eval_bytes: int, device: torch.device | str) -> None:
+def check_training_fits(
+    cfg: Config, vocab_size: int, columns: int, eval_bytes: int, device: torch.device | str
+) -> None:
     """Refuse a run whose weights, optimizer state and largest window (of a train split
     `columns` wide) or evaluation chunk (`eval_bytes`) cannot fit, before its model is built."""
     m, t = cfg.model, cfg.train
     need = training_state_bytes(vocab_size, cfg) + max(training_window_bytes(vocab_size, cfg, columns), eval_bytes)
     check_fits(
-        need, f"training a {m.num_layers:,} x {m.hidden_size:,} {m.cell} ({parameter_count(vocab_size, m):,} parameters) "
-        f"on {t.batch_size:,} x {t.seq_len:,} windows", "lower model.hidden_size, model.num_layers, train.batch_size "
-        "or train.seq_len (or train.eval_batch_size / test_batch_size)", device,
+        need,
+        f"training a {m.num_layers:,} x {m.hidden_size:,} {m.cell} ({parameter_count(vocab_size, m):,} parameters) "
+        f"on {t.batch_size:,} x {t.seq_len:,} windows",
+        "lower model.hidden_size, model.num_layers, train.batch_size "
+        "or train.seq_len (or train.eval_batch_size / test_batch_size)",
+        device,
     )
 
 

@@ -59,8 +59,14 @@ class TrainLog:
     def record(self) -> dict[str, Any]:
         """Its metrics.jsonl record."""
         return {
-            "split": "train", "step": self.step, "epoch": self.epoch, "loss": self.loss, "bpc": self.bpc,
-            "lr": self.lr, "chars_per_s": self.chars_per_s, "tokens_seen": self.tokens_seen,
+            "split": "train",
+            "step": self.step,
+            "epoch": self.epoch,
+            "loss": self.loss,
+            "bpc": self.bpc,
+            "lr": self.lr,
+            "chars_per_s": self.chars_per_s,
+            "tokens_seen": self.tokens_seen,
             "elapsed_s": self.elapsed_s,
         }
 
@@ -78,8 +84,12 @@ class Evaluation:
 
     def record(self) -> dict[str, Any]:
         return {
-            "split": "valid", "step": self.step, "epoch": self.epoch, **self.result.as_dict(),
-            "tokens_seen": self.tokens_seen, "elapsed_s": self.elapsed_s,
+            "split": "valid",
+            "step": self.step,
+            "epoch": self.epoch,
+            **self.result.as_dict(),
+            "tokens_seen": self.tokens_seen,
+            "elapsed_s": self.elapsed_s,
         }
 
 

@@ -22,8 +22,19 @@ from charlm.config.reading import read_yaml_mapping
 from charlm.errors import CharlmError
 from charlm.runs.rundir import RunDir
 
-COLUMNS = ("name", "cell", "size", "parameters", "steps", "best_valid_bpc", "test_bpc",
-           "chars_per_s", "train_s", "wall_s", "status")
+COLUMNS = (
+    "name",
+    "cell",
+    "size",
+    "parameters",
+    "steps",
+    "best_valid_bpc",
+    "test_bpc",
+    "chars_per_s",
+    "train_s",
+    "wall_s",
+    "status",
+)
 
 
 @dataclass

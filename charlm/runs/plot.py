@@ -32,8 +32,11 @@ MARGIN = 0.05
 
 
 def y_range(
-    runs: Sequence[Sequence[tuple[float, float]]], marks: Sequence[float] = (),
-    settle: float = SETTLE, quantile: float = TOP_QUANTILE, margin: float = MARGIN,
+    runs: Sequence[Sequence[tuple[float, float]]],
+    marks: Sequence[float] = (),
+    settle: float = SETTLE,
+    quantile: float = TOP_QUANTILE,
+    margin: float = MARGIN,
 ) -> tuple[float, float] | None:
     """The y limits for the (x, y) points of each run (all its curves), with `marks` (test and
     best lines) always inside; None when there is nothing to draw."""
@@ -73,7 +76,9 @@ def plot_runs(runs: list[Path], out: Path, x: str = "step", metric: str = "bpc")
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         write_atomic(Path(out), buffer.getvalue())
     except OSError as exc:
-        raise CharlmError(f"could not write {out}: {exc.strerror or exc}; {write_failure_fix(exc, 'choose another -o')}") from None
+        raise CharlmError(
+            f"could not write {out}: {exc.strerror or exc}; {write_failure_fix(exc, 'choose another -o')}"
+        ) from None
     return Path(out)
 
 
@@ -119,8 +124,16 @@ def draw_runs(runs: list[Path], x: str = "step", metric: str = "bpc") -> Figure:
         if test:  # the last test score: the one summary.json reports
             ax.axhline(test[-1], color=color, ls="--", lw=1, label=f"{name} test {test[-1]:.3f}")
             # At the left edge: the best-valid star usually sits at the right end of its curve.
-            ax.annotate(f"test {test[-1]:.3f}", (0, test[-1]), xycoords=("axes fraction", "data"),
-                        textcoords="offset points", xytext=(4, 3), ha="left", fontsize=8, color=color)
+            ax.annotate(
+                f"test {test[-1]:.3f}",
+                (0, test[-1]),
+                xycoords=("axes fraction", "data"),
+                textcoords="offset points",
+                xytext=(4, 3),
+                ha="left",
+                fontsize=8,
+                color=color,
+            )
             marks.append(test[-1])
     if drawn == 0:
         plt.close(fig)

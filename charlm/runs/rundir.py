@@ -156,7 +156,13 @@ class RunDir:
         Every summary names the process, so `charlm runs` can tell a crashed run (says "running",
         process gone) from a live one.
         """
-        summary = {"status": status, "pid": os.getpid(), "host": socket.gethostname(), "updated_at": time.time(), **figures}
+        summary = {
+            "status": status,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "updated_at": time.time(),
+            **figures,
+        }
         _publish(self.summary, (json.dumps(summary, indent=2) + "\n").encode(), "free disk space, then --resume")
 
     def remove_summary(self) -> None:
@@ -199,7 +205,9 @@ class RunDir:
             try:
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
             except OSError as exc:
-                raise TrainingError(f"cannot remove {path}: {exc.strerror or exc}; make {self.path} writable, then --resume") from None
+                raise TrainingError(
+                    f"cannot remove {path}: {exc.strerror or exc}; make {self.path} writable, then --resume"
+                ) from None
         return stray
 
 
@@ -256,7 +264,9 @@ class MetricsFile:
         try:
             kept = [line for line, record in self._lines() if record["step"] <= step and record.get("split") != "test"]
         except OSError as exc:
-            raise TrainingError(f"could not read {self.path}: {exc.strerror or exc}; move it away, then --resume") from None
+            raise TrainingError(
+                f"could not read {self.path}: {exc.strerror or exc}; move it away, then --resume"
+            ) from None
         _publish(self.path, "".join(line + "\n" for line in kept).encode(), "free disk space, then --resume")
 
     def remove(self) -> None:

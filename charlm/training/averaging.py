@@ -21,6 +21,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from charlm.runs.checkpoint.contents import AverageState
+
 
 class WeightAverage:
     def __init__(self, model: nn.Module, kind: str, ema_decay: float = 0.999, nonmono: int = 5):
@@ -46,8 +48,10 @@ class WeightAverage:
         """Record an evaluation; returns True when this one triggers NT-ASGD's averaging."""
         earlier = self.valid_losses
         triggered = (
-            self.kind == "ntasgd" and self.started_step is None
-            and len(earlier) > self.nonmono and valid_loss > min(earlier[: -self.nonmono])
+            self.kind == "ntasgd"
+            and self.started_step is None
+            and len(earlier) > self.nonmono
+            and valid_loss > min(earlier[: -self.nonmono])
         )
         earlier.append(valid_loss)
         if triggered:
@@ -86,21 +90,17 @@ class WeightAverage:
             with torch.no_grad():
                 torch._foreach_copy_(self.params, saved)
 
-    def state_dict(self) -> dict:
-        # Checkpoints check these keys on loading (AVERAGE_KEYS in runs/checkpoint/fields.py).
-        return {
-            "kind": self.kind, "count": self.count, "started_step": self.started_step,
-            "valid_losses": list(self.valid_losses),
-            # Keyed like model.state_dict(), so `charlm eval` can load the average as a model.
-            "params": None if self.average is None else {
-                name: self.average[i].detach().cpu() for name, i in self.names.items()
-            },
-        }
+    def state_dict(self) -> AverageState:
+        # Keyed like model.state_dict(), so `charlm eval` can load the average as a model.
+        params = (
+            None if self.average is None else {name: self.average[i].detach().cpu() for name, i in self.names.items()}
+        )
+        return AverageState(self.kind, self.count, self.started_step, list(self.valid_losses), params)
 
-    def load_state_dict(self, state: dict) -> None:
-        self.count, self.started_step = int(state["count"]), state["started_step"]
-        self.valid_losses = [float(v) for v in state["valid_losses"]]
-        params = state["params"]
+    def load_state_dict(self, state: AverageState) -> None:
+        self.count, self.started_step = state.count, state.started_step
+        self.valid_losses = list(state.valid_losses)
+        params = state.params
         device = self.params[0].device
         if params is None:
             self.average = None

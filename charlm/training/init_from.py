@@ -70,18 +70,27 @@ class InitSource:
         kept, shared_new, shared_old = len(new_ids), set(new_ids.tolist()), set(old_ids.tolist())
         added = [t for i, t in enumerate(tokens) if i not in shared_new]
         dropped = [t for i, t in enumerate(self.tokens) if i not in shared_old]
-        text = (f"initialised from {self.checkpoint} (step {self.step:,}, {self.weights} weights): "
-                f"{kept} tokens kept, {len(added)} added{_listed(added)}, {len(dropped)} of its {len(self.tokens)} "
-                f"dropped{_listed(dropped)}; optimizer, schedule and step start fresh")
+        text = (
+            f"initialised from {self.checkpoint} (step {self.step:,}, {self.weights} weights): "
+            f"{kept} tokens kept, {len(added)} added{_listed(added)}, {len(dropped)} of its {len(self.tokens)} "
+            f"dropped{_listed(dropped)}; optimizer, schedule and step start fresh"
+        )
         if renamed:
             text += "; matched by the character they stand for: " + ", ".join(f"{a!r} -> {b!r}" for a, b in renamed)
         reporter.message(text)
-        return {"checkpoint": str(self.checkpoint), "step": self.step, "weights": self.weights,
-                "kept": kept, "added": len(added), "dropped": len(dropped)}
+        return {
+            "checkpoint": str(self.checkpoint),
+            "step": self.step,
+            "weights": self.weights,
+            "kept": kept,
+            "added": len(added),
+            "dropped": len(dropped),
+        }
 
 
-def load_init_source(init_from: Path | str | None, cfg: Config, payload: Payload | None, mode: str,
-                     reporter: Reporter) -> InitSource | None:
+def load_init_source(
+    init_from: Path | str | None, cfg: Config, payload: Payload | None, mode: str, reporter: Reporter
+) -> InitSource | None:
     """The weights a new run starts from, checked against `cfg`; None where there are none to
     apply (no --init-from, or the run continues from its own checkpoint `payload`).
 
@@ -98,7 +107,9 @@ def load_init_source(init_from: Path | str | None, cfg: Config, payload: Payload
                 f"its own checkpoint ({payload.source}); give one of them: to continue a run begun with "
                 "--init-from, pass --resume without --init-from"
             )
-        reporter.message(f"note: continuing from {payload.source}; --init-from {init_from} applies only when a run begins")
+        reporter.message(
+            f"note: continuing from {payload.source}; --init-from {init_from} applies only when a run begins"
+        )
         return None
     try:
         trained = load_trained(init_from, "cpu", "auto")  # as `charlm eval` picks and checks it
@@ -107,8 +118,15 @@ def load_init_source(init_from: Path | str | None, cfg: Config, payload: Payload
     source = trained.path
     check_units(trained.cfg, cfg, source)
     check_shape(trained.cfg.model, cfg.model, len(trained.vocab), trained.model.state_dict(), source)
-    return InitSource(source.resolve(), trained.step, trained.weights, trained.cfg, tuple(trained.vocab.tokens),
-                      trained.model.state_dict(), cfg.data.corpus)
+    return InitSource(
+        source.resolve(),
+        trained.step,
+        trained.weights,
+        trained.cfg,
+        tuple(trained.vocab.tokens),
+        trained.model.state_dict(),
+        cfg.data.corpus,
+    )
 
 
 def check_units(old: Config, new: Config, source: Path) -> None:
@@ -116,8 +134,7 @@ def check_units(old: Config, new: Config, source: Path) -> None:
     old_unit, kind = corpus_kind(old.data.corpus).unit(old.data), corpus_kind(new.data.corpus)
     new_unit = kind.unit(new.data)
     if old_unit != new_unit:
-        fix = (f"set data.unit: {old_unit}" if old_unit in kind.units
-               else f"fine-tune on a corpus read in {old_unit}s")
+        fix = f"set data.unit: {old_unit}" if old_unit in kind.units else f"fine-tune on a corpus read in {old_unit}s"
         raise CheckpointError(
             f"--init-from {source}: its tokens are {old_unit}s (corpus {old.data.corpus}) and this run's are "
             f"{new_unit}s (corpus {new.data.corpus}), so its rows would stand for other symbols; {fix}, "
@@ -125,11 +142,15 @@ def check_units(old: Config, new: Config, source: Path) -> None:
         )
 
 
-def check_shape(old: ModelConfig, new: ModelConfig, vocab_size: int, state: dict[str, torch.Tensor],
-                source: Path) -> None:
+def check_shape(
+    old: ModelConfig, new: ModelConfig, vocab_size: int, state: dict[str, torch.Tensor], source: Path
+) -> None:
     """Refuse a model config whose parameters (vocabulary rows aside) are not the source's."""
-    differ = [k for k in SHAPE_KEYS if getattr(old, k) != getattr(new, k)
-              and (k != "mogrifier_rounds" or old.cell == new.cell == "mogrifier_lstm")]
+    differ = [
+        k
+        for k in SHAPE_KEYS
+        if getattr(old, k) != getattr(new, k) and (k != "mogrifier_rounds" or old.cell == new.cell == "mogrifier_lstm")
+    ]
     if (old.dropout_hidden > 0) != (new.dropout_hidden > 0):
         differ.append("dropout_hidden")  # 0 or not picks one module per layer or one stack: other names
     with torch.device("meta"):  # shapes only: no memory, no random numbers drawn
@@ -138,13 +159,19 @@ def check_shape(old: ModelConfig, new: ModelConfig, vocab_size: int, state: dict
     if not differ and wanted == have:
         return
     if differ:
-        listed = "; ".join(f"model.{k} is {_yaml(getattr(old, k))} there and {_yaml(getattr(new, k))} here"
-                           + (" (above 0 it builds one module per layer)" if k == "dropout_hidden" else "") for k in differ)
+        listed = "; ".join(
+            f"model.{k} is {_yaml(getattr(old, k))} there and {_yaml(getattr(new, k))} here"
+            + (" (above 0 it builds one module per layer)" if k == "dropout_hidden" else "")
+            for k in differ
+        )
     else:  # a difference SHAPE_KEYS does not know of; name the parameters instead
         odd = sorted(set(wanted.items()) ^ set(have.items()))[:4]
         listed = "its parameters differ: " + ", ".join(f"{k} {list(s)}" for k, s in odd)
-    fix = (f"set {', '.join(f'model.{k}: {_yaml(getattr(old, k))}' for k in differ)} in the new config" if differ
-           else "copy the model section of the source run's config.yaml into the new config")
+    fix = (
+        f"set {', '.join(f'model.{k}: {_yaml(getattr(old, k))}' for k in differ)} in the new config"
+        if differ
+        else "copy the model section of the source run's config.yaml into the new config"
+    )
     raise CheckpointError(
         f"--init-from {source}: its model has another shape than this config's: {listed}; fine-tuning keeps "
         f"the model's shape (only the vocabulary may change) -- {fix}"

@@ -7,8 +7,8 @@ import math
 import torch
 from torch import nn
 
-from charlm.config import TrainConfig
-from charlm.config import CALIBRATION_END
+from charlm.config import CALIBRATION_END, TrainConfig
+from charlm.runs.checkpoint.contents import ScheduleState
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
@@ -34,7 +34,7 @@ class LRSchedule:
     validation loss and how many evaluations failed to beat it), saved in checkpoints.
 
     With train.time_budget, max_steps is only known once the run has timed itself, after step
-    CALIBRATION_END (config/durations.py): until then the rate holds at train.lr after warm-up, and
+    CALIBRATION_END (charlm/config/schema.py): until then the rate holds at train.lr after warm-up, and
     cosine decays from max(warmup_steps, CALIBRATION_END) to the max_steps planned. The decay's
     start is a constant, so the rate stays a pure function of the step and max_steps.
     """
@@ -68,7 +68,7 @@ class LRSchedule:
         its epochs 301-400 run at a tenth and 401-500 at a hundredth."""
         at = step if self.cfg.lr_drop_unit == "step" else epoch  # steps (epochs) completed
         passed = sum(1 for drop in self.cfg.lr_drops if at >= drop)
-        return self.cfg.lr_drop_factor ** passed
+        return self.cfg.lr_drop_factor**passed
 
     def observe(self, valid_loss: float) -> bool:
         """Record a validation loss; return True when plateau lowered the rate."""
@@ -82,14 +82,11 @@ class LRSchedule:
             return True
         return False
 
-    def state_dict(self) -> dict:
-        # Checkpoints check these keys on loading (SCHEDULE_KEYS in runs/checkpoint/fields.py).
-        return {"scale": self.scale, "best_loss": self.best_loss, "bad_evals": self.bad_evals}
+    def state_dict(self) -> ScheduleState:
+        return ScheduleState(self.scale, self.best_loss, self.bad_evals)
 
-    def load_state_dict(self, state: dict) -> None:
-        self.scale = float(state["scale"])
-        self.best_loss = float(state["best_loss"])
-        self.bad_evals = int(state["bad_evals"])
+    def load_state_dict(self, state: ScheduleState) -> None:
+        self.scale, self.best_loss, self.bad_evals = state.scale, state.best_loss, state.bad_evals
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

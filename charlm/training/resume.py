@@ -6,24 +6,36 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
 
-from charlm.runs.checkpoint.file import load_payload
-from charlm.runs.checkpoint.contents import Payload
-from charlm.runs.rundir import BEST, LAST, RunDir
 from charlm.config import Config
 from charlm.errors import CheckpointError, TrainingError
 from charlm.reporting.base import Reporter
+from charlm.runs.checkpoint.contents import Payload
+from charlm.runs.checkpoint.file import load_payload
+from charlm.runs.rundir import BEST, LAST, RunDir
 
 # Keys that may change when a run is resumed: they change when or how much is done, not what
 # is learnt. Any other difference is refused.
 RESUMABLE_CHANGES = {
-    "train.max_steps", "train.eval_every", "train.log_every", "train.eval_batch_size",
-    "train.test_batch_size", "train.device", "train.threads", "train.keep_last", "train.resume",
-    "train.loggers", "train.dist_timeout", "train.compile",
-    "data.root", "data.source",
+    "train.max_steps",
+    "train.eval_every",
+    "train.log_every",
+    "train.eval_batch_size",
+    "train.test_batch_size",
+    "train.device",
+    "train.threads",
+    "train.keep_last",
+    "train.resume",
+    "train.loggers",
+    "train.dist_timeout",
+    "train.compile",
+    "data.root",
+    "data.source",
 }
 
 
-def claim_run(run_dir: Path, cfg: Config, reporter: Reporter, mode: str, is_main: bool) -> tuple[Payload | None, IO | None]:
+def claim_run(
+    run_dir: Path, cfg: Config, reporter: Reporter, mode: str, is_main: bool
+) -> tuple[Payload | None, IO | None]:
     """Lock an existing run directory, then choose what to continue from: (payload, lock).
 
     The lock comes first, before any cleanup or read for resuming: a second trainer, refused at
@@ -80,7 +92,9 @@ def resume_payload(run_dir: Path, cfg: Config, reporter: Reporter, clean_up: boo
         except CheckpointError as exc:
             reporter.message(f"warning: skipping {path}: {exc}")
     if payload is None:
-        raise TrainingError(f"--resume: {run_dir} holds no usable checkpoint ({LAST} or {BEST}); start without --resume")
+        raise TrainingError(
+            f"--resume: {run_dir} holds no usable checkpoint ({LAST} or {BEST}); start without --resume"
+        )
     changed = _config_changes(payload.config.to_dict(), cfg.to_dict())
     refused = [c for c in changed if c[0] not in RESUMABLE_CHANGES]
     if refused:
@@ -108,5 +122,9 @@ def vocab_difference(saved: list[str], current: tuple[str, ...]) -> str:
     """A message naming how two vocabularies differ."""
     only_saved = sorted(set(saved) - set(current))
     only_now = sorted(set(current) - set(saved))
-    detail = f"only in checkpoint: {only_saved!r}; only in corpus: {only_now!r}" if only_saved or only_now else "same symbols in another order"
+    detail = (
+        f"only in checkpoint: {only_saved!r}; only in corpus: {only_now!r}"
+        if only_saved or only_now
+        else "same symbols in another order"
+    )
     return f"the checkpoint's vocabulary ({len(saved)} symbols) differs from the corpus's ({len(current)}): {detail}"

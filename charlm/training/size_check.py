@@ -19,7 +19,10 @@ def check_run_fits(cfg: Config, corpus: Corpus, device: torch.device) -> None:
     """
     tcfg, vocab_size = cfg.train, len(corpus.vocab)
     passes = ((corpus.valid, tcfg.eval_batch_size), (corpus.test, tcfg.test_batch_size))
-    eval_bytes = max(eval_memory(cfg.model, vocab_size, len(stream), rows, device, tcfg.seq_len)
-                     for stream, rows in passes if stream is not None)
+    eval_bytes = max(
+        eval_memory(cfg.model, vocab_size, len(stream), rows, device, tcfg.seq_len)
+        for stream, rows in passes
+        if stream is not None
+    )
     columns = len(corpus.train) // tcfg.batch_size  # no window is wider than a row of the train split
     check_training_fits(cfg, vocab_size, columns, eval_bytes, device)

@@ -1,6 +1,10 @@
-"""train.time_budget: from measured speeds to the max_steps that ends a run within its budget.
+"""train.time_budget: the run's clock, and the max_steps that ends a run within its budget.
 
-A budgeted run times its steps CALIBRATION_SKIP + 1 to CALIBRATION_END (config/durations.py), a
+BudgetClock is the Trainer's clock: the wall time a run has taken (across the processes of a
+resumed run), and the plan's life: when it is made, how it travels (rank 0 decides and
+broadcasts it), how a resumed run takes it back instead of timing itself again.
+
+A budgeted run times its steps CALIBRATION_SKIP + 1 to CALIBRATION_END (config/schema.py), a
 slice of the valid split at train.eval_batch_size, a slice of the test split at
 train.test_batch_size and one checkpoint save, then solves for the largest max_steps whose
 cost fits:
@@ -14,8 +18,12 @@ way (at batch 1 on a CPU it can take minutes); save_s is a real save of the mode
 optimizer to three files in the run directory (step-N.pt, last.pt, best.pt), fsyncs included,
 on a tiny model the largest cost of an evaluation. What the measurements leave out -- log lines,
 loading best.pt for the test, the drift of a shared machine -- the margin covers.
-The plan is made once, after step CALIBRATION_END, and recorded (BudgetPlan: checkpoint,
-config.yaml, summary.json); a resumed run reads it back and never times itself again.
+The plan is made once, after step CALIBRATION_END, and recorded (BudgetPlan, in
+runs/checkpoint/contents.py: checkpoint, config.yaml, summary.json); a resumed run reads it
+back and never times itself again. The step is a constant, not "when enough seconds were
+timed", so the learning rate of every step is a pure function of the step and the chosen
+max_steps (cosine decay starts at max(warmup_steps, CALIBRATION_END)), and every torchrun rank
+decides at the same step.
 
 CHARLM_FAKE_TIMINGS (tests only, like CHARLM_FAULT) replaces the measurements, so that two
 runs plan the same max_steps: `step=0.01,eval=0.5,save=0.1,test=1,spent=2` (seconds).
@@ -27,54 +35,182 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from contextlib import nullcontext
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
+from charlm.config import CALIBRATION_END, CALIBRATION_SKIP, TrainConfig
 from charlm.config.durations import format_duration
-from charlm.errors import TrainingError
+from charlm.data.corpus import Corpus
+from charlm.errors import CharlmError, CheckpointError, TrainingError
 from charlm.inference.stream_scoring import evaluate
 from charlm.models.charrnn import CharRNN
+from charlm.reporting.base import Reporter
+from charlm.runs.checkpoint.contents import BudgetPlan, to_plain
 from charlm.runs.checkpoint.file import save_checkpoint
+from charlm.training.distributed import Dist
+from charlm.training.records import Interval
 
 MARGIN = 0.03  # of the budget, kept free for what is not measured (saves, a machine's drift)
 # A slice long enough to time (about 0.1-0.5 s on a CPU) and short beside the split.
 SLICE_COLUMNS = 256
 SLICE_MIN_TOKENS = 4096
 FAKE_KEYS = ("step", "eval", "save", "test", "spent")
+NO_END = 2**62  # the loop's end while a budgeted run has not planned yet (it plans long before)
 
 
-@dataclass(frozen=True)
-class BudgetPlan:
-    """What a budgeted run measured and chose (BUDGET_KEYS in runs/checkpoint/fields.py)."""
+class BudgetClock:
+    """The wall time of a run, and train.time_budget's plan: the Trainer's clock.
 
-    budget_s: float
-    cap: int | None  # train.max_steps set beside the budget
-    max_steps: int
-    decided_at: int  # the step after which it was chosen
-    step_s: float  # seconds per optimizer step
-    eval_s: float  # seconds per valid pass
-    save_s: float  # seconds per checkpoint save (the three files of a new best)
-    evaluations: int  # valid passes planned from decided_at on
-    test_s: float  # seconds for the final test pass
-    spent_s: float  # wall time used when it planned
-    planned_end_s: float
+    It owns the config's max_steps while a plan is pending (it assigns train.max_steps on the
+    Trainer's copy of the config once it plans). The Trainer calls `start_timing(step)` before
+    a budgeted loop, `after_step(step, measure)` after each of its steps, `paused()` around
+    evaluations, `end()` for the loop's last step, and `adopt()` when it resumes.
+    """
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def __init__(
+        self, tcfg: TrainConfig, device: torch.device, ddp: Dist, reporter: Reporter, started: float | None = None
+    ):
+        self.tcfg, self.device, self.ddp, self.reporter = tcfg, device, ddp, reporter
+        self.started = time.perf_counter() if started is None else started
+        self.before_s = 0.0  # wall time of the processes before this one (set on resume)
+        self.plan: BudgetPlan | None = None
+        self.pending = tcfg.time_budget is not None  # until it plans, or adopts a recorded plan
+        self.explicit_steps = tcfg.max_steps if "max_steps" in tcfg.model_fields_set else None
+        self._timed: Interval | None = None
+        self._timed_from = 0
 
-    def describe(self) -> str:
-        """The console line: what was measured and what it chose."""
-        training = (self.max_steps - self.decided_at) * self.step_s
-        capped = f" (capped by train.max_steps {self.cap:,})" if self.cap == self.max_steps else ""
-        evaluations = f"{self.evaluations} evaluation{'s' if self.evaluations != 1 else ''}"
-        return (
-            f"time budget {format_duration(self.budget_s)}: {self.step_s * 1000:,.1f} ms/step measured up to step "
-            f"{self.decided_at} -> max_steps {self.max_steps:,}{capped} (training {span(training)}, {evaluations} "
-            f"with saves {span(self.evaluations * (self.eval_s + self.save_s))}, test {span(self.test_s)}; "
-            f"{span(self.spent_s)} spent so far; planned end at {span(self.planned_end_s)})"
+    def wall_s(self) -> float:
+        """Wall time of every process of this run so far: setup, steps, evaluations, saves."""
+        return self.before_s + time.perf_counter() - self.started
+
+    def end(self) -> int:
+        """The step the run ends at: train.max_steps, or never while the plan is pending."""
+        return NO_END if self.pending else self.tcfg.max_steps
+
+    def adopt(self, recorded: BudgetPlan | None, step: int, before_s: float, run: Path) -> None:
+        """On resume: count the earlier processes' wall time, and take the checkpoint's plan,
+        unless train.max_steps was set to another value than the plan's (a user training a
+        finished budgeted run further), which wins."""
+        self.before_s = before_s
+        if self.tcfg.time_budget is None:
+            return
+        if recorded is None:
+            if step >= CALIBRATION_END:
+                raise CheckpointError(
+                    f"{run}: its checkpoint at step {step:,} holds no time-budget plan (planned after step "
+                    f"{CALIBRATION_END}); resume from another checkpoint or start a new run"
+                )
+            return  # stopped before it planned: this process times the steps left before the plan
+        self.plan, self.pending = recorded, False
+        explicit = self.explicit_steps
+        if explicit is not None and explicit not in (recorded.max_steps, recorded.cap):
+            self.reporter.message(
+                f"note: train.max_steps {explicit:,} replaces the {recorded.max_steps:,} steps "
+                f"train.time_budget {self.tcfg.time_budget} chose"
+            )
+            return
+        self.tcfg.max_steps = recorded.max_steps
+
+    def start_timing(self, step: int) -> None:
+        """Before the loop's first step, while the plan is pending: choose the steps to time,
+        CALIBRATION_SKIP + 1 to CALIBRATION_END of this process (one resumed close to
+        CALIBRATION_END times all it runs, its first steps included: a slower, safer estimate)."""
+        self._timed_from = step + CALIBRATION_SKIP if step + CALIBRATION_SKIP < CALIBRATION_END else step
+        self._timed = None
+        self.after_step(step, None)
+
+    def after_step(self, step: int, measure: Callable[[], tuple[float, float, float]] | None) -> bool:
+        """After each step while the plan is pending: start the clock, or stop it and plan.
+        `measure` gives rank 0's (eval_s, save_s, test_s). Returns True at the step it planned."""
+        if step == self._timed_from:
+            synchronize(self.device)
+            self._timed = Interval()
+        elif step == CALIBRATION_END and self._timed is not None:
+            synchronize(self.device)
+            self._decide(step, self._timed.elapsed() / (step - self._timed_from), measure)
+            return True
+        return False
+
+    def paused(self):
+        """Evaluations during the timed steps are not step time."""
+        return self._timed.paused() if self._timed is not None else nullcontext()
+
+    def _decide(self, step: int, step_s: float, measure: Callable[[], tuple[float, float, float]]) -> None:
+        """Rank 0 measures and plans; every rank takes its max_steps."""
+        plan, problem = None, None
+        if self.ddp.is_main:
+            try:
+                plan = self._make_plan(step, step_s, measure)
+            except CharlmError as exc:  # too short, or the timed save failed: the other ranks must hear of it
+                problem = exc
+        steps = int(self.ddp.broadcast_from_main(float(plan.max_steps if plan else 0), self.device))
+        if problem is not None:
+            raise problem
+        if steps == 0:
+            raise TrainingError("rank 0 could not plan train.time_budget (its error is in its output)")
+        self.pending, self._timed = False, None
+        self.tcfg.max_steps = steps  # after the plan checked it is above warmup_steps
+        if plan is not None:
+            self.plan = plan
+            self.reporter.message(describe_plan(plan))
+
+    def _make_plan(self, step: int, step_s: float, measure: Callable[[], tuple[float, float, float]]) -> BudgetPlan:
+        tcfg = self.tcfg
+        fake = fake_timings()
+        if fake is None:
+            (eval_s, save_s, test_s), spent_s = measure(), self.wall_s()
+        else:
+            step_s, eval_s, save_s, test_s, spent_s = (fake[k] for k in ("step", "eval", "save", "test", "spent"))
+        cap = tcfg.max_steps if "max_steps" in tcfg.model_fields_set else None
+        return plan_steps(
+            tcfg.budget_s, spent_s, step, step_s, eval_s, save_s, test_s, tcfg.eval_every, cap, tcfg.warmup_steps
         )
+
+    def figures(self, finished: bool) -> dict | None:
+        """summary.json's budget: the plan, with the actual end once the run has finished."""
+        if self.plan is None:
+            return None
+        return {
+            "time_budget": format_duration(self.plan.budget_s),
+            **to_plain(self.plan),
+            "actual_end_s": self.wall_s() if finished else None,
+        }
+
+    def end_message(self) -> str | None:
+        """The console line at the end of a budgeted run: its wall time against the plan."""
+        if self.plan is None:
+            return None
+        return (
+            f"time budget {format_duration(self.plan.budget_s)}: ended after {span(self.wall_s())} of wall time "
+            f"(planned {span(self.plan.planned_end_s)})"
+        )
+
+
+def measure_passes(
+    model: CharRNN, corpus: Corpus, tcfg: TrainConfig, device: torch.device, run_dir: Path, state: dict[str, Any]
+) -> tuple[float, float, float]:
+    """Seconds of a whole valid pass, of one checkpoint save of `state` and of the test pass."""
+    eval_s = pass_seconds(model, corpus.valid, tcfg.eval_batch_size, device, tcfg.seq_len)
+    test_s = (
+        0.0 if corpus.test is None else pass_seconds(model, corpus.test, tcfg.test_batch_size, device, tcfg.seq_len)
+    )
+    return eval_s, save_seconds(run_dir, state), test_s
+
+
+def describe_plan(plan: BudgetPlan) -> str:
+    """The console line: what was measured and what it chose."""
+    training = (plan.max_steps - plan.decided_at) * plan.step_s
+    capped = f" (capped by train.max_steps {plan.cap:,})" if plan.cap == plan.max_steps else ""
+    evaluations = f"{plan.evaluations} evaluation{'s' if plan.evaluations != 1 else ''}"
+    return (
+        f"time budget {format_duration(plan.budget_s)}: {plan.step_s * 1000:,.1f} ms/step measured up to step "
+        f"{plan.decided_at} -> max_steps {plan.max_steps:,}{capped} (training {span(training)}, {evaluations} "
+        f"with saves {span(plan.evaluations * (plan.eval_s + plan.save_s))}, test {span(plan.test_s)}; "
+        f"{span(plan.spent_s)} spent so far; planned end at {span(plan.planned_end_s)})"
+    )
 
 
 def span(seconds: float) -> str:
@@ -88,8 +224,18 @@ def evaluations_from(done: int, until: int, eval_every: int) -> int:
     return due + (until % eval_every != 0)
 
 
-def plan_steps(budget_s: float, spent_s: float, done: int, step_s: float, eval_s: float, save_s: float,
-               test_s: float, eval_every: int, cap: int | None, warmup_steps: int) -> BudgetPlan:
+def plan_steps(
+    budget_s: float,
+    spent_s: float,
+    done: int,
+    step_s: float,
+    eval_s: float,
+    save_s: float,
+    test_s: float,
+    eval_every: int,
+    cap: int | None,
+    warmup_steps: int,
+) -> BudgetPlan:
     """The largest max_steps whose planned end fits the budget (see the module docstring).
 
     Raises:
@@ -99,7 +245,9 @@ def plan_steps(budget_s: float, spent_s: float, done: int, step_s: float, eval_s
     step_s = max(step_s, 1e-9)
 
     def end(steps: int) -> float:
-        return spent_s + (steps - done) * step_s + evaluations_from(done, steps, eval_every) * (eval_s + save_s) + test_s
+        return (
+            spent_s + (steps - done) * step_s + evaluations_from(done, steps, eval_every) * (eval_s + save_s) + test_s
+        )
 
     low = done + 1
     if end(low) > available:
@@ -118,8 +266,19 @@ def plan_steps(budget_s: float, spent_s: float, done: int, step_s: float, eval_s
             f"train.time_budget {format_duration(budget_s)} fits {low:,} steps, not more than "
             f"train.warmup_steps ({warmup_steps:,}); lower warmup_steps or raise the budget"
         )
-    return BudgetPlan(budget_s, cap, low, done, step_s, eval_s, save_s, evaluations_from(done, low, eval_every),
-                      test_s, spent_s, end(low))
+    return BudgetPlan(
+        budget_s,
+        cap,
+        low,
+        done,
+        step_s,
+        eval_s,
+        save_s,
+        evaluations_from(done, low, eval_every),
+        test_s,
+        spent_s,
+        end(low),
+    )
 
 
 def pass_seconds(model: CharRNN, stream: torch.Tensor, batch_size: int, device: torch.device, min_chunk: int) -> float:
@@ -163,5 +322,7 @@ def fake_timings() -> dict[str, float] | None:
     except ValueError:
         values = {}
     if set(values) != set(FAKE_KEYS):
-        raise TrainingError(f"CHARLM_FAKE_TIMINGS must be {'=S,'.join(FAKE_KEYS)}=S (seconds, for tests), got {spec[:80]!r}")
+        raise TrainingError(
+            f"CHARLM_FAKE_TIMINGS must be {'=S,'.join(FAKE_KEYS)}=S (seconds, for tests), got {spec[:80]!r}"
+        )
     return values

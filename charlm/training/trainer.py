@@ -19,35 +19,47 @@ from typing import IO
 import torch
 import torch.nn.functional as F
 
-from charlm.training.averaging import WeightAverage
-from charlm.training.budgeting import Budgeting
-from charlm.data.batching import batchify, variable_bptt_length, window_at
 from charlm.config import Config, dump_config
+from charlm.data.batching import batchify, variable_bptt_length, window_at
 from charlm.data.corpora import load_corpus
 from charlm.data.corpus import Corpus
 from charlm.device import device_name, pick_device
-from charlm.training.distributed import Dist
 from charlm.errors import CheckpointError
 from charlm.faults import FaultPlan, maybe_signal
+from charlm.inference.stream_scoring import EvalResult, evaluate
 from charlm.models.charrnn import CharRNN
 from charlm.models.hidden import detach_hidden
 from charlm.models.size import allocation_errors
-from charlm.training.size_check import check_run_fits
-from charlm.training.optim import LRSchedule, build_optimizer, set_lr
-from charlm.reporting.base import Finished, Reporter, RunInfo, Stopped
+from charlm.reporting.base import (
+    Evaluation,
+    FinalTest,
+    Finished,
+    Reporter,
+    RunInfo,
+    Stopped,
+)
 from charlm.reporting.fanout import FanOut, build_reporter
-from charlm.training.checkpointer import Checkpointing
-from charlm.training.init_from import InitSource, load_init_source, recorded_origin
-from charlm.training.records import Interval, Records, TrainResult
 from charlm.runs.checkpoint.contents import LoopState, Payload
-from charlm.training.resume import claim_run, released_on_error, vocab_difference
 from charlm.runs.rundir import RunDir
+from charlm.training.averaging import WeightAverage
+from charlm.training.checkpointer import Checkpointer
+from charlm.training.distributed import Dist
+from charlm.training.init_from import InitSource, load_init_source, recorded_origin
+from charlm.training.optim import LRSchedule, build_optimizer, set_lr
+from charlm.training.records import Interval, Records, TrainResult
+from charlm.training.resume import claim_run, released_on_error, vocab_difference
 from charlm.training.signals import StopRequest
+from charlm.training.size_check import check_run_fits
+from charlm.training.time_budget import BudgetClock, measure_passes
 
 
 def train(
-    cfg: Config, run_dir: Path, reporter: Reporter | None = None, resume: bool = False,
-    stop: StopRequest | None = None, init_from: Path | str | None = None,
+    cfg: Config,
+    run_dir: Path,
+    reporter: Reporter | None = None,
+    resume: bool = False,
+    stop: StopRequest | None = None,
+    init_from: Path | str | None = None,
 ) -> TrainResult:
     """Train per `cfg` into `run_dir`.
 
@@ -68,7 +80,9 @@ def train(
         sinks = build_reporter(cfg, RunDir(run_dir), reporter) if ddp.is_main else FanOut([])
         with stop or StopRequest() as stop:
             try:
-                with allocation_errors(f"training into {run_dir}", "lower train.batch_size, train.seq_len or the model's size"):
+                with allocation_errors(
+                    f"training into {run_dir}", "lower train.batch_size, train.seq_len or the model's size"
+                ):
                     return _train(cfg, run_dir, sinks, mode, stop, ddp, init_from, started)
             finally:
                 sinks.close()
@@ -76,33 +90,57 @@ def train(
         ddp.close()
 
 
-def _train(cfg: Config, run_dir: Path, reporter: Reporter, mode: str, stop: StopRequest, ddp: Dist,
-           init_from: Path | str | None, started: float) -> TrainResult:
+def _train(
+    cfg: Config,
+    run_dir: Path,
+    reporter: Reporter,
+    mode: str,
+    stop: StopRequest,
+    ddp: Dist,
+    init_from: Path | str | None,
+    started: float,
+) -> TrainResult:
     maybe_signal("train.setup")
     payload, lock = claim_run(run_dir, cfg, reporter, mode, ddp.is_main)  # the lock before any cleanup
     with released_on_error(lock):  # init_from: every rank reads the same file
-        trainer = Trainer(cfg, run_dir, reporter, payload, ddp, lock, load_init_source(init_from, cfg, payload, mode, reporter), started)
+        trainer = Trainer(
+            cfg,
+            run_dir,
+            reporter,
+            payload,
+            ddp,
+            lock,
+            load_init_source(init_from, cfg, payload, mode, reporter),
+            started,
+        )
     return trainer.run(stop)
 
 
-class Trainer(Checkpointing, Budgeting, Records):
+class Trainer:
     """The model, optimizer and loop of one run. Building one reads the corpus and touches
     nothing in the run directory; `open()` (which `run()` calls) takes the directory over.
     `started`: the perf_counter the run's wall time counts from (default: now)."""
 
-    def __init__(self, cfg: Config, run_dir: Path, reporter: Reporter, payload: Payload | None, ddp: Dist | None = None,
-                 lock: IO | None = None, init: InitSource | None = None, started: float | None = None):
+    def __init__(
+        self,
+        cfg: Config,
+        run_dir: Path,
+        reporter: Reporter,
+        payload: Payload | None,
+        ddp: Dist | None = None,
+        lock: IO | None = None,
+        init: InitSource | None = None,
+        started: float | None = None,
+    ):
         # A copy: a time budget's plan sets max_steps on it, never on the caller's config.
         self.cfg, self.run_dir, self.reporter = cfg.model_copy(deep=True), Path(run_dir), reporter
-        cfg = self.cfg
-        self._explicit_steps = cfg.train.max_steps if "max_steps" in cfg.train.model_fields_set else None
-        self._start_clock(started)
+        cfg, tcfg = self.cfg, self.cfg.train
         self.files = RunDir(run_dir)
         self.ddp = ddp = ddp or Dist()
-        tcfg = cfg.train
         if tcfg.threads:
             torch.set_num_threads(tcfg.threads)
         self.device = ddp.place(pick_device(tcfg.device))
+        self.clock = BudgetClock(tcfg, self.device, ddp, reporter, started)
         ddp.rows_per_rank(tcfg.batch_size)  # refuse an uneven split before any work
         torch.manual_seed(tcfg.seed)
         self.corpus: Corpus = load_corpus(cfg.data, reporter.reading)
@@ -112,7 +150,9 @@ class Trainer(Checkpointing, Budgeting, Records):
         self.train_rows = ddp.shard_rows(batchify(self.corpus.train, tcfg.batch_size)).to(self.device)
         self.model = CharRNN(len(self.corpus.vocab), cfg.model).to(self.device)
         # Fine-tuning: the source's weights, before the optimizer and average see the model.
-        self.origin = init.apply(self.model, self.corpus.vocab.tokens, reporter) if init else recorded_origin(self.files, payload)
+        self.origin = (
+            init.apply(self.model, self.corpus.vocab.tokens, reporter) if init else recorded_origin(self.files, payload)
+        )
         # What the loop runs; self.model (never compiled or wrapped) is what checkpoints hold.
         self.net = ddp.wrap(torch.compile(self.model) if tcfg.compile else self.model)
         if ddp.enabled:
@@ -120,17 +160,29 @@ class Trainer(Checkpointing, Budgeting, Records):
         self.optimizer = build_optimizer(self.model, tcfg, self.device)
         self.schedule = LRSchedule(tcfg)
         self.average = (
-            None if tcfg.average == "none"
+            None
+            if tcfg.average == "none"
             else WeightAverage(self.model, tcfg.average, tcfg.ema_decay, tcfg.ntasgd_nonmono)
         )
+        self.checkpointer = Checkpointer(
+            cfg,
+            self.files,
+            ddp,
+            self.device,
+            list(self.corpus.vocab.tokens),
+            self.model,
+            self.optimizer,
+            self.schedule,
+            self.average,
+        )
+        self.records = Records(cfg, self.files, ddp, self.device, reporter)
         self.state = LoopState()
         self.hidden = None
         # AR/TAR, passed to the model's forward only when asked for (it then returns the penalty).
         reg = {"ar": tcfg.activation_reg, "tar": tcfg.temporal_activation_reg}
         self.activation_reg = reg if any(reg.values()) else {}
         self.autocast = (
-            torch.autocast(self.device.type, dtype=torch.bfloat16)
-            if tcfg.precision == "bf16" else nullcontext()
+            torch.autocast(self.device.type, dtype=torch.bfloat16) if tcfg.precision == "bf16" else nullcontext()
         )
         self.stopping = False
         self._payload, self._lock, self._opened = payload, lock, False  # lock: claim_run's, if it took one
@@ -145,8 +197,8 @@ class Trainer(Checkpointing, Budgeting, Records):
         if self.ddp.is_main and self._lock is None:
             self._lock = self.files.lock()  # held until the process exits
         if self._payload is not None:
-            self._restore(self._payload)
-            self._adopt_budget(self._payload.budget, self._explicit_steps)
+            self.state, self.hidden = self.checkpointer.restore(self._payload)
+            self.clock.adopt(self._payload.budget, self.state.step, self.state.wall_s, self.run_dir)
         elif self.ddp.is_main:
             # A fresh start in a folder without checkpoints: metrics of an attempt killed
             # before its first checkpoint describe nothing that exists any more.
@@ -163,7 +215,7 @@ class Trainer(Checkpointing, Budgeting, Records):
         score test with the best checkpoint."""
         self.open()
         tcfg, state = self.cfg.train, self.state
-        if state.step >= self._planned_end() and self.files.summary_status() == "finished":
+        if state.step >= self.clock.end() and self.files.summary_status() == "finished":
             self.reporter.message(
                 f"run already finished at step {state.step:,} (train.max_steps {tcfg.max_steps:,}); "
                 "raise train.max_steps to train further"
@@ -171,13 +223,22 @@ class Trainer(Checkpointing, Budgeting, Records):
             return TrainResult("finished", state.step, state.best_valid_bpc, None, 0)
         if self._should_stop(stop, now=True):  # a signal while the corpus loaded: nothing to save yet
             self.reporter.stop(Stopped(state.step, None))
-            return TrainResult("stopped", state.step, state.best_valid_bpc, None, stop.exit_code if stop.requested else 143)
+            return TrainResult(
+                "stopped", state.step, state.best_valid_bpc, None, stop.exit_code if stop.requested else 143
+            )
         if self.ddp.is_main:
             self.files.metrics.truncate_after(state.step)  # a resumed run never repeats a step
-        self.reporter.start(RunInfo(
-            str(self.run_dir), device_name(self.device), self.model.num_parameters(),
-            len(self.corpus.vocab), len(self.corpus.train), state.step, tcfg.max_steps,
-        ))
+        self.reporter.start(
+            RunInfo(
+                str(self.run_dir),
+                device_name(self.device),
+                self.model.num_parameters(),
+                len(self.corpus.vocab),
+                len(self.corpus.train),
+                state.step,
+                tcfg.max_steps,
+            )
+        )
         self._write_summary("running")
         try:
             self._loop(stop, None, evaluate=True)
@@ -190,7 +251,8 @@ class Trainer(Checkpointing, Budgeting, Records):
                 return TrainResult("stopped", state.step, state.best_valid_bpc, None, code)
             test = self._final_test()
             self.ddp.barrier()  # the other ranks wait for rank 0's test pass, then all leave together
-            self._report_budget_end()
+            if (line := self.clock.end_message()) is not None:
+                self.reporter.message(line)
             self.reporter.finish(Finished(state.step, state.best_valid_bpc, test))
         except Exception as exc:
             self._write_summary("failed", error=str(exc))
@@ -213,13 +275,13 @@ class Trainer(Checkpointing, Budgeting, Records):
         or a stop signal; with `evaluate`, score valid and publish checkpoints every
         train.eval_every steps and at the end."""
         tcfg, state = self.cfg.train, self.state
-        budgeted = until is None and self.budget_pending
+        budgeted = until is None and self.clock.pending
 
         def end() -> int:  # a budget's plan moves the end once, at step CALIBRATION_END
-            return self._planned_end() if until is None else until
+            return self.clock.end() if until is None else until
 
         if budgeted:
-            self._calibration_start()
+            self.clock.start_timing(state.step)
         self.model.train()
         self.faults = FaultPlan.from_environment()  # tests only; None otherwise (see charlm/faults.py)
         interval = Interval()
@@ -227,10 +289,7 @@ class Trainer(Checkpointing, Budgeting, Records):
         while state.step < end() and not self._should_stop(stop):
             if state.position >= last_input:  # epoch done: start the stream again, from zero state
                 state.epoch, state.window, state.position, self.hidden = state.epoch + 1, 0, 0, None
-            length = (
-                variable_bptt_length(tcfg.seed, state.step, tcfg.seq_len) if tcfg.variable_bptt
-                else tcfg.seq_len
-            )
+            length = variable_bptt_length(tcfg.seed, state.step, tcfg.seq_len) if tcfg.variable_bptt else tcfg.seq_len
             x, y = window_at(self.train_rows, state.position, length)
             lr = self.schedule.lr_at(state.step, state.epoch)
             # AWD: a window's rate scales with its length, so each character weighs the same.
@@ -246,14 +305,15 @@ class Trainer(Checkpointing, Budgeting, Records):
             state.loss_count += 1
             if self.faults is not None:
                 self.faults.reached(f"train.step={state.step}")
-            if budgeted and self.budget_pending:
-                self._calibration_tick()  # after step CALIBRATION_END: plans max_steps
+            if budgeted and self.clock.pending and self.clock.after_step(state.step, self._measure_passes):
+                if self.ddp.is_main:
+                    self.files.write_config(dump_config(self.cfg))  # the resolved config, with the steps chosen
             last_step = state.step == end()
             if state.step % tcfg.log_every == 0 or last_step:
-                self._log(lr, interval)
+                self.records.log(state, lr, interval)
                 interval = Interval()
             if evaluate and (state.step % tcfg.eval_every == 0 or last_step):
-                with interval.paused(), self._calibration_paused():  # evaluation time is not training time
+                with interval.paused(), self.clock.paused():  # evaluation time is not training time
                     self._evaluate_and_checkpoint()
 
     def _should_stop(self, stop: StopRequest, now: bool = False) -> bool:
@@ -282,10 +342,70 @@ class Trainer(Checkpointing, Budgeting, Records):
         if self.device.type == "cpu":
             # Free on CPU; on CUDA this would stall the GPU every step, so there the loss is
             # checked at log intervals instead.
-            self._check_finite(float(loss.detach()), "loss")
-            self._check_finite(float(norm), "gradient norm")
+            self.records.check_finite(float(loss.detach()), "loss", self.state.step)
+            self.records.check_finite(float(norm), "gradient norm", self.state.step)
         self.optimizer.step()
         if self.average is not None:
             self.average.update(self.state.step + 1)
         self.hidden = detach_hidden(hidden)
         return loss.detach()
+
+    # -- evaluation and checkpoints ---------------------------------------------------------
+
+    def _evaluate_and_checkpoint(self) -> None:
+        """Score the whole valid split (rank 0, with the average swapped in), tell the schedule
+        and the average, and publish this step's checkpoint."""
+        tcfg, state = self.cfg.train, self.state
+        maybe_signal("train.evaluate")
+        result = EvalResult(0, 0.0)
+        if self.ddp.is_main:  # the others wait in the broadcast
+            with self.average.swapped_in() if self.average is not None else nullcontext():
+                result = evaluate(self.model, self.corpus.valid, tcfg.eval_batch_size, self.device, tcfg.seq_len)
+        result = EvalResult(result.tokens, self.ddp.broadcast_from_main(result.loss, self.device))
+        if self.average is not None and self.average.observe(result.loss, state.step):
+            self.reporter.message(
+                f"NT-ASGD: valid loss stopped improving at step {state.step:,}; averaging every later step's weights"
+            )
+        is_best = result.bpc < state.best_valid_bpc
+        if is_best:
+            state.best_valid_bpc, state.best_step = result.bpc, state.step
+        if self.schedule.observe(result.loss):
+            self.reporter.message(
+                f"valid loss stopped improving: lr now {self.schedule.lr_at(state.step, state.epoch):.2e}"
+            )
+        self.reporter.evaluation(
+            Evaluation(state.step, state.epoch, result, is_best, state.tokens_seen, state.elapsed_s)
+        )
+        self._save(best=is_best)
+
+    def _save(self, best: bool = False) -> None:
+        self.checkpointer.save(self.state, self.hidden, self.clock.wall_s(), self.clock.plan, best)
+
+    def _final_test(self) -> EvalResult | None:
+        """Score test with the best checkpoint (rank 0), at train.test_batch_size."""
+        if self.corpus.test is None or not self.ddp.is_main:
+            return None
+        model, step = self.checkpointer.best_model()
+        batch = self.cfg.train.test_batch_size
+        self.reporter.message(f"scoring test with the best checkpoint (step {step:,}), batch size {batch}")
+        result = evaluate(model, self.corpus.test, batch, self.device, self.cfg.train.seq_len)
+        self.reporter.test(FinalTest(step, result, batch))
+        return result
+
+    def _measure_passes(self) -> tuple[float, float, float]:
+        """A time budget's timings of a valid pass, a save and the test pass (rank 0)."""
+        return measure_passes(
+            self.model, self.corpus, self.cfg.train, self.device, self.run_dir, self.checkpointer.training_state()
+        )
+
+    def _write_summary(self, status: str, test: EvalResult | None = None, error: str | None = None) -> None:
+        self.records.write_summary(
+            status,
+            self.state,
+            self.model.num_parameters(),
+            self.clock.wall_s(),
+            self.clock.figures(status == "finished"),
+            self.origin,
+            test,
+            error,
+        )

@@ -18,7 +18,16 @@ from charlm.inference.choices import SPLITS
 from charlm.inference.trained import TrainedModel, load_trained, stream_to_score
 from charlm.models.size import allocation_errors, check_fits, show_bytes, state_floats
 from charlm.viz.labels import guess_labels, token_labels
-from charlm.viz.page import KIND_NAMES, is_viz_page, RANKED, SURPRISAL_MAX, header_html, number_arrays, pack, render_page
+from charlm.viz.page import (
+    KIND_NAMES,
+    RANKED,
+    SURPRISAL_MAX,
+    header_html,
+    is_viz_page,
+    number_arrays,
+    pack,
+    render_page,
+)
 from charlm.viz.properties import PROPERTIES, correlations, text_properties, varies
 from charlm.viz.quantize import BITS_RANGE, DEFAULT_BITS, levels, quantize
 from charlm.viz.trace import Trace, trace_stream
@@ -80,26 +89,34 @@ def visualize_run(
         where = str(text)
         total = None
     if start >= len(stream):
-        raise CharlmError(f"--start {start:,} is past the end of the {where} "
-                          f"({len(stream):,} {unit_word(trained.vocab.unit)})")
+        raise CharlmError(
+            f"--start {start:,} is past the end of the {where} ({len(stream):,} {unit_word(trained.vocab.unit)})"
+        )
     span = stream[start : start + chars]
     before = stream[max(0, start - context) : start]
     if len(span) + len(before) < 2:
-        raise CharlmError(f"the span from --start {start:,} holds one character and nothing before it to predict it from; "
-                          "start earlier or give --context")
+        raise CharlmError(
+            f"the span from --start {start:,} holds one character and nothing before it to predict it from; "
+            "start earlier or give --context"
+        )
     _check_size(trained, len(span))
     with allocation_errors(f"tracing {len(span):,} characters", FIX_SIZE):
         trace = trace_stream(trained.model, before, span)
-    if not (math.isfinite(trace.bpc) and all(bool(t.isfinite().all()) for layer in trace.layers
-                                             for t in (layer.hidden, layer.cell) if t is not None)):
-        raise CharlmError(f"the model of {trained.path} computes values that are not finite (NaN or infinite) on this "
-                          "text: its weights overflow; this checkpoint cannot be drawn")
+    if not (
+        math.isfinite(trace.bpc)
+        and all(bool(t.isfinite().all()) for layer in trace.layers for t in (layer.hidden, layer.cell) if t is not None)
+    ):
+        raise CharlmError(
+            f"the model of {trained.path} computes values that are not finite (NaN or infinite) on this "
+            "text: its weights overflow; this checkpoint cannot be drawn"
+        )
     page, facts = _page(trained, trace, before[-PROPERTY_CONTEXT:], where, start, total, len(before), bits)
     # A lone surrogate (a damaged vocabulary, an odd path) is written as its JSON escape.
     encoded = page.encode("utf-8", errors="backslashreplace")
     publish(output, encoded, "-o")
-    return PageFacts(output, len(encoded), trained.path, trained.step, len(span), trace.bpc, facts["units"],
-                     facts["best"], note)
+    return PageFacts(
+        output, len(encoded), trained.path, trained.step, len(span), trace.bpc, facts["units"], facts["best"], note
+    )
 
 
 def _check_options(output, split, text, chars, start, context, bits) -> None:
@@ -129,23 +146,35 @@ def _check_values(output, split, text, chars, start, context, bits) -> None:
     if Path(output).exists() and not Path(output).is_file():
         raise CharlmError(f"-o {output} exists and is not a regular file; choose another -o")
     if Path(output).exists() and not is_viz_page(Path(output)):
-        raise CharlmError(f"-o {output} exists and is not a page charlm viz wrote; it is left as it is: "
-                          "choose another -o (or delete the file)")
+        raise CharlmError(
+            f"-o {output} exists and is not a page charlm viz wrote; it is left as it is: "
+            "choose another -o (or delete the file)"
+        )
 
 
 def _check_size(trained: TrainedModel, n: int) -> None:
     units = state_floats(trained.cfg.model)  # every layer's h, and c for cells that have one
     if n * units > MAX_ACTIVATIONS:
-        raise CharlmError(f"{n:,} characters of this model are {n * units:,} activations ({units:,} units); a page holds "
-                          f"at most {MAX_ACTIVATIONS:,}: lower --chars to {MAX_ACTIVATIONS // units:,} or less")
+        raise CharlmError(
+            f"{n:,} characters of this model are {n * units:,} activations ({units:,} units); a page holds "
+            f"at most {MAX_ACTIVATIONS:,}: lower --chars to {MAX_ACTIVATIONS // units:,} or less"
+        )
     # Per activation: the trace's float, its copy side by side, quantising's temporaries, the
     # levels, the blob and the page's text (measured: about 30 bytes); per guess: log-probabilities.
     need = n * units * 40 + n * len(trained.vocab) * 16
     check_fits(need, f"tracing {n:,} characters ({show_bytes(need)})", FIX_SIZE)
 
 
-def _page(trained: TrainedModel, trace: Trace, before: torch.Tensor, where: str, start: int, total: int | None, context: int,
-          bits: int):
+def _page(
+    trained: TrainedModel,
+    trace: Trace,
+    before: torch.Tensor,
+    where: str,
+    start: int,
+    total: int | None,
+    context: int,
+    bits: int,
+):
     corpus = corpus_kind(trained.cfg.data.corpus)
     # The text before the span settles the properties' state at its start (inside a quote or
     # not, the column, a character's first bytes) and the byte decoder's.
@@ -156,7 +185,9 @@ def _page(trained: TrainedModel, trace: Trace, before: torch.Tensor, where: str,
     for layer, states in enumerate(trace.layers):
         for kind, values in (("hidden", states.hidden), ("cell", states.cell)):
             if values is not None:
-                groups.append({"layer": layer, "kind": kind, "units": values.size(1), "first": sum(g["units"] for g in groups)})
+                groups.append(
+                    {"layer": layer, "kind": kind, "units": values.size(1), "first": sum(g["units"] for g in groups)}
+                )
                 columns.append(values)
     activations = torch.cat(columns, dim=1)  # (N, units)
     surprisal = torch.cat([torch.full((len(before),), math.nan, dtype=trace.surprisal.dtype), trace.surprisal])
@@ -167,11 +198,21 @@ def _page(trained: TrainedModel, trace: Trace, before: torch.Tensor, where: str,
     best = _best_units(corr, groups, present)
     cfg = trained.cfg
     meta = {
-        "n": n, "k": trace.top_ids.size(1), "ids": trace.ids.tolist(), "labels": labels,
-        "guess_labels": guess_labels(trained.vocab, corpus), "groups": groups, "units": activations.size(1),
-        "kind_names": KIND_NAMES, "levels": levels(bits), "ranked": RANKED, "surprisal_max": SURPRISAL_MAX,
+        "n": n,
+        "k": trace.top_ids.size(1),
+        "ids": trace.ids.tolist(),
+        "labels": labels,
+        "guess_labels": guess_labels(trained.vocab, corpus),
+        "groups": groups,
+        "units": activations.size(1),
+        "kind_names": KIND_NAMES,
+        "levels": levels(bits),
+        "ranked": RANKED,
+        "surprisal_max": SURPRISAL_MAX,
         "bpc": trace.bpc,
-        "properties": [{"name": name, "description": PROPERTIES[name], "present": present[name]} for name in properties],
+        "properties": [
+            {"name": name, "description": PROPERTIES[name], "present": present[name]} for name in properties
+        ],
     }
     units = unit_word(trained.vocab.unit)  # a byte model's positions are bytes
     read_from = f"after {context:,} {units} of context" if context else "from a blank state at the span's start"
@@ -181,8 +222,11 @@ def _page(trained: TrainedModel, trace: Trace, before: torch.Tensor, where: str,
     facts = [
         ("run", str(trained.path.parent) if trained.path.name.endswith(".pt") else str(trained.path)),
         ("checkpoint", f"{trained.path.name}, step {trained.step:,}, {trained.weights} weights"),
-        ("model", f"{cfg.model.cell} {shape}, embedding {cfg.model.embedding_dim}, "
-                  f"{trained.model.num_parameters():,} parameters"),
+        (
+            "model",
+            f"{cfg.model.cell} {shape}, embedding {cfg.model.embedding_dim}, "
+            f"{trained.model.num_parameters():,} parameters",
+        ),
         ("corpus", f"{cfg.data.corpus} ({trained.vocab.unit}s, vocabulary {len(trained.vocab)})"),
         ("text", f"{where}, {units} {start:,} to {start + n - 1:,}{of_total}, read {read_from}"),
         ("bpc", f"{trace.bpc:.4f} over {int(trace.predicted.sum()):,} predicted {units}"),

@@ -87,8 +87,9 @@ def script_json(value: dict) -> str:
 
 def header_html(title: str, facts: list[tuple[str, str]]) -> str:
     """The header drawn on the page before any script runs: a title and a list of facts."""
-    items = "".join(f"<div><dt>{html.escape(k)}</dt><dd data-fact=\"{html.escape(k)}\">{html.escape(v)}</dd></div>"
-                    for k, v in facts)
+    items = "".join(
+        f'<div><dt>{html.escape(k)}</dt><dd data-fact="{html.escape(k)}">{html.escape(v)}</dd></div>' for k, v in facts
+    )
     return f"<h1>{html.escape(title)}</h1>\n<dl>{items}</dl>"
 
 
@@ -111,8 +112,9 @@ def _asset(name: str) -> str:
     return resources.files("charlm.viz").joinpath(name).read_text(encoding="utf-8")
 
 
-def number_arrays(trace, steps: torch.Tensor, corr: torch.Tensor, props: torch.Tensor,
-                  levels: torch.Tensor) -> dict[str, np.ndarray]:
+def number_arrays(
+    trace, steps: torch.Tensor, corr: torch.Tensor, props: torch.Tensor, levels: torch.Tensor
+) -> dict[str, np.ndarray]:
     """The blob's sections from a trace (trace.py), the quantised activations (units, N) and
     their steps, the correlations (P, units) and the properties (P, N)."""
     vocab_ids = trace.top_ids.numpy()

@@ -16,7 +16,7 @@ UNITS_PER_BLOCK = 256
 
 # name -> what the page says it is
 PROPERTIES = {
-    "quote": 'inside double quotes (the quote marks included)',
+    "quote": "inside double quotes (the quote marks included)",
     "parens": "inside parentheses (the parentheses included)",
     "line_position": "characters since the start of the line",
     "word_start": "first character of a word",
@@ -45,8 +45,14 @@ def text_properties(labels: list[str], surprisal: torch.Tensor) -> dict[str, tor
         word_start[i] = float(ch.isalnum() and not (previous.isalnum() or previous == "'"))
         digit[i] = float(ch.isdigit())
         previous = ch or previous
-    return {"quote": quote, "parens": parens, "line_position": column, "word_start": word_start, "digit": digit,
-            "surprisal": surprisal.double()}
+    return {
+        "quote": quote,
+        "parens": parens,
+        "line_position": column,
+        "word_start": word_start,
+        "digit": digit,
+        "surprisal": surprisal.double(),
+    }
 
 
 def correlations(activations: torch.Tensor, properties: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -86,8 +86,10 @@ def _trace(model: CharRNN, context: torch.Tensor, span: torch.Tensor) -> Trace:
         last_logits = logits[0, -1]
         states = per_layer(hidden, model.layered, has_cell)
         if not layers:
-            layers = [LayerTrace(torch.empty(n, h.numel()), None if c is None else torch.empty(n, c.numel()))
-                      for h, c in states]
+            layers = [
+                LayerTrace(torch.empty(n, h.numel()), None if c is None else torch.empty(n, c.numel()))
+                for h, c in states
+            ]
         for kept, (h, c) in zip(layers, states):
             kept.hidden[i] = h.float().cpu()
             if c is not None:
@@ -95,7 +97,9 @@ def _trace(model: CharRNN, context: torch.Tensor, span: torch.Tensor) -> Trace:
     return _assemble(span, prior_logits, predicted, layers)
 
 
-def _assemble(span: torch.Tensor, prior_logits: torch.Tensor, predicted: torch.Tensor, layers: list[LayerTrace]) -> Trace:
+def _assemble(
+    span: torch.Tensor, prior_logits: torch.Tensor, predicted: torch.Tensor, layers: list[LayerTrace]
+) -> Trace:
     log_probs = F.log_softmax(prior_logits, dim=-1)  # NaN rows stay NaN
     k = min(TOP_K, log_probs.size(1))
     top_probs, top_ids = log_probs.exp().nan_to_num(-1.0).topk(k, dim=-1)

@@ -21,8 +21,12 @@ PAGE = "configuration.md"
 MARKER = "<!-- config-reference -->"
 
 _NAMES = {int: "integer", float: "number", bool: "boolean", str: "string", type(None): "null"}
-_BOUNDS = ((annotated_types.Ge, "ge", ">="), (annotated_types.Gt, "gt", ">"),
-           (annotated_types.Le, "le", "<="), (annotated_types.Lt, "lt", "<"))
+_BOUNDS = (
+    (annotated_types.Ge, "ge", ">="),
+    (annotated_types.Gt, "gt", ">"),
+    (annotated_types.Le, "le", "<="),
+    (annotated_types.Lt, "lt", "<"),
+)
 
 
 def render_type(annotation: Any) -> str:
@@ -81,8 +85,13 @@ def render_section(name: str, section: type[BaseModel]) -> str:
         lines += [_cell(section.__doc__), ""]
     lines += ["| key | type | default | range | description |", "| --- | --- | --- | --- | --- |"]
     for key, field in section.model_fields.items():
-        cells = (f"`{name}.{key}`", render_type(field.annotation), render_default(field),
-                 render_range(field), _cell(field.description))
+        cells = (
+            f"`{name}.{key}`",
+            render_type(field.annotation),
+            render_default(field),
+            render_range(field),
+            _cell(field.description),
+        )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

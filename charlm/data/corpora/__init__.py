@@ -55,14 +55,18 @@ class CorpusKind:
         """What is wrong with the data section for this corpus (empty: nothing)."""
         given = [key for key in FILE_KEYS if getattr(cfg, key) is not None]
         if given:
-            return [f"corpus '{self.name}' reads its own files; remove data.{', data.'.join(given)} "
-                    "or set data.corpus: text"]
+            return [
+                f"corpus '{self.name}' reads its own files; remove data.{', data.'.join(given)} "
+                "or set data.corpus: text"
+            ]
         return self.unit_problems(cfg)
 
     def unit_problems(self, cfg: DataConfig) -> list[str]:
         if cfg.unit is not None and cfg.unit not in self.units:
-            return [f"corpus '{self.name}' is read in {' or '.join(self.units)}s, not {cfg.unit}s; "
-                    f"set data.unit: {self.units[0]} or leave it out"]
+            return [
+                f"corpus '{self.name}' is read in {' or '.join(self.units)}s, not {cfg.unit}s; "
+                f"set data.unit: {self.units[0]} or leave it out"
+            ]
         return []
 
     def load(self, cfg: DataConfig, progress: ProgressFn | None = None, use_cache: bool = True) -> Corpus:

@@ -69,7 +69,9 @@ def ptb_char_text(word_text: str) -> str:
     return "\n".join(PTB_SPACE.join(line.split()) for line in lines) + "\n"
 
 
-def load_ptb(root: Path, source: str | None = None, progress: ProgressFn | None = None, use_cache: bool = True) -> Corpus:
+def load_ptb(
+    root: Path, source: str | None = None, progress: ProgressFn | None = None, use_cache: bool = True
+) -> Corpus:
     """PTB-char: fetch the word files when missing, then derive and encode the three splits.
 
     The encoded streams are cached beside the word files (ROOT/ptb/ptb_char.bin) with their
@@ -126,7 +128,7 @@ def _read_ptb_cache(path: Path) -> Corpus | None:
         log.warning("ignoring the PTB-char cache %s (%s); rebuilding it from the word files", path, problem)
         return None
     header_end = data.find(b"\n", len(_CACHE_MAGIC)) + 1
-    vocab = Vocabulary(tuple(json.loads(data[len(_CACHE_MAGIC):header_end])["vocab"]))
+    vocab = Vocabulary(tuple(json.loads(data[len(_CACHE_MAGIC) : header_end])["vocab"]))
     body = torch.frombuffer(bytearray(data[header_end:]), dtype=torch.uint8)
     train, valid, test = body.long().split(list(PTB_TOKENS.values()))
     return Corpus(vocab, train, valid, test)
@@ -138,7 +140,7 @@ def _cache_problem(data: bytes) -> str | None:
         return "not a cache of this version"
     header_end = data.find(b"\n", len(_CACHE_MAGIC)) + 1
     try:
-        header = json.loads(data[len(_CACHE_MAGIC):header_end or None])
+        header = json.loads(data[len(_CACHE_MAGIC) : header_end or None])
         vocab, digest, sources = header["vocab"], header["sha256"], header["sources"]
     except (ValueError, KeyError, TypeError):
         return "its header is damaged"

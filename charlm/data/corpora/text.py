@@ -13,7 +13,13 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from charlm.data.corpora import FILE_KEYS, CorpusKind, ProgressFn, register, resolve_data_root
+from charlm.data.corpora import (
+    FILE_KEYS,
+    CorpusKind,
+    ProgressFn,
+    register,
+    resolve_data_root,
+)
 from charlm.data.corpus import Corpus
 from charlm.data.prepare import Piece, load_prepared
 from charlm.data.units import open_source
@@ -38,8 +44,16 @@ def load_text(cfg: DataConfig, progress: ProgressFn | None = None, rebuild: bool
     resolved = [str(p.resolve()) for p in sources]
     key = hashlib.sha256(json.dumps([resolved, unit, recipe]).encode()).hexdigest()[:16]
     folder = resolve_data_root(cfg.root) / "prepared" / f"text-{unit}-{key}"
-    return load_prepared(folder, sources=sources, plan=lambda counts: _pieces(cfg, unit, counts), unit=unit,
-                         with_unk=True, recipe=recipe, progress=progress, rebuild=rebuild)
+    return load_prepared(
+        folder,
+        sources=sources,
+        plan=lambda counts: _pieces(cfg, unit, counts),
+        unit=unit,
+        with_unk=True,
+        recipe=recipe,
+        progress=progress,
+        rebuild=rebuild,
+    )
 
 
 def _pieces(cfg: DataConfig, unit: str, counts: dict[Path, int]) -> dict[str, Piece | None]:
@@ -68,8 +82,7 @@ class TextFiles(CorpusKind):
     def config_problems(self, cfg: DataConfig) -> list[str]:
         given = [key for key in ("train", "valid", "test") if getattr(cfg, key) is not None]
         if cfg.path is None and (cfg.train is None or cfg.valid is None):
-            return ["corpus 'text' needs data.train and data.valid (data.test optional), "
-                    "or data.path with data.split"]
+            return ["corpus 'text' needs data.train and data.valid (data.test optional), or data.path with data.split"]
         if cfg.path is not None and given:
             return [f"give either data.path or data.{'/'.join(given)}, not both"]
         return self.unit_problems(cfg)
@@ -78,13 +91,21 @@ class TextFiles(CorpusKind):
         return load_text(cfg, progress, rebuild=not use_cache)
 
     def missing(self, cfg: DataConfig) -> list[str]:
-        return [f"{getattr(cfg, key)} (data.{key})" for key in FILE_KEYS
-                if getattr(cfg, key) is not None and not Path(getattr(cfg, key)).is_file()]
+        return [
+            f"{getattr(cfg, key)} (data.{key})"
+            for key in FILE_KEYS
+            if getattr(cfg, key) is not None and not Path(getattr(cfg, key)).is_file()
+        ]
 
     def moved_to(self, cfg: DataConfig, folder: Path) -> DataConfig:
         """The same file names, in `folder`."""
-        return cfg.model_copy(update={key: str(Path(folder) / Path(getattr(cfg, key)).name)
-                                      for key in FILE_KEYS if getattr(cfg, key) is not None})
+        return cfg.model_copy(
+            update={
+                key: str(Path(folder) / Path(getattr(cfg, key)).name)
+                for key in FILE_KEYS
+                if getattr(cfg, key) is not None
+            }
+        )
 
 
 register(TextFiles())

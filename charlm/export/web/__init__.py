@@ -27,9 +27,11 @@ from charlm.models.charrnn import layer_sizes
 FORMAT_VERSION = 1
 MODEL, WEIGHTS = "model.json", "weights.bin"
 PAGE = ("index.html", "net.js", "app.js", "style.css")
-USE = ("Serve the folder (`python -m http.server -d DIR`, then open http://localhost:8000/) or open",
-       "index.html from disk and pick model.json and weights.bin when asked. Greedy text equals",
-       "`charlm sample --greedy`; seeded samples use the page's own generator, so they differ from torch's.")
+USE = (
+    "Serve the folder (`python -m http.server -d DIR`, then open http://localhost:8000/) or open",
+    "index.html from disk and pick model.json and weights.bin when asked. Greedy text equals",
+    "`charlm sample --greedy`; seeded samples use the page's own generator, so they differ from torch's.",
+)
 
 
 def write_web_folder(trained: TrainedModel, run: Path, output: Path) -> list[Path]:
@@ -37,33 +39,51 @@ def write_web_folder(trained: TrainedModel, run: Path, output: Path) -> list[Pat
     family_of(trained.cfg.model.cell)
     readable = readable_maps(trained)
     layers, final_norm, tensors = convert(trained.model.cpu().eval())
-    record = model_record(trained, run, layers, final_norm, tensors.index, tensors.size) | {"vocab": vocab_record(trained) | readable}
+    record = model_record(trained, run, layers, final_norm, tensors.index, tensors.size) | {
+        "vocab": vocab_record(trained) | readable
+    }
     pages = {name: resources.files(__name__).joinpath(name).read_bytes() for name in PAGE}
     names = [*PAGE, WEIGHTS, MODEL, ORIGIN, "README.md"]
     # export.json after the model's files: a folder holding it is complete.
-    written = [write_file(output / WEIGHTS, tensors.data()), write_file(output / MODEL, record),
-               *[write_file(output / name, data) for name, data in pages.items()],
-               write_file(output / ORIGIN, origin_record(trained, run, "web"))]
+    written = [
+        write_file(output / WEIGHTS, tensors.data()),
+        write_file(output / MODEL, record),
+        *[write_file(output / name, data) for name, data in pages.items()],
+        write_file(output / ORIGIN, origin_record(trained, run, "web")),
+    ]
     written.append(write_file(output / "README.md", model_card(trained, run, names, USE)))
     return written
 
 
-def model_record(trained: TrainedModel, run: Path, layers: list[dict], final_norm: dict | None,
-                 index: dict, size: int) -> dict:
+def model_record(
+    trained: TrainedModel, run: Path, layers: list[dict], final_norm: dict | None, index: dict, size: int
+) -> dict:
     m = trained.cfg.model
     layout = "residual" if final_norm is not None else "layered" if trained.model.layered else "stacked"
     return {
-        "format": FORMAT_VERSION, "charlm": __version__,
+        "format": FORMAT_VERSION,
+        "charlm": __version__,
         "title": f"{m.cell} {m.num_layers}x{m.hidden_size} on {trained.cfg.data.corpus}",
-        "model": {"cell": m.cell, "impl": m.impl, "family": family_of(m.cell), "layout": layout,
-                  "embedding_dim": m.embedding_dim, "hidden_size": m.hidden_size, "num_layers": m.num_layers,
-                  "layer_sizes": layer_sizes(m), "tied": m.tie_weights, "vocab_size": len(trained.vocab)},
-        "layers": layers, "final_norm": final_norm,
-        "embedding": "embedding", "decoder": {"weight": "decoder.weight", "bias": "decoder.bias"},
+        "model": {
+            "cell": m.cell,
+            "impl": m.impl,
+            "family": family_of(m.cell),
+            "layout": layout,
+            "embedding_dim": m.embedding_dim,
+            "hidden_size": m.hidden_size,
+            "num_layers": m.num_layers,
+            "layer_sizes": layer_sizes(m),
+            "tied": m.tie_weights,
+            "vocab_size": len(trained.vocab),
+        },
+        "layers": layers,
+        "final_norm": final_norm,
+        "embedding": "embedding",
+        "decoder": {"weight": "decoder.weight", "bias": "decoder.bias"},
         "weights": {"file": WEIGHTS, "bytes": size, "dtype": "float32", "byte_order": "little"},
         "tensors": index,
-        "run": origin_record(trained, run, "web") | {"corpus": trained.cfg.data.corpus,
-                                                      "parameters": trained.model.num_parameters()},
+        "run": origin_record(trained, run, "web")
+        | {"corpus": trained.cfg.data.corpus, "parameters": trained.model.num_parameters()},
     }
 
 
@@ -75,14 +95,20 @@ def readable_maps(trained: TrainedModel) -> dict:
     shown = {c: corpus.to_readable(c) for c in chars}
     typed = {c: corpus.from_readable(c) for c in {*chars, *shown.values()} if len(c) == 1}
     joined = "".join(chars)
-    if (corpus.to_readable(joined) != "".join(shown[c] for c in chars)
-            or corpus.from_readable(joined) != "".join(typed[c] for c in chars)):
-        raise CharlmError(f"--format web cannot show corpus {trained.cfg.data.corpus}'s text one character at a time; "
-                          "export this run as safetensors or onnx instead")
+    if corpus.to_readable(joined) != "".join(shown[c] for c in chars) or corpus.from_readable(joined) != "".join(
+        typed[c] for c in chars
+    ):
+        raise CharlmError(
+            f"--format web cannot show corpus {trained.cfg.data.corpus}'s text one character at a time; "
+            "export this run as safetensors or onnx instead"
+        )
     newline = trained.vocab.tokens.index("\n") if "\n" in trained.vocab.tokens else None
-    return {"shown": sorted([c, r] for c, r in shown.items() if r != c),
-            "typed": sorted([c, r] for c, r in typed.items() if r != c),
-            "newline": newline, "unk": trained.vocab.unk_id}
+    return {
+        "shown": sorted([c, r] for c, r in shown.items() if r != c),
+        "typed": sorted([c, r] for c, r in typed.items() if r != c),
+        "newline": newline,
+        "unk": trained.vocab.unk_id,
+    }
 
 
 register(ExportFormat("web", write_web_folder))

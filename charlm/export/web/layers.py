@@ -25,8 +25,15 @@ from torch import nn
 from charlm.errors import CharlmError
 from charlm.models.charrnn import CharRNN
 
-FAMILIES = {"lstm": "lstm", "mogrifier_lstm": "lstm", "gru": "gru", "rnn_tanh": "rnn", "rnn_relu": "rnn",
-            "mingru": "scan", "minlstm": "scan"}  # the cells app.js steps, and the family of each
+FAMILIES = {
+    "lstm": "lstm",
+    "mogrifier_lstm": "lstm",
+    "gru": "gru",
+    "rnn_tanh": "rnn",
+    "rnn_relu": "rnn",
+    "mingru": "scan",
+    "minlstm": "scan",
+}  # the cells app.js steps, and the family of each
 
 
 class Tensors:
@@ -40,7 +47,9 @@ class Tensors:
     def add(self, name: str, tensor: torch.Tensor) -> str:
         value = tensor.detach().to("cpu", torch.float32).contiguous()
         if not bool(torch.isfinite(value).all()):
-            raise CharlmError(f"the model's {name} holds values that are not finite; export a checkpoint of a healthy run")
+            raise CharlmError(
+                f"the model's {name} holds values that are not finite; export a checkpoint of a healthy run"
+            )
         data = value.numpy().astype("<f4", copy=False).tobytes()
         self.index[name] = {"offset": self.size, "shape": list(value.shape)}
         self.parts.append(data)
@@ -58,8 +67,10 @@ class Tensors:
 
 def family_of(cell: str) -> str:
     if cell not in FAMILIES:
-        raise CharlmError(f"--format web has no JavaScript step for cell {cell}; it runs {', '.join(sorted(FAMILIES))}. "
-                          "Export this run as safetensors or onnx instead")
+        raise CharlmError(
+            f"--format web has no JavaScript step for cell {cell}; it runs {', '.join(sorted(FAMILIES))}. "
+            "Export this run as safetensors or onnx instead"
+        )
     return FAMILIES[cell]
 
 
@@ -74,8 +85,9 @@ def convert(model: CharRNN) -> tuple[list[dict], dict | None, Tensors]:
         layers = [_scan_block(out, f"layers.{i}", block, cfg.cell) for i, block in enumerate(stack.blocks)]
         final = _norm(out, "final_norm", stack.norm)
     else:
-        layers = [_recurrent(out, f"layers.{i}", cfg.cell, family, weights)
-                  for i, weights in enumerate(_layer_weights(model))]
+        layers = [
+            _recurrent(out, f"layers.{i}", cfg.cell, family, weights) for i, weights in enumerate(_layer_weights(model))
+        ]
         final = None
     if cfg.tie_weights:
         out.alias("decoder.weight", "embedding")
@@ -114,8 +126,11 @@ def _recurrent(out: Tensors, prefix: str, cell: str, family: str, w: dict) -> di
     if family == "rnn":
         layer["activation"] = cell.removeprefix("rnn_")
     layer["input"] = w_ih.size(1)
-    layer |= {"w_ih": out.add(f"{prefix}.w_ih", w_ih), "w_hh": out.add(f"{prefix}.w_hh", w_hh),
-              "b": out.add(f"{prefix}.b", b)}
+    layer |= {
+        "w_ih": out.add(f"{prefix}.w_ih", w_ih),
+        "w_hh": out.add(f"{prefix}.w_hh", w_hh),
+        "b": out.add(f"{prefix}.b", b),
+    }
     if cell == "mogrifier_lstm":  # rounds alternate: q (x <- 2 sigma(Q h) x), then r (h <- 2 sigma(R x) h)
         layer["q"] = [out.add(f"{prefix}.q{i}", q) for i, q in enumerate(reference.q)]
         layer["r"] = [out.add(f"{prefix}.r{i}", r) for i, r in enumerate(reference.r)]
@@ -125,9 +140,9 @@ def _recurrent(out: Tensors, prefix: str, cell: str, family: str, w: dict) -> di
 def _cudnn_gru(w: dict, hidden: int):
     """nn.GRU's rows r, z, n with z negated into u = 1 - z; b_in and b_hn kept apart."""
     flip = torch.ones(3 * hidden, 1)
-    flip[hidden:2 * hidden] = -1
-    b = torch.cat([w["bias_ih"][:2 * hidden] + w["bias_hh"][:2 * hidden], w["bias_ih"][2 * hidden:]]) * flip[:, 0]
-    return w["weight_ih"] * flip, w["weight_hh"] * flip, b, w["bias_hh"][2 * hidden:], "after"
+    flip[hidden : 2 * hidden] = -1
+    b = torch.cat([w["bias_ih"][: 2 * hidden] + w["bias_hh"][: 2 * hidden], w["bias_ih"][2 * hidden :]]) * flip[:, 0]
+    return w["weight_ih"] * flip, w["weight_hh"] * flip, b, w["bias_hh"][2 * hidden :], "after"
 
 
 def _cho_gru(w: dict, hidden: int):
@@ -141,8 +156,11 @@ def _cho_gru(w: dict, hidden: int):
 
 
 def _norm(out: Tensors, prefix: str, norm: nn.LayerNorm) -> dict:
-    return {"weight": out.add(f"{prefix}.weight", norm.weight), "bias": out.add(f"{prefix}.bias", norm.bias),
-            "eps": float(norm.eps)}
+    return {
+        "weight": out.add(f"{prefix}.weight", norm.weight),
+        "bias": out.add(f"{prefix}.bias", norm.bias),
+        "eps": float(norm.eps),
+    }
 
 
 def _linear(out: Tensors, prefix: str, linear: nn.Linear) -> dict:
@@ -151,7 +169,10 @@ def _linear(out: Tensors, prefix: str, linear: nn.Linear) -> dict:
 
 def _scan_block(out: Tensors, prefix: str, block: nn.Module, cell: str) -> dict:
     return {
-        "family": "scan", "gates": cell, "input": block.cell_norm.normalized_shape[0], "hidden": block.cell.hidden_size,
+        "family": "scan",
+        "gates": cell,
+        "input": block.cell_norm.normalized_shape[0],
+        "hidden": block.cell.hidden_size,
         "cell_norm": _norm(out, f"{prefix}.cell_norm", block.cell_norm),
         "cell": _linear(out, f"{prefix}.gates", block.cell.gates),
         "cell_out": _linear(out, f"{prefix}.cell_out", block.cell_out),

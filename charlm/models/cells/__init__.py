@@ -72,8 +72,9 @@ class CellKind:
         return stack_parameters(self.reference.GATES, width, units, layers)
 
     def make_fused(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0) -> nn.RNNBase:
-        return self.fused(input_size, hidden_size, num_layers=num_layers, dropout=dropout,
-                          batch_first=True, **self.fused_options)
+        return self.fused(
+            input_size, hidden_size, num_layers=num_layers, dropout=dropout, batch_first=True, **self.fused_options
+        )
 
 
 CELLS: Registry[CellKind] = Registry(__name__, "cell")
@@ -99,8 +100,9 @@ def recurrent_stack(cfg: ModelConfig, input_size: int, hidden_size: int, num_lay
     stack returns `input_size` features (see CellKind.residual); the others `hidden_size`."""
     kind = cell_kind(cfg.cell)
     if kind.stack is not None:
-        return kind.stack(kind.reference, input_size, hidden_size, num_layers, dropout,
-                          parallel=cfg.impl == "fused", scan=cfg.scan)
+        return kind.stack(
+            kind.reference, input_size, hidden_size, num_layers, dropout, parallel=cfg.impl == "fused", scan=cfg.scan
+        )
     if cfg.impl == "reference":
         from charlm.models.reference import ReferenceRNN
 
@@ -121,4 +123,13 @@ def fused_classes() -> set[type[nn.Module]]:
     return {kind.fused for kind in all_cells().values() if kind.fused is not None}
 
 
-__all__ = ["CELLS", "CellKind", "all_cells", "cell_kind", "fused_classes", "init_uniform", "recurrent_stack", "register"]
+__all__ = [
+    "CELLS",
+    "CellKind",
+    "all_cells",
+    "cell_kind",
+    "fused_classes",
+    "init_uniform",
+    "recurrent_stack",
+    "register",
+]

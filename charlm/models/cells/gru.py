@@ -36,8 +36,11 @@ class ReferenceGRUCell(nn.Module):
         return h, h
 
 
-register(CellKind(
-    "gru", has_cell_state=False,
-    reference=lambda input_size, hidden_size: ReferenceGRUCell(input_size, hidden_size),
-    fused=nn.GRU,
-))
+register(
+    CellKind(
+        "gru",
+        has_cell_state=False,
+        reference=lambda input_size, hidden_size: ReferenceGRUCell(input_size, hidden_size),
+        fused=nn.GRU,
+    )
+)

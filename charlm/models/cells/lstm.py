@@ -35,8 +35,12 @@ class ReferenceLSTMCell(nn.Module):
         return h, (h, c)
 
 
-register(CellKind(
-    "lstm", has_cell_state=True,
-    reference=lambda input_size, hidden_size: ReferenceLSTMCell(input_size, hidden_size),
-    fused=nn.LSTM, stepper=LSTMStepper,
-))
+register(
+    CellKind(
+        "lstm",
+        has_cell_state=True,
+        reference=lambda input_size, hidden_size: ReferenceLSTMCell(input_size, hidden_size),
+        fused=nn.LSTM,
+        stepper=LSTMStepper,
+    )
+)

@@ -28,8 +28,11 @@ class MinGRUCell(ScanCell):
         return k, v
 
 
-register(CellKind(
-    "mingru", has_cell_state=False,
-    reference=MinGRUCell,
-    stack=ScanStack,
-))
+register(
+    CellKind(
+        "mingru",
+        has_cell_state=False,
+        reference=MinGRUCell,
+        stack=ScanStack,
+    )
+)

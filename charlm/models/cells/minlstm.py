@@ -31,8 +31,11 @@ class MinLSTMCell(ScanCell):
         return F.softplus(-f) - F.softplus(-i), v
 
 
-register(CellKind(
-    "minlstm", has_cell_state=False,
-    reference=MinLSTMCell,
-    stack=ScanStack,
-))
+register(
+    CellKind(
+        "minlstm",
+        has_cell_state=False,
+        reference=MinLSTMCell,
+        stack=ScanStack,
+    )
+)

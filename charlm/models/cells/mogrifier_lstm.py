@@ -19,9 +19,7 @@ class MogrifierLSTMCell(ReferenceLSTMCell):
     def __init__(self, input_size: int, hidden_size: int, rounds: int):
         super().__init__(input_size, hidden_size)
         # Odd rounds (1, 3, ...) gate x with Q h; even rounds gate h with R x.
-        self.q = nn.ParameterList(
-            nn.Parameter(torch.empty(input_size, hidden_size)) for _ in range((rounds + 1) // 2)
-        )
+        self.q = nn.ParameterList(nn.Parameter(torch.empty(input_size, hidden_size)) for _ in range((rounds + 1) // 2))
         self.r = nn.ParameterList(nn.Parameter(torch.empty(hidden_size, input_size)) for _ in range(rounds // 2))
         for p in [*self.q, *self.r]:
             nn.init.uniform_(p, -1 / math.sqrt(p.size(1)), 1 / math.sqrt(p.size(1)))
@@ -36,8 +34,13 @@ class MogrifierLSTMCell(ReferenceLSTMCell):
         return super().forward(x, (h, c))
 
 
-register(CellKind(
-    "mogrifier_lstm", has_cell_state=True,
-    reference=lambda input_size, hidden_size, mogrifier_rounds: MogrifierLSTMCell(input_size, hidden_size, mogrifier_rounds),
-    options=("mogrifier_rounds",),
-))
+register(
+    CellKind(
+        "mogrifier_lstm",
+        has_cell_state=True,
+        reference=lambda input_size, hidden_size, mogrifier_rounds: MogrifierLSTMCell(
+            input_size, hidden_size, mogrifier_rounds
+        ),
+        options=("mogrifier_rounds",),
+    )
+)

@@ -24,11 +24,15 @@ class ReferenceRNNCell(nn.Module):
 
 
 def _register(nonlinearity: str) -> None:
-    register(CellKind(
-        f"rnn_{nonlinearity}", has_cell_state=False,
-        reference=lambda input_size, hidden_size: ReferenceRNNCell(input_size, hidden_size, nonlinearity),
-        fused=nn.RNN, fused_options={"nonlinearity": nonlinearity},
-    ))
+    register(
+        CellKind(
+            f"rnn_{nonlinearity}",
+            has_cell_state=False,
+            reference=lambda input_size, hidden_size: ReferenceRNNCell(input_size, hidden_size, nonlinearity),
+            fused=nn.RNN,
+            fused_options={"nonlinearity": nonlinearity},
+        )
+    )
 
 
 _register("tanh")

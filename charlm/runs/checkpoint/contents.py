@@ -6,7 +6,7 @@ deep inside `load_state_dict`. Files of older formats are upgraded there, and on
 
 Format 2 (every charlm after 0.1) holds: format_version, charlm_version, config (the resolved config as a
 dict), vocab (a list of distinct strings), model (the unwrapped model's state_dict), optimizer,
-schedule, average (None, or WeightAverage.state_dict()), loop (every LoopState field), hidden
+schedule (ScheduleState), average (None, or AverageState), loop (LoopState), hidden
 (the carried state as a list of tensors, all ranks' rows), rng (this process's RNG states as
 uint8 tensors), rng_ranks (every rank's rng) and world_size. Format 1 (charlm 0.1) is the same
 except that loop.position, average, rng_ranks and world_size may be absent; format 2 requires
@@ -14,8 +14,8 @@ them. A format 1 file reads as: loop.position = loop.window * train.seq_len (the
 had one length), average None, rng_ranks [rng], world_size 1.
 
 Added within format 2 (older readers ignore the one, files without them still load): budget
-(None, or the plan of a run with train.time_budget: BUDGET_KEYS in runs/checkpoint/fields.py,
-written by charlm/training/time_budget.py) and loop.wall_s (elapsed time of the processes that
+(None, or BudgetPlan: the plan of a run with train.time_budget, made by
+charlm/training/time_budget.py) and loop.wall_s (elapsed time of the processes that
 trained the run). A file without them reads as budget None and wall_s = elapsed_s, the
 training time, which is all such a file knows.
 """
@@ -23,7 +23,7 @@ training time, which is all such a file knows.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,48 @@ class LoopState:
 
 
 @dataclass
+class ScheduleState:
+    """LRSchedule's state (training/optim.py): plateau's reductions so far and its patience."""
+
+    scale: float = 1.0  # the product of plateau's reductions
+    best_loss: float = math.inf
+    bad_evals: int = 0  # evaluations since the best
+
+
+@dataclass
+class AverageState:
+    """WeightAverage's state (training/averaging.py)."""
+
+    kind: str  # ema or ntasgd
+    count: int  # steps averaged
+    started_step: int | None  # NT-ASGD: the step whose evaluation triggered it
+    valid_losses: list[float]  # every evaluation's loss, for NT-ASGD's trigger
+    params: dict[str, torch.Tensor] | None  # keyed like model.state_dict(); None before the first step
+
+
+@dataclass(frozen=True)
+class BudgetPlan:
+    """What a budgeted run measured and chose after step `decided_at` (training/time_budget.py)."""
+
+    budget_s: float
+    cap: int | None  # train.max_steps set beside the budget
+    max_steps: int
+    decided_at: int  # the step after which it was chosen
+    step_s: float  # seconds per optimizer step
+    eval_s: float  # seconds per valid pass
+    save_s: float  # seconds per checkpoint save (the three files of a new best)
+    evaluations: int  # valid passes planned from decided_at on
+    test_s: float  # seconds for the final test pass
+    spent_s: float  # wall time used when it planned
+    planned_end_s: float
+
+
+def to_plain(state: Any) -> dict[str, Any]:
+    """A state dataclass as the dict a checkpoint stores (shallow: tensors are not copied)."""
+    return {f.name: getattr(state, f.name) for f in fields(state)}
+
+
+@dataclass
 class Payload:
     """A checkpoint's contents, checked. Build one from the trainer's objects to save it."""
 
@@ -73,14 +115,14 @@ class Payload:
     vocab: list[str]
     model: dict[str, torch.Tensor]  # state_dict of the unwrapped model
     optimizer: dict[str, Any]  # optimizer.state_dict()
-    schedule: dict[str, float]  # LRSchedule.state_dict()
+    schedule: ScheduleState
     loop: LoopState
     hidden: list[torch.Tensor]  # each (layers, batch, size), every rank's rows; [] at an epoch start
     rng: dict[str, Any]  # {"torch": uint8 tensor, "cuda": [uint8 tensor, ...] where CUDA exists}
     rng_ranks: list[dict[str, Any]]  # rng of every rank, rank 0 first
     world_size: int = 1
-    average: dict[str, Any] | None = None  # WeightAverage.state_dict()
-    budget: dict[str, Any] | None = None  # train.time_budget's plan, once made (training/time_budget.py)
+    average: AverageState | None = None
+    budget: BudgetPlan | None = None  # train.time_budget's plan, once made
     # Why the stored average was unusable, if it was: refused only by what needs the average,
     # so the trained weights of such a file still load.
     average_problem: str | None = None
@@ -92,11 +134,20 @@ class Payload:
     def to_dict(self) -> dict[str, Any]:
         """The checkpoint as plain values and tensors (what torch.save writes)."""
         return {
-            "format_version": FORMAT_VERSION, "charlm_version": __version__,
-            "config": self.config.to_dict(), "vocab": list(self.vocab), "model": self.model,
-            "optimizer": self.optimizer, "schedule": self.schedule, "average": self.average,
-            "loop": asdict(self.loop), "hidden": list(self.hidden), "rng": self.rng,
-            "rng_ranks": self.rng_ranks, "world_size": self.world_size, "budget": self.budget,
+            "format_version": FORMAT_VERSION,
+            "charlm_version": __version__,
+            "config": self.config.to_dict(),
+            "vocab": list(self.vocab),
+            "model": self.model,
+            "optimizer": self.optimizer,
+            "schedule": to_plain(self.schedule),
+            "average": None if self.average is None else to_plain(self.average),
+            "loop": to_plain(self.loop),
+            "hidden": list(self.hidden),
+            "rng": self.rng,
+            "rng_ranks": self.rng_ranks,
+            "world_size": self.world_size,
+            "budget": None if self.budget is None else to_plain(self.budget),
         }
 
     @classmethod
@@ -129,25 +180,32 @@ class Payload:
         model = check.state_dict(data["model"], "model")
         average, average_problem = None, None
         try:
-            average = check.average(data["average"], model)
+            average = check.average(data["average"], model, AverageState)
         except FieldError as exc:
             average_problem = exc.detail
         world_size = check.world_size(data["world_size"])
         rng = check.rng(data["rng"], "rng")
         ranks = check.rng_ranks(data["rng_ranks"], world_size)
         return cls(
-            config=cfg, vocab=vocab, model=model, optimizer=check.optimizer(data["optimizer"]),
-            schedule=check.schedule(data["schedule"]), loop=check.loop(data["loop"], LoopState),
-            hidden=check.hidden(data["hidden"], cfg.train.batch_size), rng=rng, rng_ranks=ranks,
-            world_size=world_size, average=average, average_problem=average_problem,
-            budget=check.budget(data.get("budget"), cfg),
-            format_version=version, charlm_version=check.text(data.get("charlm_version", "unknown"), "charlm_version"),
+            config=cfg,
+            vocab=vocab,
+            model=model,
+            optimizer=check.optimizer(data["optimizer"]),
+            schedule=check.numbers(data["schedule"], "schedule", ScheduleState),
+            loop=check.loop(data["loop"], LoopState),
+            hidden=check.hidden(data["hidden"], cfg.train.batch_size),
+            rng=rng,
+            rng_ranks=ranks,
+            world_size=world_size,
+            average=average,
+            average_problem=average_problem,
+            budget=check.budget(data.get("budget"), cfg, BudgetPlan),
+            format_version=version,
+            charlm_version=check.text(data.get("charlm_version", "unknown"), "charlm_version"),
             source=source,
         )
 
-    def build_model(
-        self, weights: Weights = "auto", device: torch.device | str = "cpu"
-    ) -> tuple[CharRNN, str]:
+    def build_model(self, weights: Weights = "auto", device: torch.device | str = "cpu") -> tuple[CharRNN, str]:
         """The stored model on `device`, and which weights it got ("trained" or "averaged").
 
         `weights`: "trained", "averaged" (the EMA or NT-ASGD average that `train.average` keeps),
@@ -163,31 +221,42 @@ class Payload:
                 )
             averaged = averaged_state_dict(self.model, self.average)
             if weights == "averaged" and averaged is None:
-                why = "train.average is none" if self.config.train.average == "none" else "its average has not started yet"
+                why = (
+                    "train.average is none"
+                    if self.config.train.average == "none"
+                    else "its average has not started yet"
+                )
                 raise CheckpointError(f"{self.source} holds no averaged weights ({why}); use --weights trained")
         # Refused before any weight is allocated: a crafted config may ask for terabytes, or for
         # more parameters than the stored weights hold (a million layers of a few units).
         m = self.config.model
         described = f"{m.num_layers:,} x {m.hidden_size:,} {m.cell}"
-        check_fits(model_bytes(len(self.vocab), m), f"the model of {self.source} ({described}, as its config says)",
-                   "the checkpoint's config is damaged, or use a machine with more memory")
+        check_fits(
+            model_bytes(len(self.vocab), m),
+            f"the model of {self.source} ({described}, as its config says)",
+            "the checkpoint's config is damaged, or use a machine with more memory",
+        )
         wanted, stored = parameter_count(len(self.vocab), m), sum(t.numel() for t in self.model.values())
         if wanted > stored:
-            raise CheckpointError(f"{self.source}: weights do not fit the stored config: it describes a {described} of "
-                                  f"{wanted:,} parameters, the weights hold {stored:,} values -- use another checkpoint")
+            raise CheckpointError(
+                f"{self.source}: weights do not fit the stored config: it describes a {described} of "
+                f"{wanted:,} parameters, the weights hold {stored:,} values -- use another checkpoint"
+            )
         model = CharRNN(len(self.vocab), m)
         try:
             model.load_state_dict(averaged if averaged is not None else self.model)
         except (RuntimeError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{self.source}: weights do not fit the stored config: {str(exc).splitlines()[0]}") from None
+            raise CheckpointError(
+                f"{self.source}: weights do not fit the stored config: {str(exc).splitlines()[0]}"
+            ) from None
         return model.to(device), "averaged" if averaged is not None else "trained"
 
 
-def averaged_state_dict(model_state: dict, average: dict | None) -> dict | None:
+def averaged_state_dict(model_state: dict, average: AverageState | None) -> dict | None:
     """model_state with the averaged parameters in place, or None if there is no average."""
-    if not average or average.get("params") is None:
+    if average is None or average.params is None:
         return None
-    return {**model_state, **average["params"]}
+    return {**model_state, **average.params}
 
 
 def _upgrade_format_1(data: dict[str, Any], cfg: Config) -> dict[str, Any]:

@@ -17,15 +17,6 @@ from charlm.config import Config, config_from_dict
 from charlm.errors import CheckpointError, ConfigError
 
 FIX = "; the file is damaged or was not written by charlm -- use another checkpoint"
-# LRSchedule.state_dict() and WeightAverage.state_dict(), as stored.
-SCHEDULE_KEYS = ("scale", "best_loss", "bad_evals")
-AVERAGE_KEYS = ("kind", "count", "started_step", "valid_losses", "params")
-# A budgeted run's plan (charlm/training/time_budget.py BudgetPlan): the budget in seconds; the cap
-# (train.max_steps set beside the budget, or None); the max_steps chosen, after step
-# decided_at; the seconds measured per step, per valid pass, per checkpoint save and for the
-# test pass; the evaluations planned; the seconds already spent when it planned; the planned end.
-BUDGET_KEYS = ("budget_s", "cap", "max_steps", "decided_at", "step_s", "eval_s", "save_s", "evaluations", "test_s",
-               "spent_s", "planned_end_s")
 
 
 class FieldError(CheckpointError):
@@ -60,7 +51,9 @@ class FieldChecks:
         repeated = sorted(t for t, n in Counter(value).items() if n > 1)
         if repeated:
             listed = ", ".join(repr(t)[:20] for t in repeated[:5])
-            raise FieldError(self.source, f"vocab should be a list of distinct strings, but {listed} occur more than once")
+            raise FieldError(
+                self.source, f"vocab should be a list of distinct strings, but {listed} occur more than once"
+            )
         return value
 
     def state_dict(self, value: Any, key: str) -> dict[str, torch.Tensor]:
@@ -79,14 +72,19 @@ class FieldChecks:
         if tensor.is_floating_point() or tensor.is_complex():
             bad = int(tensor.numel() - torch.isfinite(tensor).sum())
             if bad:
-                raise FieldError(self.source, f"{key} should hold finite numbers, but {bad:,} of its "
-                                              f"{tensor.numel():,} values are NaN or infinite")
+                raise FieldError(
+                    self.source,
+                    f"{key} should hold finite numbers, but {bad:,} of its "
+                    f"{tensor.numel():,} values are NaN or infinite",
+                )
 
-    def average(self, value: Any, model: dict[str, torch.Tensor]) -> dict[str, Any] | None:
+    def average(self, value: Any, model: dict[str, torch.Tensor], state_class: type) -> Any:
+        """None, or an instance of `state_class` (AverageState) whose params fit `model`."""
         if value is None:
             return None
-        if not isinstance(value, dict) or set(value) != set(AVERAGE_KEYS):
-            raise self.refuse("average", f"None or a dict of {', '.join(AVERAGE_KEYS)}", value)
+        names = _names(state_class)
+        if not isinstance(value, dict) or set(value) != set(names):
+            raise self.refuse("average", f"None or a dict of {', '.join(names)}", value)
         if value["kind"] not in ("ema", "ntasgd"):
             raise self.refuse("average.kind", "ema or ntasgd", value["kind"])
         self.count(value["count"], "average.count")
@@ -99,45 +97,64 @@ class FieldChecks:
             for name, tensor in self.state_dict(value["params"], "average.params").items():
                 if name not in model or model[name].shape != tensor.shape:
                     raise self.refuse(f"average.params[{name!r}]", "a tensor shaped like the model's", tensor)
-        return value
+        return state_class(**{**value, "valid_losses": [float(v) for v in losses]})
 
-    def budget(self, value: Any, cfg: Config) -> dict[str, Any] | None:
+    def budget(self, value: Any, cfg: Config, state_class: type) -> Any:
+        """None, or an instance of `state_class` (BudgetPlan) that a run with `cfg` can have made."""
         if value is None:
             return None
-        if not isinstance(value, dict) or set(value) != set(BUDGET_KEYS):
-            raise self.refuse("budget", f"None or a dict of {', '.join(BUDGET_KEYS)}", value)
+        names = _names(state_class)
+        if not isinstance(value, dict) or set(value) != set(names):
+            raise self.refuse("budget", f"None or a dict of {', '.join(names)}", value)
         if cfg.train.time_budget is None:
             raise self.refuse("budget", "None (the config has no train.time_budget)", value)
-        for key in ("budget_s", "step_s", "eval_s", "save_s", "test_s", "spent_s", "planned_end_s"):
-            if not _is_number(value[key]) or not 0 <= value[key] < math.inf:
-                raise self.refuse(f"budget.{key}", "a finite number >= 0", value[key])
         for key in ("decided_at", "evaluations"):
             self.count(value[key], f"budget.{key}")
         if type(value["max_steps"]) is not int or value["max_steps"] <= value["decided_at"]:
-            raise self.refuse("budget.max_steps", f"an int above budget.decided_at ({value['decided_at']})", value["max_steps"])
+            raise self.refuse(
+                "budget.max_steps", f"an int above budget.decided_at ({value['decided_at']})", value["max_steps"]
+            )
         if value["cap"] is not None and (type(value["cap"]) is not int or value["cap"] < value["max_steps"]):
             raise self.refuse("budget.cap", f"None or an int >= budget.max_steps ({value['max_steps']})", value["cap"])
-        return value
+        seconds = {}
+        for f in fields(state_class):  # every other field is seconds
+            if f.name not in ("cap", "max_steps", "decided_at", "evaluations"):
+                if not _is_number(value[f.name]) or not 0 <= value[f.name] < math.inf:
+                    raise self.refuse(f"budget.{f.name}", "a finite number >= 0", value[f.name])
+                seconds[f.name] = float(value[f.name])
+        return state_class(**{**value, **seconds})
 
     def optimizer(self, value: Any) -> dict[str, Any]:
         if not isinstance(value, dict) or not isinstance(value.get("state"), dict):
             raise self.refuse("optimizer", "an optimizer state dict (state, param_groups)", value)
         groups = value.get("param_groups")
-        if not isinstance(groups, list) or not all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups):
+        if not isinstance(groups, list) or not all(
+            isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups
+        ):
             raise self.refuse("optimizer.param_groups", "a list of dicts with params", groups)
         return value
 
-    def schedule(self, value: Any) -> dict[str, float]:
-        if not isinstance(value, dict) or set(value) != set(SCHEDULE_KEYS):
-            raise self.refuse("schedule", f"a dict of {', '.join(SCHEDULE_KEYS)}", value)
-        for key in SCHEDULE_KEYS:
-            if not _is_number(value[key]):
-                raise self.refuse(f"schedule.{key}", "a number", value[key])
-        return value
+    def numbers(self, value: Any, key: str, state_class: type) -> Any:
+        """An instance of `state_class` (ScheduleState) from a dict of its fields: ints where the
+        default is an int, numbers where it is a float."""
+        names = _names(state_class)
+        if not isinstance(value, dict) or set(value) != set(names):
+            raise self.refuse(key, f"a dict of {', '.join(names)}", value)
+        for f in fields(state_class):
+            if isinstance(f.default, int):
+                self.count(value[f.name], f"{key}.{f.name}")
+            elif not _is_number(value[f.name]):
+                raise self.refuse(f"{key}.{f.name}", "a number", value[f.name])
+        return state_class(
+            **{
+                f.name: value[f.name] if isinstance(f.default, int) else float(value[f.name])
+                for f in fields(state_class)
+            }
+        )
 
     def loop(self, value: Any, state_class: type) -> Any:
         """An instance of `state_class` (LoopState), each field an int or a float as its default is."""
-        names = [f.name for f in fields(state_class)]
+        names = _names(state_class)
         if not isinstance(value, dict):
             raise self.refuse("loop", f"a dict of {', '.join(names)}", value)
         unknown = sorted(set(value) - set(names), key=str)
@@ -150,7 +167,11 @@ class FieldChecks:
                 raise FieldError(self.source, f"loop lacks {f.name}")
             if isinstance(f.default, int):
                 loop[f.name] = self.count(value[f.name], key)
-            elif not _is_number(value[f.name]) or not value[f.name] >= 0 or (math.isinf(value[f.name]) and f.name != "best_valid_bpc"):
+            elif (
+                not _is_number(value[f.name])
+                or not value[f.name] >= 0
+                or (math.isinf(value[f.name]) and f.name != "best_valid_bpc")
+            ):
                 raise self.refuse(key, "a finite number >= 0", value[f.name])
             else:
                 loop[f.name] = float(value[f.name])
@@ -194,6 +215,11 @@ class FieldChecks:
         if not isinstance(value, str):
             raise self.refuse(key, "a string", value)
         return value
+
+
+def _names(state_class: type) -> tuple[str, ...]:
+    """A state dataclass's stored keys: its fields (never a list typed again here)."""
+    return tuple(f.name for f in fields(state_class))
 
 
 def _is_number(value: Any) -> bool:

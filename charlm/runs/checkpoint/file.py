@@ -121,9 +121,7 @@ def load_checkpoint(path: Path, require_hash: bool = True) -> dict[str, Any]:
                 f"{path} was refused: it holds Python objects beyond tensors and plain values, "
                 "and loading it could run code; charlm never loads such files"
             ) from None
-        raise CheckpointError(
-            f"{path} is not a PyTorch checkpoint (truncated, or another kind of file)"
-        ) from None
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (truncated, or another kind of file)") from None
     except Exception as exc:  # torch raises RuntimeError/EOFError/ValueError for non-checkpoints
         # Some (EOFError from a truncated legacy file) carry no message at all.
         detail = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
