@@ -1,13 +1,10 @@
 """Keep freed memory in the process for the next training step instead of handing it back to the kernel.
 
-glibc's malloc serves a large request (from 128 KiB, rising to at most 32 MiB as it adapts) with
-its own `mmap`, and `munmap`s it on `free`; freed space at the top of the heap over 128 KiB (or
-twice the adapted threshold) is trimmed back too. A training step allocates and frees the same
-few hundred megabytes each time (ptb_cpu: 64 x 128 x 2048 gate activations are 64 MiB a layer in
-fp32), so every step the kernel zero-fills those pages again, one minor page fault per 4 KiB: a
-25-minute ptb_cpu run spent 16% of its CPU time in the kernel (199 million faults, issue 18).
-With the two thresholds below the blocks stay in the heap and the next step reuses them: after
-three or four steps a ptb_cpu step faults no page at all (it faulted about 75,000 before).
+glibc's malloc serves a large request with its own `mmap` and `munmap`s it on `free`, and trims
+freed space at the top of the heap; a training step allocates and frees the same few hundred
+megabytes each time, so every step the kernel zero-fills those pages again. Raising the two
+thresholds at start-up keeps the blocks in the heap for the next step (figures, and the cost in
+peak memory: docs/performance.md, "Memory reuse").
 
     CHARLM_MALLOC=reuse    the default: raise the two thresholds at start-up (glibc only)
     CHARLM_MALLOC=default  leave glibc's malloc as it is
@@ -15,13 +12,8 @@ three or four steps a ptb_cpu step faults no page at all (it faulted about 75,00
 An environment variable, because it has to act before the command allocates anything. A user's
 own glibc settings (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_, MALLOC_TOP_PAD_,
 MALLOC_MMAP_MAX_ or glibc.malloc tunables in GLIBC_TUNABLES) win: glibc read them at start-up and
-charlm then changes nothing. Elsewhere (macOS, Windows, musl) this is a no-op.
-
-The cost: memory a step freed stays resident (counted in RSS) until the process ends, as with
-PyTorch's CUDA caching allocator, and the kept heap fragments around PyTorch's aligned blocks, so
-the peak rises too (ptb_cpu, `charlm bench --malloc-ab`: 690 MB -> 953 MB). M_TOP_PAD stays at glibc's 128 KiB: a 64 MiB pad also ended the first steps' faults
-sooner, but small allocations then crept through it, and a streamed 50,000-character sample
-grew by 32 MiB where it stays flat (tests/test_sample_memory.py).
+charlm then changes nothing. Elsewhere (macOS, Windows, musl) this is a no-op. M_TOP_PAD stays at
+glibc's default: a large pad let a long streamed sample grow where it must stay flat.
 """
 
 from __future__ import annotations

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -122,8 +124,51 @@ def tiny_config(tmp_path, text_files) -> Path:
 # -- helpers shared by several test modules ---------------------------------------------------
 
 
+@dataclass
+class Ran:
+    """What a command did, as a finished process reports it."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(*args, env=None, cwd=None, check=None, input=None) -> Ran:
+    """Run `charlm ARGS` in this process, through Typer's CliRunner: the same app, options,
+    messages and exit codes as `charlm()`, without a new Python importing torch for each call.
+
+    `env` sets (or, with None, unsets) variables for the call; `cwd` is the working directory.
+    What needs a process of its own stays with `charlm()` under @pytest.mark.e2e: signals, the
+    entry point's start-up (malloc settings, `-v` logging), CHARLM_FAULT kills, pipes.
+    """
+    from typer.testing import CliRunner
+
+    from charlm.cli import app
+
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    threads, before = torch.get_num_threads(), os.getcwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        env = {k: None if v is None else str(v) for k, v in (env or {}).items()}
+        result = CliRunner().invoke(app, [str(a) for a in args], env=env, input=input, prog_name="charlm")
+    finally:
+        os.chdir(before)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        torch.set_num_threads(threads)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception  # a traceback the user would have seen: fail with it
+    ran = Ran(result.exit_code, result.stdout, result.stderr)
+    if check is not None:
+        assert ran.returncode == check, ran.stdout + ran.stderr
+    assert "Traceback" not in ran.stderr, ran.stderr
+    return ran
+
+
 def charlm(*args, env=None, cwd=None, check=None):
-    """Run `python -m charlm ARGS` and return the completed process."""
+    """Run `python -m charlm ARGS` as a real process and return the completed process (for the
+    e2e tests: where the process itself is what is tested; otherwise use `cli()`)."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     proc = subprocess.run(
         [sys.executable, "-m", "charlm", *map(str, args)],

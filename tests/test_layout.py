@@ -69,3 +69,50 @@ def test_training_code_never_imports_a_console_library():
         names = [a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names]
         names += [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module]
         assert not [n for n in names if n.split(".")[0] in ("rich", "typer")], path
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Every charlm module's imports of other charlm modules, at module level and inside
+    functions alike (`from charlm.inference import sample` names the module sample)."""
+    names = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = ("charlm", *path.relative_to(PACKAGE).with_suffix("").parts)
+        names[path] = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    known = set(names.values())
+    graph = {}
+    for path, tree in modules():
+        edges = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                edges |= {a.name for a in node.names if a.name in known}
+            elif isinstance(node, ast.ImportFrom) and node.module in known:
+                edges |= {
+                    f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module for a in node.names
+                }
+        graph[names[path]] = edges - {names[path]}
+    return graph
+
+
+def package_of(module: str) -> str:
+    return ".".join(module.split(".")[:2])
+
+
+def test_no_import_circle_within_a_package():
+    """Within one package (charlm.training, charlm.inference, ...) no module reaches itself
+    through imports, deferred ones included. Across packages only the schema's deferred
+    lookups in the registries (config -> models, data) go against the flow."""
+    graph = import_graph()
+    circles = []
+
+    def reach(start: str, node: str, seen: list[str]) -> None:
+        for nxt in graph[node]:
+            if package_of(nxt) != package_of(start):
+                continue
+            if nxt == start:
+                circles.append(" -> ".join([*seen, start]))
+            elif nxt not in seen and len(seen) < 12:
+                reach(start, nxt, [*seen, nxt])
+
+    for module in graph:
+        reach(module, module, [module])
+    assert not circles, circles[:5]

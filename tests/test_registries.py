@@ -9,8 +9,9 @@ import torch
 from charlm.config import Config, DataConfig, ModelConfig
 from charlm.data.corpora import all_corpora, corpus_kind
 from charlm.errors import DataError
-from charlm.models.cells import all_cells, cell_kind, recurrent_stack
+from charlm.models.cells import all_cells, cell_kind
 from charlm.models.charrnn import CharRNN
+from charlm.models.recurrent import recurrent_stack
 from charlm.models.reference import ReferenceRNN
 
 

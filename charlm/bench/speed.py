@@ -31,8 +31,9 @@ from charlm.inference.sampling_steps import SamplingOptions
 from charlm.inference.stream_scoring import evaluate
 from charlm.inference.trained import TrainedModel, quantize_for_cpu
 from charlm.malloc import reuse_freed_memory
-from charlm.models.cells import cell_kind, recurrent_stack
+from charlm.models.cells import cell_kind
 from charlm.models.charrnn import CharRNN
+from charlm.models.recurrent import recurrent_stack
 from charlm.reporting.base import SilentReporter
 from charlm.reporting.fanout import build_reporter
 from charlm.runs.rundir import RunDir

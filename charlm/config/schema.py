@@ -96,24 +96,16 @@ class ModelConfig(_Section):
     )
 
     @model_validator(mode="after")
-    def _check_tying(self) -> ModelConfig:
+    def _check_cell_and_layers(self) -> ModelConfig:
         # The cell registry says which cells have fused kernels (imported on use, as above).
         from charlm.models.cells import cell_kind
 
         kind = cell_kind(self.cell)
+        problems = kind.config_problems(self)  # the cell's own rules (models/cells/)
+        if problems:
+            raise ValueError("; ".join(problems))
         reference_only = not kind.has_fast_form
-        if reference_only and self.impl != "reference":
-            raise ValueError(f"cell {self.cell} exists only as model.impl: reference")
-        if kind.residual:
-            # Weight drop needs hidden-to-hidden matrices, which a scan cell does not have;
-            # locked dropout between layers needs per-layer modules, which its blocks replace.
-            refused = [k for k in ("weight_drop", "dropout_hidden") if getattr(self, k) > 0]
-            if refused:
-                raise ValueError(
-                    f"model.{', model.'.join(refused)} cannot apply to cell {self.cell} (its gates read only the "
-                    "input: no hidden-to-hidden weights, and residual blocks instead of per-layer modules); "
-                    "use model.dropout (inside each block) or model.dropout_input / dropout_output"
-                )
+        if kind.residual:  # no per-layer modules: the layer rules below do not apply
             return self._check_locked_dropout()
         if self.tie_weights and self.embedding_dim != self.hidden_size and self.num_layers < 2:
             raise ValueError(

@@ -21,8 +21,9 @@ import torch
 from torch import nn
 
 from charlm.config import ModelConfig
-from charlm.models.cells import cell_kind, recurrent_stack
+from charlm.models.cells import cell_kind
 from charlm.models.hidden import Hidden
+from charlm.models.recurrent import recurrent_stack
 from charlm.models.regularize import (
     LockedDropout,
     activation_penalty,

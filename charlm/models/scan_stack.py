@@ -119,3 +119,17 @@ def stack_parameters(gates: int, width: int, units: int, layers: int) -> int:
     cell = gates * units * (width + 1) + width * (units + 1)
     mlp = MLP_MULTIPLE * width * (width + 1) + width * (MLP_MULTIPLE * width + 1)
     return layers * (cell + mlp + 4 * width) + 2 * width
+
+
+def scan_config_problems(cfg) -> list[str]:
+    """A scan cell's rules for the model section (CellKind.rules): weight drop needs
+    hidden-to-hidden matrices, which a scan cell does not have; locked dropout between layers
+    needs per-layer modules, which its residual blocks replace."""
+    refused = [k for k in ("weight_drop", "dropout_hidden") if getattr(cfg, k) > 0]
+    if not refused:
+        return []
+    return [
+        f"model.{', model.'.join(refused)} cannot apply to cell {cfg.cell} (its gates read only the "
+        "input: no hidden-to-hidden weights, and residual blocks instead of per-layer modules); "
+        "use model.dropout (inside each block) or model.dropout_input / dropout_output"
+    ]

@@ -32,7 +32,8 @@ import torch
 
 from charlm.config import Config, ModelConfig
 from charlm.errors import ResourceError
-from charlm.models.cells import cell_kind, recurrent_stack
+from charlm.models.cells import cell_kind
+from charlm.models.recurrent import recurrent_stack
 
 FLOAT_BYTES = 4
 LAYER_OVERHEAD = 4096  # bytes of Python objects (modules, parameters) per layer, measured: 4.3 KB

@@ -1,8 +1,9 @@
 """The registry of recurrent cells: one module in this package per kind of cell.
 
 A module registers a `CellKind`: its name (the config's `model.cell`), the shape of its state,
-the cell written from its equations (`model.impl: reference`, one time step of one layer) and,
-where PyTorch has one, the fused multi-layer module (`model.impl: fused`: cuDNN, oneDNN). The
+the cell written from its equations (`model.impl: reference`, one time step of one layer),
+where PyTorch has one, the fused multi-layer module (`model.impl: fused`: cuDNN, oneDNN), and
+the rules it sets for the model section (`config_problems`, which the schema asks). The
 model, the reference stack, `charlm bench`'s bare twin, int8 sampling and the fast CPU stepper
 all look cells up here, so a new cell is one new module plus its name in the schema's `Literal`
 (a test checks that the two agree).
@@ -53,6 +54,16 @@ class CellKind:
     # Parallel-scan cells: the stack class built around `reference` cells (models/scan_stack.py;
     # `reference` is then a ScanCell class, whose GATES the parameter count reads).
     stack: type | None = None
+    # The cell's own rules for the model section: rules(cfg) -> one line per problem.
+    rules: Callable[[ModelConfig], list[str]] | None = None
+
+    def config_problems(self, cfg: ModelConfig) -> list[str]:
+        """What is wrong with the model section for this cell (empty: nothing): an
+        implementation it lacks, or a break of its own rules. The schema asks this, so a cell
+        with new rules touches only its own module."""
+        if not self.has_fast_form and cfg.impl != "reference":
+            return [f"cell {self.name} exists only as model.impl: reference"]
+        return self.rules(cfg) if self.rules is not None else []
 
     @property
     def has_fast_form(self) -> bool:
@@ -94,23 +105,6 @@ def cell_kind(name: str) -> CellKind:
     return CELLS.get(name)
 
 
-def recurrent_stack(cfg: ModelConfig, input_size: int, hidden_size: int, num_layers: int, dropout: float) -> nn.Module:
-    """`num_layers` layers of `cfg.cell` with nn.LSTM's interface (batch first; state with the
-    layers on dimension 0), fused or from the reference cells as `cfg.impl` says. A scan cell's
-    stack returns `input_size` features (see CellKind.residual); the others `hidden_size`."""
-    kind = cell_kind(cfg.cell)
-    if kind.stack is not None:
-        return kind.stack(
-            kind.reference, input_size, hidden_size, num_layers, dropout, parallel=cfg.impl == "fused", scan=cfg.scan
-        )
-    if cfg.impl == "reference":
-        from charlm.models.reference import ReferenceRNN
-
-        options = {name: getattr(cfg, name) for name in kind.options}
-        return ReferenceRNN(cfg.cell, input_size, hidden_size, num_layers, dropout, **options)
-    return kind.make_fused(input_size, hidden_size, num_layers, dropout)
-
-
 def init_uniform(module: nn.Module, hidden_size: int) -> None:
     """nn.LSTM's initialisation: every weight and bias uniform in +-1/sqrt(hidden)."""
     bound = 1 / math.sqrt(hidden_size)
@@ -130,6 +124,5 @@ __all__ = [
     "cell_kind",
     "fused_classes",
     "init_uniform",
-    "recurrent_stack",
     "register",
 ]

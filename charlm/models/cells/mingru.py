@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from charlm.models.cells import CellKind, register
-from charlm.models.scan_stack import ScanCell, ScanStack
+from charlm.models.scan_stack import ScanCell, ScanStack, scan_config_problems
 
 
 class MinGRUCell(ScanCell):
@@ -34,5 +34,6 @@ register(
         has_cell_state=False,
         reference=MinGRUCell,
         stack=ScanStack,
+        rules=scan_config_problems,
     )
 )

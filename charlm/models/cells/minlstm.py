@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from charlm.models.cells import CellKind, register
-from charlm.models.scan_stack import ScanCell, ScanStack
+from charlm.models.scan_stack import ScanCell, ScanStack, scan_config_problems
 
 
 class MinLSTMCell(ScanCell):
@@ -37,5 +37,6 @@ register(
         has_cell_state=False,
         reference=MinLSTMCell,
         stack=ScanStack,
+        rules=scan_config_problems,
     )
 )

@@ -4,20 +4,9 @@
 a CheckpointError naming the field and what it should be, never a KeyError or a traceback from
 deep inside `load_state_dict`. Files of older formats are upgraded there, and only there.
 
-Format 2 (every charlm after 0.1) holds: format_version, charlm_version, config (the resolved config as a
-dict), vocab (a list of distinct strings), model (the unwrapped model's state_dict), optimizer,
-schedule (ScheduleState), average (None, or AverageState), loop (LoopState), hidden
-(the carried state as a list of tensors, all ranks' rows), rng (this process's RNG states as
-uint8 tensors), rng_ranks (every rank's rng) and world_size. Format 1 (charlm 0.1) is the same
-except that loop.position, average, rng_ranks and world_size may be absent; format 2 requires
-them. A format 1 file reads as: loop.position = loop.window * train.seq_len (the windows of 0.1
-had one length), average None, rng_ranks [rng], world_size 1.
-
-Added within format 2 (older readers ignore the one, files without them still load): budget
-(None, or BudgetPlan: the plan of a run with train.time_budget, made by
-charlm/training/time_budget.py) and loop.wall_s (elapsed time of the processes that
-trained the run). A file without them reads as budget None and wall_s = elapsed_s, the
-training time, which is all such a file knows.
+Payload's fields are what format 2 holds; format 1 (charlm 0.1) lacks a few, which
+`_upgrade_format_1` fills in. Which field came when, and how an older file reads: docs/reliability.md,
+"Checkpoint formats".
 """
 
 from __future__ import annotations
