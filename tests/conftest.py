@@ -208,3 +208,23 @@ def stop_and_resume(tmp_path, text_files, monkeypatch, stop_at, overrides=(), **
     a = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
     b = load_checkpoint(tmp_path / "part" / "last.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# -- trained runs shared by the whole session -----------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """One tiny run trained once per session (tiny_text_config as it is: a 1 x 16 LSTM, 20 steps,
+    valid at 10 and 20, test scored) beside its corpus files (`tiny_run.parent / "train.txt"`, ...).
+    Shared read-only: a test that changes a run works on `copy_run(tiny_run, tmp_path)`."""
+    root = tmp_path_factory.mktemp("tiny_run")
+    run(root, write_text_corpus(root))
+    return root / "run"
+
+
+def copy_run(source: Path, folder: Path, name: str = "run") -> Path:
+    """A copy of the run directory `source` in `folder`, to change without touching the shared one."""
+    import shutil
+
+    return Path(shutil.copytree(source, folder / name, ignore=shutil.ignore_patterns(".lock")))
