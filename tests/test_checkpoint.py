@@ -1,18 +1,17 @@
 """Checkpoints on real files: hostile pickles, torn and flipped files, crash-safe publishing,
-write failures, and what a payload may hold. The CLI and the write-failure cases run in real
-subprocesses."""
+write failures, and what a payload may hold. The CLI runs in-process (cli()); a failed write
+lowers this process's file-size limit for the length of one save."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import os
 import pathlib
 import pickle
 import random
+import resource
 import shutil
-import subprocess
-import sys
-import textwrap
+import signal
 
 import pytest
 import torch
@@ -29,7 +28,7 @@ from charlm.runs.checkpoint.file import (
     verify_checkpoint,
 )
 from charlm.training.trainer import train
-from tests.conftest import REPO, tiny_text_config, write_config, write_text_corpus
+from tests.conftest import cli, tiny_text_config, write_config, write_text_corpus
 
 
 def complete(payload: dict) -> dict:
@@ -52,24 +51,6 @@ def run(tmp_path, text_files, name="run", resume=False, **train_keys):
     reporter = SilentReporter()
     result = train(load_config(cfg, []), tmp_path / name, reporter, resume=resume)
     return result, reporter
-
-
-def charlm(*args, cwd) -> subprocess.Popen:
-    """Start `python -m charlm ARGS`; several may run at once (each imports torch)."""
-    env = os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "charlm", *map(str, args)],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
-    out, err = proc.communicate(timeout=60)
-    return proc.returncode, out, err
 
 
 def assert_one_error_line(rc: int, out: str, err: str, fragment: str) -> None:
@@ -206,11 +187,9 @@ def test_cli_eval_reports_bad_files_without_traceback(tmp_path, trained_run):
     cases["directory"] = (cases["directory"][0], "holds no checkpoint")
     cases["missing"] = (cases["missing"][0], "no such run directory or checkpoint file")
     cases["hostile"] = (hostile["torch.save"], "was refused")
-    # Each process imports torch (about a second); "empty" and "tensor" are covered above.
-    del cases["empty"], cases["tensor"]
-    procs = {name: charlm("eval", path, cwd=tmp_path) for name, (path, _) in cases.items()}
-    procs["sample"] = charlm("sample", hostile["pickle"], "--length", "5", cwd=tmp_path)
-    results = {name: finish(proc) for name, proc in procs.items()}
+    results = {name: cli("eval", path, cwd=tmp_path) for name, (path, _) in cases.items()}
+    results["sample"] = cli("sample", hostile["pickle"], "--length", "5", cwd=tmp_path)
+    results = {name: (ran.returncode, ran.stdout, ran.stderr) for name, ran in results.items()}
     for name, (_, fragment) in cases.items():
         assert_one_error_line(*results[name], fragment)
     assert_one_error_line(*results["sample"], "was refused")
@@ -285,23 +264,18 @@ def test_a_crash_between_the_phases_leaves_either_file_valid(tmp_path):
 
 # -- 5. a write that fails ------------------------------------------------------------------
 
-WRITE_TOO_BIG = textwrap.dedent("""
-    import resource, signal, sys
-    from pathlib import Path
-    import torch
-    from charlm.runs.checkpoint.file import save_checkpoint
-    from charlm.errors import CheckpointError
 
-    path, limit = Path(sys.argv[1]), int(sys.argv[2])
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() then fails with EFBIG instead
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+@contextlib.contextmanager
+def file_size_limit(limit: int):
+    """Writes past `limit` bytes fail with EFBIG in this process (SIGXFSZ ignored) for the block."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() then fails with EFBIG instead
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))  # the soft limit only: raised back below
     try:
-        save_checkpoint(path, {"loop": {"step": 2}, "w": torch.ones(100_000)})
-    except CheckpointError as exc:
-        print("CheckpointError:", exc)
-    else:
-        print("saved")
-""")
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
 
 
 def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path):
@@ -310,19 +284,12 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path):
     before = path.read_bytes()
     limit = 64 * 1024
     assert len(before) < limit
-    env = os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-c", WRITE_TOO_BIG, str(path), str(limit)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("CheckpointError: "), proc.stdout
-    assert f"could not write {path}" in lines[0] and "the previous file there is intact" in lines[0]
-    assert "File too large" in lines[0]
+    with file_size_limit(limit), pytest.raises(CheckpointError) as info:
+        save_checkpoint(path, {"loop": {"step": 2}, "w": torch.ones(100_000)})
+    message = str(info.value)  # a CheckpointError of one line, and nothing else raised
+    assert "\n" not in message, message
+    assert f"could not write {path}" in message and "the previous file there is intact" in message
+    assert "File too large" in message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "last.pt.sha256"]
     assert path.read_bytes() == before
     assert verify_checkpoint(path) == before

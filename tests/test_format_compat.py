@@ -20,7 +20,7 @@ import torch
 from charlm.errors import CheckpointError, ResourceError
 from charlm.runs.checkpoint.contents import FORMAT_VERSION, REQUIRED_KEYS
 from charlm.runs.checkpoint.file import load_checkpoint, load_payload
-from tests.conftest import charlm
+from tests.conftest import cli
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run-0.1"
 EXPECTED = json.loads((FIXTURE / "expected.json").read_text(encoding="utf-8"))
@@ -42,7 +42,7 @@ def test_a_run_of_charlm_0_1_evaluates_as_it_did(old_run):
         ((), EXPECTED["eval_test_averaged"], "averaged"),
         (("--weights", "trained", "--split", "valid"), EXPECTED["eval_valid_trained"], "trained"),
     ):
-        scored = json.loads(charlm("eval", old_run, "--json", *args, check=0).stdout)
+        scored = json.loads(cli("eval", old_run, "--json", *args, check=0).stdout)
         assert scored["tokens"] == expected["tokens"]
         assert scored["loss"] == pytest.approx(expected["loss"], abs=1e-6)
         assert scored["weights"] == weights
@@ -50,7 +50,7 @@ def test_a_run_of_charlm_0_1_evaluates_as_it_did(old_run):
 
 def test_a_run_of_charlm_0_1_samples_as_it_did(old_run):
     for weights, key in (("auto", "sample_seed3_len60"), ("trained", "sample_seed3_len60_trained")):
-        proc = charlm(
+        proc = cli(
             "sample", old_run, "--seed", "3", "--length", "60", "--prompt", "the ", "--weights", weights, check=0
         )
         assert proc.stdout == EXPECTED[key] + "\n"
@@ -58,7 +58,7 @@ def test_a_run_of_charlm_0_1_samples_as_it_did(old_run):
 
 def test_a_run_of_charlm_0_1_resumes_and_writes_the_new_format(old_run):
     assert load_checkpoint(old_run / "last.pt")["format_version"] == 1
-    charlm(
+    cli(
         "train",
         "--config",
         old_run / "config.yaml",
@@ -234,7 +234,7 @@ def test_resume_skips_a_checkpoint_with_a_malformed_field(old_run):
     # The newest checkpoint claims 0 processes: resume warns and takes the next, step 40.
     raw = load_checkpoint(old_run / "step-00000060.pt")
     write_payload(old_run / "step-00000060.pt", {**raw, "world_size": 0})
-    proc = charlm(
+    proc = cli(
         "train",
         "--config",
         old_run / "config.yaml",
@@ -294,7 +294,7 @@ def test_a_config_asking_for_an_absurd_model_is_refused_before_any_model_is_buil
     )
     assert "of memory is available on cpu; the checkpoint's config is damaged" in message and "\n" not in message
     # The CLI reads it the same way: one line, no traceback.
-    proc = charlm("sample", path, "--length", "5", check=1)
+    proc = cli("sample", path, "--length", "5", check=1)
     assert proc.stderr.startswith("error: the model of") and "14.6 TiB" in proc.stderr
 
 

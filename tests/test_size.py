@@ -16,7 +16,7 @@ from charlm.models import size
 from charlm.models.charrnn import CharRNN
 from charlm.reporting.base import SilentReporter
 from charlm.training.trainer import train
-from tests.conftest import charlm, tiny_text_config, write_config, write_text_corpus
+from tests.conftest import cli
 
 MODELS = {
     "lstm": {},
@@ -92,21 +92,16 @@ def test_other_runtime_errors_pass_through():
 # -- where charlm allocates ---------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("size")
-    config = write_config(folder / "tiny.yaml", tiny_text_config(write_text_corpus(folder), max_steps=10))
-    train(load_config(config), folder / "run", SilentReporter())
-    return folder
+# tiny_run (conftest): a trained 1 x 16 LSTM; its config, run.yaml, beside it.
 
 
-def test_training_an_absurd_model_is_refused_before_it_is_built(tiny_run, monkeypatch):
+def test_training_an_absurd_model_is_refused_before_it_is_built(tmp_path, tiny_run, monkeypatch):
     import charlm.training.trainer
 
     monkeypatch.setattr(charlm.training.trainer, "CharRNN", lambda *a: pytest.fail("a model was built"))
-    cfg = load_config(tiny_run / "tiny.yaml", ["model.hidden_size=1000000"])
+    cfg = load_config(tiny_run.parent / "run.yaml", ["model.hidden_size=1000000"])
     with pytest.raises(ResourceError) as info:
-        train(cfg, tiny_run / "huge", SilentReporter())
+        train(cfg, tmp_path / "huge", SilentReporter())
     assert str(info.value).startswith(
         "training a 1 x 1,000,000 lstm (4,000,072,000,288 parameters) on 4 x 16 "
         "windows needs at least 58.2 TiB, but only "
@@ -117,16 +112,16 @@ def test_training_an_absurd_model_is_refused_before_it_is_built(tiny_run, monkey
     )
 
 
-def test_training_refuses_windows_that_do_not_fit(tiny_run, monkeypatch):
-    cfg = load_config(tiny_run / "tiny.yaml", ["train.batch_size=64", "train.seq_len=50"])
+def test_training_refuses_windows_that_do_not_fit(tmp_path, tiny_run, monkeypatch):
+    cfg = load_config(tiny_run.parent / "run.yaml", ["train.batch_size=64", "train.seq_len=50"])
     need = size.training_state_bytes(32, cfg) + size.training_window_bytes(32, cfg, columns=10**9)
     monkeypatch.setattr(size, "available_bytes", lambda device: need - 1)
     with pytest.raises(ResourceError, match="training a 1 x 16 lstm .* on 64 x 50 windows needs at least"):
-        train(cfg, tiny_run / "wide", SilentReporter())
+        train(cfg, tmp_path / "wide", SilentReporter())
 
 
 def test_scoring_refuses_a_chunk_that_does_not_fit(tiny_run, monkeypatch):
-    trained = load_trained(tiny_run / "run")
+    trained = load_trained(tiny_run)
     stream = torch.zeros(5000, dtype=torch.long)
     monkeypatch.setattr(size, "available_bytes", lambda device: 1000)
     with pytest.raises(ResourceError, match=r"^scoring 5,000 tokens in 64 rows needs at least .*--batch-size"):
@@ -139,11 +134,11 @@ def test_sampling_sizes_that_cannot_fit_are_refused_before_generating(tiny_run):
         (("--num-samples", "1000000000000"), "sampling 1,000,000,000,000 x 500 characters"),
         (("--num-samples", "2", "--length", "10000000000000"), "sampling 2 x 10,000,000,000,000 characters"),
     ):
-        proc = charlm("sample", tiny_run / "run", *args, check=1)
+        proc = cli("sample", tiny_run, *args, check=1)
         assert proc.stderr.startswith(f"error: {what} after a 1-character prompt needs at least "), proc.stderr
         assert "lower --num-samples or --length (one sample is streamed, in constant memory)" in proc.stderr
         assert proc.stdout == ""
-    trained = load_trained(tiny_run / "run")
+    trained = load_trained(tiny_run)
     # One sample is streamed, so its length costs no memory; kept, the same text is refused.
     check_sampling(trained, "", SamplingOptions(length=10**13))
     with pytest.raises(ResourceError, match="sampling 1 x 10,000,000,000,000 characters"):
@@ -158,11 +153,11 @@ def test_an_allocation_failure_while_sampling_is_one_error_line(tiny_run, monkey
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 86 bytes")
 
     monkeypatch.setattr(charlm.inference.trained, "generate", out_of_memory)
-    result = CliRunner().invoke(app, ["sample", str(tiny_run / "run"), "--length", "5"])
+    result = CliRunner().invoke(app, ["sample", str(tiny_run), "--length", "5"])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
     assert (
         "error: ran out of memory sampling 1 x 5 characters: DefaultCPUAllocator: can't allocate memory"
         in result.output
     )
     with pytest.raises(ResourceError):
-        sample_text(load_trained(tiny_run / "run"), "", SamplingOptions(length=5, num_samples=2))
+        sample_text(load_trained(tiny_run), "", SamplingOptions(length=5, num_samples=2))
