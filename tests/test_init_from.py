@@ -21,7 +21,7 @@ from charlm.runs.checkpoint.file import load_checkpoint, save_checkpoint
 from charlm.training.init_from import load_init_source
 from charlm.training.trainer import Trainer, train
 from tests.conftest import (
-    charlm,
+    cli,
     tiny_text_config,
     train_losses,
     write_config,
@@ -85,9 +85,9 @@ def shared_ids(old, new):
 
 
 @pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
-def test_shared_rows_are_the_sources_and_new_rows_the_models_own(tmp_path, corpora, tied):
+def test_shared_rows_are_the_sources_and_new_rows_the_models_own(tmp_path, corpora, source, tied):
     model = {"embedding_dim": 16, "tie_weights": True} if tied else {}
-    src_run = train_source(tmp_path, corpora[0], **model)
+    src_run = train_source(tmp_path, corpora[0], **model) if tied else source  # source: untied
     cfg = other_config(tmp_path, corpora, model)
     tuned, reporter = built(cfg, tmp_path / "tuned", src_run)
     scratch, _ = built(cfg, tmp_path / "scratch")
@@ -234,10 +234,10 @@ def test_a_resumed_fine_tuned_run_continues_from_its_own_checkpoint(tmp_path, co
 
 def test_cli_train_init_from(tmp_path, corpora, source):
     config = write_config(tmp_path / "b.yaml", tiny_text_config(corpora[1], max_steps=4, eval_every=4, threads=1))
-    done = charlm("train", "--config", config, "--init-from", source, "--out-dir", tmp_path / "tuned", check=0)
+    done = cli("train", "--config", config, "--init-from", source, "--out-dir", tmp_path / "tuned", check=0)
     assert "tokens kept" in done.stderr and f"initialised from {source.resolve() / 'best.pt'}" in done.stderr
     assert (tmp_path / "tuned" / "best.pt").is_file()
-    missing = charlm(
+    missing = cli(
         "train", "--config", config, "--init-from", tmp_path / "nothing", "--out-dir", tmp_path / "x", check=1
     )
     assert f"--init-from: no such run directory or checkpoint file: {tmp_path / 'nothing'}" in missing.stderr
@@ -297,6 +297,7 @@ def test_ptb_weights_start_shakespeare_lower_than_scratch(tmp_path, ptb_root, sh
     assert all(i < s - 0.5 for i, s in zip(after["init"], after["scratch"]))
 
 
+@pytest.mark.e2e  # torchrun: two rank processes
 def test_two_ranks_start_from_the_same_weights_as_one_process(tmp_path, corpora, source):
     from tests.test_distributed import assert_same_model, launch, losses
 

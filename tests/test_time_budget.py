@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 
 import pytest
 import torch
@@ -27,9 +26,8 @@ from charlm.runs.listing import describe_run
 from charlm.training.optim import LRSchedule
 from charlm.training.time_budget import evaluations_from, plan_steps
 from charlm.training.trainer import train
-from tests.conftest import charlm, tiny_text_config, train_losses, write_config
+from tests.conftest import charlm, cli, copy_run, tiny_text_config, train_losses, write_config, write_text_corpus
 from tests.test_format_compat import write_payload
-from tests.test_reliability import train_process
 
 FAKE = "step=0.01,eval=0.05,save=0.02,test=0.1,spent=0.505"  # plans 5s -> max_steps 379 at eval_every 40
 OTHER_FAKE = "step=0.001,eval=0.05,save=0.02,test=0.1,spent=0.5"  # would plan far more steps
@@ -48,6 +46,23 @@ def run_budgeted(tmp_path, text_files, name="run", fake=FAKE, monkeypatch=None, 
     reporter = SilentReporter()
     cfg = load_config(write_config(tmp_path / f"{name}.yaml", budgeted(text_files, **keys)))
     return train(cfg, tmp_path / name, reporter), reporter
+
+
+def corpus_of(run_dir) -> dict:
+    """The corpus files beside a shared run (a resume must read the same files)."""
+    return {split: run_dir.parent / f"{split}.txt" for split in ("train", "valid", "test")}
+
+
+@pytest.fixture(scope="module")
+def budgeted_run(tmp_path_factory):
+    """A run of budgeted() as it is (5s under the FAKE clock: max_steps 379, cosine), trained once
+    for the module, its corpus and config (run.yaml) beside it. Shared read-only: copy it before
+    changing it."""
+    root = tmp_path_factory.mktemp("budgeted")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        result, _ = run_budgeted(root, write_text_corpus(root), monkeypatch=monkeypatch)
+    assert result.status == "finished" and result.step == 379
+    return root / "run"
 
 
 # -- durations and the config ------------------------------------------------------------------
@@ -111,9 +126,9 @@ def test_max_steps_beside_a_budget_is_a_cap_above_the_timed_steps(tmp_path, text
 
 def test_train_time_flag_overrides_the_config(tmp_path, text_files, monkeypatch):
     config = write_config(tmp_path / "c.yaml", tiny_text_config(text_files, eval_every=40, threads=1))
-    bad = charlm("train", "--config", config, "--out-dir", tmp_path / "bad", "--time", "1:30", check=1)
+    bad = cli("train", "--config", config, "--out-dir", tmp_path / "bad", "--time", "1:30", check=1)
     assert "train.time_budget: '1:30' is not a duration" in bad.stderr and not (tmp_path / "bad").exists()
-    charlm(
+    cli(
         "train",
         "--config",
         config,
@@ -215,16 +230,16 @@ def test_a_stopped_budgeted_run_resumes_without_timing_again(tmp_path, text_file
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["budget"]["max_steps"] == planned.max_steps
 
 
-def test_stopped_before_the_plan_the_resumed_process_plans_the_same(tmp_path, text_files, monkeypatch):
-    full, _ = run_budgeted(tmp_path, text_files, "full", monkeypatch=monkeypatch)
+def test_stopped_before_the_plan_the_resumed_process_plans_the_same(tmp_path, text_files, monkeypatch, budgeted_run):
+    full = budgeted_run  # the same config and corpus text, uninterrupted
     monkeypatch.setenv("CHARLM_FAULT", "train.step=10:sigterm")
     assert run_budgeted(tmp_path, text_files, "part", monkeypatch=monkeypatch)[0].step == 10
     assert load_payload(tmp_path / "part" / "last.pt").budget is None
     monkeypatch.delenv("CHARLM_FAULT")
     cfg = load_config(write_config(tmp_path / "part.yaml", budgeted(text_files)))
     resumed = train(cfg, tmp_path / "part", SilentReporter(), resume=True)
-    assert resumed.step == full.step == 379
-    assert train_losses(tmp_path / "full") == train_losses(tmp_path / "part")
+    assert resumed.step == json.loads((full / "summary.json").read_text())["step"] == 379
+    assert train_losses(full) == train_losses(tmp_path / "part")
 
 
 @pytest.mark.parametrize("schedule", ["constant", "plateau"])
@@ -235,7 +250,7 @@ def test_every_schedule_runs_under_a_budget(tmp_path, text_files, monkeypatch, s
 
 def test_a_budget_too_short_fails_clearly(tmp_path, text_files):
     config = write_config(tmp_path / "c.yaml", budgeted(text_files, budget="2s"))
-    proc = charlm(
+    proc = cli(
         "train",
         "--config",
         config,
@@ -246,32 +261,29 @@ def test_a_budget_too_short_fails_clearly(tmp_path, text_files):
     )
     assert "train.time_budget 2s is too short" in proc.stderr and "give at least 9s" in proc.stderr
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
-    fake = charlm(
+    fake = cli(
         "train", "--config", config, "--out-dir", tmp_path / "fake", env={"CHARLM_FAKE_TIMINGS": "step=1"}, check=1
     )
     assert "CHARLM_FAKE_TIMINGS must be" in fake.stderr
 
 
-def test_on_resume_a_new_max_steps_replaces_the_plan_and_the_budget_is_fixed(tmp_path, text_files):
-    config = write_config(tmp_path / "c.yaml", budgeted(text_files))
+def test_on_resume_a_new_max_steps_replaces_the_plan_and_the_budget_is_fixed(tmp_path, budgeted_run):
+    copy_run(budgeted_run, tmp_path)  # trained from `config` under env's clock
+    config = budgeted_run.parent / "run.yaml"
     env = {"CHARLM_FAKE_TIMINGS": FAKE}
-    charlm("train", "--config", config, "--out-dir", tmp_path / "run", env=env, check=0)
-    again = charlm("train", "--config", config, "--out-dir", tmp_path / "run", "--resume", env=env, check=0)
+    again = cli("train", "--config", config, "--out-dir", tmp_path / "run", "--resume", env=env, check=0)
     assert "already finished at step 379" in again.stderr
-    longer = charlm(
-        "train", "--resume", "--out-dir", tmp_path / "run", "--set", "train.max_steps=400", env=env, check=0
-    )
+    longer = cli("train", "--resume", "--out-dir", tmp_path / "run", "--set", "train.max_steps=400", env=env, check=0)
     assert "train.max_steps 400 replaces the 379 steps train.time_budget 5s chose" in longer.stderr
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["step"] == 400
-    changed = charlm(
+    changed = cli(
         "train", "--config", config, "--out-dir", tmp_path / "run", "--resume", "--time", "10s", env=env, check=1
     )
     assert "train.time_budget: '5s' -> '10s'" in changed.stderr
 
 
-def test_the_checkpoint_plan_is_checked_on_loading(tmp_path, text_files, monkeypatch):
-    run_budgeted(tmp_path, text_files, monkeypatch=monkeypatch)
-    good = load_checkpoint(tmp_path / "run" / "last.pt")
+def test_the_checkpoint_plan_is_checked_on_loading(tmp_path, budgeted_run):
+    good = load_checkpoint(budgeted_run / "last.pt")
     for change, message in (
         (lambda p: p.update(budget=[1]), "budget should be None or a dict of budget_s"),
         (lambda p: p["budget"].pop("step_s"), "budget should be None or a dict"),
@@ -301,13 +313,11 @@ def test_the_checkpoint_plan_is_checked_on_loading(tmp_path, text_files, monkeyp
     assert payload.budget is None and payload.loop.wall_s == payload.loop.elapsed_s
 
 
-def test_a_checkpoint_past_the_plan_without_one_is_refused(tmp_path, text_files, monkeypatch):
-    run_budgeted(tmp_path, text_files, monkeypatch=monkeypatch)
-    raw = load_checkpoint(tmp_path / "run" / "last.pt")
-    shutil.rmtree(tmp_path / "copy", ignore_errors=True)
+def test_a_checkpoint_past_the_plan_without_one_is_refused(tmp_path, budgeted_run):
+    raw = load_checkpoint(budgeted_run / "last.pt")
     (tmp_path / "copy").mkdir()
     write_payload(tmp_path / "copy" / "last.pt", {**raw, "budget": None})
-    cfg = load_config(write_config(tmp_path / "c.yaml", budgeted(text_files)))
+    cfg = load_config(write_config(tmp_path / "c.yaml", budgeted(corpus_of(budgeted_run))))
     with pytest.raises(CheckpointError, match="holds no time-budget plan"):
         train(cfg, tmp_path / "copy", SilentReporter(), resume=True)
 
@@ -315,18 +325,18 @@ def test_a_checkpoint_past_the_plan_without_one_is_refused(tmp_path, text_files,
 # -- exact resume, killed processes, torchrun ------------------------------------------------------
 
 
-def test_a_killed_budgeted_run_resumes_to_the_same_weights(tmp_path, text_files):
-    config = write_config(tmp_path / "c.yaml", budgeted(text_files))
-    env_fake = {"CHARLM_FAKE_TIMINGS": FAKE}
-    assert charlm("train", "--config", config, "--out-dir", tmp_path / "full", env=env_fake).returncode == 0
-    killed = train_process(config, tmp_path / "part", fault="train.step=130:sigkill", env=env_fake)
+@pytest.mark.e2e  # SIGKILL: the process dies without a word; its successor resumes
+def test_a_killed_budgeted_run_resumes_to_the_same_weights(tmp_path, budgeted_run):
+    config, full = budgeted_run.parent / "run.yaml", budgeted_run  # full: this config under FAKE
+    out = ("--config", config, "--out-dir", tmp_path / "part")
+    killed = charlm("train", *out, env={"CHARLM_FAKE_TIMINGS": FAKE, "CHARLM_FAULT": "train.step=130:sigkill"})
     assert killed.returncode == -9
     # Another clock for the resumed process: timing itself again would plan another max_steps.
-    resumed = train_process(config, tmp_path / "part", "--resume", env={"CHARLM_FAKE_TIMINGS": OTHER_FAKE})
+    resumed = charlm("train", *out, "--resume", env={"CHARLM_FAKE_TIMINGS": OTHER_FAKE})
     assert resumed.returncode == 0, resumed.stderr
     assert "ms/step measured" not in resumed.stderr
-    assert train_losses(tmp_path / "full") == train_losses(tmp_path / "part")
-    a, b = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(tmp_path / "part" / "last.pt")
+    assert train_losses(full) == train_losses(tmp_path / "part")
+    a, b = load_checkpoint(full / "last.pt"), load_checkpoint(tmp_path / "part" / "last.pt")
     assert a["loop"]["step"] == b["loop"]["step"] == 379 and a["budget"] == b["budget"]
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
