@@ -25,7 +25,7 @@ def test_the_schema_names_exactly_the_registered_sinks():
 
 
 def test_without_jsonl_there_is_no_metrics_file(tmp_path, text_files):
-    result, reporter = run(tmp_path, text_files, loggers=["console"])
+    result, reporter = run(tmp_path, text_files, loggers=["console"], threads=1)
     assert result.status == "finished"
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
     assert [step for step, _ in reporter.logs] == [5, 10, 15, 20]  # the console still hears it all
@@ -34,7 +34,7 @@ def test_without_jsonl_there_is_no_metrics_file(tmp_path, text_files):
 
 
 def test_without_console_the_callers_reporter_hears_nothing(tmp_path, text_files):
-    result, reporter = run(tmp_path, text_files, loggers=["jsonl"])
+    result, reporter = run(tmp_path, text_files, loggers=["jsonl"], threads=1)
     assert result.status == "finished" and reporter.logs == [] and reporter.evaluations == []
     splits = [json.loads(line)["split"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert splits == ["train", "train", "valid", "train", "train", "valid", "test"]
@@ -42,7 +42,7 @@ def test_without_console_the_callers_reporter_hears_nothing(tmp_path, text_files
 
 def test_tensorboard_is_selected_through_loggers(tmp_path, text_files):
     pytest.importorskip("tensorboard")
-    run(tmp_path, text_files, loggers=["console", "jsonl", "tensorboard"], max_steps=5, eval_every=5)
+    run(tmp_path, text_files, loggers=["console", "jsonl", "tensorboard"], max_steps=5, eval_every=5, threads=1)
     assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "run" / "tensorboard").iterdir())
 
 
@@ -69,8 +69,8 @@ def test_a_config_written_by_charlm_0_1_loads_and_is_written_back_in_the_new_spe
 
 
 def test_loggers_may_change_on_resume(tmp_path, text_files):
-    run(tmp_path, text_files, max_steps=10)
-    _, reporter = run(tmp_path, text_files, resume=True, max_steps=20, loggers=["console"])
+    run(tmp_path, text_files, max_steps=10, threads=1)
+    _, reporter = run(tmp_path, text_files, resume=True, max_steps=20, loggers=["console"], threads=1)
     assert "note: train.loggers changed from ['console', 'jsonl'] to ['console'] on resume" in reporter.messages
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [5, 10, 10]  # up to the resumed step; the rest went only to the console
@@ -102,7 +102,7 @@ def test_a_sink_registered_at_runtime_receives_every_event_once(tmp_path, text_f
     monkeypatch.setattr(sinks.SINKS, "_entries", sinks.all_sinks())  # forget the throwaway afterwards
     made = []
     sinks.register("throwaway")(lambda run_dir, cfg: made.append(Recorder()) or made[-1])
-    config = tiny_text_config(text_files, max_steps=10, eval_every=5)
+    config = tiny_text_config(text_files, max_steps=10, eval_every=5, threads=1)
     del config["data"]["test"]  # a test pass would reload the stored config, which lacks the name
     cfg = load_config(write_config(tmp_path / "c.yaml", config))
     # The schema's Literal is the other half of adding a sink; bypass it for the throwaway.
