@@ -8,7 +8,6 @@ import pytest
 
 from charlm.errors import CharlmError
 from charlm.runs.plot import draw_runs, y_range
-from tests.conftest import run
 
 
 def test_the_y_range_leaves_out_the_fall_from_the_untrained_guess():
@@ -25,14 +24,13 @@ def test_the_y_range_leaves_out_the_fall_from_the_untrained_guess():
     assert y_range([[(1, 2.0)]]) == pytest.approx((1.9, 2.1))  # one point: a band around it
 
 
-def test_a_real_runs_figure_starts_where_its_curves_settle_and_marks_its_test_score(tmp_path, text_files):
-    run(tmp_path, text_files, "run", max_steps=40, eval_every=5)
-    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+def test_a_real_runs_figure_starts_where_its_curves_settle_and_marks_its_test_score(tiny_run):
+    records = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
     train = [r["bpc"] for r in records if r["split"] == "train"]
     settled = [r["bpc"] for r in records if r["split"] in ("train", "valid") and r["step"] > 5]
     test = [r["bpc"] for r in records if r["split"] == "test"][-1]
     assert train[0] == max(train)  # the untrained guess is the highest point
-    fig = draw_runs([tmp_path / "run"])
+    fig = draw_runs([tiny_run])
     try:
         ax = fig.axes[0]
         low, high = ax.get_ylim()

@@ -8,38 +8,27 @@ import pytest
 from typer.testing import CliRunner
 
 from charlm.cli import app
-from charlm.config import load_config
-from charlm.reporting.base import SilentReporter
-from charlm.training.trainer import train
-from tests.conftest import tiny_text_config, write_config, write_text_corpus
+from tests.conftest import tiny_text_config, write_config
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("finished")
-    files = write_text_corpus(root)
-    config = write_config(root / "c.yaml", tiny_text_config(files, max_steps=20, eval_every=5, threads=1))
-    train(load_config(config), root / "run", SilentReporter())
-    return root / "run"
-
-
 @pytest.fixture
-def runs_dir(tmp_path, finished_run):
-    """finished, running, crashed, failed, half-written, damaged and foreign directories."""
+def runs_dir(tmp_path, tiny_run):
+    """finished, running, crashed, failed, half-written, damaged and foreign directories (copies of
+    the session's tiny run: a finished 1 x 16 LSTM of 20 steps, test scored)."""
     base = tmp_path / "runs"
-    shutil.copytree(finished_run, base / "a-finished")
-    summary = json.loads((finished_run / "summary.json").read_text())
+    shutil.copytree(tiny_run, base / "a-finished")
+    summary = json.loads((tiny_run / "summary.json").read_text())
     for name, status, pid in (
         ("b-running", "running", os.getpid()),
         ("c-crashed", "running", 2**22 + 12345),
         ("d-failed", "failed", os.getpid()),
     ):
-        shutil.copytree(finished_run, base / name)
+        shutil.copytree(tiny_run, base / name)
         (base / name / "summary.json").write_text(json.dumps({**summary, "status": status, "pid": pid}))
     (base / "e-half").mkdir()
-    shutil.copy(finished_run / "config.yaml", base / "e-half" / "config.yaml")
+    shutil.copy(tiny_run / "config.yaml", base / "e-half" / "config.yaml")
     (base / "f-damaged").mkdir()
     (base / "f-damaged" / "summary.json").write_text("{not json")
     (base / "notes").mkdir()
@@ -53,7 +42,7 @@ def invoke(*args):
     return result
 
 
-def test_runs_lists_every_kind_of_directory(runs_dir, finished_run):
+def test_runs_lists_every_kind_of_directory(runs_dir, tiny_run):
     result = invoke("runs", runs_dir, "--json")
     assert result.exit_code == 0, result.output
     rows = {r["name"]: r for r in json.loads(result.stdout)}
@@ -66,7 +55,7 @@ def test_runs_lists_every_kind_of_directory(runs_dir, finished_run):
         "f-damaged": "unreadable (JSONDecodeError)",
     }
     done = rows["a-finished"]
-    summary = json.loads((finished_run / "summary.json").read_text())
+    summary = json.loads((tiny_run / "summary.json").read_text())
     assert (done["cell"], done["size"], done["steps"]) == ("lstm", "1x16", 20)
     assert done["best_valid_bpc"] == pytest.approx(summary["best_valid_bpc"])
     assert done["test_bpc"] == pytest.approx(summary["test"]["bpc"])
@@ -76,9 +65,9 @@ def test_runs_lists_every_kind_of_directory(runs_dir, finished_run):
     assert done["wall_s"] > done["train_s"] > 0
 
 
-def test_a_run_from_before_wall_time_lists_its_training_time(tmp_path, finished_run):
-    shutil.copytree(finished_run, tmp_path / "old")
-    summary = json.loads((finished_run / "summary.json").read_text())
+def test_a_run_from_before_wall_time_lists_its_training_time(tmp_path, tiny_run):
+    shutil.copytree(tiny_run, tmp_path / "old")
+    summary = json.loads((tiny_run / "summary.json").read_text())
     del summary["wall_seconds"]
     (tmp_path / "old" / "summary.json").write_text(json.dumps(summary))
     [row] = json.loads(invoke("runs", tmp_path / "old", "--json").stdout)
@@ -148,6 +137,7 @@ def run_script(name: str, steps: int, out, text_files, tmp_path):
     return proc
 
 
+@pytest.mark.e2e
 def test_compare_cells_script_makes_a_table_and_a_plot(tmp_path, text_files):
     run_script("compare_cells.sh", 4, tmp_path / "cells", text_files, tmp_path)
     assert (tmp_path / "cells" / "cells.png").read_bytes().startswith(PNG_SIGNATURE)
@@ -160,6 +150,7 @@ def test_compare_cells_script_makes_a_table_and_a_plot(tmp_path, text_files):
     assert again.stdout.count("skipped") == 5
 
 
+@pytest.mark.e2e
 def test_compare_impls_script_runs_all_five(tmp_path, text_files):
     run_script("compare_impls.sh", 3, tmp_path / "impls", text_files, tmp_path)
     rows = list(csv.DictReader(io.StringIO((tmp_path / "impls" / "impls.csv").read_text())))

@@ -9,14 +9,11 @@ import sys
 import pytest
 import torch
 
-from charlm.config import ModelConfig, load_config
+from charlm.config import ModelConfig
 from charlm.inference import sample
 from charlm.inference.sample import generate
 from charlm.inference.sampling_steps import SamplingOptions
 from charlm.models.charrnn import CharRNN
-from charlm.reporting.base import SilentReporter
-from charlm.training.trainer import train
-from tests.conftest import tiny_text_config, write_config, write_text_corpus
 
 
 def test_kept_ids_equal_the_streamed_ones_across_blocks(monkeypatch):
@@ -52,11 +49,10 @@ def peak_rss_kb(*args: str) -> int:
     return int(proc.stdout)
 
 
+@pytest.mark.e2e  # a process's own peak memory
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_maxrss is in KB on Linux only")
-def test_streamed_sample_memory_does_not_grow_with_length(tmp_path):
+def test_streamed_sample_memory_does_not_grow_with_length(tiny_run):
     # 760 bytes per character were kept before: 50,000 characters would add about 38 MB.
-    config = write_config(tmp_path / "tiny.yaml", tiny_text_config(write_text_corpus(tmp_path), max_steps=5))
-    train(load_config(config), tmp_path / "run", SilentReporter())
-    short = peak_rss_kb("sample", str(tmp_path / "run"), "--length", "1000", "--seed", "1")
-    long = peak_rss_kb("sample", str(tmp_path / "run"), "--length", "50000", "--seed", "1")
+    short = peak_rss_kb("sample", str(tiny_run), "--length", "1000", "--seed", "1")
+    long = peak_rss_kb("sample", str(tiny_run), "--length", "50000", "--seed", "1")
     assert long <= short + 8 * 1024, (short, long)
