@@ -14,7 +14,7 @@ import torch
 from charlm.cli.export import EXPORT_FORMATS
 from charlm.export import FORMATS, export_run
 from charlm.inference.trained import load_trained
-from tests.conftest import charlm
+from tests.conftest import cli, copy_run
 from tests.viz_pages import cell_overrides, train_tiny, write_viz_corpus
 
 CASES = {
@@ -26,9 +26,20 @@ CASES = {
 }
 
 
-@pytest.fixture
-def files(tmp_path):
-    return write_viz_corpus(tmp_path)
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """`trained(case)`: the case's tiny run (CASES, or "lstm": a 2-layer LSTM), trained once for
+    the module on the viz corpus, and that corpus's files. Shared read-only."""
+    root = tmp_path_factory.mktemp("export")
+    files = write_viz_corpus(root)
+    made = {}
+
+    def get(case):
+        if case not in made:
+            made[case] = train_tiny(root, files, case, CASES.get(case, cell_overrides(case)))
+        return made[case], files
+
+    return get
 
 
 def test_the_cli_lists_exactly_the_registered_formats():
@@ -36,8 +47,8 @@ def test_the_cli_lists_exactly_the_registered_formats():
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_the_exported_folder_is_the_same_model(tmp_path, files, case):
-    run_dir = train_tiny(tmp_path, files, case, CASES[case])
+def test_the_exported_folder_is_the_same_model(tmp_path, trained, case):
+    run_dir, _ = trained(case)
     export_run(run_dir, "safetensors", tmp_path / "export")
     original, exported = load_trained(run_dir), load_trained(tmp_path / "export")
     a, b = original.model.state_dict(), exported.model.state_dict()
@@ -46,23 +57,24 @@ def test_the_exported_folder_is_the_same_model(tmp_path, files, case):
     assert exported.cfg == original.cfg
 
 
-def test_eval_and_sample_take_the_folder_with_the_same_results(tmp_path, files):
-    run_dir = train_tiny(tmp_path, files, "lstm", cell_overrides("lstm"))
-    charlm("export", run_dir, "-o", tmp_path / "export", check=0)
+def test_eval_and_sample_take_the_folder_with_the_same_results(tmp_path, trained):
+    run_dir, _ = trained("lstm")
+    cli("export", run_dir, "-o", tmp_path / "export", check=0)
     for args in (
         ["eval", "--json"],
         ["eval", "--split", "valid", "--json"],
         ["sample", "--greedy", "--length", "80", "--prompt", "He said"],
     ):
-        ran = [charlm(args[0], where, *args[1:], check=0).stdout for where in (run_dir, tmp_path / "export")]
+        ran = [cli(args[0], where, *args[1:], check=0).stdout for where in (run_dir, tmp_path / "export")]
         assert ran[0] == ran[1]
     card = (tmp_path / "export" / "README.md").read_text(encoding="utf-8")
     assert "test BPC" in card and "charlm.load_exported" in card
 
 
-def test_loading_imports_no_training_code(tmp_path, files):
-    run_dir = train_tiny(tmp_path, files, "lstm", ["model.num_layers=1"])
-    export_run(run_dir, "safetensors", tmp_path / "export")
+@pytest.mark.e2e
+def test_loading_imports_no_training_code(tmp_path, tiny_run):
+    """A fresh interpreter's imports are the point: a process of its own (e2e)."""
+    export_run(tiny_run, "safetensors", tmp_path / "export")
     code = (
         "import sys, charlm; m = charlm.load_exported(sys.argv[1]); "
         "print(m.model.num_parameters(), sorted(n for n in sys.modules if n.startswith('charlm.training')))"
@@ -103,8 +115,8 @@ DAMAGE = {
 
 
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
-def test_a_damaged_export_is_refused_with_one_line(tmp_path, files, damage):
-    run_dir = train_tiny(tmp_path, files, "lstm", cell_overrides("lstm"))
+def test_a_damaged_export_is_refused_with_one_line(tmp_path, trained, damage):
+    run_dir, files = trained("lstm")
     export_run(run_dir, "safetensors", tmp_path / "export")
     name, change, message = DAMAGE[damage]
     path = tmp_path / "export" / name
@@ -114,16 +126,16 @@ def test_a_damaged_export_is_refused_with_one_line(tmp_path, files, damage):
         message = "holds no checkpoint"
     else:
         path.write_bytes(change(path.read_bytes()))
-    proc = charlm("eval", tmp_path / "export", "--text", files["test"], check=1)
+    proc = cli("eval", tmp_path / "export", "--text", files["test"], check=1)
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
-def test_export_never_writes_into_a_folder_with_other_files(tmp_path, files):
-    run_dir = train_tiny(tmp_path, files, "lstm", ["model.num_layers=1"])
+def test_export_never_writes_into_a_folder_with_other_files(tmp_path, tiny_run):
+    run_dir = copy_run(tiny_run, tmp_path)
     before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
-    assert "other files in it" in charlm("export", run_dir, "-o", run_dir, check=1).stderr
-    assert "is a file" in charlm("export", run_dir, "-o", run_dir / "best.pt", check=1).stderr
+    assert "other files in it" in cli("export", run_dir, "-o", run_dir, check=1).stderr
+    assert "is a file" in cli("export", run_dir, "-o", run_dir / "best.pt", check=1).stderr
     assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
-    charlm("export", run_dir, "-o", tmp_path / "out", check=0)
-    charlm("export", run_dir, "-o", tmp_path / "out", check=0)  # an earlier export is replaced
-    assert "--weights averaged" in charlm("eval", tmp_path / "out", "--weights", "averaged", check=1).stderr
+    cli("export", run_dir, "-o", tmp_path / "out", check=0)
+    cli("export", run_dir, "-o", tmp_path / "out", check=0)  # an earlier export is replaced
+    assert "--weights averaged" in cli("eval", tmp_path / "out", "--weights", "averaged", check=1).stderr

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import runpy
 import shutil
-import subprocess
 import sys
 
 import numpy as np
@@ -25,7 +25,7 @@ from charlm.viz.labels import token_labels
 from charlm.viz.page import unpack
 from charlm.viz.properties import correlations, text_properties
 from charlm.viz.quantize import dequantize, quantize
-from tests.conftest import REPO, charlm
+from tests.conftest import REPO, cli
 from tests.viz_pages import (
     activations,
     cell_overrides,
@@ -37,9 +37,23 @@ from tests.viz_pages import (
 ALL_CELLS = sorted(all_cells())
 
 
-@pytest.fixture
-def viz_files(tmp_path):
-    return write_viz_corpus(tmp_path)
+@pytest.fixture(scope="module")
+def viz_files(tmp_path_factory):
+    return write_viz_corpus(tmp_path_factory.mktemp("viz-corpus"))
+
+
+@pytest.fixture(scope="module")
+def trained(viz_files):
+    """`trained(name)`: a tiny run of RUNS[name] on the viz corpus, trained once for the module
+    and shared read-only (no test changes a run directory)."""
+    made = {}
+
+    def get(name):
+        if name not in made:
+            made[name] = train_tiny(viz_files["train"].parent, viz_files, name, RUNS[name])
+        return made[name]
+
+    return get
 
 
 def model_states(trained, span: torch.Tensor):
@@ -78,9 +92,14 @@ CASES = [(cell, cell_overrides(cell)) for cell in ALL_CELLS] + [
 ]
 
 
-@pytest.mark.parametrize("cell, overrides", CASES, ids=[c for c in ALL_CELLS] + ["lstm-layered", "gru-layered"])
-def test_the_page_holds_the_models_surprisal_guesses_and_states(tmp_path, viz_files, cell, overrides):
-    run_dir = train_tiny(tmp_path, viz_files, cell, overrides)
+IDS = [c for c in ALL_CELLS] + ["lstm-layered", "gru-layered"]
+# The runs the tests share: every case above by its id, and a one-layer LSTM.
+RUNS = {name: overrides for name, (_, overrides) in zip(IDS, CASES)} | {"one-layer": ["model.num_layers=1"]}
+
+
+@pytest.mark.parametrize("cell, overrides", CASES, ids=IDS)
+def test_the_page_holds_the_models_surprisal_guesses_and_states(tmp_path, trained, cell, overrides):
+    run_dir = trained(IDS[CASES.index((cell, overrides))])
     page = visualize_run(run_dir, tmp_path / "page.html", chars=300, bits=8)
     meta, blob = read_page(page.path)
     trained = load_trained(run_dir)
@@ -126,22 +145,22 @@ def test_the_page_holds_the_models_surprisal_guesses_and_states(tmp_path, viz_fi
         assert (np.abs(drawn[units] - series.numpy().T) <= half_step[units, None]).all()
 
 
-def test_the_page_bpc_equals_charlm_eval_of_the_same_span(tmp_path, viz_files):
-    run_dir = train_tiny(tmp_path, viz_files, "lstm", cell_overrides("lstm"))
+def test_the_page_bpc_equals_charlm_eval_of_the_same_span(tmp_path, viz_files, trained):
+    run_dir = trained("lstm")
     span_file = tmp_path / "span.txt"
     span_file.write_text(viz_files["valid"].read_text(encoding="utf-8")[:700], encoding="utf-8")
-    shown = charlm("viz", run_dir, "--text", span_file, "--chars", "700", "-o", tmp_path / "p.html", check=0)
-    scored = json.loads(charlm("eval", run_dir, "--text", span_file, "--json", check=0).stdout)
+    shown = cli("viz", run_dir, "--text", span_file, "--chars", "700", "-o", tmp_path / "p.html", check=0)
+    scored = json.loads(cli("eval", run_dir, "--text", span_file, "--json", check=0).stdout)
     meta, blob = read_page(tmp_path / "p.html")
     assert meta["bpc"] == pytest.approx(scored["bpc"], abs=1e-5)
     assert f"{scored['bpc']:.4f} bpc" in shown.stdout
     assert "follows quote:" in shown.stdout and "follows line_position:" in shown.stdout
 
 
-def test_context_before_the_span_is_read_first(tmp_path, viz_files):
+def test_context_before_the_span_is_read_first(tmp_path, trained):
     """From --start K, the first shown character is predicted from the --context before it, as
     a window over context and span would predict it."""
-    run_dir = train_tiny(tmp_path, viz_files, "gru", cell_overrides("gru"))
+    run_dir = trained("gru")
     visualize_run(run_dir, tmp_path / "page.html", chars=50, start=200, context=120)
     meta, blob = read_page(tmp_path / "page.html")
     trained = load_trained(run_dir)
@@ -253,8 +272,8 @@ def test_quantised_values_are_within_half_a_step(bits, values):
         (["--text", "LATIN1"], "is not valid UTF-8: byte offset 3"),
     ],
 )
-def test_bad_options_are_refused_with_one_line_and_nothing_is_overwritten(tmp_path, one_layer_run, args, message):
-    run_dir, files = one_layer_run
+def test_bad_options_are_refused_with_one_line_and_nothing_is_overwritten(tmp_path, trained, viz_files, args, message):
+    run_dir, files = trained("one-layer"), viz_files
     names = {
         "SPAN": files["valid"],
         "MISSING": tmp_path / "missing.txt",
@@ -275,18 +294,10 @@ def test_bad_options_are_refused_with_one_line_and_nothing_is_overwritten(tmp_pa
     before = file_contents(run_dir, tmp_path)
     if "-o" not in args:
         args += ["-o", str(tmp_path / "page.html")]
-    proc = charlm("viz", run_dir, *args, check=1)
+    proc = cli("viz", run_dir, *args, check=1)
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert file_contents(run_dir, tmp_path) == before
     assert not (tmp_path / "page.html").exists()
-
-
-@pytest.fixture(scope="module")
-def one_layer_run(tmp_path_factory):
-    """One tiny trained run that the bad-option cases share (none of them may change it)."""
-    folder = tmp_path_factory.mktemp("viz-bad-options")
-    files = write_viz_corpus(folder)
-    return train_tiny(folder, files, "lstm", ["model.num_layers=1"]), files
 
 
 def resolve(arg: str, names: dict) -> str:
@@ -300,8 +311,8 @@ def file_contents(run_dir, folder) -> dict:
     return {p.name: p.read_bytes() for p in [*run_dir.iterdir(), *folder.glob("*.html")] if p.is_file()}
 
 
-def test_a_page_is_replaced_by_a_new_one(tmp_path, viz_files):
-    run_dir = train_tiny(tmp_path, viz_files, "rnn", cell_overrides("rnn_tanh", 1))
+def test_a_page_is_replaced_by_a_new_one(tmp_path, trained):
+    run_dir = trained("rnn_tanh")
     out = tmp_path / "page.html"
     visualize_run(run_dir, out, chars=100)
     visualize_run(run_dir, out, chars=120)
@@ -318,8 +329,8 @@ def test_text_that_looks_like_markup_stays_text(tmp_path):
     assert (tmp_path / "page.html").read_text(encoding="utf-8").count("</script>") == 3  # the page's own three
 
 
-def test_a_long_context_is_read_in_chunks_with_the_same_result(tmp_path, viz_files, monkeypatch):
-    run_dir = train_tiny(tmp_path, viz_files, "lstm", cell_overrides("lstm"))
+def test_a_long_context_is_read_in_chunks_with_the_same_result(tmp_path, trained, monkeypatch):
+    run_dir = trained("lstm")
     visualize_run(run_dir, tmp_path / "whole.html", chars=40, start=300, context=300)
     monkeypatch.setattr("charlm.viz.trace.CONTEXT_CHUNK", 7)
     visualize_run(run_dir, tmp_path / "chunked.html", chars=40, start=300, context=300)
@@ -327,15 +338,15 @@ def test_a_long_context_is_read_in_chunks_with_the_same_result(tmp_path, viz_fil
     np.testing.assert_allclose(chunked, whole, atol=1e-5)
 
 
-def test_an_output_that_is_not_a_file_is_refused(tmp_path, viz_files):
-    run_dir = train_tiny(tmp_path, viz_files, "lstm", ["model.num_layers=1"])
+def test_an_output_that_is_not_a_file_is_refused(tmp_path, trained):
+    run_dir = trained("one-layer")
     os.mkfifo(tmp_path / "fifo")
-    proc = charlm("viz", run_dir, "-o", tmp_path / "fifo", check=1)
+    proc = cli("viz", run_dir, "-o", tmp_path / "fifo", check=1)
     assert "is not a regular file" in proc.stderr
 
 
-def test_a_model_whose_values_overflow_is_refused(tmp_path, viz_files, monkeypatch):
-    run_dir = train_tiny(tmp_path, viz_files, "lstm", ["model.num_layers=1"])
+def test_a_model_whose_values_overflow_is_refused(tmp_path, trained, monkeypatch):
+    run_dir = trained("one-layer")
     trained = load_trained(run_dir)
     with torch.no_grad():
         trained.model.decoder.weight.fill_(3e38)  # finite weights whose logits are not
@@ -345,10 +356,10 @@ def test_a_model_whose_values_overflow_is_refused(tmp_path, viz_files, monkeypat
     assert not (tmp_path / "page.html").exists()
 
 
-def test_a_lone_surrogate_in_a_label_is_written_as_its_escape(tmp_path, viz_files, monkeypatch):
+def test_a_lone_surrogate_in_a_label_is_written_as_its_escape(tmp_path, trained, monkeypatch):
     import charlm.viz.build as build
 
-    run_dir = train_tiny(tmp_path, viz_files, "lstm", ["model.num_layers=1"])
+    run_dir = trained("one-layer")
     real = build.token_labels
     monkeypatch.setattr(build, "token_labels", lambda *a: ["\ud800", *real(*a)[1:]])
     visualize_run(run_dir, tmp_path / "page.html", chars=50)
@@ -356,24 +367,21 @@ def test_a_lone_surrogate_in_a_label_is_written_as_its_escape(tmp_path, viz_file
     assert meta["labels"][0] == "\ud800"
 
 
-def test_the_size_benchmark_prints_its_table(tmp_path, viz_files):
-    run_dir = train_tiny(tmp_path, viz_files, "lstm", ["model.num_layers=1"])
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "viz_size.py"), str(run_dir), "--chars", "100", "--bits", "2", "8"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    rows = [line.split() for line in proc.stdout.splitlines()[1:3]]
+def test_the_size_benchmark_prints_its_table(trained, monkeypatch, capsys):
+    run_dir = trained("one-layer")
+    script = REPO / "benchmarks" / "viz_size.py"
+    monkeypatch.setattr(sys, "argv", [str(script), str(run_dir), "--chars", "100", "--bits", "2", "8"])
+    runpy.run_path(str(script), run_name="__main__")  # in this process: the script, not a process, is tested
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines()[1:3]]
     assert [r[0] for r in rows] == ["2", "8"] and float(rows[0][1]) <= float(rows[1][1])
-    assert "100 characters" in proc.stdout
+    assert "100 characters" in out
 
 
-def test_the_properties_start_from_the_text_before_the_span(tmp_path, viz_files):
+def test_the_properties_start_from_the_text_before_the_span(tmp_path, viz_files, trained):
     """From a --start inside a quotation, inside a line, the span's first characters are inside
     the quote, at their column: the context sets the properties' state."""
-    run_dir = train_tiny(tmp_path, viz_files, "lstm", ["model.num_layers=1"])
+    run_dir = trained("one-layer")
     text = viz_files["valid"].read_text(encoding="utf-8")
     start = text.index('"stop') + 3  # inside the first quotation, column 11
     visualize_run(run_dir, tmp_path / "page.html", text=viz_files["valid"], start=start, chars=20, context=50)
@@ -385,8 +393,8 @@ def test_the_properties_start_from_the_text_before_the_span(tmp_path, viz_files)
     assert props[names.index("parens")][3:8].tolist() == [1.0] * 5
 
 
-def test_a_text_file_is_read_only_as_far_as_the_span(tmp_path, viz_files):
-    run_dir = train_tiny(tmp_path, viz_files, "lstm", ["model.num_layers=1"])
+def test_a_text_file_is_read_only_as_far_as_the_span(tmp_path, viz_files, trained):
+    run_dir = trained("one-layer")
     big = tmp_path / "big.txt"
     big.write_text(viz_files["valid"].read_text(encoding="utf-8") * 400, encoding="utf-8")  # ~1.3 MB
     visualize_run(run_dir, tmp_path / "page.html", text=big, start=1000, chars=200)
