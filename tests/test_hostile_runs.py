@@ -1,15 +1,18 @@
 """Issue 13, run directories and data: empty inputs, unwritable places, the verified PTB cache,
 damaged runs in a listing, failed writes, a second trainer, messages naming None, runs that travel.
 
-Kills, locks and file-size limits are real subprocesses; a non-root user (for read-only
-directories) is simulated with `setpriv` where the tests run as root.
+The CLI runs in-process (cli()) on the session's tiny run; a file-size limit is this process's own
+for one command. Real processes (e2e) where the process is the point: a paused second trainer, and
+a non-root user (for read-only directories) simulated with `setpriv` where the tests run as root.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -18,7 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import charlm, run, tiny_text_config, write_config
+from conftest import charlm, cli, copy_run, run, tiny_text_config, write_config, write_text_corpus
 
 from charlm.errors import DataError, TrainingError
 from charlm.runs.listing import describe_run, find_runs
@@ -49,22 +52,35 @@ def open_to_all(folder: Path) -> None:
         path.chmod(0o755 if path.is_dir() else 0o644)
 
 
+@pytest.fixture(scope="module")
+def corpus_run(tmp_path_factory):
+    """A finished tiny run (2 steps) with a corpus of its own, for the tests that change or move
+    its corpus files (each puts them back: see `own_corpus`)."""
+    root = tmp_path_factory.mktemp("corpus_run")
+    files = write_text_corpus(root)
+    run(root, files, max_steps=2, eval_every=2)
+    return root / "run", files
+
+
 @pytest.fixture
-def trained(tmp_path, text_files):
-    """A finished tiny text run at tmp_path/run."""
-    run(tmp_path, text_files, max_steps=10, eval_every=10)
-    return tmp_path / "run"
+def own_corpus(corpus_run):
+    """corpus_run's run and corpus files, the files restored after the test whatever it did to them."""
+    trained, files = corpus_run
+    saved = {path: path.read_bytes() for path in files.values()}
+    yield trained, dict(files)
+    for path, data in saved.items():
+        path.write_bytes(data)
 
 
 # -- 5: empty inputs -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("content, said", [(None, "is empty"), (b"", "is empty"), (b"t", "has 1 character")])
-def test_eval_of_an_empty_or_one_character_file_says_so(trained, tmp_path, content, said):
+def test_eval_of_an_empty_or_one_character_file_says_so(tiny_run, tmp_path, content, said):
     path = Path("/dev/null") if content is None else tmp_path / "small.txt"
     if content is not None:
         path.write_bytes(content)
-    proc = charlm("eval", trained, "--text", path, check=1)
+    proc = cli("eval", tiny_run, "--text", path, check=1)
     assert f"{path} {said}; scoring needs at least 2 characters" in proc.stderr
 
 
@@ -82,20 +98,22 @@ def test_a_run_directory_where_files_cannot_be_created_is_refused_at_the_lock(tm
         RunDir(tmp_path).lock()
 
 
-def test_a_lock_that_is_a_directory_is_refused_before_resume_touches_anything(trained, tmp_path):
+def test_a_lock_that_is_a_directory_is_refused_before_resume_touches_anything(tiny_run, tmp_path):
+    trained = Path(shutil.copytree(tiny_run, tmp_path / "run"))  # .lock included, as a trainer leaves it
     stray = trained / ".last.pt.abc123.tmp"
     stray.write_bytes(b"a save in progress")
     (trained / ".lock").unlink()
     (trained / ".lock").mkdir()
     before = sorted(p.name for p in trained.iterdir())
-    proc = charlm("train", "--config", trained / "config.yaml", "--out-dir", trained, "--resume", check=1)
+    proc = cli("train", "--config", trained / "config.yaml", "--out-dir", trained, "--resume", check=1)
     assert f"cannot open {trained / '.lock'}" in proc.stderr
     assert stray.exists() and sorted(p.name for p in trained.iterdir()) == before
 
 
+@pytest.mark.e2e  # another user: a process of its own
 @as_nobody
-def test_a_read_only_run_directory_is_refused_with_its_path_and_no_traceback(trained, public):
-    trained = Path(shutil.copytree(trained, public / "run"))
+def test_a_read_only_run_directory_is_refused_with_its_path_and_no_traceback(tiny_run, public):
+    trained = Path(shutil.copytree(tiny_run, public / "run"))
     stray = trained / ".last.pt.abc123.tmp"
     stray.write_bytes(b"a save in progress")
     open_to_all(public)
@@ -123,6 +141,7 @@ def test_a_read_only_run_directory_is_refused_with_its_path_and_no_traceback(tra
     assert stray.exists()
 
 
+@pytest.mark.e2e  # a trainer paused by SIGSTOP mid-save, and a second process
 def test_a_second_trainer_leaves_a_paused_trainers_save_alone(tmp_path, text_files):
     config = write_config(tmp_path / "c.yaml", tiny_text_config(text_files, max_steps=30, eval_every=10))
     out = tmp_path / "r"
@@ -217,11 +236,11 @@ DAMAGE = {
 }
 
 
-def test_runs_lists_the_good_runs_and_marks_each_damaged_one(trained, tmp_path):
+def test_runs_lists_the_good_runs_and_marks_each_damaged_one(tiny_run, tmp_path):
     base = tmp_path / "runs"
-    shutil.copytree(trained, base / "good")
+    shutil.copytree(tiny_run, base / "good")
     for name, damage in DAMAGE.items():
-        shutil.copytree(trained, base / name)
+        shutil.copytree(tiny_run, base / name)
         damage(base / name)
     rows = {row.name: row for row in (describe_run(p, base) for p in find_runs([base]))}
     assert set(rows) == {"good", *DAMAGE}
@@ -240,15 +259,16 @@ def test_runs_lists_the_good_runs_and_marks_each_damaged_one(trained, tmp_path):
     assert rows["summary-fields"].status == "unreadable (status)" and rows["summary-fields"].parameters is None
     for name in ("metrics-garbage", "metrics-huge-line", "metrics-deep", "metrics-fields"):
         assert rows[name].status == "finished", name  # the foreign lines are skipped
-    listed = charlm("runs", base, "--json", check=0)
+    listed = cli("runs", base, "--json", check=0)
     assert {r["name"]: r["status"] for r in json.loads(listed.stdout)}["good"] == "finished"
 
 
+@pytest.mark.e2e  # another user: a process of its own
 @as_nobody
-def test_runs_marks_a_run_it_may_not_read(trained, public):
+def test_runs_marks_a_run_it_may_not_read(tiny_run, public):
     base = public / "runs"
-    shutil.copytree(trained, base / "good")
-    shutil.copytree(trained, base / "private")
+    shutil.copytree(tiny_run, base / "good")
+    shutil.copytree(tiny_run, base / "private")
     open_to_all(public)
     (base / "private").chmod(0o700)
     proc = subprocess.run(
@@ -266,24 +286,25 @@ def test_runs_marks_a_run_it_may_not_read(trained, public):
 # -- 10: every write atomic; a failed one is a clear error ---------------------------------------------
 
 
-def test_a_file_size_limit_during_resume_leaves_config_yaml_whole(trained):
+@contextlib.contextmanager
+def file_size_limit(limit: int):
+    """Writes past `limit` bytes fail with EFBIG in this process (SIGXFSZ ignored) for the block,
+    as under `ulimit -f`."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() then fails with EFBIG instead
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))  # the soft limit only: raised back below
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+def test_a_file_size_limit_during_resume_leaves_config_yaml_whole(tiny_run, tmp_path):
+    trained = copy_run(tiny_run, tmp_path)  # 20 steps: resumed to 30 below
     before = (trained / "config.yaml").read_bytes()
     assert len(before) > 1024  # larger than the limit below
-    cmd = (
-        f"ulimit -f 1; exec {sys.executable} -m charlm train --config {trained / 'config.yaml'} "
-        f"--out-dir {trained} --resume --set train.max_steps=20"
-    )
-    proc = subprocess.run(
-        ["bash", "-c", cmd], capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
-    )
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert (
-        f"could not write {trained / 'config.yaml'}: File too large; raise the file-size limit (ulimit -f)"
-        in proc.stderr
-    )
-    assert (trained / "config.yaml").read_bytes() == before
-    assert not list(trained.glob(".*.tmp"))
-    charlm(
+    resume = (
         "train",
         "--config",
         trained / "config.yaml",
@@ -291,14 +312,23 @@ def test_a_file_size_limit_during_resume_leaves_config_yaml_whole(trained):
         trained,
         "--resume",
         "--set",
-        "train.max_steps=20",
-        check=0,
-    )  # nothing was lost
+        "train.max_steps=30",
+    )
+    with file_size_limit(1024):  # ulimit -f 1
+        proc = cli(*resume)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert (
+        f"could not write {trained / 'config.yaml'}: File too large; raise the file-size limit (ulimit -f)"
+        in proc.stderr
+    )
+    assert (trained / "config.yaml").read_bytes() == before
+    assert not list(trained.glob(".*.tmp"))
+    cli(*resume, check=0)  # nothing was lost
 
 
-def test_published_files_keep_the_mode_a_plain_write_would_give(trained):
+def test_published_files_keep_the_mode_a_plain_write_would_give(tiny_run):
     for name in ("config.yaml", "summary.json", "last.pt", "last.pt.sha256"):
-        assert (trained / name).stat().st_mode & 0o777 == 0o666 & ~_umask(), name
+        assert (tiny_run / name).stat().st_mode & 0o777 == 0o666 & ~_umask(), name
 
 
 def _umask() -> int:
@@ -307,35 +337,37 @@ def _umask() -> int:
     return mask
 
 
-def test_a_plot_that_cannot_be_written_is_a_clear_error(trained, tmp_path):
+def test_a_plot_that_cannot_be_written_is_a_clear_error(tiny_run, tmp_path):
     (tmp_path / "file").write_text("x")
-    proc = charlm("plot", trained, "-o", tmp_path / "file" / "p.png", check=1)
+    proc = cli("plot", tiny_run, "-o", tmp_path / "file" / "p.png", check=1)
     assert f"could not write {tmp_path / 'file' / 'p.png'}" in proc.stderr
 
 
 # -- 12 and 13: messages name the file; a run that travels --------------------------------------------
 
 
-def test_a_changed_text_corpus_is_named_not_none(trained, text_files):
+def test_a_changed_text_corpus_is_named_not_none(own_corpus):
+    trained, text_files = own_corpus
     text_files["train"].write_text("only these letters\n" * 50, encoding="utf-8")
-    proc = charlm("eval", trained, check=1)
+    proc = cli("eval", trained, check=1)
     assert f"the corpus read from {text_files['train']} has another vocabulary" in proc.stderr
     assert "None" not in proc.stderr
 
 
-def test_a_text_run_whose_files_moved_names_the_missing_file_and_takes_data_root(trained, tmp_path, text_files):
+def test_a_text_run_whose_files_moved_names_the_missing_file_and_takes_data_root(own_corpus, tmp_path):
+    trained, text_files = own_corpus
     moved = tmp_path / "elsewhere"
     moved.mkdir()
     for path in text_files.values():
-        path.rename(moved / path.name)
-    proc = charlm("eval", trained, check=1)
+        shutil.move(path, moved / path.name)
+    proc = cli("eval", trained, check=1)
     assert f"the run's corpus file {text_files['train']} (data.train) is missing on this machine" in proc.stderr
     assert "--text FILE" in proc.stderr
-    found = charlm("eval", trained, "--data-root", moved, check=0)
+    found = cli("eval", trained, "--data-root", moved, check=0)
     assert f"corpus 'text' read from {moved} (--data-root)" in found.stderr and "bpc" in found.stdout
     assert (
         f"lacks the run's corpus file {tmp_path / 'train.txt'}"
-        in charlm("eval", trained, "--data-root", tmp_path, check=1).stderr
+        in cli("eval", trained, "--data-root", tmp_path, check=1).stderr
     )
 
 
