@@ -72,7 +72,8 @@ def ema_run(tmp_path_factory):
     """A tiny run that keeps an exponential moving average of its weights (ema_decay 0.9), shared
     read-only: copy it before changing it."""
     root = tmp_path_factory.mktemp("ema")
-    cfg = write_config(root / "c.yaml", tiny_text_config(write_text_corpus(root), average="ema", ema_decay=0.9))
+    config = tiny_text_config(write_text_corpus(root), average="ema", ema_decay=0.9, threads=1)
+    cfg = write_config(root / "c.yaml", config)
     cli("train", "--config", cfg, "--out-dir", root / "r", check=0)
     return root / "r"
 
