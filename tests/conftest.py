@@ -52,6 +52,15 @@ def data_root_for_tests(tmp_path_factory):
     yield
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Tests train 16-unit models, where PyTorch's second thread costs more in waiting than it
+    computes (a tiny AWD run took 105 s on 2 threads of a busy machine, 4 s on one). The
+    processes `charlm()` starts get OMP_NUM_THREADS=1 for the same reason."""
+    torch.set_num_threads(1)
+    yield
+
+
 @pytest.fixture(scope="session")
 def shared_ptb() -> Path:
     if not (SHARED_PTB / "ptb.train.txt").is_file():
