@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import errno
 import json
-import subprocess
 import sys
 
 import numpy as np
@@ -18,7 +17,7 @@ from charlm.errors import CharlmError
 from charlm.export import export_run
 from charlm.inference.trained import load_trained
 from charlm.models.cells import all_cells
-from tests.conftest import charlm
+from tests.conftest import cli
 from tests.viz_pages import VIZ_TEXT, cell_overrides, train_tiny, write_viz_corpus
 
 ort = pytest.importorskip("onnxruntime")
@@ -106,7 +105,7 @@ def test_onnx_runtime_computes_the_same_logits_with_the_state_carried(exported, 
 def test_greedy_text_from_step_onnx_is_charlm_samples(exported, case):
     run_dir, folder = exported(case)
     prompt, length = "He said", 200
-    expected = charlm("sample", run_dir, "--greedy", "--length", length, "--prompt", prompt, check=0).stdout
+    expected = cli("sample", run_dir, "--greedy", "--length", length, "--prompt", prompt, check=0).stdout
     vocab = json.loads((folder / "vocab.json").read_text())
     step = Graph(folder, "step.onnx")
     state = step.zeros()
@@ -162,30 +161,20 @@ def test_several_rows_and_any_state_give_pytorchs_logits_and_state(exported, cas
 
 def test_another_formats_folder_is_not_overwritten(exported, tmp_path):
     run_dir, folder = exported("lstm")
-    charlm("export", run_dir, "--format", "onnx", "-o", folder, check=0)  # its own earlier export: replaced
-    charlm("export", run_dir, "-o", tmp_path / "st", check=0)
+    cli("export", run_dir, "--format", "onnx", "-o", folder, check=0)  # its own earlier export: replaced
+    cli("export", run_dir, "-o", tmp_path / "st", check=0)
     before = sorted(p.name for p in (tmp_path / "st").iterdir())
-    proc = charlm("export", run_dir, "--format", "onnx", "-o", tmp_path / "st", check=1)
+    proc = cli("export", run_dir, "--format", "onnx", "-o", tmp_path / "st", check=1)
     assert "holds an export in format safetensors" in proc.stderr
     assert sorted(p.name for p in (tmp_path / "st").iterdir()) == before
-    assert "a format charlm does not run" in charlm("eval", folder, check=1).stderr
+    assert "a format charlm does not run" in cli("eval", folder, check=1).stderr
 
 
-def test_without_onnx_installed_the_error_names_the_extra(exported, tmp_path):
+def test_without_onnx_installed_the_error_names_the_extra(exported, tmp_path, monkeypatch):
     run_dir, _ = exported("lstm")
-    code = (
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] == 'onnx': raise ImportError('no onnx here')\n"
-        "sys.meta_path.insert(0, Block())\n"
-        "from charlm.cli import main\n"
-        "sys.argv = ['charlm', 'export', sys.argv[1], '--format', 'onnx', '-o', sys.argv[2]]\n"
-        "main()\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code, str(run_dir), str(tmp_path / "out")], capture_output=True, text=True
-    )
+    for name in [n for n in sys.modules if n.split(".")[0] == "onnx"] + ["onnx"]:
+        monkeypatch.setitem(sys.modules, name, None)  # None in sys.modules: `import onnx` raises ImportError
+    proc = cli("export", run_dir, "--format", "onnx", "-o", tmp_path / "out")
     assert proc.returncode == 1 and 'pip install "charlm[onnx]"' in proc.stderr, proc.stderr
     assert not (tmp_path / "out").exists()  # a refused export leaves no folder behind
 
@@ -194,7 +183,7 @@ def test_an_unknown_format_is_refused_before_anything_is_made(exported, tmp_path
     run_dir, _ = exported("lstm")
     with pytest.raises(CharlmError, match="onnxx"):
         export_run(run_dir, "onnxx", tmp_path / "out")
-    proc = charlm("export", run_dir, "--format", "onnxx", "-o", tmp_path / "out", check=2)
+    proc = cli("export", run_dir, "--format", "onnxx", "-o", tmp_path / "out", check=2)
     assert "onnx" in proc.stderr and "safetensors" in proc.stderr
     assert not (tmp_path / "out").exists()
 

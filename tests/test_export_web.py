@@ -23,7 +23,7 @@ from charlm.models.cells import all_cells
 from charlm.reporting.base import SilentReporter
 from charlm.training.trainer import train
 from tests.browser import dump_url, find_chromium, http_server
-from tests.conftest import charlm, run, tiny_text_config, write_config
+from tests.conftest import cli, run, tiny_text_config, write_config
 from tests.viz_pages import cell_overrides, write_viz_corpus
 
 UTF8 = "caf\u00e9 na\u00efve \u2014 \u00fcber\n" * 20  # several bytes per character, for the byte model
@@ -50,9 +50,9 @@ LENGTH = 200
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    """One served folder for the module; `get(case)` trains the case's run (once) and exports it
-    as web into a sub-folder. Yields (get, base URL, the served folder)."""
+def exports(tmp_path_factory):
+    """`get(case)` trains the case's run (once for the module) and exports it as web into a
+    sub-folder of the site folder. Yields (get, the site folder)."""
     root = tmp_path_factory.mktemp("web")
     files = write_viz_corpus(root, extra=UTF8)
     made = {}
@@ -66,8 +66,16 @@ def site(tmp_path_factory):
         return made[case]
 
     (root / "site").mkdir()
-    with http_server(root / "site") as base:
-        yield get, base, root / "site"
+    return get, root / "site"
+
+
+@pytest.fixture(scope="module")
+def site(exports):
+    """The site folder served by `python -m http.server` (a real process: for the browser
+    tests). Yields (get, base URL, the served folder)."""
+    get, folder = exports
+    with http_server(folder) as base:
+        yield get, base, folder
 
 
 def greedy(run_dir, prompt: str, length: int = LENGTH) -> str:
@@ -100,43 +108,69 @@ def check_greedy(site, tmp_path, case):
     assert speed.attrs["data-chars"] == str(LENGTH) and float(speed.attrs["data-chars-per-second"]) >= 0
 
 
+@pytest.mark.e2e  # headless Chromium
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_greedy_text_in_the_page_is_charlm_samples(site, tmp_path, case):
     check_greedy(site, tmp_path, case)
 
 
 @pytest.mark.slow
+@pytest.mark.e2e  # headless Chromium
 @pytest.mark.parametrize("case", sorted(SLOW))
 def test_greedy_text_in_the_page_is_charlm_samples_for_more_layouts(site, tmp_path, case):
     check_greedy(site, tmp_path, case)
 
 
+@pytest.mark.e2e  # headless Chromium
 def test_the_page_continues_what_the_cli_prints(site, tmp_path):
     get, base, _ = site
     find_chromium()
-    printed = charlm("sample", get("lstm"), "--greedy", "--length", LENGTH, "--prompt", "He said", check=0).stdout
+    printed = cli("sample", get("lstm"), "--greedy", "--length", LENGTH, "--prompt", "He said", check=0).stdout
     dom, _ = page(f"{base}/lstm/index.html" + query(prompt="He said", length=LENGTH, greedy=1), tmp_path)
     assert printed == "He said" + dom.by_id("output").text + "\n"
 
 
-def test_ptb_readable_spaces_are_typed_and_shown_as_charlm_does(ptb_root, tmp_path):
-    find_chromium()
+@pytest.fixture(scope="module")
+def ptb_site(ptb_root, tmp_path_factory):
+    """A GRU trained 40 steps on PTB, exported as web into its site folder (once for the module).
+    The valid and test passes read PTB in 2,048 rows (seconds, not minutes; the weights do not
+    depend on it)."""
+    root = tmp_path_factory.mktemp("ptb-web")
     config = {
         "data": {"corpus": "ptb", "root": str(ptb_root)},
         "model": {"cell": "gru", "embedding_dim": 8, "hidden_size": 16, "num_layers": 1},
-        "train": {**tiny_text_config({})["train"], "max_steps": 40, "eval_every": 40, "lr": 0.03},
+        "train": {
+            **tiny_text_config({})["train"],
+            "max_steps": 40,
+            "eval_every": 40,
+            "lr": 0.03,
+            "eval_batch_size": 2048,
+            "test_batch_size": 2048,
+        },
     }
-    train(load_config(write_config(tmp_path / "ptb.yaml", config)), tmp_path / "ptb", SilentReporter())
-    export_run(tmp_path / "ptb", "web", tmp_path / "site" / "ptb")
-    record = json.loads((tmp_path / "site" / "ptb" / "model.json").read_text())
+    train(load_config(write_config(root / "ptb.yaml", config)), root / "ptb", SilentReporter())
+    export_run(root / "ptb", "web", root / "site" / "ptb")
+    return root / "ptb", root / "site"
+
+
+def test_ptb_readable_spaces_are_typed_and_shown_as_charlm_does(ptb_site):
+    _, folder = ptb_site
+    record = json.loads((folder / "ptb" / "model.json").read_text())
     assert record["vocab"]["shown"] == [["_", " "]] and [" ", "_"] in record["vocab"]["typed"]
+
+
+@pytest.mark.e2e  # headless Chromium
+def test_ptb_readable_spaces_are_typed_and_shown_in_the_page(ptb_site, tmp_path):
+    find_chromium()
+    run_dir, folder = ptb_site
     prompt = "the company said"
-    with http_server(tmp_path / "site") as base:
+    with http_server(folder) as base:
         dom, _ = page(f"{base}/ptb/index.html" + query(prompt=prompt, length=LENGTH, greedy=1), tmp_path)
-    expected = greedy(tmp_path / "ptb", prompt)
+    expected = greedy(run_dir, prompt)
     assert dom.by_id("output").text == expected and "_" not in expected
 
 
+@pytest.mark.e2e  # headless Chromium
 def test_from_disk_it_runs_where_the_browser_allows_and_says_what_to_do_where_not(site, tmp_path):
     get, _, folder = site
     find_chromium()
@@ -169,6 +203,7 @@ DAMAGE = {
 }
 
 
+@pytest.mark.e2e  # headless Chromium
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
 def test_damaged_files_are_an_error_on_the_page(site, tmp_path, damage):
     get, base, folder = site
@@ -183,6 +218,7 @@ def test_damaged_files_are_an_error_on_the_page(site, tmp_path, damage):
     assert body.attrs["data-ready"] == "false" and dom.by_id("output").text == ""
 
 
+@pytest.mark.e2e  # headless Chromium
 def test_seeded_sampling_repeats_and_bad_prompts_are_refused(site, tmp_path):
     get, base, _ = site
     find_chromium()
@@ -201,8 +237,8 @@ def test_seeded_sampling_repeats_and_bad_prompts_are_refused(site, tmp_path):
     )
 
 
-def test_the_folder_describes_every_tensor_and_charlm_does_not_sample_it(site):
-    get, _, folder = site
+def test_the_folder_describes_every_tensor_and_charlm_does_not_sample_it(exports):
+    get, folder = exports
     get("lstm-awd")
     out = folder / "lstm-awd"
     assert sorted(p.name for p in out.iterdir()) == [
@@ -232,8 +268,8 @@ def _count(shape):
     return n
 
 
-def test_a_cell_without_a_javascript_step_is_refused_and_leaves_no_folder(site, tmp_path, monkeypatch):
-    get, _, _ = site
+def test_a_cell_without_a_javascript_step_is_refused_and_leaves_no_folder(exports, tmp_path, monkeypatch):
+    get, _ = exports
     run_dir = get("gru")
     for cell in sorted(set(all_cells()) - set(FAMILIES)):  # every registered cell the page cannot run
         with pytest.raises(CharlmError, match=f"no JavaScript step for cell {cell}"):

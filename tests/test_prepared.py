@@ -38,7 +38,7 @@ from charlm.errors import DataError
 from tests.conftest import (
     REPO,
     SAMPLE_TEXT,
-    charlm,
+    cli,
     stop_and_resume,
     train_losses,
     write_config,
@@ -609,13 +609,13 @@ def test_a_file_that_is_not_utf8_trains_evaluates_and_samples_as_bytes(tmp_path)
         load_text(cfg_for(bad, tmp_path / "root"))
     config["data"]["unit"] = "byte"
     cfg_path = write_config(tmp_path / "byte.yaml", config)
-    charlm("train", "--config", cfg_path, "--out-dir", tmp_path / "run", check=0)
+    cli("train", "--config", cfg_path, "--out-dir", tmp_path / "run", check=0)
     assert [s for s, _ in train_losses(tmp_path / "run")] == [3, 6]
-    scored = charlm("eval", tmp_path / "run", "--split", "test", "--json", check=0)
+    scored = cli("eval", tmp_path / "run", "--split", "test", "--json", check=0)
     n = len(bad.read_bytes())
     cut2 = int(n * 0.8) + int(n * 0.1)
     assert json.loads(scored.stdout)["tokens"] == n - cut2 - 1  # every next-byte pair of the test part
-    sampled = charlm("sample", tmp_path / "run", "--length", "60", "--seed", "3", check=0)
+    sampled = cli("sample", tmp_path / "run", "--length", "60", "--seed", "3", check=0)
     assert len(sampled.stdout.strip()) > 0
 
 
@@ -758,6 +758,7 @@ def _loader(src: Path, root: Path) -> subprocess.Popen:
     )
 
 
+@pytest.mark.e2e  # two processes at once
 def test_two_processes_preparing_the_same_corpus_at_once_agree(tmp_path):
     src = tmp_path / "big.txt"
     generated_corpus(src, 3)
@@ -819,6 +820,7 @@ def test_a_load_survives_another_process_publishing_the_same_corpus(tmp_path, mo
     assert len(prepared_folders(Path(cfg.root))) == 1 and hidden_entries(Path(cfg.root)) == []
 
 
+@pytest.mark.e2e  # a SIGKILL to a process mid-preparation
 @pytest.mark.parametrize(
     "when",
     [

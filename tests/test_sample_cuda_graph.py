@@ -15,7 +15,7 @@ from charlm.inference import graphed_steps
 from charlm.inference.sample import generate
 from charlm.inference.sampling_steps import SamplingOptions, draw
 from charlm.models.charrnn import CharRNN
-from tests.conftest import charlm, run
+from tests.conftest import charlm, cli
 
 LOGGER = "charlm.inference.graphed_steps"
 
@@ -133,15 +133,23 @@ def test_without_cuda_the_real_capture_fails_cleanly(monkeypatch, caplog):
     assert torch.equal(tried, eager_text("lstm", OPTIONS[0]))
 
 
-def test_sample_takes_no_cuda_graphs(tmp_path, text_files):
-    run(tmp_path, text_files, max_steps=2)
+def test_sample_takes_no_cuda_graphs(tiny_run, caplog):
     texts = []
     for flag in ([], ["--no-cuda-graphs"]):
-        proc = charlm("-v", "sample", tmp_path / "run", "--length", "40", "--seed", "7", *flag, check=0)
-        texts.append(proc.stdout)
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger=LOGGER):
+            texts.append(cli("sample", tiny_run, "--length", "40", "--seed", "7", *flag, check=0).stdout)
+        reason = "turned off (--no-cuda-graphs)" if flag else "the model is on cpu, not a CUDA GPU"
+        assert f"sampling: eager steps, no CUDA graph: {reason}" in caplog.text
+    assert texts[0] == texts[1] and len(texts[0]) > 40
+
+
+@pytest.mark.e2e  # `charlm -v` logging is set up at the entry point's start: a process of its own
+def test_sample_v_prints_why_it_steps_eagerly(tiny_run):
+    for flag in ([], ["--no-cuda-graphs"]):
+        proc = charlm("-v", "sample", tiny_run, "--length", "40", "--seed", "7", *flag, check=0)
         reason = "turned off (--no-cuda-graphs)" if flag else "the model is on cpu, not a CUDA GPU"
         assert f"sampling: eager steps, no CUDA graph: {reason}" in proc.stderr
-    assert texts[0] == texts[1] and len(texts[0]) > 40
 
 
 @pytest.mark.gpu

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
+import runpy
 import sys
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from charlm.models.charrnn import CharRNN
 from charlm.models.scan import linear_scan, log_scan, positive, step
 from charlm.models.scan_stack import ScanStack
 from charlm.models.size import parameter_count
-from tests.conftest import charlm, stop_and_resume, tiny_text_config, write_config
+from tests.conftest import cli, stop_and_resume, tiny_text_config, write_config
 
 SCAN_CELLS = ["mingru", "minlstm"]
 
@@ -167,25 +166,20 @@ def test_train_eval_dynamic_and_sample_from_the_cli(tmp_path, text_files, cell):
     config = tiny_text_config(text_files, max_steps=12, eval_every=6)
     config["model"].update(cell=cell, num_layers=2)
     path = write_config(tmp_path / "c.yaml", config)
-    charlm("train", "--config", path, "--out-dir", tmp_path / "run", check=0)
-    static = charlm("eval", tmp_path / "run", "--split", "valid", check=0).stdout
-    dynamic = charlm("eval", tmp_path / "run", "--split", "valid", "--dynamic", check=0).stdout
+    cli("train", "--config", path, "--out-dir", tmp_path / "run", check=0)
+    static = cli("eval", tmp_path / "run", "--split", "valid", check=0).stdout
+    dynamic = cli("eval", tmp_path / "run", "--split", "valid", "--dynamic", check=0).stdout
     assert "bpc" in static and "bpc" in dynamic and static != dynamic
-    text = charlm("sample", tmp_path / "run", "--length", "40", "--seed", "3", check=0).stdout
-    again = charlm("sample", tmp_path / "run", "--length", "40", "--seed", "3", check=0).stdout
+    text = cli("sample", tmp_path / "run", "--length", "40", "--seed", "3", check=0).stdout
+    again = cli("sample", tmp_path / "run", "--length", "40", "--seed", "3", check=0).stdout
     assert text == again and len(text.strip()) > 0
 
 
-def test_the_scan_benchmark_prints_its_figures():
+def test_the_scan_benchmark_prints_its_figures(monkeypatch, capsys):
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "scan_speed.py"
-    proc = subprocess.run(
-        [sys.executable, str(script), "--batch", "2", "--positions", "8", "--units", "4", "--repeats", "1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
+    args = ["--batch", "2", "--positions", "8", "--units", "4", "--repeats", "1"]
+    monkeypatch.setattr(sys, "argv", [str(script), *args])
+    runpy.run_path(str(script), run_name="__main__")  # in this process: the script, not a process, is tested
+    lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines[1:]] == ["steps", "linear", "log"]
     assert all("x faster" in line and "max |h - steps|" in line for line in lines[2:])

@@ -11,7 +11,7 @@ import pytest
 from charlm.config import DataConfig, load_config
 from charlm.data.corpora import corpus_kind, load_corpus
 from charlm.errors import DownloadError
-from tests.conftest import REPO, charlm, write_config
+from tests.conftest import REPO, cli, write_config
 
 SHARED = Path(os.environ.get("CHARLM_SHAKESPEARE_SOURCE", REPO.parent / "shared" / "data" / "shakespeare"))
 
@@ -75,11 +75,11 @@ def test_train_eval_sample_on_tiny_shakespeare(shakespeare_root, tmp_path):
             },
         },
     )
-    trained = charlm("train", "--config", config, "--out-dir", tmp_path / "run", check=0)
+    trained = cli("train", "--config", config, "--out-dir", tmp_path / "run", check=0)
     assert "111,539 tokens" in trained.stderr  # the whole valid split, every prediction once
     assert (tmp_path / "run" / "best.pt").is_file()
-    assert "no test split" in charlm("eval", tmp_path / "run", check=1).stderr
-    sample = charlm("sample", tmp_path / "run", "--prompt", "ROMEO:", "--length", "20", "--seed", "1", check=0)
+    assert "no test split" in cli("eval", tmp_path / "run", check=1).stderr
+    sample = cli("sample", tmp_path / "run", "--prompt", "ROMEO:", "--length", "20", "--seed", "1", check=0)
     assert sample.stdout.startswith("ROMEO:") and len(sample.stdout) == 6 + 20 + 1
     shutil.rmtree(tmp_path / "run")
 
@@ -87,7 +87,7 @@ def test_train_eval_sample_on_tiny_shakespeare(shakespeare_root, tmp_path):
 def test_data_fetch_shakespeare_from_a_local_copy(tmp_path):
     if not (SHARED / "input.txt").is_file():
         pytest.skip("no local tiny-shakespeare copy")
-    fetched = charlm("data", "fetch", "shakespeare", "--source", SHARED, "--root", tmp_path, check=0)
+    fetched = cli("data", "fetch", "shakespeare", "--source", SHARED, "--root", tmp_path, check=0)
     assert f"fetched input.txt into {tmp_path / 'shakespeare'} (checksums verified)" in fetched.stdout
-    again = charlm("data", "fetch", "shakespeare", "--source", SHARED, "--root", tmp_path, check=0)
+    again = cli("data", "fetch", "shakespeare", "--source", SHARED, "--root", tmp_path, check=0)
     assert "already holds the shakespeare files" in again.stdout

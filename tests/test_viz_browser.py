@@ -20,6 +20,8 @@ from tests.viz_pages import (
     write_viz_corpus,
 )
 
+pytestmark = pytest.mark.e2e  # every test here runs headless Chromium
+
 
 @pytest.fixture(scope="module")
 def pages(tmp_path_factory):
