@@ -1,14 +1,24 @@
+import functools
 import json
 import math
 
+import pytest
 from typer.testing import CliRunner
 
+from charlm.bench import speed
 from charlm.bench.speed import BENCH_KEYS
 from charlm.cli import app
 from tests.conftest import tiny_text_config, write_config
 
 
-def test_bench_reports_every_figure(tmp_path, text_files):
+@pytest.fixture
+def short_samples(monkeypatch):
+    """Sampling figures from 50 characters once, not 1,000 five times: what is tested is that
+    every figure is reported, not its precision."""
+    monkeypatch.setattr(speed, "sample_speed", functools.partial(speed.sample_speed, length=50, repeats=1))
+
+
+def test_bench_reports_every_figure(tmp_path, text_files, short_samples):
     config = write_config(tmp_path / "tiny.yaml", tiny_text_config(text_files, threads=1))
     result = CliRunner().invoke(app, ["bench", "--config", str(config), "--steps", "2", "--json"])
     assert result.exit_code == 0, result.output
@@ -24,7 +34,7 @@ def test_bench_reports_every_figure(tmp_path, text_files):
     assert table.exit_code == 0 and "loop efficiency" in table.stdout
 
 
-def test_bench_measures_an_awd_model_without_a_reference_twin(tmp_path, text_files):
+def test_bench_measures_an_awd_model_without_a_reference_twin(tmp_path, text_files, short_samples):
     """Weight drop and per-layer modules have no reference-cell form: that figure is left out."""
     awd = {"num_layers": 2, "tie_weights": True, "dropout_hidden": 0.2, "weight_drop": 0.5}
     cfg = tiny_text_config(text_files, threads=1, variable_bptt=True)
