@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,14 +20,7 @@ from typer.testing import CliRunner
 from charlm.cli import app
 from charlm.config import SEED_MAX
 from charlm.errors import CharlmError, DownloadError
-from tests.conftest import REPO, charlm, run, write_text_corpus
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("hostile_cli")
-    run(folder, write_text_corpus(folder))
-    return folder / "run"
+from tests.conftest import REPO, SAMPLE_TEXT, charlm, run
 
 
 def invoke(*args) -> tuple[int, str]:
@@ -54,6 +46,7 @@ def test_the_largest_seed_samples(tiny_run):
     assert invoke("sample", tiny_run, "--seed", SEED_MAX, "--length", 5)[0] == 0
 
 
+@pytest.mark.e2e  # argv bytes reach Python at a process's start-up
 def test_a_prompt_of_undecodable_bytes_is_one_error_line(tiny_run):
     """`charlm sample RUN --prompt $'\\xff'` from a real shell: argv holds a byte that is not UTF-8."""
     args = [sys.executable.encode(), b"-m", b"charlm", b"sample", os.fsencode(tiny_run), b"--prompt", b"ab\xff"]
@@ -173,6 +166,7 @@ def test_known_endings_keep_their_meaning(monkeypatch, exc, code):
     assert result.exit_code == code and "internal error" not in result.output
 
 
+@pytest.mark.e2e  # the entry point's exit codes
 def test_known_classes_get_their_own_message_through_a_real_process(tiny_run, tmp_path):
     (tmp_path / "bad.yaml").write_text("train: {seed: -1}\n")
     assert (
@@ -183,6 +177,7 @@ def test_known_classes_get_their_own_message_through_a_real_process(tiny_run, tm
     assert "Usage:" in charlm("sample", tiny_run, "--top-k", "x", check=2).stderr
 
 
+@pytest.mark.e2e  # a closed stdout pipe
 def test_a_closed_pipe_ends_quietly(tiny_run):
     proc = subprocess.run(
         f"{sys.executable} -m charlm sample {tiny_run} --length 200000 | head -c 10",
@@ -250,6 +245,19 @@ def test_any_sample_options_end_cleanly(tiny_run, data, greedy):
     assert invoke(*args + (["--greedy"] if greedy else []))[0] in (0, 1, 2)
 
 
+@pytest.fixture(scope="module")
+def short_train_run(tmp_path_factory):
+    """A tiny run whose train split is 600 characters (valid and test as tiny_run's, 800): dynamic
+    evaluation's rms rule backpropagates through 200 segments of up to the whole train split, so a hostile
+    --dynamic-seq-len costs 200 x 600 characters here, not 200 x 5,880."""
+    root = tmp_path_factory.mktemp("short_train")
+    files = {"train": root / "train.txt", "valid": root / "valid.txt", "test": root / "test.txt"}
+    for path, text in zip(files.values(), (SAMPLE_TEXT[:600], SAMPLE_TEXT[:800], SAMPLE_TEXT[800:1600])):
+        path.write_text(text, encoding="utf-8")
+    run(root, files, max_steps=2, eval_every=2)
+    return root / "run"
+
+
 EVAL_USUAL = {
     "batch_size": st.none() | st.integers(1, 8),
     "dynamic_lr": st.none() | st.floats(1e-4, 1),
@@ -270,8 +278,8 @@ EVAL_HOSTILE = {
 
 @SOME
 @given(data=st.data(), dynamic=st.booleans())
-def test_any_eval_options_end_cleanly(tiny_run, data, dynamic):
+def test_any_eval_options_end_cleanly(short_train_run, data, dynamic):
     values = one_hostile(data, EVAL_USUAL, EVAL_HOSTILE)
     if not dynamic:
         values = {k: v for k, v in values.items() if not k.startswith("dynamic")}
-    assert invoke("eval", tiny_run, *(["--dynamic"] if dynamic else []), *options(**values))[0] in (0, 1, 2)
+    assert invoke("eval", short_train_run, *(["--dynamic"] if dynamic else []), *options(**values))[0] in (0, 1, 2)
