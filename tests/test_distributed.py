@@ -14,6 +14,8 @@ import torch
 from charlm.runs.checkpoint.file import load_checkpoint
 from tests.conftest import tiny_text_config, write_config
 
+pytestmark = pytest.mark.e2e  # torchrun: several processes
+
 KEYS = dict(batch_size=4, max_steps=24, eval_every=8, log_every=4, threads=1)
 
 

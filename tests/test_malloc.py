@@ -57,6 +57,7 @@ def churn(**env: str) -> dict:
     return json.loads(proc.stdout)
 
 
+@pytest.mark.e2e  # malloc settings at a process start
 @needs_glibc
 def test_reused_memory_is_not_faulted_in_again():
     reused, default = churn(), churn(CHARLM_MALLOC="default")
@@ -67,6 +68,7 @@ def test_reused_memory_is_not_faulted_in_again():
     assert reused["faults"] < default["faults"] / 20, (reused, default)
 
 
+@pytest.mark.e2e  # malloc settings at a process start
 @needs_glibc
 def test_the_users_own_malloc_settings_win():
     # A small mmap threshold of the user's own: charlm sets nothing, so the blocks are unmapped again.
@@ -83,6 +85,7 @@ def run_charlm(*args: str, **env: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.e2e  # the entry point, before any command
 def test_a_bad_charlm_malloc_is_one_red_line():
     proc = run_charlm("--version", CHARLM_MALLOC="sometimes")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
@@ -93,6 +96,7 @@ def test_a_bad_charlm_malloc_is_one_red_line():
     assert run_charlm("--version", CHARLM_MALLOC="DEFAULT").returncode == 0
 
 
+@pytest.mark.e2e  # malloc settings at a process start
 @needs_glibc
 def test_the_command_line_turns_it_on_before_the_command():
     code = (
@@ -159,6 +163,7 @@ def test_no_mallopt_symbol_is_a_no_op(monkeypatch):
     assert malloc.glibc_mallopt() is None
 
 
+@pytest.mark.e2e  # --malloc-ab measures child processes
 @needs_glibc
 def test_bench_malloc_ab_reports_both_variants(tmp_path, text_files):
     config = write_config(tmp_path / "tiny.yaml", tiny_text_config(text_files, threads=1))

@@ -1,7 +1,8 @@
 """Never lose a run: kills at every point of a save, signals at awkward moments, auto-resume.
 
-Every scenario drives a real `python -m charlm train` process; CHARLM_FAULT (charlm/faults.py)
-places the kill or signal at an exact point instead of racing a timer.
+Every scenario with a signal or a kill drives a real `python -m charlm train` process (e2e);
+CHARLM_FAULT (charlm/faults.py) places the kill or signal at an exact point instead of racing a
+timer. Pruning, which needs no signal, trains in-process.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 
 from charlm.runs.checkpoint.file import load_checkpoint
 from charlm.runs.rundir import RunDir
-from tests.conftest import tiny_text_config, write_config, write_text_corpus
+from tests.conftest import run, tiny_text_config, write_config, write_text_corpus
 
 TRAIN_KEYS = dict(max_steps=30, eval_every=10, log_every=5, threads=1)
 
@@ -63,11 +64,11 @@ def assert_same_as_reference(run_dir, reference):
 
 # Each save publishes step-N.pt, last.pt and (on a new best) best.pt, so the 4th and 5th visits
 # of a point fall inside the second save, at step 20 (the 6th too when step 20 is a new best,
-# as it is for this run).
+# as it is for this run). The first three run with -m e2e, the rest with -m slow (as before).
 KILL_POINTS = [
-    ("checkpoint.before_replace", 4),
-    ("checkpoint.after_replace", 5),
-    ("checkpoint.after_widen", 5),
+    pytest.param("checkpoint.before_replace", 4, marks=pytest.mark.e2e),
+    pytest.param("checkpoint.after_replace", 5, marks=pytest.mark.e2e),
+    pytest.param("checkpoint.after_widen", 5, marks=pytest.mark.e2e),
     pytest.param("checkpoint.after_widen", 4, marks=pytest.mark.slow),
     pytest.param("checkpoint.after_widen", 6, marks=pytest.mark.slow),
     pytest.param("checkpoint.before_replace", 5, marks=pytest.mark.slow),
@@ -107,6 +108,7 @@ def budgeted_reference(tmp_path_factory):
     return config, outcome(root / "run")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("fault", ["checkpoint.before_replace#11:sigkill", "train.step=37:sigkill"])
 def test_a_budgeted_run_killed_resumes_exactly_with_its_plan(tmp_path, budgeted_reference, fault):
     config, _ = budgeted_reference
@@ -119,6 +121,7 @@ def test_a_budgeted_run_killed_resumes_exactly_with_its_plan(tmp_path, budgeted_
     assert load_checkpoint(tmp_path / "run" / "last.pt")["budget"]["max_steps"] == 60
 
 
+@pytest.mark.e2e
 def test_sigterm_during_evaluation_saves_and_resumes_exactly(tmp_path, reference):
     config, _ = reference
     stopped = train_process(config, tmp_path / "run", fault="train.evaluate#2:sigterm")
@@ -128,6 +131,7 @@ def test_sigterm_during_evaluation_saves_and_resumes_exactly(tmp_path, reference
     assert_same_as_reference(tmp_path / "run", reference)
 
 
+@pytest.mark.e2e
 def test_sigint_mid_epoch_exits_130_and_resumes_exactly(tmp_path, reference):
     config, _ = reference
     stopped = train_process(config, tmp_path / "run", fault="train.step=17:sigint")
@@ -137,6 +141,7 @@ def test_sigint_mid_epoch_exits_130_and_resumes_exactly(tmp_path, reference):
     assert_same_as_reference(tmp_path / "run", reference)
 
 
+@pytest.mark.e2e
 def test_two_signals_50ms_apart_leave_one_good_checkpoint(tmp_path, text_files):
     config = write_config(
         tmp_path / "c.yaml", tiny_text_config(text_files, max_steps=100_000, eval_every=50, threads=1)
@@ -161,6 +166,7 @@ def test_two_signals_50ms_apart_leave_one_good_checkpoint(tmp_path, text_files):
     assert f"stopped by signal at step {step:,}" in err
 
 
+@pytest.mark.e2e
 def test_resume_auto_starts_fresh_then_continues(tmp_path, text_files):
     keys = dict(max_steps=20, eval_every=10, threads=1, resume="auto")
     config = write_config(tmp_path / "c.yaml", tiny_text_config(text_files, **keys))
@@ -173,15 +179,14 @@ def test_resume_auto_starts_fresh_then_continues(tmp_path, text_files):
 
 
 def test_keep_last_prunes_step_checkpoints_only_after_publishing(tmp_path, text_files):
-    config = write_config(
-        tmp_path / "c.yaml", tiny_text_config(text_files, max_steps=40, eval_every=5, keep_last=3, threads=1)
-    )
-    assert train_process(config, tmp_path / "run").returncode == 0
-    assert [step for step, _ in RunDir(tmp_path / "run").step_checkpoints()] == [40, 35, 30]
+    """In-process (no signal here): five saves, the last three step checkpoints kept, each whole."""
+    run(tmp_path, text_files, max_steps=25, eval_every=5, keep_last=3, threads=1)
+    assert [step for step, _ in RunDir(tmp_path / "run").step_checkpoints()] == [25, 20, 15]
     for _, path in RunDir(tmp_path / "run").step_checkpoints():
         load_checkpoint(path)
 
 
+@pytest.mark.e2e
 def test_a_signal_before_the_first_step_exits_cleanly(tmp_path, reference):
     config, _ = reference
     stopped = train_process(config, tmp_path / "run", fault="train.setup:sigterm")

@@ -1,4 +1,5 @@
-"""scripts/sweep.sh end to end: real `charlm train` runs of a few steps on the tiny text corpus."""
+"""scripts/sweep.sh end to end: real `charlm train` runs of a few steps on the tiny text corpus (e2e);
+its usage errors, which start no charlm, in the default suite."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ def summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
 
 
+@pytest.mark.e2e  # the bash script launching real `charlm train` processes
 def test_grid_runs_every_combination_then_a_rerun_skips_them(tmp_path, text_files):
     config = write_config(tmp_path / "tiny.yaml", tiny_text_config(text_files, **FAST))
     runs = tmp_path / "sweep"
@@ -73,6 +75,7 @@ def test_grid_runs_every_combination_then_a_rerun_skips_them(tmp_path, text_file
     assert {name: row[0] for name, row in table(again.stdout).items()} == dict.fromkeys(by_valid, "finished (skipped)")
 
 
+@pytest.mark.e2e  # the bash script launching real `charlm train` processes
 def test_unfinished_run_is_resumed(tmp_path, text_files):
     short = write_config(tmp_path / "short.yaml", tiny_text_config(text_files, **FAST | {"max_steps": 2}))
     full = write_config(tmp_path / "full.yaml", tiny_text_config(text_files, **FAST))
@@ -92,6 +95,7 @@ def test_unfinished_run_is_resumed(tmp_path, text_files):
     assert table(result.stdout)["hidden_size-8"][0] == "finished"
 
 
+@pytest.mark.e2e  # the bash script launching real `charlm train` processes
 def test_failed_run_is_reported_and_the_others_still_run(tmp_path, text_files):
     config = write_config(tmp_path / "tiny.yaml", tiny_text_config(text_files, **FAST))
     result = sweep(tmp_path, str(config), "model.hidden_size=0,8")  # 0 is refused by the config
@@ -126,6 +130,7 @@ def test_bad_usage_exits_2_with_usage(tmp_path, text_files, args):
     assert not (tmp_path / "sweep").exists()
 
 
+@pytest.mark.e2e  # the bash script launching real `charlm train` processes
 def test_sweep_ends_with_the_runs_table_and_a_plot(tmp_path, text_files):
     config = write_config(tmp_path / "tiny.yaml", tiny_text_config(text_files, **FAST))
     result = sweep(tmp_path, str(config), "model.hidden_size=8,16")
