@@ -19,7 +19,7 @@ import yaml
 
 from charlm.config import load_config
 from charlm.reporting.base import SilentReporter
-from charlm.runs.checkpoint.file import load_checkpoint
+from charlm.runs.checkpoint.storage import load_checkpoint
 from charlm.training.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -237,3 +237,19 @@ def copy_run(source: Path, folder: Path, name: str = "run") -> Path:
     import shutil
 
     return Path(shutil.copytree(source, folder / name, ignore=shutil.ignore_patterns(".lock")))
+
+
+@contextmanager
+def file_size_limit(limit: int):
+    """Writes past `limit` bytes fail with EFBIG in this process (SIGXFSZ ignored) for the block,
+    as under `ulimit -f`."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() then fails with EFBIG instead
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))  # the soft limit only: raised back below
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from charlm.runs.checkpoint.file import load_checkpoint, save_checkpoint
+from charlm.runs.checkpoint.storage import load_checkpoint, save_checkpoint
 from tests.conftest import (
     cli,
     copy_run,

@@ -4,14 +4,11 @@ lowers this process's file-size limit for the length of one save."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import pathlib
 import pickle
 import random
-import resource
 import shutil
-import signal
 
 import pytest
 import torch
@@ -21,14 +18,14 @@ from charlm.errors import CheckpointError, TrainingError
 from charlm.inference.trained import load_trained
 from charlm.reporting.base import SilentReporter
 from charlm.runs.checkpoint.contents import REQUIRED_KEYS
-from charlm.runs.checkpoint.file import (
+from charlm.runs.checkpoint.storage import (
     hash_path,
     load_checkpoint,
     save_checkpoint,
     verify_checkpoint,
 )
 from charlm.training.trainer import train
-from tests.conftest import cli, tiny_text_config, write_config, write_text_corpus
+from tests.conftest import cli, file_size_limit, tiny_text_config, write_config, write_text_corpus
 
 
 def complete(payload: dict) -> dict:
@@ -263,19 +260,6 @@ def test_a_crash_between_the_phases_leaves_either_file_valid(tmp_path):
 
 
 # -- 5. a write that fails ------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def file_size_limit(limit: int):
-    """Writes past `limit` bytes fail with EFBIG in this process (SIGXFSZ ignored) for the block."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() then fails with EFBIG instead
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))  # the soft limit only: raised back below
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, handler)
 
 
 def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path):

@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from charlm.runs.checkpoint.file import load_checkpoint
+from charlm.runs.checkpoint.storage import load_checkpoint
 from tests.conftest import tiny_text_config, write_config
 
 pytestmark = pytest.mark.e2e  # torchrun: several processes

@@ -19,7 +19,7 @@ import torch
 
 from charlm.errors import CheckpointError, ResourceError
 from charlm.runs.checkpoint.contents import FORMAT_VERSION, REQUIRED_KEYS
-from charlm.runs.checkpoint.file import load_checkpoint, load_payload
+from charlm.runs.checkpoint.storage import load_checkpoint, load_payload
 from tests.conftest import cli
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run-0.1"

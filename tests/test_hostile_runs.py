@@ -8,11 +8,9 @@ a non-root user (for read-only directories) simulated with `setpriv` where the t
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -21,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import charlm, cli, copy_run, run, tiny_text_config, write_config, write_text_corpus
+from conftest import charlm, cli, copy_run, file_size_limit, run, tiny_text_config, write_config, write_text_corpus
 
 from charlm.errors import DataError, TrainingError
 from charlm.runs.listing import describe_run, find_runs
@@ -284,20 +282,6 @@ def test_runs_marks_a_run_it_may_not_read(tiny_run, public):
 
 
 # -- 10: every write atomic; a failed one is a clear error ---------------------------------------------
-
-
-@contextlib.contextmanager
-def file_size_limit(limit: int):
-    """Writes past `limit` bytes fail with EFBIG in this process (SIGXFSZ ignored) for the block,
-    as under `ulimit -f`."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() then fails with EFBIG instead
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))  # the soft limit only: raised back below
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, handler)
 
 
 def test_a_file_size_limit_during_resume_leaves_config_yaml_whole(tiny_run, tmp_path):

@@ -17,7 +17,7 @@ from charlm.errors import CheckpointError, TrainingError
 from charlm.inference.stream_scoring import evaluate
 from charlm.inference.trained import load_trained
 from charlm.reporting.base import SilentReporter
-from charlm.runs.checkpoint.file import load_checkpoint, save_checkpoint
+from charlm.runs.checkpoint.storage import load_checkpoint, save_checkpoint
 from charlm.training.init_from import load_init_source
 from charlm.training.trainer import Trainer, train
 from tests.conftest import (

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from charlm.cli import app
 from charlm.errors import CharlmError
-from charlm.runs.checkpoint.file import load_payload
+from charlm.runs.checkpoint.storage import load_payload
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run-0.1" / "run" / "last.pt"
 GOOD = load_payload(FIXTURE).to_dict()  # a real tiny checkpoint (1 x 16 LSTM), as format 2 writes it

@@ -17,7 +17,7 @@ import time
 import pytest
 import torch
 
-from charlm.runs.checkpoint.file import load_checkpoint
+from charlm.runs.checkpoint.storage import load_checkpoint
 from charlm.runs.rundir import RunDir
 from tests.conftest import run, tiny_text_config, write_config, write_text_corpus
 

@@ -21,7 +21,7 @@ from charlm.config.durations import format_duration, parse_duration
 from charlm.errors import CheckpointError, ConfigError, TrainingError
 from charlm.reporting.base import SilentReporter
 from charlm.runs.checkpoint.contents import to_plain
-from charlm.runs.checkpoint.file import load_checkpoint, load_payload
+from charlm.runs.checkpoint.storage import load_checkpoint, load_payload
 from charlm.runs.listing import describe_run
 from charlm.training.optim import LRSchedule
 from charlm.training.time_budget import evaluations_from, plan_steps

@@ -6,7 +6,7 @@ import torch
 
 from charlm.errors import CheckpointError, TrainingError
 from charlm.inference.trained import load_trained
-from charlm.runs.checkpoint.file import load_checkpoint
+from charlm.runs.checkpoint.storage import load_checkpoint
 from tests.conftest import copy_run, run, stop_and_resume, train_losses
 
 

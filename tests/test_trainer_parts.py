@@ -15,7 +15,7 @@ from charlm.errors import CheckpointError, TrainingError
 from charlm.models.charrnn import CharRNN
 from charlm.reporting.base import SilentReporter
 from charlm.runs.checkpoint.contents import BudgetPlan, LoopState, to_plain
-from charlm.runs.checkpoint.file import load_checkpoint, load_payload
+from charlm.runs.checkpoint.storage import load_checkpoint, load_payload
 from charlm.runs.rundir import RunDir
 from charlm.training.averaging import WeightAverage
 from charlm.training.checkpointer import Checkpointer

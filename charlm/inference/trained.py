@@ -29,7 +29,7 @@ from charlm.inference.stream_scoring import EvalResult, evaluate
 from charlm.models.cells import fused_classes
 from charlm.models.charrnn import CharRNN
 from charlm.models.size import allocation_errors, check_fits, sample_bytes
-from charlm.runs.checkpoint.file import load_payload
+from charlm.runs.checkpoint.storage import load_payload
 from charlm.runs.checkpoint.weights import WEIGHT_CHOICES
 from charlm.runs.rundir import find_checkpoint
 

@@ -11,7 +11,7 @@
       .last.pt.XXXX.tmp    what a save killed mid-write leaves; never valid, removed on resume
 
 The trainer, resume, `charlm runs` and `charlm plot` all go through this module, so a file's
-name and format are written down once. Checkpoint bytes themselves are runs/checkpoint/file.py's.
+name and format are written down once. Checkpoint bytes themselves are runs/checkpoint/storage.py's.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from charlm.errors import CheckpointError
 from charlm.models.charrnn import CharRNN
 from charlm.models.hidden import Hidden, hidden_from_list, hidden_parts
 from charlm.runs.checkpoint.contents import BudgetPlan, LoopState, Payload, to_plain
-from charlm.runs.checkpoint.file import load_payload, remove_checkpoint, save_payload
+from charlm.runs.checkpoint.storage import load_payload, remove_checkpoint, save_payload
 from charlm.runs.rundir import BEST, LAST, RunDir, step_checkpoint_name
 from charlm.training.averaging import WeightAverage
 from charlm.training.distributed import Dist

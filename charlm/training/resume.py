@@ -10,7 +10,7 @@ from charlm.config import Config
 from charlm.errors import CheckpointError, TrainingError
 from charlm.reporting.base import Reporter
 from charlm.runs.checkpoint.contents import Payload
-from charlm.runs.checkpoint.file import load_payload
+from charlm.runs.checkpoint.storage import load_payload
 from charlm.runs.rundir import BEST, LAST, RunDir
 
 # Keys that may change when a run is resumed: they change when or how much is done, not what

@@ -49,7 +49,7 @@ from charlm.inference.stream_scoring import evaluate
 from charlm.models.charrnn import CharRNN
 from charlm.reporting.base import Reporter
 from charlm.runs.checkpoint.contents import BudgetPlan, to_plain
-from charlm.runs.checkpoint.file import save_checkpoint
+from charlm.runs.checkpoint.storage import save_checkpoint
 from charlm.training.distributed import Dist
 from charlm.training.records import Interval
 
