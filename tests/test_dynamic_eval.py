@@ -127,3 +127,21 @@ def test_rms_steps_stay_bounded_for_weights_the_statistics_never_moved():
     )
     moved = (rows[-1] - row_before).abs().max()
     assert 0 < moved < 0.1
+
+
+def test_a_training_text_shorter_than_a_segment_is_read_once_for_its_statistics():
+    """With --dynamic-seq-len beyond the training text every one of the 200 segments is the whole
+    text: it is computed once (not 200 times), and the statistics are still its gradient squared."""
+    from charlm.inference.dynamic import gradient_mean_square
+
+    model = small_model()
+    params = list(model.parameters())
+    train_stream = repetitive_stream(90)
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    ms = gradient_mean_square(model, params, train_stream, seq_len=500)
+    assert len(calls) == 1
+    logits, _ = model(train_stream[:-1].unsqueeze(0))
+    loss = F.cross_entropy(logits.flatten(0, 1), train_stream[1:])
+    expected = [g * g for g in torch.autograd.grad(loss, params)]
+    torch.testing.assert_close(ms, expected)

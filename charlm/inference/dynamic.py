@@ -24,6 +24,7 @@ restored when the pass ends.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -157,10 +158,12 @@ def gradient_mean_square(
     span = seq_len + 1
     starts = torch.linspace(0, max(len(train_stream) - span - 1, 0), segments).long().tolist()
     sums = [torch.zeros_like(p) for p in params]
-    for start in starts:
+    # A short training text repeats starts (every one is 0 when the text is shorter than a
+    # segment): each distinct segment is computed once and weighs as often as it occurs.
+    for start, count in Counter(starts).items():
         piece = train_stream[start : start + span].to(device).long().unsqueeze(0)
         logits, _ = model(piece[:, :-1])
         loss = F.cross_entropy(logits.flatten(0, 1).float(), piece[:, 1:].flatten())
         grads = torch.autograd.grad(loss, params, materialize_grads=True)
-        torch._foreach_addcmul_(sums, grads, grads)
+        torch._foreach_addcmul_(sums, grads, grads, value=count)
     return [total / len(starts) for total in sums]
