@@ -223,14 +223,21 @@ def sample(
     weights: WeightsOption = "auto",
 ) -> None:
     """Generate text from a trained model, streamed as it is produced."""
-    from charlm.data.corpus import read_utf8
     from charlm.inference.sampling_steps import SamplingOptions
-    from charlm.inference.trained import (
-        check_sampling,
-        load_trained,
-        quantize_for_cpu,
-        sample_text,
-    )
+    from charlm.inference.trained import check_sampling, load_trained, quantize_for_cpu
+
+    prompt = _read_prompt(prompt, prompt_file)
+    opts = SamplingOptions(length, temperature, top_k, top_p, greedy, num_samples, seed, cuda_graphs)
+    trained = load_trained(run, device, weights)
+    if int8:
+        quantize_for_cpu(trained)
+    check_sampling(trained, prompt, opts)  # refuse bad options before echoing the prompt
+    _print_samples(trained, prompt, opts)
+
+
+def _read_prompt(prompt: str | None, prompt_file: Path | None) -> str:
+    """The prompt from --prompt or --prompt-file (not both), checked as UTF-8; "" without either."""
+    from charlm.data.corpus import read_utf8
 
     if prompt is not None and prompt_file is not None:
         raise CharlmError("give --prompt or --prompt-file, not both")
@@ -238,13 +245,14 @@ def sample(
         check_utf8("--prompt", prompt)
     if prompt_file is not None:
         prompt = read_utf8(prompt_file).rstrip("\n")
-    opts = SamplingOptions(length, temperature, top_k, top_p, greedy, num_samples, seed, cuda_graphs)
-    trained = load_trained(run, device, weights)
-    if int8:
-        quantize_for_cpu(trained)
-    prompt = prompt or ""
-    check_sampling(trained, prompt, opts)  # refuse bad options before echoing the prompt
-    if num_samples == 1:
+    return prompt or ""
+
+
+def _print_samples(trained, prompt: str, opts) -> None:
+    """One sample streams as it is generated; several, generated side by side, print once complete."""
+    from charlm.inference.trained import sample_text
+
+    if opts.num_samples == 1:
         sys.stdout.write(prompt)
 
         def stream(_index: int, text: str) -> None:
@@ -254,7 +262,6 @@ def sample(
         sample_text(trained, prompt, opts, stream)
         sys.stdout.write("\n")
         return
-    # Several samples are generated side by side, so each is printed once complete.
     for i, text in enumerate(sample_text(trained, prompt, opts), start=1):
         sys.stdout.write(f"--- sample {i} ---\n{prompt}{text}\n")
     sys.stdout.flush()

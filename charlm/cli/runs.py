@@ -27,45 +27,49 @@ def runs(
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
 ) -> None:
     """List run directories (recursively): model, size, steps, best valid and test BPC, status."""
-    import csv
-
-    from rich.table import Table
-
     from charlm.runs.listing import describe_run, find_runs, sort_rows
 
     roots = dirs or [Path("runs")]
-    rows = [describe_run(path, base=root) for root in roots for path in find_runs([root])]
-    rows = sort_rows(rows, sort)
+    rows = sort_rows([describe_run(path, base=root) for root in roots for path in find_runs([root])], sort)
     if as_json:
         out.print(json.dumps([r.as_dict() for r in rows]))
-        return
-    if as_csv:
+    elif as_csv:
+        import csv
+
         writer = csv.DictWriter(sys.stdout, fieldnames=[*COLUMNS, "path"], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(r.as_dict() for r in rows)
-        return
-    table = Table()
-    for title, justify in (
-        ("run", "left"),
-        ("cell", "left"),
-        ("layers x hidden", "right"),
-        ("params", "right"),
-        ("steps", "right"),
-        ("best valid bpc", "right"),
-        ("test bpc", "right"),
-        ("chars/s", "right"),
-        ("train min", "right"),
-        ("wall min", "right"),
-        ("status", "left"),
-    ):
-        table.add_column(title, justify=justify)
+    else:
+        out.print(_runs_table(rows))
+
+
+# The table's columns: title and alignment.
+TABLE_COLUMNS = (
+    ("run", "left"),
+    ("cell", "left"),
+    ("layers x hidden", "right"),
+    ("params", "right"),
+    ("steps", "right"),
+    ("best valid bpc", "right"),
+    ("test bpc", "right"),
+    ("chars/s", "right"),
+    ("train min", "right"),
+    ("wall min", "right"),
+    ("status", "left"),
+)
+
+
+def _runs_table(rows):
+    """The rows as a Rich table; a missing figure shows as '-'."""
+    from rich.table import Table
 
     def show(value, fmt):
         return "-" if value is None else format(value, fmt)
 
+    table = Table()
+    for title, justify in TABLE_COLUMNS:
+        table.add_column(title, justify=justify)
     for r in rows:
-        train = "-" if r.train_s is None else f"{r.train_s / 60:.1f}"  # optimizer steps only: what chars/s divides by
-        wall = "-" if r.wall_s is None else f"{r.wall_s / 60:.1f}"  # the train processes, evaluations and test included
         table.add_row(
             r.name,
             r.cell or "-",
@@ -75,11 +79,11 @@ def runs(
             show(r.best_valid_bpc, ".4f"),
             show(r.test_bpc, ".4f"),
             show(r.chars_per_s, ",.0f"),
-            train,
-            wall,
+            show(None if r.train_s is None else r.train_s / 60, ".1f"),  # optimizer steps only: what chars/s divides by
+            show(None if r.wall_s is None else r.wall_s / 60, ".1f"),  # the processes, evaluations and test included
             r.status,
         )
-    out.print(table)
+    return table
 
 
 @friendly_errors

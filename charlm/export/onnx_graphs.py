@@ -117,47 +117,15 @@ def loop_of_steps(step: bytes, names: list[str]) -> bytes:
 
     source = onnx.load_from_string(step)
     body = source.graph
-    # Inside the loop every name of the step gets a prefix, so none shadows the outer graph's.
-    inner = lambda name: f"step.{name}" if name else name  # noqa: E731 ("" is an absent optional input)
-    nodes = [_renamed(node, inner) for node in body.node]
-    weights = []
-    for tensor in body.initializer:
-        copy = onnx.TensorProto()
-        copy.CopyFrom(tensor)
-        copy.name = inner(tensor.name)
-        weights.append(copy)
-    loop_body = helper.make_graph(
-        [
-            # step.ids = ids[:, t:t+1], column t of the outer graph's ids
-            helper.make_node("Unsqueeze", ["t", "zero"], ["t_1d"]),
-            helper.make_node("Add", ["t_1d", "one"], ["t_next"]),
-            helper.make_node("Slice", ["ids", "t_1d", "t_next", "one"], [inner("ids")]),
-            *nodes,
-            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
-        ],
-        "step",
-        [
-            helper.make_tensor_value_info("t", TensorProto.INT64, []),
-            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
-            *[_value(body, n, inner(n)) for n in names],
-        ],
-        [
-            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-            *[_value(body, f"{n}_out", inner(f"{n}_out")) for n in names],
-            _value(body, "logits", inner("logits")),
-        ],
-        initializer=[
-            *weights,
-            helper.make_tensor("zero", TensorProto.INT64, [1], [0]),
-            helper.make_tensor("one", TensorProto.INT64, [1], [1]),
-        ],
-    )
     graph = helper.make_graph(
         [
             helper.make_node("Shape", ["ids"], ["ids_shape"]),
             helper.make_node("Gather", ["ids_shape", "time_axis"], ["steps"], axis=0),
             helper.make_node(
-                "Loop", ["steps", "", *names], [*(f"{n}_out" for n in names), "step_logits"], body=loop_body
+                "Loop",
+                ["steps", "", *names],
+                [*(f"{n}_out" for n in names), "step_logits"],
+                body=_loop_body(body, names),
             ),
             # Loop stacks each step's (B, 1, V) logits as (T, B, 1, V): squeeze, then time second.
             helper.make_node("Squeeze", ["step_logits", "squeeze_axis"], ["time_major"]),
@@ -178,6 +146,47 @@ def loop_of_steps(step: bytes, names: list[str]) -> bytes:
     made.ir_version = source.ir_version
     onnx.checker.check_model(made, full_check=True)
     return made.SerializeToString()
+
+
+def _loop_body(body, names: list[str]):
+    """The Loop's body: the step graph `body` run on column t of the outer graph's ids, every
+    name of the step prefixed so none shadows the outer graph's."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    inner = lambda name: f"step.{name}" if name else name  # noqa: E731 ("" is an absent optional input)
+    weights = []
+    for tensor in body.initializer:
+        copy = onnx.TensorProto()
+        copy.CopyFrom(tensor)
+        copy.name = inner(tensor.name)
+        weights.append(copy)
+    return helper.make_graph(
+        [
+            # step.ids = ids[:, t:t+1], column t of the outer graph's ids
+            helper.make_node("Unsqueeze", ["t", "zero"], ["t_1d"]),
+            helper.make_node("Add", ["t_1d", "one"], ["t_next"]),
+            helper.make_node("Slice", ["ids", "t_1d", "t_next", "one"], [inner("ids")]),
+            *[_renamed(node, inner) for node in body.node],
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+        ],
+        "step",
+        [
+            helper.make_tensor_value_info("t", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            *[_value(body, n, inner(n)) for n in names],
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            *[_value(body, f"{n}_out", inner(f"{n}_out")) for n in names],
+            _value(body, "logits", inner("logits")),
+        ],
+        initializer=[
+            *weights,
+            helper.make_tensor("zero", TensorProto.INT64, [1], [0]),
+            helper.make_tensor("one", TensorProto.INT64, [1], [1]),
+        ],
+    )
 
 
 def _renamed(node, rename):

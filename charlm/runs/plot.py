@@ -91,63 +91,78 @@ def draw_runs(runs: list[Path], x: str = "step", metric: str = "bpc") -> Figure:
     matplotlib.use("Agg")  # files only; never needs a display
     import matplotlib.pyplot as plt
 
-    key, scale, x_label = X_AXES[x]
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
     drawn, every_run, marks = 0, [], []
     for i, run in enumerate(runs):
-        records = RunDir(run).metrics.records()
-        name = Path(run).name or str(run)
-        color = f"C{i % 10}"
-        steps_to_x = {r["step"]: r.get(key) for r in records if r.get("split") == "train"}
-        run_points = []
-        for split, style in (("train", dict(lw=1, alpha=0.55)), ("valid", dict(lw=2, marker="o", ms=3))):
-            points = []
-            for r in records:
-                if r.get("split") != split or metric not in r:
-                    continue
-                value = r.get(key, steps_to_x.get(r["step"]))
-                if value is not None and math.isfinite(r[metric]):
-                    points.append((value * scale, r[metric]))
-            if not points:
-                continue
-            xs, ys = zip(*points)
-            ax.plot(xs, ys, color=color, label=f"{name} {split}", **style)
-            drawn += 1
-            run_points += points
-            if split == "valid":
-                bx, by = min(points, key=lambda p: p[1])
-                ax.scatter([bx], [by], marker="*", s=160, color=color, edgecolor="black", zorder=5)
-                ax.annotate(f"{by:.3f}", (bx, by), textcoords="offset points", xytext=(6, -12), fontsize=8)
-                marks.append(by)
-        every_run.append(run_points)
-        test = [r[metric] for r in records if r.get("split") == "test" and math.isfinite(r.get(metric, math.nan))]
-        if test:  # the last test score: the one summary.json reports
-            ax.axhline(test[-1], color=color, ls="--", lw=1, label=f"{name} test {test[-1]:.3f}")
-            # At the left edge: the best-valid star usually sits at the right end of its curve.
-            ax.annotate(
-                f"test {test[-1]:.3f}",
-                (0, test[-1]),
-                xycoords=("axes fraction", "data"),
-                textcoords="offset points",
-                xytext=(4, 3),
-                ha="left",
-                fontsize=8,
-                color=color,
-            )
-            marks.append(test[-1])
+        curves, points, run_marks = _draw_run(ax, run, f"C{i % 10}", x, metric)
+        drawn += curves
+        every_run.append(points)
+        marks += run_marks
     if drawn == 0:
         plt.close(fig)
         raise CharlmError(f"no {metric} metrics to plot in: {', '.join(str(r) for r in runs)}")
     limits = y_range(every_run, marks)
     if limits is not None:
         ax.set_ylim(*limits)
-    ax.set_xlabel(x_label)
+    ax.set_xlabel(X_AXES[x][2])
     ax.set_ylabel(METRICS[metric])
     ax.set_title(f"{METRICS[metric]} (valid: thick; best starred; test dashed)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def _draw_run(ax, run: Path, color: str, x: str, metric: str) -> tuple[int, list, list[float]]:
+    """One run's train and valid curves, its best valid starred and its test line on `ax`.
+    Returns the curves drawn, the curves' points and the marked values (best valid, test)."""
+    records = RunDir(run).metrics.records()
+    name = Path(run).name or str(run)
+    drawn, run_points, marks = 0, [], []
+    for split, style in (("train", dict(lw=1, alpha=0.55)), ("valid", dict(lw=2, marker="o", ms=3))):
+        points = _split_points(records, split, x, metric)
+        if not points:
+            continue
+        xs, ys = zip(*points)
+        ax.plot(xs, ys, color=color, label=f"{name} {split}", **style)
+        drawn += 1
+        run_points += points
+        if split == "valid":
+            bx, by = min(points, key=lambda p: p[1])
+            ax.scatter([bx], [by], marker="*", s=160, color=color, edgecolor="black", zorder=5)
+            ax.annotate(f"{by:.3f}", (bx, by), textcoords="offset points", xytext=(6, -12), fontsize=8)
+            marks.append(by)
+    test = [r[metric] for r in records if r.get("split") == "test" and math.isfinite(r.get(metric, math.nan))]
+    if test:  # the last test score: the one summary.json reports
+        ax.axhline(test[-1], color=color, ls="--", lw=1, label=f"{name} test {test[-1]:.3f}")
+        # At the left edge: the best-valid star usually sits at the right end of its curve.
+        ax.annotate(
+            f"test {test[-1]:.3f}",
+            (0, test[-1]),
+            xycoords=("axes fraction", "data"),
+            textcoords="offset points",
+            xytext=(4, 3),
+            ha="left",
+            fontsize=8,
+            color=color,
+        )
+        marks.append(test[-1])
+    return drawn, run_points, marks
+
+
+def _split_points(records: list[dict], split: str, x: str, metric: str) -> list[tuple[float, float]]:
+    """(x, metric) of a split's records with a finite metric; a record without the x value takes
+    the one of its step's train record."""
+    key, scale, _ = X_AXES[x]
+    steps_to_x = {r["step"]: r.get(key) for r in records if r.get("split") == "train"}
+    points = []
+    for r in records:
+        if r.get("split") != split or metric not in r:
+            continue
+        value = r.get(key, steps_to_x.get(r["step"]))
+        if value is not None and math.isfinite(r[metric]):
+            points.append((value * scale, r[metric]))
+    return points
 
 
 def _check_choices(x: str, metric: str) -> None:

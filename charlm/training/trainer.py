@@ -134,24 +134,59 @@ class Trainer:
     ):
         # A copy: a time budget's plan sets max_steps on it, never on the caller's config.
         self.cfg, self.run_dir, self.reporter = cfg.model_copy(deep=True), Path(run_dir), reporter
-        cfg, tcfg = self.cfg, self.cfg.train
+        tcfg = self.cfg.train
         self.files = RunDir(run_dir)
-        self.ddp = ddp = ddp or Dist()
+        self.ddp = ddp or Dist()
         if tcfg.threads:
             torch.set_num_threads(tcfg.threads)
-        self.device = ddp.place(pick_device(tcfg.device))
-        self.clock = BudgetClock(tcfg, self.device, ddp, reporter, started)
-        ddp.rows_per_rank(tcfg.batch_size)  # refuse an uneven split before any work
+        self.device = self.ddp.place(pick_device(tcfg.device))
+        self.clock = BudgetClock(tcfg, self.device, self.ddp, reporter, started)
+        self.ddp.rows_per_rank(tcfg.batch_size)  # refuse an uneven split before any work
         torch.manual_seed(tcfg.seed)
-        self.corpus: Corpus = load_corpus(cfg.data, reporter.reading)
+        self._read_corpus(payload)
+        self._build_model(init, payload)
+        self.checkpointer = Checkpointer(
+            self.cfg,
+            self.files,
+            self.ddp,
+            self.device,
+            list(self.corpus.vocab.tokens),
+            self.model,
+            self.optimizer,
+            self.schedule,
+            self.average,
+        )
+        self.records = Records(self.cfg, self.files, self.ddp, self.device, reporter)
+        self.state = LoopState()
+        self.hidden = None
+        # AR/TAR, passed to the model's forward only when asked for (it then returns the penalty).
+        reg = {"ar": tcfg.activation_reg, "tar": tcfg.temporal_activation_reg}
+        self.activation_reg = reg if any(reg.values()) else {}
+        self.autocast = (
+            torch.autocast(self.device.type, dtype=torch.bfloat16) if tcfg.precision == "bf16" else nullcontext()
+        )
+        self.stopping = False
+        self._payload, self._lock, self._opened = payload, lock, False  # lock: claim_run's, if it took one
+
+    def _read_corpus(self, payload: Payload | None) -> None:
+        """The corpus (checked against a resumed checkpoint's vocabulary) and this rank's train rows."""
+        self.corpus: Corpus = load_corpus(self.cfg.data, self.reporter.reading)
         if payload is not None and list(payload.vocab) != list(self.corpus.vocab.tokens):
             raise CheckpointError(vocab_difference(payload.vocab, self.corpus.vocab.tokens))
-        check_run_fits(cfg, self.corpus, self.device)  # before the model exists
-        self.train_rows = ddp.shard_rows(batchify(self.corpus.train, tcfg.batch_size)).to(self.device)
-        self.model = CharRNN(len(self.corpus.vocab), cfg.model).to(self.device)
+        check_run_fits(self.cfg, self.corpus, self.device)  # before the model exists
+        rows = batchify(self.corpus.train, self.cfg.train.batch_size)
+        self.train_rows = self.ddp.shard_rows(rows).to(self.device)
+
+    def _build_model(self, init: InitSource | None, payload: Payload | None) -> None:
+        """The model (from a fine-tuning source's weights, if given), what the loop runs of it,
+        its optimizer, schedule and average."""
+        tcfg, ddp = self.cfg.train, self.ddp
+        self.model = CharRNN(len(self.corpus.vocab), self.cfg.model).to(self.device)
         # Fine-tuning: the source's weights, before the optimizer and average see the model.
         self.origin = (
-            init.apply(self.model, self.corpus.vocab.tokens, reporter) if init else recorded_origin(self.files, payload)
+            init.apply(self.model, self.corpus.vocab.tokens, self.reporter)
+            if init
+            else recorded_origin(self.files, payload)
         )
         # What the loop runs; self.model (never compiled or wrapped) is what checkpoints hold.
         self.net = ddp.wrap(torch.compile(self.model) if tcfg.compile else self.model)
@@ -164,28 +199,6 @@ class Trainer:
             if tcfg.average == "none"
             else WeightAverage(self.model, tcfg.average, tcfg.ema_decay, tcfg.ntasgd_nonmono)
         )
-        self.checkpointer = Checkpointer(
-            cfg,
-            self.files,
-            ddp,
-            self.device,
-            list(self.corpus.vocab.tokens),
-            self.model,
-            self.optimizer,
-            self.schedule,
-            self.average,
-        )
-        self.records = Records(cfg, self.files, ddp, self.device, reporter)
-        self.state = LoopState()
-        self.hidden = None
-        # AR/TAR, passed to the model's forward only when asked for (it then returns the penalty).
-        reg = {"ar": tcfg.activation_reg, "tar": tcfg.temporal_activation_reg}
-        self.activation_reg = reg if any(reg.values()) else {}
-        self.autocast = (
-            torch.autocast(self.device.type, dtype=torch.bfloat16) if tcfg.precision == "bf16" else nullcontext()
-        )
-        self.stopping = False
-        self._payload, self._lock, self._opened = payload, lock, False  # lock: claim_run's, if it took one
 
     def open(self) -> None:
         """Take the run directory over (once): create and lock it, restore the checkpoint or

@@ -180,28 +180,17 @@ def _page(
     # not, the column, a character's first bytes) and the byte decoder's.
     shown = token_labels(trained.vocab, corpus, before.tolist() + trace.ids.tolist())
     n = len(trace.ids)
-    labels = shown[len(shown) - n :]
-    groups, columns = [], []
-    for layer, states in enumerate(trace.layers):
-        for kind, values in (("hidden", states.hidden), ("cell", states.cell)):
-            if values is not None:
-                groups.append(
-                    {"layer": layer, "kind": kind, "units": values.size(1), "first": sum(g["units"] for g in groups)}
-                )
-                columns.append(values)
-    activations = torch.cat(columns, dim=1)  # (N, units)
+    groups, activations = _unit_columns(trace)
     surprisal = torch.cat([torch.full((len(before),), math.nan, dtype=trace.surprisal.dtype), trace.surprisal])
     properties = {name: values[len(before) :] for name, values in text_properties(shown, surprisal).items()}
     corr = correlations(activations, properties)
     q, steps = quantize(activations, bits)
     present = {name: varies(values) for name, values in properties.items()}
-    best = _best_units(corr, groups, present)
-    cfg = trained.cfg
     meta = {
         "n": n,
         "k": trace.top_ids.size(1),
         "ids": trace.ids.tolist(),
-        "labels": labels,
+        "labels": shown[len(shown) - n :],
         "guess_labels": guess_labels(trained.vocab, corpus),
         "groups": groups,
         "units": activations.size(1),
@@ -214,12 +203,44 @@ def _page(
             {"name": name, "description": PROPERTIES[name], "present": present[name]} for name in properties
         ],
     }
+    facts = _facts(trained, trace, groups, where, start, total, context, bits)
+    title = f"charlm viz: {facts[0][1]}"
+    blob = pack(number_arrays(trace, steps, corr, torch.stack(list(properties.values())), q.t().contiguous()))
+    page = render_page(title, header_html(title, facts), meta, blob)
+    return page, {"units": activations.size(1), "best": _best_units(corr, groups, present)}
+
+
+def _unit_columns(trace: Trace) -> tuple[list[dict], torch.Tensor]:
+    """Every layer's hidden (and cell) state side by side, (N, units), and the group each
+    column range belongs to: layer, kind, units and first column."""
+    groups, columns = [], []
+    for layer, states in enumerate(trace.layers):
+        for kind, values in (("hidden", states.hidden), ("cell", states.cell)):
+            if values is not None:
+                first = sum(g["units"] for g in groups)
+                groups.append({"layer": layer, "kind": kind, "units": values.size(1), "first": first})
+                columns.append(values)
+    return groups, torch.cat(columns, dim=1)
+
+
+def _facts(
+    trained: TrainedModel,
+    trace: Trace,
+    groups: list[dict],
+    where: str,
+    start: int,
+    total: int | None,
+    context: int,
+    bits: int,
+) -> list[tuple[str, str]]:
+    """The page header's lines: run, checkpoint, model, corpus, text span, BPC, activations."""
+    cfg, n = trained.cfg, len(trace.ids)
     units = unit_word(trained.vocab.unit)  # a byte model's positions are bytes
     read_from = f"after {context:,} {units} of context" if context else "from a blank state at the span's start"
     of_total = f" of {total:,}" if total is not None else ""  # a file is read only as far as the span
     widths = [g["units"] for g in groups if g["kind"] == "hidden"]
     shape = f"{len(widths)}x{widths[0]}" if len(set(widths)) == 1 else f"layers of {', '.join(map(str, widths))} units"
-    facts = [
+    return [
         ("run", str(trained.path.parent) if trained.path.name.endswith(".pt") else str(trained.path)),
         ("checkpoint", f"{trained.path.name}, step {trained.step:,}, {trained.weights} weights"),
         (
@@ -230,12 +251,8 @@ def _page(
         ("corpus", f"{cfg.data.corpus} ({trained.vocab.unit}s, vocabulary {len(trained.vocab)})"),
         ("text", f"{where}, {units} {start:,} to {start + n - 1:,}{of_total}, read {read_from}"),
         ("bpc", f"{trace.bpc:.4f} over {int(trace.predicted.sum()):,} predicted {units}"),
-        ("activations", f"{bits}-bit levels, one scale per unit ({activations.size(1):,} units)"),
+        ("activations", f"{bits}-bit levels, one scale per unit ({sum(g['units'] for g in groups):,} units)"),
     ]
-    title = f"charlm viz: {facts[0][1]}"
-    blob = pack(number_arrays(trace, steps, corr, torch.stack(list(properties.values())), q.t().contiguous()))
-    page = render_page(title, header_html(title, facts), meta, blob)
-    return page, {"units": activations.size(1), "best": best}
 
 
 def _best_units(corr: torch.Tensor, groups: list[dict], present: dict[str, bool]) -> dict[str, tuple[str, float]]:
