@@ -17,7 +17,7 @@ from charlm.config.data_section import DataConfig
 from charlm.config.durations import format_duration, parse_duration
 from charlm.config.problems import describe_problems
 from charlm.config.reading import apply_overrides, read_yaml_mapping
-from charlm.config.section import INT64_MAX, MAX_LR, MAX_THREADS, SEED_MAX, _Section
+from charlm.config.section import INT64_MAX, MAX_LR, MAX_THREADS, SEED_MAX, Fraction, _Section
 from charlm.errors import ConfigError, quote
 
 __all__ = ["INT64_MAX", "SEED_MAX", "DataConfig", "Config", "ModelConfig", "TrainConfig"]
@@ -53,40 +53,28 @@ class ModelConfig(_Section):
         512, gt=0, description="Units per recurrent layer (for mingru/minlstm, each cell's state)."
     )
     num_layers: int = Field(2, gt=0, description="Recurrent layers (for mingru/minlstm, residual blocks).")
-    dropout: float = Field(
+    dropout: Fraction = Field(
         0.0,
-        ge=0,
-        lt=1,
         description="Plain dropout (a new mask at every position) on the embedding output, between layers and on "
         "the last layer's output; for mingru/minlstm also inside every block. Not together with the locked "
         "dropouts.",
     )
-    dropout_input: float = Field(
+    dropout_input: Fraction = Field(
         0.0,
-        ge=0,
-        lt=1,
         description="AWD-LSTM's locked dropout (one mask per sequence for the whole window) on the embedding "
         "output (AWD's dropouti).",
     )
-    dropout_hidden: float = Field(
+    dropout_hidden: Fraction = Field(
         0.0,
-        ge=0,
-        lt=1,
         description="AWD-LSTM's locked dropout between layers (AWD's dropouth); fused kernels only.",
     )
-    dropout_output: float = Field(
+    dropout_output: Fraction = Field(
         0.0,
-        ge=0,
-        lt=1,
         description="AWD-LSTM's locked dropout on the last layer's output (AWD's dropout).",
     )
-    dropout_embedding: float = Field(
-        0.0, ge=0, lt=1, description="Drop whole embedding rows, i.e. characters (AWD's dropoute)."
-    )
-    weight_drop: float = Field(
+    dropout_embedding: Fraction = Field(0.0, description="Drop whole embedding rows, i.e. characters (AWD's dropoute).")
+    weight_drop: Fraction = Field(
         0.0,
-        ge=0,
-        lt=1,
         description="DropConnect on the hidden-to-hidden weights (AWD's wdrop); fused kernels only.",
     )
     tie_weights: bool = Field(
@@ -171,7 +159,7 @@ class TrainConfig(_Section):
     lr: float = Field(2e-3, gt=0, le=MAX_LR, description="Peak learning rate (after warm-up).")
     weight_decay: float = Field(0.0, ge=0, description="Weight decay, on matrices only (biases are not decayed).")
     betas: tuple[float, float] = Field((0.9, 0.999), description="Adam's two moment decays, each in [0, 1).")
-    momentum: float = Field(0.0, ge=0, lt=1, description="sgd only: momentum.")
+    momentum: Fraction = Field(0.0, description="sgd only: momentum.")
     grad_clip: float = Field(1.0, ge=0, description="Global-norm gradient clipping; 0 turns it off.")
     schedule: Literal["constant", "cosine", "plateau"] = Field(
         "cosine",

@@ -3,9 +3,9 @@ beyond 64 bits are refused everywhere."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from charlm.errors import quote
 
@@ -14,6 +14,8 @@ from charlm.errors import quote
 # which leaves room for seed + rank.
 INT64_MAX = SEED_MAX = 2**63 - 1
 MAX_THREADS = 4096  # torch.set_num_threads takes a C int; more threads than any machine has
+# A rate in [0, 1): every dropout, weight drop, SGD momentum.
+Fraction = Annotated[float, Field(ge=0, lt=1)]
 MAX_LR = 1e6  # AWD's SGD uses 30; near 1e38 the optimizer's float32 update overflows (a crash)
 
 
