@@ -1,13 +1,7 @@
 import pytest
 import torch
 
-from charlm.data.batching import (
-    IGNORE,
-    batchify,
-    eval_shape,
-    iter_eval_chunks,
-    window_at,
-)
+from charlm.data.batching import IGNORE, batchify, eval_shape, iter_eval_chunks, window_at
 from charlm.errors import DataError
 
 

@@ -18,12 +18,7 @@ from charlm.errors import CheckpointError, TrainingError
 from charlm.inference.trained import load_trained
 from charlm.reporting.base import SilentReporter
 from charlm.runs.checkpoint.contents import REQUIRED_KEYS
-from charlm.runs.checkpoint.storage import (
-    hash_path,
-    load_checkpoint,
-    save_checkpoint,
-    verify_checkpoint,
-)
+from charlm.runs.checkpoint.storage import hash_path, load_checkpoint, save_checkpoint, verify_checkpoint
 from charlm.training.trainer import train
 from tests.conftest import cli, file_size_limit, tiny_text_config, write_config, write_text_corpus
 

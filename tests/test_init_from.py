@@ -20,13 +20,7 @@ from charlm.reporting.base import SilentReporter
 from charlm.runs.checkpoint.storage import load_checkpoint, save_checkpoint
 from charlm.training.init_from import load_init_source
 from charlm.training.trainer import Trainer, train
-from tests.conftest import (
-    cli,
-    tiny_text_config,
-    train_losses,
-    write_config,
-    write_text_corpus,
-)
+from tests.conftest import cli, tiny_text_config, train_losses, write_config, write_text_corpus
 from tests.test_shakespeare import shakespeare_root  # noqa: F401 (a fixture)
 
 # The second corpus: capitals, digits and "!?" the first lacks; no "j", "k", "q", "v", "x", "z".

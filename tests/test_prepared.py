@@ -35,14 +35,7 @@ from charlm.data.corpora.text import load_text
 from charlm.data.manifest import KEYS, MANIFEST, MAX_MANIFEST_BYTES
 from charlm.data.vocab import UNK, Vocabulary
 from charlm.errors import DataError
-from tests.conftest import (
-    REPO,
-    SAMPLE_TEXT,
-    cli,
-    stop_and_resume,
-    train_losses,
-    write_config,
-)
+from tests.conftest import REPO, SAMPLE_TEXT, cli, stop_and_resume, train_losses, write_config
 
 SPLIT = (0.8, 0.1, 0.1)
 # Multi-byte characters of every UTF-8 length; the last line has characters train never sees.

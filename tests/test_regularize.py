@@ -7,12 +7,7 @@ from torch import nn
 
 from charlm.config import load_config
 from charlm.models.charrnn import CharRNN
-from charlm.models.regularize import (
-    LockedDropout,
-    activation_penalty,
-    embed_with_dropout,
-    run_with_weight_drop,
-)
+from charlm.models.regularize import LockedDropout, activation_penalty, embed_with_dropout, run_with_weight_drop
 
 
 def test_locked_dropout_shares_one_mask_across_time_and_not_across_sequences():

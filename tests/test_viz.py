@@ -26,13 +26,7 @@ from charlm.viz.page import unpack
 from charlm.viz.properties import correlations, text_properties
 from charlm.viz.quantize import dequantize, quantize
 from tests.conftest import REPO, cli
-from tests.viz_pages import (
-    activations,
-    cell_overrides,
-    read_page,
-    train_tiny,
-    write_viz_corpus,
-)
+from tests.viz_pages import activations, cell_overrides, read_page, train_tiny, write_viz_corpus
 
 ALL_CELLS = sorted(all_cells())
 

@@ -12,13 +12,7 @@ import pytest
 from charlm.viz.build import visualize_run
 from charlm.viz.page import unpack
 from tests.browser import dump_dom
-from tests.viz_pages import (
-    activations,
-    cell_overrides,
-    read_page,
-    train_tiny,
-    write_viz_corpus,
-)
+from tests.viz_pages import activations, cell_overrides, read_page, train_tiny, write_viz_corpus
 
 pytestmark = pytest.mark.e2e  # every test here runs headless Chromium
 

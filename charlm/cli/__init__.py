@@ -277,10 +277,7 @@ app.command()(export.export)
 
 @app.command("config")
 @friendly_errors
-def show_config(
-    file: Annotated[Path, typer.Argument(help="YAML config file.")],
-    set_: SetOption = None,
-) -> None:
+def show_config(file: Annotated[Path, typer.Argument(help="YAML config file.")], set_: SetOption = None) -> None:
     """Print the resolved config (defaults, file, overrides), or every problem in it."""
     from charlm.config import dump_config, load_config
 

@@ -8,13 +8,7 @@ from typing import Annotated
 
 import typer
 
-from charlm.cli.common import (
-    DeviceOverride,
-    JsonOption,
-    SetOption,
-    friendly_errors,
-    out,
-)
+from charlm.cli.common import DeviceOverride, JsonOption, SetOption, friendly_errors, out
 from charlm.errors import CharlmError
 
 

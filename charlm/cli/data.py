@@ -19,13 +19,7 @@ data_app = typer.Typer(help="Download and prepare corpora.", no_args_is_help=Tru
 def byte_progress() -> Iterator[Callable[[str, int, int | None], None]]:
     """A progress callback (name, bytes done, bytes total) drawing one bar per name, with the
     rate in bytes/s, on stderr; gone when the work ends."""
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TransferSpeedColumn,
-    )
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
     with Progress(
         TextColumn("{task.description}"),

@@ -7,14 +7,7 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
-from charlm.cli.common import (
-    DeviceOption,
-    RunArgument,
-    WeightsOption,
-    err,
-    friendly_errors,
-    out,
-)
+from charlm.cli.common import DeviceOption, RunArgument, WeightsOption, err, friendly_errors, out
 from charlm.inference.choices import SPLITS
 from charlm.viz.build import DEFAULT_CHARS, DEFAULT_CONTEXT, MAX_CHARS
 from charlm.viz.quantize import DEFAULT_BITS

@@ -25,8 +25,7 @@ class DataConfig(_Section):
         "for enwik8, char for the others).",
     )
     root: str | None = Field(
-        None,
-        description="Directory holding the corpus cache (PTB lands in ROOT/ptb). Default: $CHARLM_DATA or ./data.",
+        None, description="Directory holding the corpus cache (PTB lands in ROOT/ptb). Default: $CHARLM_DATA or ./data."
     )
     source: str | None = Field(
         None,

@@ -65,17 +65,14 @@ class ModelConfig(_Section):
         "output (AWD's dropouti).",
     )
     dropout_hidden: Fraction = Field(
-        0.0,
-        description="AWD-LSTM's locked dropout between layers (AWD's dropouth); fused kernels only.",
+        0.0, description="AWD-LSTM's locked dropout between layers (AWD's dropouth); fused kernels only."
     )
     dropout_output: Fraction = Field(
-        0.0,
-        description="AWD-LSTM's locked dropout on the last layer's output (AWD's dropout).",
+        0.0, description="AWD-LSTM's locked dropout on the last layer's output (AWD's dropout)."
     )
     dropout_embedding: Fraction = Field(0.0, description="Drop whole embedding rows, i.e. characters (AWD's dropoute).")
     weight_drop: Fraction = Field(
-        0.0,
-        description="DropConnect on the hidden-to-hidden weights (AWD's wdrop); fused kernels only.",
+        0.0, description="DropConnect on the hidden-to-hidden weights (AWD's wdrop); fused kernels only."
     )
     tie_weights: bool = Field(
         False,

@@ -34,14 +34,7 @@ from pathlib import Path
 import torch
 
 from charlm.data.corpus import Corpus
-from charlm.data.manifest import (
-    DTYPES,
-    MANIFEST,
-    SPLITS,
-    dtype_for,
-    manifest_problem,
-    read_manifest,
-)
+from charlm.data.manifest import DTYPES, MANIFEST, SPLITS, dtype_for, manifest_problem, read_manifest
 from charlm.data.units import Piece, ReadProgress, file_size, piece_units, survey
 from charlm.data.vocab import Vocabulary, describe_unit, unit_word
 from charlm.errors import DataError, ResourceError

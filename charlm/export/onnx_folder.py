@@ -26,13 +26,7 @@ def write_onnx_folder(trained: TrainedModel, run: Path, output: Path) -> list[Pa
         from onnx.checker import ValidationError
     except ImportError:
         raise CharlmError('--format onnx needs the onnx package: pip install "charlm[onnx]"') from None
-    from charlm.export.onnx_graphs import (
-        OPSET,
-        score_graph,
-        state_names,
-        step_graph,
-        zero_state,
-    )
+    from charlm.export.onnx_graphs import OPSET, score_graph, state_names, step_graph, zero_state
 
     model = trained.model.cpu().float().eval()
     m = trained.cfg.model

@@ -11,13 +11,7 @@ from charlm.errors import CharlmError
 from charlm.inference.choices import SPLITS
 from charlm.inference.dynamic import DynamicOptions, dynamic_evaluate
 from charlm.inference.stream_scoring import EvalResult
-from charlm.inference.trained import (
-    load_trained,
-    no_training_split,
-    score,
-    stream_to_score,
-    training_stream,
-)
+from charlm.inference.trained import load_trained, no_training_split, score, stream_to_score, training_stream
 
 
 @dataclass(frozen=True)

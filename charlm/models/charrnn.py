@@ -24,12 +24,7 @@ from charlm.config import ModelConfig
 from charlm.models.cells import cell_kind
 from charlm.models.hidden import Hidden
 from charlm.models.recurrent import recurrent_stack
-from charlm.models.regularize import (
-    LockedDropout,
-    activation_penalty,
-    embed_with_dropout,
-    run_with_weight_drop,
-)
+from charlm.models.regularize import LockedDropout, activation_penalty, embed_with_dropout, run_with_weight_drop
 
 
 class CharRNN(nn.Module):

@@ -3,15 +3,7 @@
 from __future__ import annotations
 
 from charlm.config import Config
-from charlm.reporting.base import (
-    Evaluation,
-    FinalTest,
-    Finished,
-    Reporter,
-    RunInfo,
-    Stopped,
-    TrainLog,
-)
+from charlm.reporting.base import Evaluation, FinalTest, Finished, Reporter, RunInfo, Stopped, TrainLog
 from charlm.reporting.sinks import sink_factory
 from charlm.runs.rundir import RunDir
 

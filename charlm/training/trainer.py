@@ -30,14 +30,7 @@ from charlm.inference.stream_scoring import EvalResult, evaluate
 from charlm.models.charrnn import CharRNN
 from charlm.models.hidden import detach_hidden
 from charlm.models.size import allocation_errors
-from charlm.reporting.base import (
-    Evaluation,
-    FinalTest,
-    Finished,
-    Reporter,
-    RunInfo,
-    Stopped,
-)
+from charlm.reporting.base import Evaluation, FinalTest, Finished, Reporter, RunInfo, Stopped
 from charlm.reporting.fanout import FanOut, build_reporter
 from charlm.runs.checkpoint.contents import LoopState, Payload
 from charlm.runs.rundir import RunDir

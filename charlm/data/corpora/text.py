@@ -13,13 +13,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from charlm.data.corpora import (
-    FILE_KEYS,
-    CorpusKind,
-    ProgressFn,
-    register,
-    resolve_data_root,
-)
+from charlm.data.corpora import FILE_KEYS, CorpusKind, ProgressFn, register, resolve_data_root
 from charlm.data.corpus import Corpus
 from charlm.data.prepare import Piece, load_prepared
 from charlm.data.units import open_source

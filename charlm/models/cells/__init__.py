@@ -117,12 +117,4 @@ def fused_classes() -> set[type[nn.Module]]:
     return {kind.fused for kind in all_cells().values() if kind.fused is not None}
 
 
-__all__ = [
-    "CELLS",
-    "CellKind",
-    "all_cells",
-    "cell_kind",
-    "fused_classes",
-    "init_uniform",
-    "register",
-]
+__all__ = ["CELLS", "CellKind", "all_cells", "cell_kind", "fused_classes", "init_uniform", "register"]

@@ -28,12 +28,4 @@ class MinGRUCell(ScanCell):
         return k, v
 
 
-register(
-    CellKind(
-        "mingru",
-        has_cell_state=False,
-        reference=MinGRUCell,
-        stack=ScanStack,
-        rules=scan_config_problems,
-    )
-)
+register(CellKind("mingru", has_cell_state=False, reference=MinGRUCell, stack=ScanStack, rules=scan_config_problems))

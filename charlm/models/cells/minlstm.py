@@ -31,12 +31,4 @@ class MinLSTMCell(ScanCell):
         return F.softplus(-f) - F.softplus(-i), v
 
 
-register(
-    CellKind(
-        "minlstm",
-        has_cell_state=False,
-        reference=MinLSTMCell,
-        stack=ScanStack,
-        rules=scan_config_problems,
-    )
-)
+register(CellKind("minlstm", has_cell_state=False, reference=MinLSTMCell, stack=ScanStack, rules=scan_config_problems))

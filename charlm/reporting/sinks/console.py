@@ -4,14 +4,7 @@ own Reporter to `train()` get theirs in its place."""
 
 from __future__ import annotations
 
-from charlm.reporting.base import (
-    Evaluation,
-    FinalTest,
-    RunInfo,
-    Sink,
-    Stopped,
-    TrainLog,
-)
+from charlm.reporting.base import Evaluation, FinalTest, RunInfo, Sink, Stopped, TrainLog
 from charlm.reporting.sinks import register
 
 
@@ -21,13 +14,7 @@ class RichReporter(Sink):
 
     def __init__(self):
         from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
         self.live = self.console.is_terminal
