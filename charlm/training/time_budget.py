@@ -78,6 +78,7 @@ class BudgetClock:
         self.before_s = 0.0  # wall time of the processes before this one (set on resume)
         self.plan: BudgetPlan | None = None
         self.pending = tcfg.time_budget is not None  # until it plans, or adopts a recorded plan
+        # train.max_steps as the user set it (a cap beside a budget), before a plan assigns its own.
         self.explicit_steps = tcfg.max_steps if "max_steps" in tcfg.model_fields_set else None
         self._timed: Interval | None = None
         self._timed_from = 0
@@ -164,9 +165,17 @@ class BudgetClock:
             (eval_s, save_s, test_s), spent_s = measure(), self.wall_s()
         else:
             step_s, eval_s, save_s, test_s, spent_s = (fake[k] for k in ("step", "eval", "save", "test", "spent"))
-        cap = tcfg.max_steps if "max_steps" in tcfg.model_fields_set else None
         return plan_steps(
-            tcfg.budget_s, spent_s, step, step_s, eval_s, save_s, test_s, tcfg.eval_every, cap, tcfg.warmup_steps
+            tcfg.budget_s,
+            spent_s,
+            step,
+            step_s,
+            eval_s,
+            save_s,
+            test_s,
+            tcfg.eval_every,
+            self.explicit_steps,
+            tcfg.warmup_steps,
         )
 
     def figures(self, finished: bool) -> dict | None:

@@ -108,6 +108,12 @@ class FieldChecks:
             raise self.refuse("budget", f"None or a dict of {', '.join(names)}", value)
         if cfg.train.time_budget is None:
             raise self.refuse("budget", "None (the config has no train.time_budget)", value)
+        seconds = {}  # the plan's float fields are all seconds
+        for f in fields(state_class):
+            if f.type == "float":
+                if not _is_number(value[f.name]) or not 0 <= value[f.name] < math.inf:
+                    raise self.refuse(f"budget.{f.name}", "a finite number >= 0", value[f.name])
+                seconds[f.name] = float(value[f.name])
         for key in ("decided_at", "evaluations"):
             self.count(value[key], f"budget.{key}")
         if type(value["max_steps"]) is not int or value["max_steps"] <= value["decided_at"]:
@@ -116,12 +122,6 @@ class FieldChecks:
             )
         if value["cap"] is not None and (type(value["cap"]) is not int or value["cap"] < value["max_steps"]):
             raise self.refuse("budget.cap", f"None or an int >= budget.max_steps ({value['max_steps']})", value["cap"])
-        seconds = {}
-        for f in fields(state_class):  # every other field is seconds
-            if f.name not in ("cap", "max_steps", "decided_at", "evaluations"):
-                if not _is_number(value[f.name]) or not 0 <= value[f.name] < math.inf:
-                    raise self.refuse(f"budget.{f.name}", "a finite number >= 0", value[f.name])
-                seconds[f.name] = float(value[f.name])
         return state_class(**{**value, **seconds})
 
     def optimizer(self, value: Any) -> dict[str, Any]:
