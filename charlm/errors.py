@@ -75,5 +75,9 @@ class TrainingError(CharlmError):
     """Training cannot continue (non-finite loss, run directory conflict)."""
 
 
+class ArgumentError(CharlmError):
+    """An argument of a Python API call has the wrong type (charlm/api/arguments.py)."""
+
+
 class ResourceError(CharlmError):
     """A model, batch or sample asked for more memory than the machine has (models/size.py)."""

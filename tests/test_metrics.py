@@ -4,12 +4,12 @@ import torch
 import torch.nn.functional as F
 
 from charlm.config import ModelConfig
-from charlm.inference.stream_scoring import EvalResult, evaluate
+from charlm.inference.stream_scoring import Score, evaluate
 from charlm.models.charrnn import CharRNN
 
 
 def test_bpc_is_nats_over_ln2_and_perplexity_is_exp():
-    result = EvalResult(tokens=10, loss=1.0)
+    result = Score(tokens=10, loss=1.0)
     assert result.bpc == 1.0 / math.log(2)
     assert result.perplexity == math.e
 

@@ -108,31 +108,21 @@ def train(
     ] = None,
 ) -> None:
     """Train a model; writes checkpoints, metrics.jsonl and config.yaml into the run directory."""
-    from charlm.config import load_config
-    from charlm.reporting.sinks.console import RichReporter
-    from charlm.runs.rundir import CONFIG
-    from charlm.training.signals import StopRequest
-    from charlm.training.trainer import train as run_training
+    from charlm.api.run import start_training
 
     overrides = list(set_ or [])
     if device is not None:
         overrides.append(f"train.device={device}")
     if time is not None:  # JSON-quoted: YAML would read 1:30 as the number 90
         overrides.append(f"train.time_budget={json.dumps(time)}")
-    if config is None:
-        if not (resume and out_dir):
-            raise CharlmError("pass --config FILE (or --resume --out-dir RUN to continue a run with its own config)")
-        config = out_dir / CONFIG
-    if out_dir is None:
-        out_dir = Path("runs") / config.stem
-    cfg = load_config(config, overrides)
-    result = run_training(
-        cfg, out_dir, RichReporter(), resume=resume, stop=StopRequest(ignore_after_stop=True), init_from=init_from
-    )
+    if config is None and not (resume and out_dir):
+        raise CharlmError("pass --config FILE (or --resume --out-dir RUN to continue a run with its own config)")
+    run = start_training(config, overrides=overrides, out_dir=out_dir, resume=resume, init_from=init_from, exiting=True)
+    result = run.result
     if result.test is not None:
         out.print(
             f"done: best valid bpc {result.best_valid_bpc:.4f}; test bpc {result.test.bpc:.4f} "
-            f"({result.test.tokens:,} tokens); run in {out_dir}"
+            f"({result.test.tokens:,} tokens); run in {run.path}"
         )
     raise typer.Exit(result.exit_code)
 
@@ -221,13 +211,35 @@ def sample(
         bool, typer.Option(help="GPU: replay each character's step as one CUDA graph (same text, faster).")
     ] = True,
     weights: WeightsOption = "auto",
+    stop: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            metavar="TEXT",
+            help="End each sample before the first TEXT it generates (repeatable; e.g. --stop $'\\n\\n'). "
+            "Only the generated text is searched; nothing past a stop is printed.",
+        ),
+    ] = None,
+    include_stop: Annotated[
+        bool, typer.Option("--include-stop", help="End each sample after its stop string, not before.")
+    ] = False,
+    beam: Annotated[
+        Optional[int],
+        typer.Option(
+            metavar="N",
+            help="Beam search of width N (1 to the vocabulary size): the most likely text of --length characters "
+            "under the model (total log-probability, not length-normalised; never less likely than --greedy).",
+        ),
+    ] = None,
 ) -> None:
     """Generate text from a trained model, streamed as it is produced."""
     from charlm.inference.sampling_steps import SamplingOptions
     from charlm.inference.trained import check_sampling, load_trained, quantize_for_cpu
 
     prompt = _read_prompt(prompt, prompt_file)
-    opts = SamplingOptions(length, temperature, top_k, top_p, greedy, num_samples, seed, cuda_graphs)
+    stops = tuple(check_utf8("--stop", s) for s in stop or ())
+    opts = SamplingOptions(
+        length, temperature, top_k, top_p, greedy, num_samples, seed, cuda_graphs, stops, include_stop, beam
+    )
     trained = load_trained(run, device, weights)
     if int8:
         quantize_for_cpu(trained)

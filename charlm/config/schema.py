@@ -337,6 +337,12 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     """
     source = str(path) if path is not None else "defaults"
     raw = read_yaml_mapping(Path(path)) if path is not None else {}
+    return config_from_mapping(raw, overrides, source)
+
+
+def config_from_mapping(raw: dict[str, Any], overrides: list[str] = (), source: str = "the config") -> Config:
+    """A config from a mapping of a YAML file's keys (changed in place by the overrides), with
+    every problem reported together as load_config reports a file's."""
     problems: list[str] = []
     override_keys = apply_overrides(raw, overrides, problems)
     try:

@@ -35,7 +35,7 @@ from charlm.errors import CharlmError
 from charlm.inference.choices import (
     DEFAULT_LR,  # the rules and their default step sizes (measured there)
 )
-from charlm.inference.stream_scoring import EvalResult
+from charlm.inference.stream_scoring import Score
 from charlm.models.charrnn import CharRNN
 from charlm.models.hidden import detach_hidden
 
@@ -75,7 +75,7 @@ def dynamic_evaluate(
     opts: DynamicOptions,
     on_segment: Callable[[int, float], None] | None = None,
     train_stream: torch.Tensor | None = None,
-) -> EvalResult:
+) -> Score:
     """Score every next-token prediction of `stream` once (batch size 1), adapting as it goes.
 
     `on_segment(start, loss_sum)` is called with each segment's summed loss (nats) right after
@@ -119,7 +119,7 @@ def dynamic_evaluate(
                 torch._foreach_copy_(params, trained)
             model.train(was_training)
     count = targets.numel()
-    return EvalResult(tokens=count, loss=float(total) / count)
+    return Score(tokens=count, loss=float(total) / count)
 
 
 def _sgd_step(params, trained, opts: DynamicOptions):

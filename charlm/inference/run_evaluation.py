@@ -10,7 +10,7 @@ from charlm.data.locate import locate_corpus
 from charlm.errors import CharlmError
 from charlm.inference.choices import SPLITS
 from charlm.inference.dynamic import DynamicOptions, dynamic_evaluate
-from charlm.inference.stream_scoring import EvalResult
+from charlm.inference.stream_scoring import Score
 from charlm.inference.trained import load_trained, no_training_split, score, stream_to_score, training_stream
 
 
@@ -25,7 +25,7 @@ class RunEvaluation:
     text: Path | None
     batch_size: int
     dynamic: DynamicOptions | None  # None: static scoring
-    result: EvalResult
+    result: Score
     data_note: str | None = None  # where the corpus was read from, when not where the run recorded
 
     @property

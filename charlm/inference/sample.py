@@ -10,7 +10,7 @@ step replay as one CUDA graph (graphed_steps.py), drawing the same numbers as th
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -18,9 +18,9 @@ import torch
 from charlm.inference.graphed_steps import graphed_or_eager
 from charlm.inference.sampling_steps import EagerSteps, SamplingOptions
 from charlm.models.charrnn import CharRNN
+from charlm.models.hidden import Hidden, Start, repeat_rows
 
 
-@torch.inference_mode()
 def generate(
     model: CharRNN,
     prompt_ids: torch.Tensor,
@@ -36,27 +36,59 @@ def generate(
     (num_samples, length); with `keep=False` nothing is kept (memory stays flat however long
     the text) and the result is empty, (num_samples, 0).
     """
-    model.eval()
-    device = next(model.parameters()).device
-    generator = torch.Generator(device=device if device.type == "cuda" else "cpu")
-    generator.manual_seed(opts.seed if opts.seed is not None else torch.seed())
-    x = prompt_ids.to(device).unsqueeze(0).expand(opts.num_samples, -1)
-    logits, hidden = model(x)  # read the prompt once
-    mask = None
-    if banned:
-        mask = torch.zeros(logits.size(-1), dtype=torch.bool, device=device)
-        mask[list(banned)] = True
     kept = _Columns(opts.num_samples) if keep else None
-    with _one_step_kernels(device):
-        # A contiguous copy of the last logits: eager and graphed steps start from the same layout.
-        steps = graphed_or_eager(EagerSteps(model, logits[:, -1].contiguous(), hidden, opts, generator, mask))
-        for _ in range(opts.length):
-            next_ids = steps()  # (N,), on the CPU
-            if kept is not None:
-                kept.append(next_ids)
-            if on_step is not None:
-                on_step(next_ids)
+    for next_ids in sample_columns(model, prompt_ids, opts, banned):
+        if kept is not None:
+            kept.append(next_ids)
+        if on_step is not None:
+            on_step(next_ids)
     return kept.ids() if kept is not None else torch.empty(opts.num_samples, 0, dtype=torch.long)
+
+
+def sample_columns(
+    model: CharRNN,
+    prompt_ids: torch.Tensor,
+    opts: SamplingOptions,
+    banned: list[int] = (),
+    start: Start | None = None,
+) -> Iterator[torch.Tensor]:
+    """The new ids of every sample, one column (num_samples,) on the CPU per step, `opts.length`
+    steps; a caller that has enough closes the generator, and no more steps run. The prompt is
+    read from a zero state, or after `start` (then it may be empty).
+
+    The one-step kernel setting (one_step_kernels, a speed setting only) holds while the
+    generator is open, also between the steps, where the caller's own code runs.
+    """
+    with torch.inference_mode():
+        model.eval()
+        device = next(model.parameters()).device
+        generator = torch.Generator(device=device if device.type == "cuda" else "cpu")
+        generator.manual_seed(opts.seed if opts.seed is not None else torch.seed())
+        logits, hidden = _read_prompt(model, prompt_ids.to(device), opts.num_samples, start)
+        mask = None
+        if banned:
+            mask = torch.zeros(logits.size(-1), dtype=torch.bool, device=device)
+            mask[list(banned)] = True
+    with one_step_kernels(device):
+        with torch.inference_mode():  # entered per step: the caller's code between steps keeps autograd
+            # A contiguous copy of the last logits: eager and graphed steps start from the same layout.
+            steps = graphed_or_eager(EagerSteps(model, logits.contiguous(), hidden, opts, generator, mask))
+        for _ in range(opts.length):
+            with torch.inference_mode():
+                next_ids = steps()  # (N,), on the CPU
+            yield next_ids
+
+
+def _read_prompt(model: CharRNN, ids: torch.Tensor, rows: int, start: Start | None) -> tuple[torch.Tensor, Hidden]:
+    """The logits (rows, V) that predict the first new id, and the state after the prompt."""
+    if start is None:
+        logits, hidden = model(ids.unsqueeze(0).expand(rows, -1))  # read the prompt once
+        return logits[:, -1], hidden
+    logits, hidden = start[0].view(1, -1).expand(rows, -1), repeat_rows(start[1], rows)
+    if len(ids):
+        out, hidden = model(ids.unsqueeze(0).expand(rows, -1), hidden)
+        logits = out[:, -1]
+    return logits, hidden
 
 
 class _Columns:
@@ -85,7 +117,7 @@ class _Columns:
 
 
 @contextmanager
-def _one_step_kernels(device: torch.device):
+def one_step_kernels(device: torch.device):
     """Run one-character steps on PyTorch's native CPU kernels.
 
     oneDNN (mkldnn) builds an RNN primitive on every call, about 0.9 ms, which is four times the

@@ -23,9 +23,21 @@ class SamplingOptions:
     num_samples: int = 1
     seed: int | None = None
     cuda_graphs: bool = True  # on a GPU, replay each character's step as a CUDA graph (same text)
+    stop: tuple[str, ...] = ()  # end each sample at the first of these it generates (stop_strings.py)
+    include_stop: bool = False  # keep the stop string at the end of the text
+    beam: int | None = None  # beam search of this width instead of sampling (beam_search.py)
 
     def check(self, vocab_size: int) -> None:
         """Refuse options that cannot be honoured, before any work."""
+        self._check_drawing(vocab_size)
+        if any(stop == "" for stop in self.stop):
+            raise SamplingError("--stop must not be empty: an empty stop string would end every sample at once")
+        if self.include_stop and not self.stop:
+            raise SamplingError("--include-stop keeps the stop string in the text; give one with --stop")
+        if self.beam is not None:
+            self._check_beam(vocab_size)
+
+    def _check_drawing(self, vocab_size: int) -> None:
         if self.length < 0:
             raise SamplingError(f"--length must be 0 or more, got {self.length}")
         if self.num_samples < 1:
@@ -40,6 +52,25 @@ class SamplingOptions:
             raise SamplingError(f"--top-k must be between 1 and the vocabulary size {vocab_size}, got {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise SamplingError(f"--top-p must be in (0, 1], got {self.top_p}")
+
+    def _check_beam(self, vocab_size: int) -> None:
+        """A beam is searched, not drawn: the options that shape a draw cannot apply to it."""
+        if not 1 <= self.beam <= vocab_size:
+            raise SamplingError(f"--beam must be between 1 and the vocabulary size {vocab_size}, got {self.beam}")
+        drawing = {
+            "--greedy": self.greedy,
+            "--temperature": self.temperature != 1.0,
+            "--top-k": self.top_k is not None,
+            "--top-p": self.top_p is not None,
+            "--seed": self.seed is not None,
+            "--num-samples": self.num_samples != 1,
+        }
+        given = [name for name, used in drawing.items() if used]
+        if given:
+            raise SamplingError(
+                f"--beam searches for the single most likely text, so {', '.join(given)} cannot apply; drop "
+                f"{'it' if len(given) == 1 else 'them'} (--beam 1 is --greedy)"
+            )
 
 
 def pick_next(

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from charlm.config import ModelConfig
 from charlm.data.batching import IGNORE, eval_shape, iter_eval_chunks
 from charlm.models.charrnn import CharRNN
+from charlm.models.hidden import Start
 from charlm.models.size import allocation_errors, check_fits, eval_chunk_bytes
 
 # Evaluation has no backward pass, so long chunks are cheap; longer chunks mean fewer Python
@@ -23,7 +24,15 @@ FIX_BATCH = "lower the batch size (charlm eval --batch-size; train.eval_batch_si
 
 
 @dataclass(frozen=True)
-class EvalResult:
+class Score:
+    """How well a model predicted a text: `tokens` predictions, their mean cross-entropy `loss`
+    in nats per token, and the same as bits per character (`bpc`) and `perplexity`.
+
+    >>> score = charlm.Score(tokens=4, loss=0.6931471805599453)   # ln 2 nats per token
+    >>> score.bpc, score.perplexity
+    (1.0, 2.0)
+    """
+
     tokens: int  # predictions scored
     loss: float  # mean cross-entropy, nats per token
 
@@ -41,9 +50,7 @@ class EvalResult:
 
 
 @torch.inference_mode()
-def evaluate(
-    model: CharRNN, stream: torch.Tensor, batch_size: int, device: torch.device, min_chunk: int = 1
-) -> EvalResult:
+def evaluate(model: CharRNN, stream: torch.Tensor, batch_size: int, device: torch.device, min_chunk: int = 1) -> Score:
     """Score every next-token prediction of `stream` once, as one stateful pass.
 
     The stream is cut into `batch_size` contiguous rows (see `iter_eval_chunks`); the hidden state of
@@ -61,9 +68,7 @@ def evaluate(
         return _evaluate(model, stream, batch_size, device, min_chunk)
 
 
-def _evaluate(
-    model: CharRNN, stream: torch.Tensor, batch_size: int, device: torch.device, min_chunk: int
-) -> EvalResult:
+def _evaluate(model: CharRNN, stream: torch.Tensor, batch_size: int, device: torch.device, min_chunk: int) -> Score:
     was_training = model.training
     model.eval()
     rows, _ = eval_shape(len(stream), batch_size)
@@ -76,7 +81,42 @@ def _evaluate(
         total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE, reduction="sum")
     model.train(was_training)
     count = len(stream) - 1  # every pair scored once
-    return EvalResult(tokens=count, loss=float(total) / count)
+    return Score(tokens=count, loss=float(total) / count)
+
+
+@torch.inference_mode()
+def token_log_probs(
+    model: CharRNN, ids: torch.Tensor, start: Start | None, min_chunk: int = 1
+) -> tuple[torch.Tensor, Start | None]:
+    """The natural-log probability (float64, on the CPU) of each of `ids` given every id before it,
+    read as one stream at batch size 1 after `start` (the first id has none, NaN, without a
+    start); and what the model has read after the last id (None when nothing was read).
+
+    In chunks as `evaluate` reads a stream, so a long text needs no more memory than scoring.
+    """
+    device = next(model.parameters()).device
+    check_fits(
+        eval_memory(model.cfg, model.embedding.num_embeddings, len(ids) + 1, 1, device, min_chunk),
+        f"reading {len(ids):,} tokens",
+        "score a shorter text",
+        device,
+    )
+    was_training = model.training
+    model.eval()
+    logits, hidden = start if start is not None else (None, None)
+    out = torch.full((len(ids),), math.nan, dtype=torch.float64)
+    at = 0
+    for chunk in ids.split(_chunk_len(1, device, min_chunk)) if len(ids) else ():
+        chunk_logits, hidden = model(chunk.to(device).view(1, -1), hidden)
+        before = chunk_logits[0, :-1] if logits is None else torch.cat([logits.view(1, -1), chunk_logits[0, :-1]])
+        first = at + (1 if logits is None else 0)
+        log_p = F.log_softmax(before.float(), dim=-1).gather(
+            1, chunk[len(chunk) - len(before) :].to(device).view(-1, 1)
+        )
+        out[first : at + len(chunk)] = log_p.view(-1).double().cpu()
+        logits, at = chunk_logits[0, -1], at + len(chunk)
+    model.train(was_training)
+    return out, (None if logits is None else (logits, hidden))
 
 
 def eval_memory(

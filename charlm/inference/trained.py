@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import codecs
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,12 +22,15 @@ from charlm.data.vocab import Vocabulary, describe_unit, unit_word
 from charlm.device import pick_device
 from charlm.errors import CharlmError, CheckpointError, DataError, SamplingError
 from charlm.files import read_bytes, read_head
+from charlm.inference.beam_search import Beam, beam_search
 from charlm.inference.exported import ORIGIN, WEIGHTS, is_exported, load_exported
-from charlm.inference.sample import generate
+from charlm.inference.sample import one_step_kernels, sample_columns
 from charlm.inference.sampling_steps import SamplingOptions
-from charlm.inference.stream_scoring import EvalResult, evaluate
+from charlm.inference.stop_strings import Stop, released_tokens
+from charlm.inference.stream_scoring import Score, evaluate
 from charlm.models.cells import fused_classes
 from charlm.models.charrnn import CharRNN
+from charlm.models.hidden import Start
 from charlm.models.size import allocation_errors, check_fits, sample_bytes
 from charlm.runs.checkpoint.storage import load_payload
 from charlm.runs.checkpoint.weights import WEIGHT_CHOICES
@@ -109,7 +112,7 @@ def quantize_for_cpu(trained: TrainedModel) -> None:
 
 def score(
     trained: TrainedModel, split: str | None, text_file: Path | None, batch_size: int, data: DataConfig | None = None
-) -> EvalResult:
+) -> Score:
     """Score a split of the run's corpus, or any UTF-8 file, as one stateful stream."""
     stream = stream_to_score(trained, split, text_file, data)
     device = next(trained.model.parameters()).device
@@ -225,23 +228,52 @@ def encode_prompt(trained: TrainedModel, prompt: str) -> torch.Tensor:
     return torch.cat([trained.vocab.encode("\n", source="prompt"), ids])
 
 
+def encode_continuation(trained: TrainedModel, text: str, source: str = "prompt") -> torch.Tensor:
+    """Ids of `text` read after what a model has already read (no line start added; may be empty)."""
+    corpus = corpus_kind(trained.cfg.data.corpus)
+    return trained.vocab.encode(corpus.from_readable(text), source=source) if text else torch.empty(0, dtype=torch.long)
+
+
+def encode_stops(trained: TrainedModel, stops: tuple[str, ...]) -> list[Stop]:
+    """Each stop string as token ids; one that holds a character the model cannot generate is refused."""
+    corpus, encoded = corpus_kind(trained.cfg.data.corpus), []
+    for stop in stops:
+        text = corpus.from_readable(stop)
+        unknown = trained.vocab.unknown_chars(text)
+        if unknown:
+            listed = ", ".join(describe_unit(ord(c), trained.vocab.unit) for c in unknown)
+            raise SamplingError(
+                f"--stop {stop!r} holds {unit_word(trained.vocab.unit)} this model never generates: {listed}"
+            )
+        encoded.append(tuple(trained.vocab.encode(text, source="--stop").tolist()))
+    return encoded
+
+
 def check_sampling(
-    trained: TrainedModel, prompt: str, opts: SamplingOptions, streamed: bool | None = None
+    trained: TrainedModel,
+    prompt: str,
+    opts: SamplingOptions,
+    streamed: bool | None = None,
+    continued: bool = False,
 ) -> torch.Tensor:
     """Check the options, the prompt and the memory they need against the model; return the prompt's ids.
 
     `streamed`: whether the text goes out as it is made rather than being kept (by default one
     sample is streamed and several are kept, as `charlm sample` does); streamed text needs no
-    memory per character.
+    memory per character. `continued`: the prompt follows text the model has read (a Python
+    caller's `state=`), so it is read as it is, without a line start.
     """
     opts.check(len(trained.vocab))
-    ids = encode_prompt(trained, prompt)
+    encode_stops(trained, opts.stop)
+    ids = encode_continuation(trained, prompt) if continued else encode_prompt(trained, prompt)
     kept = 0 if (opts.num_samples == 1 if streamed is None else streamed) else opts.length
-    n = opts.num_samples
+    rows = opts.num_samples if opts.beam is None else opts.beam + 1  # a beam's rows and the greedy path
     check_fits(
-        sample_bytes(len(trained.vocab), trained.cfg.model, n, len(ids), kept),
-        f"sampling {n:,} x {opts.length:,} characters after a {len(ids):,}-character prompt",
-        "lower --num-samples or --length (one sample is streamed, in constant memory), or shorten the prompt",
+        sample_bytes(len(trained.vocab), trained.cfg.model, rows, len(ids), kept),
+        f"sampling {rows:,} x {opts.length:,} characters after a {len(ids):,}-character prompt",
+        "lower --num-samples or --length (one sample is streamed, in constant memory), or shorten the prompt"
+        if opts.beam is None
+        else "lower --beam or --length, or shorten the prompt",
         next(trained.model.parameters()).device,
     )
     return ids
@@ -250,30 +282,92 @@ def check_sampling(
 def sample_text(
     trained: TrainedModel, prompt: str, opts: SamplingOptions, on_text: Callable[[int, str], None] | None = None
 ) -> list[str]:
-    """Generate `opts.num_samples` continuations of `prompt`, shown readably.
+    """Generate `opts.num_samples` continuations of `prompt`, shown readably, each ending at its
+    first stop string (`opts.stop`).
 
-    `on_text(sample_index, text)` is called with each new character of every sample as it is
-    chosen, for streaming; then nothing is kept (memory stays flat however long the text) and
+    `on_text(sample_index, text)` is called with each piece of every sample as soon as it may be
+    shown, for streaming; then nothing is kept (memory stays flat however long the text) and
     the list returned is empty.
     """
     ids = check_sampling(trained, prompt, opts, streamed=on_text is not None)
-    corpus, tokens = corpus_kind(trained.cfg.data.corpus), trained.vocab.tokens
+    pieces = sample_pieces(trained, ids, opts)
+    if on_text is not None:
+        for row, _, text in pieces:
+            on_text(row, text)
+        return []
+    kept: list[list[int]] = [[] for _ in range(opts.num_samples)]
+    for row, piece_ids, _ in pieces:
+        kept[row] += piece_ids
+    corpus = corpus_kind(trained.cfg.data.corpus)
+    return [corpus.to_readable(trained.vocab.decode(row)) for row in kept]
 
-    # Streamed bytes are decoded as UTF-8 as they come: a character may span several steps.
-    decoders = [codecs.getincrementaldecoder("utf-8")("replace") for _ in range(opts.num_samples)]
 
-    def on_step(next_ids: torch.Tensor) -> None:
-        if on_text is not None:
-            for i, token_id in enumerate(next_ids.tolist()):
-                token = tokens[token_id]
-                if trained.vocab.unit == "byte" and len(token) == 1:
-                    token = decoders[i].decode(bytes([ord(token)]))
-                on_text(i, corpus.to_readable(token))
-
+def sample_pieces(
+    trained: TrainedModel, ids: torch.Tensor, opts: SamplingOptions, start: Start | None = None
+) -> Iterator[tuple[int, list[int], str]]:
+    """(sample, token ids, their readable text) as each sample's text may be shown: drawn, or
+    with `opts.beam` the most likely text at once. `ids`: the checked prompt (check_sampling);
+    `start`: the (logits (V,), state) the prompt follows, else it is read from a zero state."""
+    stops = encode_stops(trained, opts.stop)
     # <unk> stands for "some character train lacked": it has no text to show, so never emit it.
     banned = [trained.vocab.unk_id] if trained.vocab.unk_id is not None else []
+    readable = _Readable(trained, opts.num_samples)
     with allocation_errors(
-        f"sampling {opts.num_samples:,} x {opts.length:,} characters", "lower --num-samples or --length"
+        f"sampling {opts.num_samples:,} x {opts.length:,} characters", "lower --num-samples (or --beam) or --length"
     ):
-        out = generate(trained.model, ids, opts, on_step, banned, keep=on_text is None)
-        return [corpus.to_readable(trained.vocab.decode(row.tolist())) for row in out]
+        if opts.beam is not None:
+            beam = search_beam(trained, ids, opts, stops, banned, start)
+            shown = beam.ids if opts.include_stop or not beam.stopped else _without_stop(beam.ids, stops)
+            yield 0, shown, readable.text(0, shown)
+            return
+        columns = sample_columns(trained.model, ids, opts, banned, start)
+        for row, released in released_tokens(columns, opts.num_samples, stops, opts.include_stop):
+            yield row, released, readable.text(row, released)
+
+
+def search_beam(
+    trained: TrainedModel,
+    ids: torch.Tensor,
+    opts: SamplingOptions,
+    stops: list[Stop],
+    banned: list[int],
+    start: Start | None = None,
+) -> Beam:
+    """The most likely continuation of `opts.length` tokens after the prompt (beam_search.py)."""
+    model = trained.model
+    with torch.inference_mode():
+        model.eval()
+        logits, hidden = start if start is not None else (None, None)
+        if len(ids):
+            device = next(model.parameters()).device
+            out, hidden = model(ids.to(device).unsqueeze(0), hidden)
+            logits = out[0, -1]
+        with one_step_kernels(next(model.parameters()).device):
+            return beam_search(model, logits, hidden, opts.beam, opts.length, banned, stops)
+
+
+def _without_stop(ids: list[int], stops: list[Stop]) -> list[int]:
+    """`ids` less the stop string it ends at (the longest that fits, as StopMatcher takes it)."""
+    for stop in sorted(stops, key=len, reverse=True):
+        if tuple(ids[-len(stop) :]) == stop:
+            return ids[: -len(stop)]
+    return ids
+
+
+class _Readable:
+    """Token ids as text a reader expects, per sample; a byte model's bytes are decoded as UTF-8
+    as they come, since one character may span several steps."""
+
+    def __init__(self, trained: TrainedModel, rows: int):
+        self.tokens, self.bytes = trained.vocab.tokens, trained.vocab.unit == "byte"
+        self.corpus = corpus_kind(trained.cfg.data.corpus)
+        self.decoders = [codecs.getincrementaldecoder("utf-8")("replace") for _ in range(rows)]
+
+    def text(self, row: int, ids: list[int]) -> str:
+        pieces = []
+        for token_id in ids:
+            token = self.tokens[token_id]
+            if self.bytes and len(token) == 1:
+                token = self.decoders[row].decode(bytes([ord(token)]))
+            pieces.append(self.corpus.to_readable(token))
+        return "".join(pieces)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 Hidden = torch.Tensor | tuple[torch.Tensor, ...]
+Start = tuple[torch.Tensor, Hidden]  # what a model has read: the logits (V,) that predict the next id, and its state
 
 
 def hidden_parts(hidden: Hidden | None) -> tuple[torch.Tensor, ...]:
@@ -45,3 +46,15 @@ def per_layer(hidden: Hidden, layered: bool, has_cell_state: bool) -> list[tuple
         h, c = parts
         return [(h[layer, 0], c[layer, 0]) for layer in range(h.size(0))]
     return [(h, None) for h in parts[0][:, 0]]
+
+
+def select_rows(hidden: Hidden, index: torch.Tensor) -> Hidden:
+    """The state of batch rows `index` (1-D ids, repeats allowed), in that order."""
+    if isinstance(hidden, tuple):
+        return tuple(h.index_select(1, index) for h in hidden)
+    return hidden.index_select(1, index)
+
+
+def repeat_rows(hidden: Hidden, rows: int) -> Hidden:
+    """A batch-1 state as `rows` identical rows."""
+    return select_rows(hidden, torch.zeros(rows, dtype=torch.long, device=hidden_parts(hidden)[0].device))

@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from charlm.inference.stream_scoring import EvalResult
+from charlm.inference.stream_scoring import Score
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class Evaluation:
 
     step: int
     epoch: int
-    result: EvalResult
+    result: Score
     is_best: bool
     tokens_seen: int
     elapsed_s: float
@@ -98,7 +98,7 @@ class FinalTest:
     """The test split scored with the best checkpoint (of step `step`)."""
 
     step: int
-    result: EvalResult
+    result: Score
     batch_size: int
 
     def record(self) -> dict[str, Any]:
@@ -122,7 +122,7 @@ class Stopped:
 class Finished:
     step: int
     best_valid_bpc: float
-    test: EvalResult | None
+    test: Score | None
 
 
 class Reporter(Protocol):
@@ -183,7 +183,7 @@ class SilentReporter(Sink):
 
     messages: list[str] = field(default_factory=list)
     logs: list[tuple[int, float]] = field(default_factory=list)  # (step, train bpc)
-    evaluations: list[tuple[int, str, EvalResult]] = field(default_factory=list)  # valid and test
+    evaluations: list[tuple[int, str, Score]] = field(default_factory=list)  # valid and test
     finished: Finished | None = None
 
     def start(self, info: RunInfo) -> None:

@@ -15,7 +15,7 @@ import torch
 from charlm.config import Config
 from charlm.device import device_name
 from charlm.errors import TrainingError
-from charlm.inference.stream_scoring import EvalResult
+from charlm.inference.stream_scoring import Score
 from charlm.reporting.base import Reporter, TrainLog
 from charlm.runs.checkpoint.contents import LoopState
 from charlm.runs.rundir import RunDir
@@ -75,7 +75,7 @@ class Records:
         wall_s: float,
         budget: dict | None,
         origin: dict | None,
-        test: EvalResult | None = None,
+        test: Score | None = None,
         error: str | None = None,
     ) -> None:
         """summary.json (rank 0): the run's status and headline figures."""
@@ -142,5 +142,5 @@ class TrainResult:
     status: str  # "finished" or "stopped"
     step: int
     best_valid_bpc: float
-    test: EvalResult | None
+    test: Score | None
     exit_code: int

@@ -26,7 +26,7 @@ from charlm.data.corpus import Corpus
 from charlm.device import device_name, pick_device
 from charlm.errors import CheckpointError
 from charlm.faults import FaultPlan, maybe_signal
-from charlm.inference.stream_scoring import EvalResult, evaluate
+from charlm.inference.stream_scoring import Score, evaluate
 from charlm.models.charrnn import CharRNN
 from charlm.models.hidden import detach_hidden
 from charlm.models.size import allocation_errors
@@ -363,11 +363,11 @@ class Trainer:
         and the average, and publish this step's checkpoint."""
         tcfg, state = self.cfg.train, self.state
         maybe_signal("train.evaluate")
-        result = EvalResult(0, 0.0)
+        result = Score(0, 0.0)
         if self.ddp.is_main:  # the others wait in the broadcast
             with self.average.swapped_in() if self.average is not None else nullcontext():
                 result = evaluate(self.model, self.corpus.valid, tcfg.eval_batch_size, self.device, tcfg.seq_len)
-        result = EvalResult(result.tokens, self.ddp.broadcast_from_main(result.loss, self.device))
+        result = Score(result.tokens, self.ddp.broadcast_from_main(result.loss, self.device))
         if self.average is not None and self.average.observe(result.loss, state.step):
             self.reporter.message(
                 f"NT-ASGD: valid loss stopped improving at step {state.step:,}; averaging every later step's weights"
@@ -387,7 +387,7 @@ class Trainer:
     def _save(self, best: bool = False) -> None:
         self.checkpointer.save(self.state, self.hidden, self.clock.wall_s(), self.clock.plan, best)
 
-    def _final_test(self) -> EvalResult | None:
+    def _final_test(self) -> Score | None:
         """Score test with the best checkpoint (rank 0), at train.test_batch_size."""
         if self.corpus.test is None or not self.ddp.is_main:
             return None
@@ -404,7 +404,7 @@ class Trainer:
             self.model, self.corpus, self.cfg.train, self.device, self.run_dir, self.checkpointer.training_state()
         )
 
-    def _write_summary(self, status: str, test: EvalResult | None = None, error: str | None = None) -> None:
+    def _write_summary(self, status: str, test: Score | None = None, error: str | None = None) -> None:
         self.records.write_summary(
             status,
             self.state,
