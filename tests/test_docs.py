@@ -46,7 +46,7 @@ def test_readme_is_short():
 
 def test_every_page_is_in_the_nav():
     nav = nav_pages(yaml.safe_load((REPO / "mkdocs.yml").read_text(encoding="utf-8"))["nav"])
-    pages = sorted(str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md"))
+    pages = sorted(str(p.relative_to(DOCS)) for pattern in ("*.md", "*.ipynb") for p in DOCS.rglob(pattern))
     assert sorted(nav) == pages
     assert len(nav) == len(set(nav))
 

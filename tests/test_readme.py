@@ -55,7 +55,7 @@ def pages() -> list[Path]:
         return [p for item in nav for v in item.values() for p in (walk(v) if isinstance(v, list) else [v])]
 
     nav = yaml.safe_load((REPO / "mkdocs.yml").read_text(encoding="utf-8"))["nav"]
-    return [REPO / "README.md", *(REPO / "docs" / page for page in walk(nav))]
+    return [REPO / "README.md", *(REPO / "docs" / page for page in walk(nav) if page.endswith(".md"))]
 
 
 def shown_lines() -> list[tuple[str, str]]:
@@ -143,3 +143,37 @@ def test_shown_commands_run(tmp_path, shared_ptb, ptb_root):
     assert (tmp_path / "runs" / "ptb_cpu" / "best.pt").exists()
     assert (tmp_path / "runs" / "ptb_lstm" / "best.pt").exists()  # the torchrun example
     assert (tmp_path / "data" / "ptb" / "ptb.train.txt").exists()
+
+
+def shown_python() -> list[tuple[str, str]]:
+    """(page, script) for every page with `python` blocks: its blocks joined in order, since a
+    later block uses what an earlier one made."""
+    found = []
+    for page in pages():
+        blocks = re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), flags=re.DOTALL)
+        if blocks:
+            found.append((page.name, "\n".join(blocks)))
+    return found
+
+
+def test_the_readme_and_the_api_page_show_python():
+    assert {page for page, _ in shown_python()} >= {"README.md", "python-api.md"}
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("page, script", shown_python(), ids=[page for page, _ in shown_python()])
+def test_shown_python_runs(page, script, tmp_path):
+    """Each page's Python, as shown, in a fresh interpreter beside the real configs and the local
+    tiny-shakespeare copy; the tiny_shakespeare recipe is the only one these scripts train."""
+    if not (SHAKESPEARE / "input.txt").is_file():
+        pytest.skip(f"no local tiny-shakespeare copy at {SHAKESPEARE} (set CHARLM_SHAKESPEARE_SOURCE)")
+    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    env = {**os.environ, "CHARLM_DATA": str(tmp_path / "data"), "OMP_NUM_THREADS": "2"}
+    fetch = [sys.executable, "-m", "charlm", "data", "fetch", "shakespeare", "--source", str(SHAKESPEARE)]
+    subprocess.run(fetch, cwd=tmp_path, env=env, check=True, capture_output=True)
+    (tmp_path / "shown.py").write_text(script, encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "shown.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, (page, proc.stdout, proc.stderr)
+    assert "False" not in proc.stdout.splitlines(), (page, proc.stdout)  # a shown equality held
