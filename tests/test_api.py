@@ -124,6 +124,18 @@ def test_sample_and_the_command_line_give_the_same_text(model, trained_run, opti
     assert printed.stdout == "the " + model.sample("the ", length=200, **options) + "\n"
 
 
+def test_a_beam_of_one_is_greedy_and_a_wider_one_is_at_least_as_likely(model):
+    greedy = model.sample("the ", length=60, greedy=True)
+    assert model.sample("the ", length=60, beam=1) == greedy
+
+    def log_prob(text):
+        model.next("the ")  # reads the prompt as sampling does: its state is where the text starts
+        return -model.score(text, state=model.state).loss * len(text)
+
+    for width in (2, 4, 8):
+        assert log_prob(model.sample("the ", length=60, beam=width)) >= log_prob(greedy) - 1e-4
+
+
 def test_stream_yields_the_sample_in_pieces(model):
     pieces = list(model.stream("to be", length=150, seed=9))
     assert len(pieces) > 1 and "".join(pieces) == model.sample("to be", length=150, seed=9)
@@ -218,6 +230,7 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
         (lambda m, run: m.sample(beam=len(m.vocabulary) + 1), "SamplingError", "--beam"),
         (lambda m, run: m.sample(beam=0), "SamplingError", "--beam"),
         (lambda m, run: m.sample(beam=2, seed=1), "SamplingError", "--seed"),
+        (lambda m, run: m.sample(beam=2, length=10**13), "ResourceError", "lower --beam or --length"),
         (lambda m, run: m.sample(temperature="hot"), "ArgumentError", "temperature"),
         (lambda m, run: m.sample(greedy=1), "ArgumentError", "greedy"),
         (lambda m, run: m.sample("\ud800"), "ArgumentError", "prompt"),

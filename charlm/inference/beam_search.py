@@ -31,6 +31,8 @@ from charlm.errors import SamplingError
 from charlm.models.charrnn import CharRNN
 from charlm.models.hidden import Hidden, select_rows
 
+PATH_BYTES = 96  # memory of one _Path with its float score (slots), measured by tracemalloc on CPython 3.11
+
 
 @dataclass(frozen=True)
 class Beam:
@@ -79,7 +81,7 @@ def _check(width: int, length: int, banned: Sequence[int], stops: Sequence[tuple
         raise SamplingError("a stop sequence is empty; give each stop at least one id")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Path:
     """A continuation as a linked list (a child shares its parent's ids instead of copying them)."""
 

@@ -22,7 +22,7 @@ from charlm.data.vocab import Vocabulary, describe_unit, unit_word
 from charlm.device import pick_device
 from charlm.errors import CharlmError, CheckpointError, DataError, SamplingError
 from charlm.files import read_bytes, read_head
-from charlm.inference.beam_search import Beam, beam_search
+from charlm.inference.beam_search import PATH_BYTES, Beam, beam_search
 from charlm.inference.exported import ORIGIN, WEIGHTS, is_exported, load_exported
 from charlm.inference.sample import one_step_kernels, sample_columns
 from charlm.inference.sampling_steps import SamplingOptions
@@ -267,9 +267,11 @@ def check_sampling(
     encode_stops(trained, opts.stop)
     ids = encode_continuation(trained, prompt) if continued else encode_prompt(trained, prompt)
     kept = 0 if (opts.num_samples == 1 if streamed is None else streamed) else opts.length
-    rows = opts.num_samples if opts.beam is None else opts.beam + 1  # a beam's rows and the greedy path
+    rows, paths = opts.num_samples, 0
+    if opts.beam is not None:  # its rows, the best finished and the greedy path; each keeps its path
+        rows, kept, paths = opts.beam + 2, 0, (opts.beam + 2) * opts.length * PATH_BYTES
     check_fits(
-        sample_bytes(len(trained.vocab), trained.cfg.model, rows, len(ids), kept),
+        sample_bytes(len(trained.vocab), trained.cfg.model, rows, len(ids), kept) + paths,
         f"sampling {rows:,} x {opts.length:,} characters after a {len(ids):,}-character prompt",
         "lower --num-samples or --length (one sample is streamed, in constant memory), or shorten the prompt"
         if opts.beam is None
