@@ -136,6 +136,13 @@ def test_a_beam_of_one_is_greedy_and_a_wider_one_is_at_least_as_likely(model):
         assert log_prob(model.sample("the ", length=60, beam=width)) >= log_prob(greedy) - 1e-4
 
 
+def test_a_beam_of_one_is_greedy_with_any_stop(model):
+    for stop in [unit for unit in model.vocabulary if len(unit) == 1]:
+        for prompt in ("the ", "a", "to be"):
+            greedy = model.sample(prompt, length=30, greedy=True, stop=stop)
+            assert model.sample(prompt, length=30, beam=1, stop=stop) == greedy, (prompt, stop)
+
+
 def test_stream_yields_the_sample_in_pieces(model):
     pieces = list(model.stream("to be", length=150, seed=9))
     assert len(pieces) > 1 and "".join(pieces) == model.sample("to be", length=150, seed=9)
@@ -220,22 +227,27 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 @pytest.mark.parametrize(
     "call, error, names",
     [
-        (lambda m, run: m.sample(length=-1), "SamplingError", "--length"),
+        (lambda m, run: m.sample(length=-1), "SamplingError", "length must be 0 or more"),
         (lambda m, run: m.sample(length=2.5), "ArgumentError", "length"),
         (lambda m, run: m.sample(prompt=7), "ArgumentError", "prompt"),
-        (lambda m, run: m.sample(stop=""), "SamplingError", "--stop"),
-        (lambda m, run: m.sample(stop=[""]), "SamplingError", "--stop"),
+        (lambda m, run: m.sample(stop=""), "SamplingError", "stop must not be empty"),
+        (lambda m, run: m.sample(stop=[""]), "SamplingError", "stop must not be empty"),
         (lambda m, run: m.sample(stop=[3]), "ArgumentError", "stop[0]"),
-        (lambda m, run: m.sample(beam=10**9), "SamplingError", "--beam"),
-        (lambda m, run: m.sample(beam=len(m.vocabulary) + 1), "SamplingError", "--beam"),
-        (lambda m, run: m.sample(beam=0), "SamplingError", "--beam"),
-        (lambda m, run: m.sample(beam=2, seed=1), "SamplingError", "--seed"),
-        (lambda m, run: m.sample(beam=2, length=10**13), "ResourceError", "lower --beam or --length"),
+        (lambda m, run: m.sample(beam=10**9), "SamplingError", "beam must be between 1 and the vocabulary"),
+        (lambda m, run: m.sample(beam=len(m.vocabulary) + 1), "SamplingError", "beam must be between"),
+        (lambda m, run: m.sample(beam=0), "SamplingError", "beam must be between"),
+        (lambda m, run: m.sample(beam=2, seed=1), "SamplingError", "so seed cannot apply"),
+        (lambda m, run: m.sample(beam=2, length=10**13), "ResourceError", "lower beam or length"),
+        (lambda m, run: m.sample(length=10**30), "ResourceError", "lower n or length"),
+        (lambda m, run: m.sample(temperature=10**400), "SamplingError", "temperature must be"),
+        (lambda m, run: m.sample(top_p=float("nan")), "SamplingError", "top_p must be in"),
+        (lambda m, run: m.sample(stop=b"ab"), "ArgumentError", "stop must be a str"),
         (lambda m, run: m.sample(temperature="hot"), "ArgumentError", "temperature"),
         (lambda m, run: m.sample(greedy=1), "ArgumentError", "greedy"),
         (lambda m, run: m.sample("\ud800"), "ArgumentError", "prompt"),
-        (lambda m, run: m.sample("ZZZ"), "SamplingError", "prompt"),
-        (lambda m, run: m.samples(n=0), "SamplingError", "--num-samples"),
+        (lambda m, run: m.sample("ZZZ"), "SamplingError", "prompt contains"),
+        (lambda m, run: m.samples(n=0), "SamplingError", "n must be at least 1"),
+        (lambda m, run: m.next("ZZZ"), "SamplingError", "prompt contains"),
         (lambda m, run: m.score(""), "DataError", "text"),
         (lambda m, run: m.score(None), "ArgumentError", "text"),
         (lambda m, run: m.next(k=0), "SamplingError", "k"),
@@ -259,6 +271,7 @@ def test_bad_arguments_are_one_error_naming_them_and_change_nothing(model, train
         call(model, trained_run)
     assert type(raised.value).__name__ == error and names in str(raised.value), str(raised.value)
     assert "\n" not in str(raised.value) or error == "ConfigError"
+    assert "--" not in str(raised.value) or error in ("ConfigError", "TrainingError"), "named a command-line option"
     assert snapshot(trained_run.parent) == before
 
 
@@ -279,3 +292,46 @@ def test_the_model_s_facts(model, trained_run):
     assert "\n" in model.vocabulary and isinstance(model.config, charlm.Config)
     assert repr(model).startswith("Model(") and os.fspath(trained_run) in repr(model)
     assert torch.is_tensor(model.network(torch.zeros(1, 3, dtype=torch.long))[0])
+
+
+def model_of(tokens: str, corpus: str = "shakespeare", unit: str = "char") -> charlm.Model:
+    """An untrained model with this vocabulary, for how text is read and shown."""
+    from test_prompt import trained_on
+
+    trained = trained_on(tokens, unit)
+    trained.cfg.data.corpus = corpus
+    return charlm.Model(trained)
+
+
+def test_after_a_state_ptb_text_is_read_as_written():
+    m = model_of("\n_acehst", corpus="ptb")
+    assert [u for u, _ in m.surprisal("the cat")] == ["t", "h", "e", " ", "c", "a", "t", "\n"]  # as eval reads a file
+    m.score("the cat")
+    assert [u for u, _ in m.surprisal(" sat", state=m.state)] == [" ", "s", "a", "t"]
+
+
+def test_a_byte_model_streams_what_it_keeps_and_shows_bytes_as_bytes():
+    m = model_of("".join(chr(b) for b in "\né€a".encode()), unit="byte")
+    from charlm.inference.sampling_steps import SamplingOptions
+    from charlm.inference.trained import sample_text
+
+    for length in range(1, 14):  # ends inside a character for some; kept, the ids are decoded at once
+        kept = sample_text(m._trained, "a", SamplingOptions(length=length, seed=1))[0]
+        assert "".join(m.stream("a", length=length, seed=1)) == kept == m.samples("a", n=1, length=length, seed=1)[0]
+    assert "\\xc3" in m.vocabulary and "a" in m.vocabulary
+
+
+def test_a_stream_closed_late_leaves_the_later_call_s_state_and_the_settings_as_they_were(model):
+    first, second = model.stream("to be", length=50, seed=1), model.stream("the ", length=50, seed=2)
+    next(first), next(second)
+    model.score("that is the question")
+    read = model.state.tokens
+    first.close(), second.close()
+    assert model.state.tokens == read
+    assert torch.backends.mkldnn.enabled and torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+
+
+def test_numpy_numbers_are_numbers(model):
+    import numpy as np
+
+    assert len(model.sample("the ", length=np.int64(12), temperature=np.float32(0.5), seed=np.int32(3))) == 12

@@ -184,13 +184,14 @@ def prefix_table(model: CharRNN) -> dict[tuple[int, ...], float]:
 
 def reference_search(table: dict, greedy_ids: list[int], width: int, stops) -> tuple[int, ...]:
     """The search the module docstring describes, written plainly over a table of scores: the
-    best 2 * width children, those that end set aside, `width` live ones kept, the early stop,
-    and greedy's path when it is at least as likely."""
+    best 2 * width children, those among the best `width` that end set aside, `width` live ones
+    kept, the early stop, and greedy's path when it is at least as likely."""
     live, ended = [()], []
     for step in range(1, L + 1):
         children = sorted((ids + (v,) for ids in live for v in range(V)), key=lambda ids: -table[ids])[: 2 * width]
-        ended += [ids for ids in children if ends_at(ids, stops) or step == L]
-        live = [ids for ids in children if ids not in ended][:width]
+        ending = [ids for ids in children if ends_at(ids, stops) or step == L]
+        ended += [ids for ids in ending if children.index(ids) < width]
+        live = [ids for ids in children if ids not in ending][:width]
         if live and ended and max(table[ids] for ids in ended) >= table[live[0]]:
             break
     best = max(ended, key=lambda ids: table[ids])

@@ -152,7 +152,7 @@ def test_an_allocation_failure_while_sampling_is_one_error_line(tiny_run, monkey
     def out_of_memory(*args, **kwargs):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 86 bytes")
 
-    monkeypatch.setattr(charlm.inference.trained, "sample_columns", out_of_memory)
+    monkeypatch.setattr(charlm.inference.trained, "iter_sampled_ids", out_of_memory)
     result = CliRunner().invoke(app, ["sample", str(tiny_run), "--length", "5"])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
     assert (

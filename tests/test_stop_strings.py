@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from charlm.errors import SamplingError
 from charlm.inference.sampling_steps import SamplingOptions
-from charlm.inference.stop_strings import StopMatcher, released_tokens
+from charlm.inference.stop_strings import StopAutomaton, StopMatcher, iter_released
 from charlm.inference.trained import load_trained, sample_text
 
 
@@ -33,7 +33,7 @@ def cut_at_first_stop(tokens: list[int], stops: list[tuple[int, ...]], include: 
     include=st.booleans(),
 )
 def test_the_matcher_releases_exactly_the_text_before_the_first_stop(tokens, stops, include):
-    matcher, shown = StopMatcher(stops, include), []
+    matcher, shown = StopMatcher(StopAutomaton(stops), include), []
     for token in tokens:
         shown += matcher.feed(token)
         expected, _ = cut_at_first_stop(tokens, stops, include)
@@ -45,7 +45,7 @@ def test_the_matcher_releases_exactly_the_text_before_the_first_stop(tokens, sto
 
 
 def test_a_stop_split_across_steps_is_held_back_until_decided():
-    matcher = StopMatcher([(1, 2, 3)])
+    matcher = StopMatcher(StopAutomaton([(1, 2, 3)]))
     assert matcher.feed(0) == [0]
     assert matcher.feed(1) == [] and matcher.feed(2) == []  # may begin the stop: held
     assert matcher.feed(4) == [1, 2, 4]  # it did not: let out
@@ -62,7 +62,7 @@ def test_rows_end_on_their_own_and_drawing_ends_when_all_have_stopped():
             yield torch.tensor(column)
 
     shown = {0: [], 1: []}
-    for row, ids in released_tokens(columns(), 2, [(9,)]):
+    for row, ids in iter_released(columns(), 2, [(9,)]):
         shown[row] += ids
     assert shown == {0: [1], 1: [0, 0, 0]}
     assert len(pulled) == 4, "drew a column after every row had stopped"

@@ -1,49 +1,61 @@
 """Type checks of the Python API's arguments, each failure one ArgumentError naming the argument.
 
 Python would accept a float length or a dict prompt and fail deep inside torch with a traceback
-that names neither; these turn such a call into one line before any work. The values' ranges
-are judged where the command line's are (SamplingOptions.check and friends), with the same
-messages.
+that names neither; these turn such a call into one line before any work. Numbers may be
+Python's or NumPy's (a notebook's `np.int64(5)` is an integer). The values' ranges are judged
+where the command line's are (SamplingOptions.check and friends), and `in_python_names` words
+their messages with the Python argument names.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
+import operator
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from charlm.errors import ArgumentError
+from charlm.errors import ArgumentError, CharlmError
 
 
-def whole(name: str, value: object) -> int:
-    """An int (not a bool)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ArgumentError(f"{name} must be an integer, got {_shown(value)}")
-    return value
+def check_int(name: str, value: object) -> int:
+    """An integer of any kind that Python can index with (not a bool)."""
+    if not isinstance(value, bool):
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise ArgumentError(f"{name} must be an integer, got {_shown(value)}")
 
 
-def optional_whole(name: str, value: object) -> int | None:
-    return None if value is None else whole(name, value)
+def check_optional_int(name: str, value: object) -> int | None:
+    return None if value is None else check_int(name, value)
 
 
-def number(name: str, value: object) -> float:
-    """An int or a float (not a bool), as a float."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ArgumentError(f"{name} must be a number, got {_shown(value)}")
-    return float(value)
+def check_number(name: str, value: object) -> float:
+    """A real number of any kind (not a bool), as a float; NaN and infinities are the range
+    checks' to refuse."""
+    if not isinstance(value, bool) and isinstance(value, numbers.Real):
+        try:
+            return float(value)
+        except OverflowError:  # an int past float's range
+            return math.inf if value > 0 else -math.inf
+    raise ArgumentError(f"{name} must be a number, got {_shown(value)}")
 
 
-def optional_number(name: str, value: object) -> float | None:
-    return None if value is None else number(name, value)
+def check_optional_number(name: str, value: object) -> float | None:
+    return None if value is None else check_number(name, value)
 
 
-def flag(name: str, value: object) -> bool:
+def check_flag(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise ArgumentError(f"{name} must be True or False, got {_shown(value)}")
     return value
 
 
-def text(name: str, value: object) -> str:
+def check_text(name: str, value: object) -> str:
     """A str that can be written as UTF-8 (no lone surrogates)."""
     if not isinstance(value, str):
         raise ArgumentError(f"{name} must be a str, got {_shown(value)}")
@@ -54,34 +66,45 @@ def text(name: str, value: object) -> str:
     return value
 
 
-def texts(name: str, value: object) -> tuple[str, ...]:
+def check_texts(name: str, value: object) -> tuple[str, ...]:
     """None (none), one str, or a list or tuple of them."""
     if value is None:
         return ()
     if isinstance(value, str):
-        return (text(name, value),)
-    if not isinstance(value, Sequence):
+        return (check_text(name, value),)
+    if isinstance(value, (bytes, bytearray)) or not isinstance(value, Sequence):
         raise ArgumentError(f"{name} must be a str or a list of str, got {_shown(value)}")
-    return tuple(text(f"{name}[{i}]", item) for i, item in enumerate(value))
+    return tuple(check_text(f"{name}[{i}]", item) for i, item in enumerate(value))
 
 
-def path(name: str, value: object) -> Path:
-    """A str or os.PathLike, as a Path."""
-    if isinstance(value, (str, os.PathLike)) and not isinstance(value, bytes):
-        if str(value) == "":
-            raise ArgumentError(f"{name} must not be empty")
-        return Path(value)
-    raise ArgumentError(f"{name} must be a path (str or pathlib.Path), got {_shown(value)}")
+def check_path(name: str, value: object) -> Path:
+    """A str or os.PathLike naming a path in text, as a Path."""
+    text = os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
+    if not isinstance(text, str):
+        raise ArgumentError(f"{name} must be a path (str or pathlib.Path), got {_shown(value)}")
+    if text == "":
+        raise ArgumentError(f"{name} must not be empty")
+    return Path(text)
 
 
-def optional_path(name: str, value: object) -> Path | None:
-    return None if value is None else path(name, value)
+def check_optional_path(name: str, value: object) -> Path | None:
+    return None if value is None else check_path(name, value)
 
 
-def choice(name: str, value: object, choices: Sequence[str]) -> str:
+def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ArgumentError(f"{name} must be one of {', '.join(map(repr, choices))}, got {_shown(value)}")
     return value
+
+
+def in_python_names(error: CharlmError, names: dict[str, str]) -> CharlmError:
+    """The same error, its message naming each command-line option of `names` ("--top-k") as
+    the Python argument ("top_k") it came from."""
+    pattern = re.compile("|".join(re.escape(flag) for flag in sorted(names, key=len, reverse=True)) + r"(?![\w-])")
+    renamed = type(error).__new__(type(error))
+    renamed.__dict__.update(error.__dict__)
+    renamed.args = (pattern.sub(lambda m: names[m.group(0)], str(error)),)
+    return renamed
 
 
 def _shown(value: object) -> str:

@@ -10,15 +10,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from charlm.api import arguments
-from charlm.config import Config
+from charlm.api.arguments import (
+    check_choice,
+    check_flag,
+    check_int,
+    check_number,
+    check_optional_int,
+    check_optional_number,
+    check_path,
+    check_text,
+    check_texts,
+    in_python_names,
+)
+from charlm.config import DEVICES, SEED_MAX, Config
 from charlm.data.corpora import corpus_kind
-from charlm.errors import DataError, SamplingError
+from charlm.errors import ArgumentError, CharlmError, DataError, SamplingError
 from charlm.inference.sampling_steps import SamplingOptions
 from charlm.inference.stream_scoring import Score, evaluate, token_log_probs
 from charlm.inference.trained import (
@@ -26,8 +38,8 @@ from charlm.inference.trained import (
     check_sampling,
     encode_continuation,
     encode_prompt,
+    iter_sample_pieces,
     load_trained,
-    sample_pieces,
 )
 from charlm.models.hidden import Hidden, Start
 from charlm.runs.checkpoint.weights import WEIGHT_CHOICES
@@ -59,6 +71,7 @@ class Model:
         self._trained = trained
         self._read: tuple[State | None, torch.Tensor] | None = None  # the last call's text, read lazily
         self._state: State | None = None
+        self._calls = 0  # calls that set the state, so a stream closed late leaves a later call's
 
     def __repr__(self) -> str:
         cfg = self.config.model
@@ -94,9 +107,13 @@ class Model:
 
     @property
     def vocabulary(self) -> list[str]:
-        """Its tokens in id order, shown readably (PTB's "_" as a space)."""
-        corpus = corpus_kind(self.config.data.corpus)
-        return [corpus.to_readable(t) for t in self._trained.vocab.tokens]
+        """Its tokens in id order, shown readably: PTB's "_" as a space, a byte model's bytes past
+        ASCII as "\\xNN" (one byte of a character's UTF-8 is no character by itself)."""
+        corpus, byte_unit = corpus_kind(self.config.data.corpus), self._trained.vocab.unit == "byte"
+        return [
+            f"\\x{ord(t):02x}" if byte_unit and len(t) == 1 and ord(t) > 127 else corpus.to_readable(t)
+            for t in self._trained.vocab.tokens
+        ]
 
     @property
     def network(self) -> torch.nn.Module:
@@ -145,21 +162,8 @@ class Model:
         >>> m.sample("to be", length=20, beam=4)                 # the most likely 20 characters
         '...'
         """
-        return "".join(
-            self.stream(
-                prompt,
-                length=length,
-                temperature=temperature,
-                top_k=top_k,
-                top_p=top_p,
-                greedy=greedy,
-                seed=seed,
-                stop=stop,
-                include_stop=include_stop,
-                beam=beam,
-                state=state,
-            )
-        )
+        opts = _options(1, length, temperature, top_k, top_p, greedy, seed, stop, include_stop, beam)
+        return "".join(self._start_pieces(prompt, opts, state, streamed=False))
 
     def stream(
         self,
@@ -184,11 +188,8 @@ class Model:
         >>> len("".join(pieces))
         30
         """
-        prompt = arguments.text("prompt", prompt)
         opts = _options(1, length, temperature, top_k, top_p, greedy, seed, stop, include_stop, beam)
-        start = self._checked_state(state)
-        ids = check_sampling(self._trained, prompt, opts, streamed=True, continued=start is not None)
-        return self._pieces(ids, opts, start)
+        return self._start_pieces(prompt, opts, state, streamed=True)
 
     def samples(
         self,
@@ -211,15 +212,11 @@ class Model:
         >>> m.samples("the ", n=3, length=20, seed=0, stop="\\n")
         ['...', '...', '...']
         """
-        prompt = arguments.text("prompt", prompt)
-        n = arguments.whole("n", n)
         opts = _options(n, length, temperature, top_k, top_p, False, seed, stop, include_stop, None)
-        start = self._checked_state(state)
-        ids = check_sampling(self._trained, prompt, opts, streamed=False, continued=start is not None)
-        self._forget()
-        kept: list[list[str]] = [[] for _ in range(n)]
-        for row, _, text in sample_pieces(self._trained, ids, opts, self._start(start)):
+        kept: list[list[str]] = [[] for _ in range(opts.num_samples)]
+        for row, text in self._start_pieces(prompt, opts, state, streamed=False, rows=True):
             kept[row].append(text)
+        self._forget()
         return ["".join(pieces) for pieces in kept]
 
     def score(self, text: str, *, state: State | None = None) -> Score:
@@ -244,8 +241,8 @@ class Model:
 
     def surprisal(self, text: str, *, state: State | None = None) -> list[tuple[str, float]]:
         """Each token of `text` (read as `score` reads it) with its surprisal in bits, -log2 p;
-        NaN for the first without `state` (nothing predicts it). The mean of the numbers is
-        `score(text).bpc`, and what `charlm viz` shades.
+        NaN for the first without `state` (nothing predicts it). The mean of the others is
+        `score(text).bpc`; they are what `charlm viz` shades.
 
         >>> m = charlm.load("runs/tiny")
         >>> m.surprisal("the")
@@ -267,39 +264,60 @@ class Model:
         >>> m.next(" jumps", k=1, state=m.state)                   # go on from "...brown fo"
         [('...', 0...)]
         """
-        text = arguments.text("text", text)
-        k = arguments.whole("k", k)
+        text = check_text("text", text)
+        k = check_int("k", k)
         vocab_size = len(self._trained.vocab)
         if not 1 <= k <= vocab_size:
             raise SamplingError(f"k must be between 1 and the vocabulary size {vocab_size}, got {k}")
         start = self._checked_state(state)
-        ids = encode_continuation(self._trained, text, "text") if start else encode_prompt(self._trained, text)
+        with _python_names({"--prompt": "text"}):
+            ids = encode_continuation(self._trained, text, "text") if start else encode_prompt(self._trained, text)
         _, after = token_log_probs(self._trained.model, ids, self._start(start), self.config.train.seq_len)
         self._remember(start, ids)
-        probs = torch.softmax(after[0].float(), dim=-1)
-        top = torch.topk(probs, k)
+        logits = after[0].float().clone()  # an inference tensor: changed only as a copy
+        if self._trained.vocab.unk_id is not None:  # as sampling draws: never <unk>, which stands for no text
+            logits[self._trained.vocab.unk_id] = -math.inf
+        top = torch.topk(torch.softmax(logits, dim=-1), k)
         shown = self.vocabulary
         return [(shown[i], float(p)) for i, p in zip(top.indices.tolist(), top.values.tolist())]
 
-    def _pieces(self, ids: torch.Tensor, opts: SamplingOptions, start: State | None) -> Iterator[str]:
+    def _start_pieces(
+        self, prompt: object, opts: SamplingOptions, state: object, streamed: bool, rows: bool = False
+    ) -> Iterator:
+        """Check a sampling call before any work, then the generator of its text: pieces, or
+        (sample, piece) with `rows`. The state is the one to remember unless a later call ran."""
+        prompt = check_text("prompt", prompt)
+        start = self._checked_state(state)
+        with _python_names(SAMPLING_NAMES):
+            ids = check_sampling(self._trained, prompt, opts, streamed=streamed, continued=start is not None)
         self._forget()
+        return self._pieces(ids, opts, start, self._calls, rows)
+
+    def _pieces(self, ids: torch.Tensor, opts: SamplingOptions, start: State | None, call: int, rows: bool) -> Iterator:
         shown: list[int] = []
         try:
-            for _, piece_ids, text in sample_pieces(self._trained, ids, opts, self._start(start)):
-                shown += piece_ids
-                yield text
+            for row, piece_ids, text in iter_sample_pieces(self._trained, ids, opts, self._start(start)):
+                if row == 0:
+                    shown += piece_ids
+                yield (row, text) if rows else text
         finally:  # also when the caller stops early: the state is after what was shown
-            self._remember(start, torch.cat([ids, torch.tensor(shown, dtype=torch.long)]))
+            if self._calls == call:  # no call since this one began
+                self._remember(start, torch.cat([ids, torch.tensor(shown, dtype=torch.long)]))
 
     def _text_ids(self, text: str, state: State | None) -> tuple[torch.Tensor, State | None]:
-        """`text` as `charlm eval --text` reads a file; at least 2 tokens without a state, 1 with one."""
-        text = arguments.text("text", text)
+        """`text` as `charlm eval --text` reads a file (PTB: its words joined by "_", and a
+        line end after each line); after a state, as it is, as a prompt goes on. At least 2
+        tokens without a state, 1 with one."""
+        text = check_text("text", text)
         start = self._checked_state(state)
-        stream_text = corpus_kind(self.config.data.corpus).to_stream_text(text) if text else ""
-        ids = self._trained.vocab.encode(stream_text, source="text")
+        if start is not None:
+            ids = encode_continuation(self._trained, text, "text")
+        else:
+            stream_text = corpus_kind(self.config.data.corpus).to_stream_text(text) if text else ""
+            ids = self._trained.vocab.encode(stream_text, source="text")
         if len(ids) < (1 if start is not None else 2):
             raise DataError(
-                f"text has {len(ids)} token(s); scoring needs at least 2 (1 after a state=) -- give a longer text"
+                f"text has {len(ids)} token(s); scoring needs at least 2 (1 after a state=); give a longer text"
             )
         return ids, start
 
@@ -307,7 +325,7 @@ class Model:
         if state is None:
             return None
         if not isinstance(state, State):
-            raise arguments.ArgumentError(f"state must be a charlm.State (Model.state), got {type(state).__name__}")
+            raise ArgumentError(f"state must be a charlm.State (Model.state), got {type(state).__name__}")
         if state.owner is not self._trained.model:
             raise SamplingError("state comes from another model; pass the state this model's own call left")
         return state
@@ -317,34 +335,69 @@ class Model:
         return None if state is None else (state.logits, state.hidden)
 
     def _remember(self, start: State | None, ids: torch.Tensor) -> None:
-        self._read, self._state = (start, ids), None
+        """What the last call read: `ids` after `start` (the State is made when asked for)."""
+        self._read, self._state, self._calls = (start, ids), None, self._calls + 1
 
     def _forget(self) -> None:
-        self._read, self._state = None, None
+        self._read, self._state, self._calls = None, None, self._calls + 1
 
 
-def _options(n, length, temperature, top_k, top_p, greedy, seed, stop, include_stop, beam) -> SamplingOptions:
+# The command line's options in the sampling messages, as the Python arguments they are here.
+SAMPLING_NAMES = {
+    "--length": "length",
+    "--temperature": "temperature",
+    "--top-k": "top_k",
+    "--top-p": "top_p",
+    "--greedy": "greedy",
+    "--num-samples": "n",
+    "--seed": "seed",
+    "--stop": "stop",
+    "--include-stop": "include_stop",
+    "--beam": "beam",
+    "--prompt": "prompt",
+}
+
+
+@contextmanager
+def _python_names(names: dict[str, str]):
+    """Errors raised inside name the Python arguments, not the command line's options."""
+    try:
+        yield
+    except CharlmError as exc:
+        raise in_python_names(exc, names) from None
+
+
+def _options(
+    n: object,
+    length: object,
+    temperature: object,
+    top_k: object,
+    top_p: object,
+    greedy: object,
+    seed: object,
+    stop: object,
+    include_stop: object,
+    beam: object,
+) -> SamplingOptions:
     """The arguments' types checked; their values are SamplingOptions.check's to judge."""
     return SamplingOptions(
-        length=arguments.whole("length", length),
-        temperature=arguments.number("temperature", temperature),
-        top_k=arguments.optional_whole("top_k", top_k),
-        top_p=arguments.optional_number("top_p", top_p),
-        greedy=arguments.flag("greedy", greedy),
-        num_samples=n,
+        length=check_int("length", length),
+        temperature=check_number("temperature", temperature),
+        top_k=check_optional_int("top_k", top_k),
+        top_p=check_optional_number("top_p", top_p),
+        greedy=check_flag("greedy", greedy),
+        num_samples=check_int("n", n),
         seed=_seed(seed),
-        stop=arguments.texts("stop", stop),
-        include_stop=arguments.flag("include_stop", include_stop),
-        beam=arguments.optional_whole("beam", beam),
+        stop=check_texts("stop", stop),
+        include_stop=check_flag("include_stop", include_stop),
+        beam=check_optional_int("beam", beam),
     )
 
 
 def _seed(seed: object) -> int | None:
-    from charlm.config import SEED_MAX
-
-    seed = arguments.optional_whole("seed", seed)
+    seed = check_optional_int("seed", seed)
     if seed is not None and not 0 <= seed <= SEED_MAX:
-        raise SamplingError(f"--seed must be between 0 and {SEED_MAX}, got {seed}")
+        raise SamplingError(f"seed must be between 0 and {SEED_MAX}, got {seed}")
     return seed
 
 
@@ -358,9 +411,7 @@ def load(path: str | Path, *, device: str = "cpu", weights: str = "auto") -> Mod
     >>> m.step, m.weights
     (300, 'trained')
     """
-    from charlm.config import DEVICES
-
-    path = arguments.path("path", path)
-    device = arguments.choice("device", device, DEVICES)
-    weights = arguments.choice("weights", weights, WEIGHT_CHOICES)
+    path = check_path("path", path)
+    device = check_choice("device", device, DEVICES)
+    weights = check_choice("weights", weights, WEIGHT_CHOICES)
     return Model(load_trained(path, device, weights))

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from charlm.api import arguments
+from charlm.api.arguments import check_flag, check_optional_path, check_path, check_texts
 from charlm.config import Config, load_config
 from charlm.errors import ArgumentError, CharlmError
 from charlm.runs.listing import describe_run, find_runs
@@ -94,7 +94,7 @@ def list_runs(folder: str | Path = "runs") -> list[Run]:
     >>> [run.name for run in charlm.list_runs("runs")]
     ['tiny']
     """
-    folder = arguments.path("folder", folder)
+    folder = check_path("folder", folder)
     if not folder.exists():
         raise CharlmError(f"{folder} does not exist")
     return [Run(path, base=folder) for path in find_runs([folder])]
@@ -144,10 +144,10 @@ def start_training(
     from charlm.training.signals import StopRequest
     from charlm.training.trainer import train as run_training
 
-    resume = arguments.flag("resume", resume)
-    cfg, folder = _config_and_folder(config, arguments.texts("overrides", overrides), out_dir, resume)
-    init_from = arguments.optional_path("init_from", init_from)
-    reporter = RichReporter() if arguments.flag("progress", progress) else SilentReporter()
+    resume = check_flag("resume", resume)
+    cfg, folder = _config_and_folder(config, check_texts("overrides", overrides), out_dir, resume)
+    init_from = check_optional_path("init_from", init_from)
+    reporter = RichReporter() if check_flag("progress", progress) else SilentReporter()
     stop = StopRequest(ignore_after_stop=exiting)
     result = run_training(cfg, folder, reporter, resume=resume, stop=stop, init_from=init_from)
     return Run(folder, result)
@@ -157,7 +157,7 @@ def _config_and_folder(
     config: object, overrides: tuple[str, ...], out_dir: object, resume: bool
 ) -> tuple[Config, Path]:
     """The validated config (file, dict or Config, then the overrides) and the run directory."""
-    out_dir = arguments.optional_path("out_dir", out_dir)
+    out_dir = check_optional_path("out_dir", out_dir)
     if config is None:
         if not (resume and out_dir is not None):
             raise ArgumentError("config is required (or resume=True with out_dir, to go on with the run's own config)")
@@ -166,7 +166,7 @@ def _config_and_folder(
         return _with_overrides(config.to_dict(), overrides, "the Config given"), _folder(out_dir, None)
     if isinstance(config, dict):
         return _with_overrides(config, overrides, "the dict given"), _folder(out_dir, None)
-    path = arguments.path("config", config)
+    path = check_path("config", config)
     return load_config(path, list(overrides)), _folder(out_dir, path)
 
 

@@ -21,17 +21,22 @@ greedy decoding, and `width=1` returns exactly greedy's ids.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
 
 from charlm.errors import SamplingError
+from charlm.inference.stop_strings import StopAutomaton
 from charlm.models.charrnn import CharRNN
 from charlm.models.hidden import Hidden, select_rows
 
-PATH_BYTES = 96  # memory of one _Path with its float score (slots), measured by tracemalloc on CPython 3.11
+PATH_BYTES = 96  # one _Path with its float score (slots), measured by tracemalloc on CPython 3.11
+
+
+def paths_bytes(paths: int, stops: int) -> int:
+    """Memory of `paths` search paths, each with its place in `stops` stop strings."""
+    return paths * (PATH_BYTES + (48 + 8 * stops if stops else 0))  # a tuple of that many ints
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,7 @@ def beam_search(
     model.eval()
     mask = torch.zeros(vocab_size, dtype=torch.bool, device=logits.device)
     mask[list(banned)] = True
-    return _Search(model, logits, hidden, width, mask, [tuple(s) for s in stops]).run(length)
+    return _Search(model, logits, hidden, width, mask, StopAutomaton([tuple(s) for s in stops])).run(length)
 
 
 def _check(width: int, length: int, banned: Sequence[int], stops: Sequence[tuple[int, ...]], vocab_size: int) -> None:
@@ -89,25 +94,21 @@ class _Path:
     parent: _Path | None
     score: float  # log-probability, accumulated in float64
     row: int  # its row in the batch whose logits predict its next id
+    matched: tuple[int, ...]  # how far into each stop its ids end (stop_strings.py's automaton)
     stopped: bool = False
 
-    def tail(self, n: float) -> tuple[int, ...]:
-        """Its last `n` ids (fewer if it is shorter)."""
+    def ids(self) -> list[int]:
         ids, node = [], self
-        while node.token is not None and len(ids) < n:
+        while node.token is not None:
             ids.append(node.token)
             node = node.parent
-        return tuple(reversed(ids))
+        return ids[::-1]
 
-    def ids(self) -> list[int]:
-        return list(self.tail(math.inf))
-
-    def child(self, token: int, score: float, stops: list[tuple[int, ...]]) -> _Path:
+    def child(self, token: int, score: float, stops: StopAutomaton) -> _Path:
         """This path and then `token`; stopped when that completes a stop sequence (this path,
         being live, holds none yet)."""
-        tail = (*self.tail(max((len(stop) for stop in stops), default=1) - 1), token)
-        stopped = any(tail[-len(stop) :] == stop for stop in stops if len(stop) <= len(tail))
-        return _Path(token, self, score, self.row, stopped)
+        matched, done = stops.advance(self.matched, token)
+        return _Path(token, self, score, self.row, matched, done is not None)
 
 
 class _Search:
@@ -124,12 +125,12 @@ class _Search:
         hidden: Hidden,
         width: int,
         mask: torch.Tensor,
-        stops: list[tuple[int, ...]],
+        stops: StopAutomaton,
     ):
         self.model, self.logits, self.hidden = model, logits, hidden  # logits (R, V), one row per path
         self.width, self.mask, self.stops = width, mask, stops
-        self.live: list[_Path] = [_Path(None, None, 0.0, 0)]
-        self.greedy: _Path | None = _Path(None, None, 0.0, 0)
+        self.live: list[_Path] = [_Path(None, None, 0.0, 0, stops.start)]
+        self.greedy: _Path | None = _Path(None, None, 0.0, 0, stops.start)
         self.best: Beam | None = None  # the best finished beam so far
         self.greedy_end: Beam | None = None
 
@@ -159,8 +160,12 @@ class _Search:
         self._step(live, finished, greedy, last)
 
     def _beam_children(self, log_probs: torch.Tensor, last: bool) -> tuple[list[_Path], list[_Path]]:
-        """The best children of the live beams: those that end here (at a stop, or at the last
-        step) and up to `width` that go on, each list best first."""
+        """The best children of the live beams: those among the best `width` that end here (at a
+        stop, or at the last step), and up to `width` that go on, each list best first.
+
+        A child that ends counts only within the best `width`, as in Hugging Face's beam search:
+        with width 1 the one child is the argmax, so a beam of one is the greedy path, stops
+        included."""
         if not self.live:
             return [], []
         rows = torch.tensor([p.row for p in self.live], device=log_probs.device)
@@ -169,12 +174,13 @@ class _Search:
         values, flat = total.topk(min(2 * self.width, total.numel()))
         vocab_size = log_probs.size(-1)
         ended, live = [], []
-        for score, i in zip(values.tolist(), flat.tolist()):
+        for rank, (score, i) in enumerate(zip(values.tolist(), flat.tolist())):
             if score == float("-inf"):
                 break  # banned ids
             child = self.live[i // vocab_size].child(i % vocab_size, score, self.stops)
             if child.stopped or last:
-                ended.append(child)
+                if rank < self.width:
+                    ended.append(child)
             elif len(live) < self.width:
                 live.append(child)
         return ended, live

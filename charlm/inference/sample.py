@@ -9,7 +9,6 @@ step replay as one CUDA graph (graphed_steps.py), drawing the same numbers as th
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -37,7 +36,7 @@ def generate(
     the text) and the result is empty, (num_samples, 0).
     """
     kept = _Columns(opts.num_samples) if keep else None
-    for next_ids in sample_columns(model, prompt_ids, opts, banned):
+    for next_ids in iter_sampled_ids(model, prompt_ids, opts, banned):
         if kept is not None:
             kept.append(next_ids)
         if on_step is not None:
@@ -45,7 +44,7 @@ def generate(
     return kept.ids() if kept is not None else torch.empty(opts.num_samples, 0, dtype=torch.long)
 
 
-def sample_columns(
+def iter_sampled_ids(
     model: CharRNN,
     prompt_ids: torch.Tensor,
     opts: SamplingOptions,
@@ -56,8 +55,8 @@ def sample_columns(
     steps; a caller that has enough closes the generator, and no more steps run. The prompt is
     read from a zero state, or after `start` (then it may be empty).
 
-    The one-step kernel setting (one_step_kernels, a speed setting only) holds while the
-    generator is open, also between the steps, where the caller's own code runs.
+    Inference mode and the one-step kernels are set around each step, not across the yields:
+    the caller's own code between the steps runs with its own settings.
     """
     with torch.inference_mode():
         model.eval()
@@ -69,14 +68,13 @@ def sample_columns(
         if banned:
             mask = torch.zeros(logits.size(-1), dtype=torch.bool, device=device)
             mask[list(banned)] = True
-    with one_step_kernels(device):
-        with torch.inference_mode():  # entered per step: the caller's code between steps keeps autograd
+        with one_step_kernels(device):
             # A contiguous copy of the last logits: eager and graphed steps start from the same layout.
             steps = graphed_or_eager(EagerSteps(model, logits.contiguous(), hidden, opts, generator, mask))
-        for _ in range(opts.length):
-            with torch.inference_mode():
-                next_ids = steps()  # (N,), on the CPU
-            yield next_ids
+    for _ in range(opts.length):
+        with torch.inference_mode(), one_step_kernels(device):
+            next_ids = steps()  # (N,), on the CPU
+        yield next_ids
 
 
 def _read_prompt(model: CharRNN, ids: torch.Tensor, rows: int, start: Start | None) -> tuple[torch.Tensor, Hidden]:
@@ -122,11 +120,15 @@ def one_step_kernels(device: torch.device):
 
     oneDNN (mkldnn) builds an RNN primitive on every call, about 0.9 ms, which is four times the
     work of one step of a 2x512 LSTM; it pays off only on long sequences (the prompt, eval).
+    Only that flag is set, under a microsecond, so this can wrap every step
+    (torch.backends.mkldnn.flags() also sets TF32, warns about it, and costs 13 us a call).
     """
     if device.type != "cpu":
         yield
         return
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*TF32 acceleration on top of oneDNN.*")
-        with torch.backends.mkldnn.flags(enabled=False):
-            yield
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = before

@@ -5,7 +5,8 @@ Matching is on token ids (a stop string is encoded in the model's vocabulary fir
 that is split across two steps, or across the bytes of one character in a byte model, is found
 all the same. A sample's tokens are released as soon as they cannot be the start of a stop; the
 few that might be are held back until the next token decides. Only the generated text is
-searched, never the prompt.
+searched, never the prompt. The stops are matched together as one automaton (Knuth-Morris-Pratt
+per stop), so a token costs the same (amortised) however long the stops are.
 """
 
 from __future__ import annotations
@@ -17,6 +18,48 @@ import torch
 Stop = tuple[int, ...]  # a stop string's token ids
 
 
+class StopAutomaton:
+    """The stop strings as one matcher over a stream of ids (Knuth-Morris-Pratt per stop): a
+    state is, for every stop, how many of its first ids the stream now ends with."""
+
+    def __init__(self, stops: Sequence[Stop]):
+        self.stops = sorted(set(stops), key=len, reverse=True)  # the longest first: it starts earliest
+        self.fallbacks = [_prefix_function(stop) for stop in self.stops]
+        self.start = (0,) * len(self.stops)
+
+    def advance(self, state: tuple[int, ...], token: int) -> tuple[tuple[int, ...], Stop | None]:
+        """The state after `token`, and the stop it completes (the longest, if several), or None."""
+        new, done = [], None
+        for stop, fallback, k in zip(self.stops, self.fallbacks, state):
+            if k == len(stop):  # a complete match never goes on: restart from its longest border
+                k = fallback[k - 1]
+            while k and stop[k] != token:
+                k = fallback[k - 1]
+            if stop[k] == token:
+                k += 1
+            if k == len(stop) and done is None:
+                done = stop
+            new.append(k)
+        return tuple(new), done
+
+    @staticmethod
+    def held(state: tuple[int, ...]) -> int:
+        """How many of the last ids may begin a stop: the longest partial match."""
+        return max(state, default=0)
+
+
+def _prefix_function(stop: Stop) -> list[int]:
+    """fallback[i]: the length of the longest proper prefix of stop[:i+1] that is also its suffix."""
+    fallback, k = [0] * len(stop), 0
+    for i in range(1, len(stop)):
+        while k and stop[i] != stop[k]:
+            k = fallback[k - 1]
+        if stop[i] == stop[k]:
+            k += 1
+        fallback[i] = k
+    return fallback
+
+
 class StopMatcher:
     """One sample's stop strings. `feed` each new token; it returns the tokens safe to show now.
 
@@ -25,40 +68,32 @@ class StopMatcher:
     when the sample ends without a stop.
     """
 
-    def __init__(self, stops: Sequence[Stop], include: bool = False):
-        self.stops = sorted(set(stops), key=len, reverse=True)  # the longest first: it starts earliest
-        self.include = include
-        self.held: list[int] = []  # a suffix of the text so far that some stop may begin with
+    def __init__(self, stops: StopAutomaton, include: bool = False):
+        self.automaton, self.include = stops, include
+        self.state = stops.start
+        self.held: list[int] = []  # the last tokens, as many as may begin a stop
         self.stopped = False
 
     def feed(self, token: int) -> list[int]:
         if self.stopped:
             return []
         self.held.append(token)
-        for stop in self.stops:  # a stop that ends here is the first one: held holds every shorter start
-            if len(self.held) >= len(stop) and tuple(self.held[-len(stop) :]) == stop:
-                self.stopped = True
-                released = self.held if self.include else self.held[: -len(stop)]
-                self.held = []
-                return released
-        keep = self._longest_start()
-        released, self.held = self.held[: len(self.held) - keep], self.held[len(self.held) - keep :]
+        self.state, done = self.automaton.advance(self.state, token)
+        if done is not None:
+            self.stopped = True
+            released = self.held if self.include else self.held[: -len(done)]
+            self.held = []
+            return released
+        cut = len(self.held) - self.automaton.held(self.state)
+        released, self.held = self.held[:cut], self.held[cut:]
         return released
 
     def finish(self) -> list[int]:
         released, self.held = self.held, []
         return released
 
-    def _longest_start(self) -> int:
-        """The length of the longest suffix of `held` that is a proper start of a stop."""
-        for n in range(min(len(self.held), max(len(s) for s in self.stops) - 1), 0, -1):
-            tail = tuple(self.held[-n:])
-            if any(len(s) > n and s[:n] == tail for s in self.stops):
-                return n
-        return 0
 
-
-def released_tokens(
+def iter_released(
     columns: Iterator[torch.Tensor], rows: int, stops: Sequence[Stop], include: bool = False
 ) -> Iterator[tuple[int, list[int]]]:
     """(row, token ids) as each row's tokens may be shown, from columns of ids (rows,) one per step.
@@ -71,7 +106,8 @@ def released_tokens(
             for row, token in enumerate(column.tolist()):
                 yield row, [token]
         return
-    matchers = [StopMatcher(stops, include) for _ in range(rows)]
+    automaton = StopAutomaton(stops)
+    matchers = [StopMatcher(automaton, include) for _ in range(rows)]
     try:
         for column in columns:
             for row, token in enumerate(column.tolist()):

@@ -22,11 +22,11 @@ from charlm.data.vocab import Vocabulary, describe_unit, unit_word
 from charlm.device import pick_device
 from charlm.errors import CharlmError, CheckpointError, DataError, SamplingError
 from charlm.files import read_bytes, read_head
-from charlm.inference.beam_search import PATH_BYTES, Beam, beam_search
+from charlm.inference.beam_search import Beam, beam_search, paths_bytes
 from charlm.inference.exported import ORIGIN, WEIGHTS, is_exported, load_exported
-from charlm.inference.sample import one_step_kernels, sample_columns
+from charlm.inference.sample import iter_sampled_ids, one_step_kernels
 from charlm.inference.sampling_steps import SamplingOptions
-from charlm.inference.stop_strings import Stop, released_tokens
+from charlm.inference.stop_strings import Stop, iter_released
 from charlm.inference.stream_scoring import Score, evaluate
 from charlm.models.cells import fused_classes
 from charlm.models.charrnn import CharRNN
@@ -269,7 +269,7 @@ def check_sampling(
     kept = 0 if (opts.num_samples == 1 if streamed is None else streamed) else opts.length
     rows, paths = opts.num_samples, 0
     if opts.beam is not None:  # its rows, the best finished and the greedy path; each keeps its path
-        rows, kept, paths = opts.beam + 2, 0, (opts.beam + 2) * opts.length * PATH_BYTES
+        rows, kept, paths = opts.beam + 2, 0, paths_bytes((opts.beam + 2) * opts.length, len(opts.stop))
     check_fits(
         sample_bytes(len(trained.vocab), trained.cfg.model, rows, len(ids), kept) + paths,
         f"sampling {rows:,} x {opts.length:,} characters after a {len(ids):,}-character prompt",
@@ -292,7 +292,7 @@ def sample_text(
     the list returned is empty.
     """
     ids = check_sampling(trained, prompt, opts, streamed=on_text is not None)
-    pieces = sample_pieces(trained, ids, opts)
+    pieces = iter_sample_pieces(trained, ids, opts)
     if on_text is not None:
         for row, _, text in pieces:
             on_text(row, text)
@@ -304,7 +304,7 @@ def sample_text(
     return [corpus.to_readable(trained.vocab.decode(row)) for row in kept]
 
 
-def sample_pieces(
+def iter_sample_pieces(
     trained: TrainedModel, ids: torch.Tensor, opts: SamplingOptions, start: Start | None = None
 ) -> Iterator[tuple[int, list[int], str]]:
     """(sample, token ids, their readable text) as each sample's text may be shown: drawn, or
@@ -320,11 +320,15 @@ def sample_pieces(
         if opts.beam is not None:
             beam = search_beam(trained, ids, opts, stops, banned, start)
             shown = beam.ids if opts.include_stop or not beam.stopped else _without_stop(beam.ids, stops)
-            yield 0, shown, readable.text(0, shown)
+            yield 0, shown, readable.text(0, shown) + readable.finish(0)
             return
-        columns = sample_columns(trained.model, ids, opts, banned, start)
-        for row, released in released_tokens(columns, opts.num_samples, stops, opts.include_stop):
+        columns = iter_sampled_ids(trained.model, ids, opts, banned, start)
+        for row, released in iter_released(columns, opts.num_samples, stops, opts.include_stop):
             yield row, released, readable.text(row, released)
+        for row in range(opts.num_samples):  # bytes that began a character no byte finished
+            rest = readable.finish(row)
+            if rest:
+                yield row, [], rest
 
 
 def search_beam(
@@ -364,6 +368,10 @@ class _Readable:
         self.tokens, self.bytes = trained.vocab.tokens, trained.vocab.unit == "byte"
         self.corpus = corpus_kind(trained.cfg.data.corpus)
         self.decoders = [codecs.getincrementaldecoder("utf-8")("replace") for _ in range(rows)]
+
+    def finish(self, row: int) -> str:
+        """What the row's decoder still holds: the U+FFFD of an unfinished character, or nothing."""
+        return self.decoders[row].decode(b"", final=True) if self.bytes else ""
 
     def text(self, row: int, ids: list[int]) -> str:
         pieces = []
