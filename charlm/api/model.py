@@ -163,7 +163,7 @@ class Model:
         '...'
         """
         opts = _options(1, length, temperature, top_k, top_p, greedy, seed, stop, include_stop, beam)
-        return "".join(self._start_pieces(prompt, opts, state, streamed=False))
+        return "".join(self._start_pieces(prompt, opts, state, streamed=False, hold=True))
 
     def stream(
         self,
@@ -214,7 +214,7 @@ class Model:
         """
         opts = _options(n, length, temperature, top_k, top_p, False, seed, stop, include_stop, None)
         kept: list[list[str]] = [[] for _ in range(opts.num_samples)]
-        for row, text in self._start_pieces(prompt, opts, state, streamed=False, rows=True):
+        for row, text in self._start_pieces(prompt, opts, state, streamed=False, rows=True, hold=True):
             kept[row].append(text)
         self._forget()
         return ["".join(pieces) for pieces in kept]
@@ -282,26 +282,37 @@ class Model:
         return [(shown[i], float(p)) for i, p in zip(top.indices.tolist(), top.values.tolist())]
 
     def _start_pieces(
-        self, prompt: object, opts: SamplingOptions, state: object, streamed: bool, rows: bool = False
+        self,
+        prompt: object,
+        opts: SamplingOptions,
+        state: object,
+        streamed: bool,
+        rows: bool = False,
+        hold: bool = False,
     ) -> Iterator:
         """Check a sampling call before any work, then the generator of its text: pieces, or
-        (sample, piece) with `rows`. The state is the one to remember unless a later call ran."""
+        (sample, piece) with `rows`. `hold`: this module consumes it, with no caller's code
+        between the steps (iter_sampled_ids)."""
         prompt = check_text("prompt", prompt)
         start = self._checked_state(state)
         with _python_names(SAMPLING_NAMES):
             ids = check_sampling(self._trained, prompt, opts, streamed=streamed, continued=start is not None)
         self._forget()
-        return self._pieces(ids, opts, start, self._calls, rows)
+        return self._pieces(ids, opts, start, self._calls, rows, hold)
 
-    def _pieces(self, ids: torch.Tensor, opts: SamplingOptions, start: State | None, call: int, rows: bool) -> Iterator:
+    def _pieces(
+        self, ids: torch.Tensor, opts: SamplingOptions, start: State | None, call: int, rows: bool, hold: bool
+    ) -> Iterator:
+        """The pieces; at the end, or when the caller stops early, the state after what was
+        shown, unless a later call ran meanwhile."""
         shown: list[int] = []
         try:
-            for row, piece_ids, text in iter_sample_pieces(self._trained, ids, opts, self._start(start)):
+            for row, piece_ids, text in iter_sample_pieces(self._trained, ids, opts, self._start(start), hold):
                 if row == 0:
                     shown += piece_ids
                 yield (row, text) if rows else text
-        finally:  # also when the caller stops early: the state is after what was shown
-            if self._calls == call:  # no call since this one began
+        finally:
+            if self._calls == call:
                 self._remember(start, torch.cat([ids, torch.tensor(shown, dtype=torch.long)]))
 
     def _text_ids(self, text: str, state: State | None) -> tuple[torch.Tensor, State | None]:

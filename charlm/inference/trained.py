@@ -24,7 +24,7 @@ from charlm.errors import CharlmError, CheckpointError, DataError, SamplingError
 from charlm.files import read_bytes, read_head
 from charlm.inference.beam_search import Beam, beam_search, paths_bytes
 from charlm.inference.exported import ORIGIN, WEIGHTS, is_exported, load_exported
-from charlm.inference.sample import iter_sampled_ids, one_step_kernels
+from charlm.inference.sample import StepSettings, iter_sampled_ids
 from charlm.inference.sampling_steps import SamplingOptions
 from charlm.inference.stop_strings import Stop, iter_released
 from charlm.inference.stream_scoring import Score, evaluate
@@ -305,11 +305,16 @@ def sample_text(
 
 
 def iter_sample_pieces(
-    trained: TrainedModel, ids: torch.Tensor, opts: SamplingOptions, start: Start | None = None
+    trained: TrainedModel,
+    ids: torch.Tensor,
+    opts: SamplingOptions,
+    start: Start | None = None,
+    hold: bool = True,
 ) -> Iterator[tuple[int, list[int], str]]:
     """(sample, token ids, their readable text) as each sample's text may be shown: drawn, or
     with `opts.beam` the most likely text at once. `ids`: the checked prompt (check_sampling);
-    `start`: the (logits (V,), state) the prompt follows, else it is read from a zero state."""
+    `start`: the (logits (V,), state) the prompt follows, else it is read from a zero state;
+    `hold`: the caller runs no code of its own between the pieces (iter_sampled_ids)."""
     stops = encode_stops(trained, opts.stop)
     # <unk> stands for "some character train lacked": it has no text to show, so never emit it.
     banned = [trained.vocab.unk_id] if trained.vocab.unk_id is not None else []
@@ -322,7 +327,7 @@ def iter_sample_pieces(
             shown = beam.ids if opts.include_stop or not beam.stopped else _without_stop(beam.ids, stops)
             yield 0, shown, readable.text(0, shown) + readable.finish(0)
             return
-        columns = iter_sampled_ids(trained.model, ids, opts, banned, start)
+        columns = iter_sampled_ids(trained.model, ids, opts, banned, start, hold)
         for row, released in iter_released(columns, opts.num_samples, stops, opts.include_stop):
             yield row, released, readable.text(row, released)
         for row in range(opts.num_samples):  # bytes that began a character no byte finished
@@ -348,7 +353,7 @@ def search_beam(
             device = next(model.parameters()).device
             out, hidden = model(ids.to(device).unsqueeze(0), hidden)
             logits = out[0, -1]
-        with one_step_kernels(next(model.parameters()).device):
+        with StepSettings(next(model.parameters()).device):
             return beam_search(model, logits, hidden, opts.beam, opts.length, banned, stops)
 
 
@@ -367,6 +372,7 @@ class _Readable:
     def __init__(self, trained: TrainedModel, rows: int):
         self.tokens, self.bytes = trained.vocab.tokens, trained.vocab.unit == "byte"
         self.corpus = corpus_kind(trained.cfg.data.corpus)
+        self.shown = [self.corpus.to_readable(token) for token in self.tokens]  # a character model's
         self.decoders = [codecs.getincrementaldecoder("utf-8")("replace") for _ in range(rows)]
 
     def finish(self, row: int) -> str:
@@ -374,10 +380,12 @@ class _Readable:
         return self.decoders[row].decode(b"", final=True) if self.bytes else ""
 
     def text(self, row: int, ids: list[int]) -> str:
+        if not self.bytes:
+            return "".join([self.shown[i] for i in ids])
         pieces = []
         for token_id in ids:
             token = self.tokens[token_id]
-            if self.bytes and len(token) == 1:
+            if len(token) == 1:  # a byte; longer tokens (<unk>) are text
                 token = self.decoders[row].decode(bytes([ord(token)]))
             pieces.append(self.corpus.to_readable(token))
         return "".join(pieces)
