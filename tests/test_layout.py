@@ -7,13 +7,27 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "charlm"
-ROLES = ("cli", "api", "bench", "viz", "export", "training", "inference", "reporting", "runs", "data", "models")
+ROLES = (
+    "cli",
+    "api",
+    "tune",
+    "bench",
+    "viz",
+    "export",
+    "training",
+    "inference",
+    "reporting",
+    "runs",
+    "data",
+    "models",
+)
 # What each role package may import at module level (the base modules -- config, errors,
 # files, faults, device, registry -- are open to all). Imports inside functions (the schema
 # asking a registry, a sink importing its backend) are deliberate and not counted here.
 ALLOWED = {
     "cli": set(ROLES),
     "api": {"training", "inference", "reporting", "runs", "data", "models"},
+    "tune": {"training", "inference", "reporting", "runs", "data", "models"},
     "bench": {"training", "inference", "reporting", "runs", "data", "models"},
     "viz": {"inference", "runs", "data", "models"},
     "export": {"inference", "runs", "data", "models"},

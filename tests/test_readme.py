@@ -120,6 +120,8 @@ def test_shown_commands_run(tmp_path, shared_ptb, ptb_root):
     shutil.copytree(REPO / "scripts", tmp_path / "scripts")
     (tmp_path / "notes.txt").write_text("the market fell N points\nshares rose\n", encoding="utf-8")
     (tmp_path / "prompt.txt").write_text("the company\n", encoding="utf-8")
+    # The search space the sweeps page shows for charlm tune.
+    (tmp_path / "space.yaml").write_text("train.lr: {log_uniform: [3e-3, 3e-2]}\n", encoding="utf-8")
     env = {
         **os.environ,
         "CHARLM_DATA": str(ptb_root),

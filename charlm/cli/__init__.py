@@ -9,6 +9,7 @@ missing argument) exit 2 with Typer's usage message.
     runs.py      runs, plot: the run directories under a folder, as a table and as curves
     viz.py       viz: a page of what a trained model sees
     export.py    export: safetensors, ONNX, a web page
+    tune.py      tune: an Optuna study's worker, and tune show
     bench.py     bench: how fast charlm runs here
     data.py      the `data` sub-app: fetch corpora
 """
@@ -24,7 +25,7 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from charlm import __version__
-from charlm.cli import bench, export, runs, viz
+from charlm.cli import bench, export, runs, tune, viz
 from charlm.cli.common import (
     DeviceOption,
     DeviceOverride,
@@ -285,6 +286,7 @@ app.command()(runs.runs)
 app.command()(runs.plot)
 app.command()(viz.viz)
 app.command()(export.export)
+app.command()(tune.tune)
 
 
 @app.command("config")

@@ -37,6 +37,11 @@ class StopRequest:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
 
+    def request(self) -> None:
+        """Stop as a SIGTERM would, asked by code (a sweep's pruner), not by a signal."""
+        if self.signum is None:
+            self.signum = signal.SIGTERM
+
     def _handle(self, signum, frame) -> None:
         if self.signum is None:
             self.signum = signum
