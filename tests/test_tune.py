@@ -83,6 +83,9 @@ def test_a_space_in_the_config_s_own_names(config, tmp_path):
         ({"model.cell": {"choice": []}}, "choice takes a list"),
         ({"model.hidden_size": {"choice": [8, 8]}}, "lists a value twice"),
         ({}, "the space is empty"),
+        ({"train.warmup_steps": {"int": [0, 30]}}, "train.warmup_steps = 30"),  # max_steps is 12
+        ({"train.lr=3": {"uniform": [0.1, 0.2]}}, "a key is section.name"),
+        ({"lr": {"uniform": [0.1, 0.2]}}, "a key is section.name"),
     ],
 )
 def test_a_bad_space_is_refused_before_any_trial(config, tmp_path, space, message):
@@ -133,10 +136,11 @@ def test_a_hopeless_trial_is_pruned_before_its_last_step(config, tmp_path):
 
 
 def test_an_invalid_combination_fails_with_its_reason_and_the_study_goes_on(config, tmp_path):
-    tune = job(config, {"train.warmup_steps": {"choice": [2, 30]}}, tmp_path, trials=2)
+    space = {"train.warmup_steps": {"choice": [2, 8]}, "train.max_steps": {"choice": [6, 12]}}
+    tune = job(config, space, tmp_path, trials=2)
     study = open_study(tune.place)
-    study.enqueue_trial({"train.warmup_steps": 30})  # must be below max_steps (12)
-    study.enqueue_trial({"train.warmup_steps": 2})
+    study.enqueue_trial({"train.warmup_steps": 8, "train.max_steps": 6})  # warm-up must end before the last step
+    study.enqueue_trial({"train.warmup_steps": 2, "train.max_steps": 12})
     run_worker(tune)
     first, second = open_study(tune.place).get_trials()
     assert first.state.name == "FAIL" and "warmup_steps" in first.user_attrs["reason"]
@@ -174,3 +178,61 @@ def test_the_command_line_refuses_bad_input_in_one_line(config, tmp_path):
     assert "--study must be a name" in cli("tune", config, "--space", space, "--study", "a/b", check=1).stderr
     bad_url = cli("tune", "show", "x", "--storage", "postgresql://nobody@127.0.0.1:1/none", check=1)
     assert "cannot open study 'x'" in bad_url.stderr
+
+
+def test_a_trial_stopped_before_its_first_checkpoint_starts_over_in_its_directory(config, tmp_path, monkeypatch):
+    tune = job(config, {"train.lr": {"choice": [0.01]}}, tmp_path, trials=1)
+    monkeypatch.setenv("CHARLM_FAULT", "train.setup:sigterm")  # before the corpus loads: nothing saved
+    assert run_worker(tune).interrupted
+    monkeypatch.delenv("CHARLM_FAULT")
+    run_worker(tune)
+    first, retry = open_study(tune.place).get_trials()
+    assert retry.state.name == "COMPLETE" and retry.user_attrs["run"] == first.user_attrs["run"]
+
+
+def test_a_run_directory_the_study_did_not_make_is_never_taken_over(config, tmp_path, tiny_run):
+    from conftest import copy_run
+
+    stranger = copy_run(tiny_run, tmp_path / "runs" / "tune-t", "trial-0000")
+    before = sorted(p.name for p in stranger.iterdir())
+    run_worker(job(config, {"train.lr": {"choice": [0.01]}}, tmp_path, trials=2))
+    first, second = open_study(study_place("t", None, tmp_path / "runs")).get_trials()
+    assert first.state.name == "FAIL" and "did not start" in first.user_attrs["reason"]
+    assert second.state.name == "COMPLETE"
+    assert sorted(p.name for p in stranger.iterdir()) == before  # not even a tune.json
+
+
+def test_another_space_is_refused_for_the_same_study(config, tmp_path):
+    run_worker(job(config, {"train.lr": {"choice": [0.01]}}, tmp_path, trials=1))
+    with pytest.raises(charlm.CharlmError, match="another search space"):
+        run_worker(job(config, {"train.lr": {"choice": [0.01, 0.02]}}, tmp_path, trials=2))
+
+
+def test_a_dead_worker_is_told_by_its_pid_and_start_time():
+    import os
+
+    from charlm.tune.study import _alive, worker_marks
+
+    assert not _alive(worker_marks())  # this worker itself runs no trial while it looks
+    parent = {"pid": os.getppid(), "pid_started": None}
+    assert _alive(parent)
+    assert not _alive({**parent, "pid_started": -1})  # the pid lives, but it is another process now
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--study", ""], "--study must be a name"),
+        (["--study", "a\nb"], "--study must be a name"),
+        (["--storage", "somewhere/x.journal"], "--storage takes a database URL"),
+        (["--time", "soon"], "--time"),
+    ],
+)
+def test_bad_worker_options_are_one_line(config, tmp_path, args, message):
+    space = write_space(tmp_path, {"train.lr": {"choice": [0.01]}})
+    assert message in cli("tune", config, "--space", space, *args, cwd=tmp_path, check=1).stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "somewhere").exists()
+
+
+def test_show_refuses_the_workers_options(tmp_path):
+    assert "--trials is for its workers" in cli("tune", "show", "x", "--trials", "3", check=1).stderr

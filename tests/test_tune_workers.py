@@ -132,7 +132,7 @@ def test_a_killed_worker_s_trial_is_resumed_from_its_checkpoint_on_postgresql(tm
     finished(survivor)
     time.sleep(5)  # past the grace period: the killed trial's heartbeat is stale
     log = finished(worker(folder, *args, env=env))  # a worker again: it fails the stale trial, resumes it
-    assert "(resuming)" in log, log
+    assert "(going on)" in log, log
 
     study = optuna.load_study(study_name="pg", storage=postgres)
     trials = study.get_trials()

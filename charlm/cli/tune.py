@@ -12,8 +12,8 @@ import typer
 
 from charlm.cli.common import JsonOption, err, friendly_errors, out
 from charlm.errors import CharlmError
-
-PRUNER_CHOICES = ("median", "halving", "hyperband", "none")  # charlm/tune/study.py's PRUNERS (tested)
+from charlm.files import write_atomic
+from charlm.tune.study import PRUNERS  # optuna loads later, with the first study
 
 
 @friendly_errors
@@ -36,11 +36,11 @@ def tune(
     trials: Annotated[
         Optional[int], typer.Option(min=1, help="The study's total number of trials, all workers together.")
     ] = None,
-    time: Annotated[
+    time_limit: Annotated[
         Optional[str], typer.Option("--time", help="This worker starts no trial after this long (90m, 2h).")
     ] = None,
     pruner: Annotated[
-        Literal[PRUNER_CHOICES], typer.Option(help="Stops hopeless trials at an evaluation (none: never).")
+        Literal[PRUNERS], typer.Option(help="Stops hopeless trials at an evaluation (none: never).")
     ] = "median",
     as_json: JsonOption = False,
 ) -> None:
@@ -49,28 +49,39 @@ def tune(
     Every worker is the same command; `charlm tune show NAME` prints the trials and the best
     config, and writes plots."""
     if target == "show":
-        _show(name or study, storage, as_json)
+        given = [flag for flag, value in (("--space", space), ("--trials", trials), ("--time", time_limit)) if value]
+        if given or pruner != "median":
+            raise CharlmError(f"tune show reports on a study; {', '.join(given) or '--pruner'} is for its workers")
+        _show(name if name is not None else study, storage, as_json)
         return
     if name is not None:
         raise CharlmError(f"unexpected argument {name!r}: give charlm tune CONFIG --space SPACE (or tune show NAME)")
     if space is None:
         raise CharlmError("give --space SPACE.yaml: the config keys to search and their distributions")
-    _work(Path(target), space, study, storage, trials, time, pruner)
+    _work(Path(target), space, study, storage, trials, time_limit, pruner)
 
 
-def _work(config: Path, space: Path, study: str | None, storage, trials, time, pruner: str) -> None:
+def _work(
+    config: Path,
+    space: Path,
+    study: str | None,
+    storage: str | None,
+    trials: int | None,
+    time_limit: str | None,
+    pruner: str,
+) -> None:
     from charlm.config.durations import parse_duration
     from charlm.tune.space import load_space
     from charlm.tune.study import study_place
     from charlm.tune.worker import TuneJob, run_worker
 
+    place = study_place(config.stem if study is None else study, storage)  # the cheap checks first
     seconds = None
-    if time is not None:
+    if time_limit is not None:
         try:
-            seconds = parse_duration(time)
+            seconds = parse_duration(time_limit)
         except (ValueError, TypeError) as exc:
             raise CharlmError(f"--time: {exc}") from None
-    place = study_place(study or config.stem, storage)  # the cheap checks first
     job = TuneJob(config, load_space(space, config), place, trials, seconds, pruner)
     result = run_worker(job, say=lambda line: err.print(line))
     err.print(
@@ -107,8 +118,6 @@ def _show(name: str | None, storage: str | None, as_json: bool) -> None:
         return
     place.runs.mkdir(parents=True, exist_ok=True)
     config_path = place.runs / BEST_CONFIG
-    from charlm.files import write_atomic
-
     write_atomic(config_path, best_config_yaml(optuna_study, best).encode())
     out.print(f"best: trial {best.number}, valid bpc {best.value:.4f}; its config: {config_path}")
     out.print(f"  train it again: charlm train --config {config_path}")

@@ -17,16 +17,22 @@ class StopRequest:
         """With `ignore_after_stop` (for a process that exits once stopped), signals that come
         after a stop are ignored until the process is gone."""
         self.signum: int | None = None
+        self.asked = False  # a stop asked by code (request()), not by a signal
         self.ignore_after_stop = ignore_after_stop
         self._previous: dict[int, object] = {}
+        self._depth = 0  # entered this many times: a sweep's worker holds it around its runs
 
     def __enter__(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():
+        self._depth += 1
+        if self._depth == 1 and threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
+        self._depth -= 1
+        if self._depth:
+            return
         if self.requested and self.ignore_after_stop:
             # The process is on its way out with 130/143; a repeated signal must not turn that
             # into a kill. Python resets its own handlers to the default (terminate) while
@@ -38,9 +44,9 @@ class StopRequest:
             signal.signal(signum, handler)
 
     def request(self) -> None:
-        """Stop as a SIGTERM would, asked by code (a sweep's pruner), not by a signal."""
-        if self.signum is None:
-            self.signum = signal.SIGTERM
+        """Stop as a signal would, asked by code (a sweep's pruner); a signal after it is still
+        recorded (`signum`), and `asked` is cleared for the next run."""
+        self.asked = True
 
     def _handle(self, signum, frame) -> None:
         if self.signum is None:
@@ -48,9 +54,9 @@ class StopRequest:
 
     @property
     def requested(self) -> bool:
-        return self.signum is not None
+        return self.signum is not None or self.asked
 
     @property
     def exit_code(self) -> int:
-        """128 + signal number: 130 for SIGINT, 143 for SIGTERM."""
-        return 128 + (self.signum or 0)
+        """128 + signal number: 130 for SIGINT, 143 for SIGTERM (and for a stop asked by code)."""
+        return 128 + (self.signum or signal.SIGTERM)

@@ -10,8 +10,10 @@ from typing import Any
 
 import yaml
 
-from charlm.config import load_config
+from charlm.config.schema import config_from_mapping
+from charlm.errors import CharlmError
 from charlm.tune.space import overrides_of
+from charlm.tune.study import retried_number
 
 BEST_CONFIG = "best.yaml"
 PLOTS = "plots"
@@ -34,23 +36,24 @@ class TrialRow:
 
 def trial_rows(study) -> list[TrialRow]:
     """Every trial but surplus ones (begun after the study was complete), in number order."""
+    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("surplus")]
+    retried_as = {retried_number(t): t.number for t in trials if retried_number(t) is not None}
     rows = []
-    for trial in study.get_trials(deepcopy=False):
-        if trial.user_attrs.get("surplus"):
-            continue
+    for trial in trials:
         steps = max(trial.intermediate_values) if trial.intermediate_values else None
         duration = trial.duration.total_seconds() / 60 if trial.duration is not None else None
         value = trial.value if trial.value is not None else _best_reported(trial)
+        state = trial.state.name.lower().replace("fail", "failed")
         rows.append(
             TrialRow(
                 trial.number,
-                trial.state.name.lower().replace("fail", "failed"),
+                state,
                 dict(trial.params),
                 value,
                 steps,
                 duration,
                 trial.user_attrs.get("run"),
-                _note(trial),
+                _note(trial, retried_as),
             )
         )
     return rows
@@ -61,12 +64,19 @@ def _best_reported(trial) -> float | None:
     return min(values) if values else None
 
 
-def _note(trial) -> str:
+def _note(trial, retried_as: dict[int, int]) -> str:
+    """Which trial a retry repeats, why a trial failed, and where its work went on."""
     parts = []
-    if "retry_of" in trial.user_attrs or "failed_trial" in trial.system_attrs:
-        parts.append(f"retries {trial.user_attrs.get('retry_of', trial.system_attrs.get('failed_trial'))}")
+    first = retried_number(trial)
+    if first is not None:
+        parts.append(f"retries {first}")
     if trial.user_attrs.get("reason"):
         parts.append(str(trial.user_attrs["reason"])[:160])
+    elif trial.state.name == "FAIL":
+        parts.append("its worker died")
+    later = [number for first, number in retried_as.items() if first in (trial.number, retried_number(trial))]
+    if trial.state.name == "FAIL" and later:
+        parts.append(f"went on as {max(later)}")
     return "; ".join(parts)
 
 
@@ -82,13 +92,8 @@ def best_config_yaml(study, trial) -> str:
     """The study's base config with the trial's parameters, validated, as YAML to train again."""
     base = study.user_attrs.get("config")
     if not isinstance(base, str):
-        raise ValueError("the study holds no base config")
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as folder:  # load_config reads a file: the same checks as a trial's
-        path = Path(folder) / "base.yaml"
-        path.write_text(base, encoding="utf-8")
-        cfg = load_config(path, overrides_of(trial.params))
+        raise CharlmError(f"study {study.study_name!r} holds no base config (was it made by charlm tune?)")
+    cfg = config_from_mapping(yaml.safe_load(base), overrides_of(trial.params), f"study {study.study_name}")
     header = f"# trial {trial.number} of study {study.study_name}: best valid bpc {trial.value:.4f}\n"
     return header + yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 

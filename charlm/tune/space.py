@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from charlm.config import Config, load_config
-from charlm.config.reading import read_yaml_mapping
 from charlm.errors import ConfigError
 
 KINDS = ("log_uniform", "uniform", "int", "log_int", "choice")
@@ -58,6 +59,10 @@ class SearchSpace:
     def suggest(self, trial) -> dict[str, Any]:
         return {p.key: p.suggest(trial) for p in self.parameters}
 
+    def as_records(self) -> list[dict[str, Any]]:
+        """The space as plain data (a study records it, to refuse a worker with another)."""
+        return [{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(p).items()} for p in self.parameters]
+
 
 def overrides_of(values: dict[str, Any]) -> list[str]:
     """`--set` strings for sampled values (JSON-quoted strings survive YAML's reading)."""
@@ -72,7 +77,8 @@ def load_space(path: Path, config: Path) -> SearchSpace:
     Raises:
         ConfigError: every problem found, one line each, with the same did-you-mean as `--set`.
     """
-    raw = read_yaml_mapping(Path(path))
+    load_config(config)  # the base config's own problems first: every later one is the space's
+    raw = _read_mapping(Path(path))
     problems: list[str] = []
     if not raw:
         problems.append("the space is empty; give at least one key, e.g. train.lr: {log_uniform: [3e-4, 1e-2]}")
@@ -83,15 +89,36 @@ def load_space(path: Path, config: Path) -> SearchSpace:
         parameter = _parameter(str(key), spec, problems)
         if parameter is not None:
             parameters.append(parameter)
+    problems += _schema_problems(parameters, Path(config))
     if problems:
         raise ConfigError(str(path), problems)
-    _check_against_schema(parameters, Path(config), str(path))
     return SearchSpace(tuple(parameters))
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    from charlm.config.reading import YamlRefused, load_yaml
+    from charlm.files import read_bytes
+
+    text = read_bytes(path, "search space").decode("utf-8", errors="replace")
+    try:
+        raw = load_yaml(text)
+    except (yaml.YAMLError, YamlRefused) as exc:
+        raise ConfigError(str(path), [f"not YAML the space can read: {' '.join(str(exc).split())[:300]}"]) from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            str(path), [f"a space is a mapping of config keys to distributions, got a {type(raw).__name__}"]
+        )
+    return raw
 
 
 def _parameter(key: str, spec: Any, problems: list[str]) -> Parameter | None:
     """The parameter `spec` describes, or None with its problem added."""
     where = f"{key}"
+    if not _KEY.fullmatch(key):
+        problems.append(f"{key!r}: a key is section.name, for example train.lr")
+        return None
     if not isinstance(spec, dict) or not any(kind in spec for kind in KINDS):
         problems.append(f"{where}: expected a mapping with one of {', '.join(KINDS)}, e.g. {{uniform: [0, 0.4]}}")
         return None
@@ -108,6 +135,7 @@ def _parameter(key: str, spec: Any, problems: list[str]) -> Parameter | None:
 
 # YAML 1.1 (PyYAML) reads 3e-4, without a dot, as text; the config's fields take it as a number,
 # and so does the space.
+_KEY = re.compile(r"[a-z_]+\.[a-z_0-9]+")
 _EXPONENT_FLOAT = re.compile(r"[-+]?[0-9]+(\.[0-9]*)?[eE][-+]?[0-9]+")
 
 
@@ -160,18 +188,18 @@ def _range(key: str, kind: str, value: Any, step: Any, problems: list[str]) -> P
     return Parameter(key, kind, low, high, step)
 
 
-def _check_against_schema(parameters: list[Parameter], config: Path, source: str) -> None:
-    """Each key must be a config key, and each end of its range a value the schema accepts."""
+def _schema_problems(parameters: list[Parameter], config: Path) -> list[str]:
+    """Each key must be a config key, and each end of its range (each choice) a value the schema
+    accepts for it. The base config loads alone, so every problem found here is the space's."""
     problems: list[str] = []
     for parameter in parameters:
         for value in parameter.extremes():
             try:
                 load_config(config, overrides_of({parameter.key: value}))
             except ConfigError as exc:
-                problems += [f"{parameter.key} = {value!r}: {p}" for p in exc.problems if parameter.key in p]
+                problems += [f"{parameter.key} = {value!r}: {p}" for p in exc.problems]
                 break
-    if problems:
-        raise ConfigError(source, problems)
+    return problems
 
 
 def config_for(config: Path, values: dict[str, Any]) -> Config:

@@ -4,9 +4,9 @@
 
 A database study records heartbeats: a trial whose worker stops beating (killed, machine lost)
 is marked failed after the grace period, and a retry of the same parameters is queued
-(RetryHeartbeatStaleTrialCallback), which resumes from that trial's checkpoint. A journal study
-has no heartbeats; its workers share a machine, so a worker marks a trial failed when the
-process that ran it is gone (`recover_dead_trials`) and queues the same retry.
+(RetryHeartbeatStaleTrialCallback), which goes on in that trial's run directory. A journal
+study has no heartbeats; its workers share a machine, so a worker marks a trial failed when the
+process that ran it is gone (`recover_trials`) and queues the same retry.
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ from charlm.errors import CharlmError
 PRUNERS = ("median", "halving", "hyperband", "none")
 HEARTBEAT_S = 10  # a database trial's worker writes its heartbeat this often
 GRACE_S = 60  # and is presumed dead after this long without one
-MAX_RETRIES = 3  # a trial whose worker died is tried again at most this often
+MAX_RETRIES = 3  # a trial whose worker died is tried again at most this often (clean stops are free)
 JOURNAL = "study.journal"
 
 
 @dataclass(frozen=True)
 class StudyPlace:
-    """A study's name, its storage (a URL, or the journal file's path) and its runs' folder."""
+    """A study's name, its storage (a database URL, or the journal file's path) and its runs' folder."""
 
     name: str
     storage: str
@@ -42,11 +42,22 @@ class StudyPlace:
 
 def study_place(name: str, storage: str | None, runs_root: Path = Path("runs")) -> StudyPlace:
     """The study `name` in `storage`, by default the journal file runs/tune-NAME/study.journal."""
-    if not name or len(name) > 100 or any(c in name for c in "/\\\0") or name in (".", ".."):
-        raise CharlmError(f"--study must be a name of 1 to 100 characters without slashes, got {name!r}")
+    if (
+        not name
+        or len(name) > 100
+        or name in (".", "..")
+        or any(c in name for c in "/\\")
+        or any(not c.isprintable() for c in name)
+    ):
+        raise CharlmError(f"--study must be a name of 1 to 100 printable characters without slashes, got {name!r}")
     runs = runs_root / f"tune-{name}"
     if storage is None:
         return StudyPlace(name, str(runs / JOURNAL), runs)
+    if "://" not in storage:
+        raise CharlmError(
+            f"--storage takes a database URL (postgresql://user@host/db, sqlite:///path.db), got {storage!r}; "
+            "without it the study is a journal file in runs/tune-NAME/"
+        )
     return StudyPlace(name, storage, runs)
 
 
@@ -67,16 +78,18 @@ def open_study(place: StudyPlace, pruner: str = "median", create: bool = True):
             load_if_exists=True,
         )
     except KeyError:
-        raise CharlmError(f"no study {place.name!r} in {_shown(place.storage)}") from None
+        raise CharlmError(f"no study {place.name!r} in {public_url(place.storage)}") from None
     except ImportError:
         raise CharlmError(
-            f"no database driver for {_shown(place.storage)}: for postgresql:// install charlm[postgres] "
+            f"no database driver for {public_url(place.storage)}: for postgresql:// install charlm[postgres] "
             "(psycopg); for another database, its SQLAlchemy driver"
         ) from None
-    except Exception as exc:  # a database that cannot be reached, a malformed URL
-        if isinstance(exc, CharlmError):
-            raise
-        raise CharlmError(f"cannot open study {place.name!r} in {_shown(place.storage)}: {_first_line(exc)}") from None
+    except CharlmError:
+        raise
+    except Exception as exc:  # a database that cannot be reached, a malformed URL, a damaged journal
+        raise CharlmError(
+            f"cannot open study {place.name!r} in {public_url(place.storage)}: {_first_line(exc)}"
+        ) from None
 
 
 def _storage(place: StudyPlace, create: bool) -> Any:
@@ -85,9 +98,9 @@ def _storage(place: StudyPlace, create: bool) -> Any:
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
     if place.is_database:
+        interval, grace = heartbeat_seconds()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            interval, grace = heartbeat_seconds()
             return RDBStorage(
                 place.storage,
                 heartbeat_interval=interval,
@@ -133,9 +146,26 @@ def _pruner(name: str):
     return optuna.pruners.NopPruner()
 
 
+def retried_number(trial) -> int | None:
+    """The number of the first trial a retry repeats (ours, or the heartbeat callback's), or None."""
+    import optuna
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    if "retry_of" in trial.user_attrs:
+        return trial.user_attrs["retry_of"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+
+
+def is_retry(trial) -> bool:
+    return retried_number(trial) is not None
+
+
 def worker_marks() -> dict[str, Any]:
-    """What a trial records of the process that runs it, so a local dead worker can be told."""
-    return {"host": socket.gethostname(), "pid": os.getpid()}
+    """What a trial records of the process that runs it, so a local dead worker can be told
+    (the start time too: a new process may be given a dead one's pid)."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "pid_started": _process_start(os.getpid())}
 
 
 def recover_trials(study, place: StudyPlace) -> list[int]:
@@ -159,45 +189,65 @@ def _recover_dead_local(study) -> list[int]:
 
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        marks = trial.user_attrs
-        if marks.get("host") != socket.gethostname() or _alive(marks.get("pid")):
+        if trial.user_attrs.get("host") != socket.gethostname() or _alive(trial.user_attrs):
             continue
         try:
             study.tell(trial.number, state=TrialState.FAIL)
         except (RuntimeError, ValueError):  # another worker got there first
             continue
-        queue_retry(study, trial)
+        queue_retry(study, trial, died=True)
         failed.append(trial.number)
     return failed
 
 
-def queue_retry(study, trial) -> None:
-    """The same parameters again, with the run directory (so the retry resumes there)."""
-    tries = trial.user_attrs.get("tries", 1)
-    if tries > MAX_RETRIES:
+def queue_retry(study, trial, died: bool) -> None:
+    """The same parameters again in the same run directory. A trial whose worker died is tried
+    at most MAX_RETRIES times (it may be what kills it); a clean stop does not count."""
+    tries = trial.user_attrs.get("tries", 1) + (1 if died else 0)
+    if tries > MAX_RETRIES + 1:
         return
-    attrs = {k: v for k, v in trial.user_attrs.items() if k not in ("host", "pid")}
-    study.enqueue_trial(trial.params, user_attrs={**attrs, "tries": tries + 1, "retry_of": trial.number})
+    keep = {k: v for k, v in trial.user_attrs.items() if k not in ("host", "pid", "pid_started", "reason")}
+    first = retried_number(trial)
+    study.enqueue_trial(
+        trial.params, user_attrs={**keep, "tries": tries, "retry_of": trial.number if first is None else first}
+    )
 
 
-def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
+def _alive(marks: dict[str, Any]) -> bool:
+    """Whether the worker process these marks name still runs. This worker runs no trial while
+    it looks, so its own pid (inherited from a dead one) counts as gone."""
+    pid = marks.get("pid")
+    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
         return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    started = marks.get("pid_started")
+    return started is None or started == _process_start(pid)
 
 
-def _shown(storage: str) -> str:
-    """A URL without its password."""
+def _process_start(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux /proc), or None elsewhere."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    try:
+        return int(stat.rsplit(")", 1)[1].split()[19])  # field 22; the name in parentheses may hold spaces
+    except (IndexError, ValueError):
+        return None
+
+
+def public_url(storage: str) -> str:
+    """A storage URL without its password."""
     if "://" in storage and "@" in storage:
         scheme, rest = storage.split("://", 1)
         credentials, host = rest.rsplit("@", 1)
-        return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+        if ":" in credentials:
+            return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
     return storage
 
 
