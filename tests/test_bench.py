@@ -5,17 +5,20 @@ import math
 import pytest
 from typer.testing import CliRunner
 
-from charlm.bench import speed
+from charlm.bench import roofs, speed
 from charlm.bench.speed import BENCH_KEYS
+from charlm.bench.utilisation import UTILISATION_KEYS
 from charlm.cli import app
 from tests.conftest import tiny_text_config, write_config
 
 
 @pytest.fixture
 def short_samples(monkeypatch):
-    """Sampling figures from 50 characters once, not 1,000 five times: what is tested is that
-    every figure is reported, not its precision."""
+    """Sampling figures from 50 characters once, not 1,000 five times, and small roofs: what is
+    tested is that every figure is reported, not its precision."""
     monkeypatch.setattr(speed, "sample_speed", functools.partial(speed.sample_speed, length=50, repeats=1))
+    monkeypatch.setattr(roofs, "MATMUL_SIZE", 256)
+    monkeypatch.setattr(roofs, "CPU_COPY_BYTES", 8 << 20)
 
 
 def test_bench_reports_every_figure(tmp_path, text_files, short_samples):
@@ -23,15 +26,35 @@ def test_bench_reports_every_figure(tmp_path, text_files, short_samples):
     result = CliRunner().invoke(app, ["bench", "--config", str(config), "--steps", "2", "--json"])
     assert result.exit_code == 0, result.output
     figures = json.loads(result.stdout)
-    assert set(figures) == set(BENCH_KEYS) | {"reference_chars_per_s", "sample_int8_chars_per_s"}
+    assert set(figures) == set(BENCH_KEYS) | {"reference_chars_per_s", "sample_int8_chars_per_s"} | set(
+        UTILISATION_KEYS
+    )
     assert figures["reference_chars_per_s"] > 0
     assert figures["device"].startswith("cpu")
     assert figures["malloc"].startswith(("reuse (", "glibc default ("))  # charlm/malloc.py, as charlm runs
     for key in BENCH_KEYS[2:]:
         assert math.isfinite(figures[key]) and figures[key] > 0, key
     assert math.isclose(figures["loop_efficiency"], figures["train_chars_per_s"] / figures["bare_chars_per_s"])
-    table = CliRunner().invoke(app, ["bench", "--config", str(config), "--steps", "1"])
-    assert table.exit_code == 0 and "loop efficiency" in table.stdout
+    for name in ("train", "eval_batch1", "eval", "sample", "sample_int8"):
+        assert 0 < figures[f"{name}_mfu"] < 1 and 0 < figures[f"{name}_bandwidth_fraction"], name
+        assert figures[f"{name}_bound"] in ("compute", "bandwidth", "per-step overhead")
+    assert figures["flops_per_char_train"] == 3 * figures["flops_per_char_forward"] > 0
+    assert figures["sample_bytes_per_char"] > figures["sample_int8_bytes_per_char"] > 0
+    assert math.isclose(figures["train_mfu"], figures["train_flops_per_s"] / figures["peak_flops"])
+    roofline = tmp_path / "roofline.png"
+    table = CliRunner().invoke(app, ["bench", "--config", str(config), "--steps", "1", "--roofline", str(roofline)])
+    assert table.exit_code == 0 and "loop efficiency" in table.stdout and "MFU" in table.stdout
+    assert roofline.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_roofs_are_what_a_product_and_a_copy_reach(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(roofs, "MATMUL_SIZE", 512)
+    monkeypatch.setattr(roofs, "CPU_COPY_BYTES", 32 << 20)
+    measured = roofs.measure_roofs(torch.device("cpu"), repeats=2)
+    assert measured.fp32_flops > 1e8 and measured.bandwidth > 1e8  # any machine that runs the tests
+    assert measured.peak_flops("bf16") >= measured.peak_flops("fp32") == measured.fp32_flops
 
 
 def test_bench_measures_an_awd_model_without_a_reference_twin(tmp_path, text_files, short_samples):

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 from torch import nn
 
+from charlm.bench.roofs import measure_roofs
+from charlm.bench.utilisation import utilisation
 from charlm.config import Config
 from charlm.data.corpora import load_corpus
 from charlm.device import device_name
@@ -56,8 +58,9 @@ BENCH_KEYS = (  # two labels (the device, and malloc as charlm/malloc.py set it)
 )
 
 
-def run_bench(cfg: Config, steps: int = 20, repeats: int = 5, warmup: int = 3) -> dict:
-    """Measure every figure of BENCH_KEYS for `cfg`; returns them as a dict."""
+def run_bench(cfg: Config, steps: int = 20, repeats: int = 5, warmup: int = 3, roofs: bool = True) -> dict:
+    """Measure every figure of BENCH_KEYS for `cfg`, and with `roofs` the machine's roofs and how
+    close each speed runs to them (bench/utilisation.py); returns them as a dict."""
     malloc = reuse_freed_memory().describe()  # as `charlm` runs (charlm/malloc.py)
     cfg = cfg.model_copy(deep=True)
     # The timed blocks move max_steps around; warm-up and schedule shape do not change speed.
@@ -70,7 +73,7 @@ def run_bench(cfg: Config, steps: int = 20, repeats: int = 5, warmup: int = 3) -
         loop_speed, bare_speed = _time_training(trainer, steps, repeats, warmup)
         figures = {"device": device_name(device), "train_chars_per_s": loop_speed, "bare_chars_per_s": bare_speed}
         figures["loop_efficiency"] = figures["train_chars_per_s"] / figures["bare_chars_per_s"]
-        model, valid = trainer.model, trainer.corpus.valid
+        model, valid, vocab_size = trainer.model, trainer.corpus.valid, len(trainer.corpus.vocab)
         figures["eval_chars_per_s_batch1"] = _eval_speed(model, valid[:20_000], 1, device)
         figures["eval_chars_per_s"] = _eval_speed(model, valid[:200_000], cfg.train.eval_batch_size, device)
         figures["sample_chars_per_s"] = sample_speed(model, 1, device)
@@ -86,8 +89,10 @@ def run_bench(cfg: Config, steps: int = 20, repeats: int = 5, warmup: int = 3) -
         # The same model as reference cells (charlm/models/reference.py), for the comparison.
         figures["reference_chars_per_s"] = _reference_speed(reference, max(1, steps // 5))
     figures["prepare_s"], figures["cached_load_s"] = prepare_s, cached_load_s
-    figures["peak_memory_mb"] = _peak_memory_mb(device)
+    figures["peak_memory_mb"] = _peak_memory_mb(device)  # before the roofs' large buffers
     figures["malloc"] = malloc
+    if roofs:
+        figures |= utilisation(figures, cfg, vocab_size, measure_roofs(device))
     return figures
 
 

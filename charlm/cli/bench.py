@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -29,6 +29,10 @@ def bench(
         ),
     ] = False,
     rounds: Annotated[int, typer.Option(help="--malloc-ab: pairs of processes (medians are reported).")] = 3,
+    roofline: Annotated[
+        Optional[Path],
+        typer.Option(help="Also draw the machine's measured roofline with this run's figures on it, to this PNG."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Measure training, evaluation, sampling and data-preparation speed (medians)."""
@@ -46,6 +50,10 @@ def bench(
         _bench_malloc_ab(load_config(config, overrides), config, steps, rounds, as_json)
         return
     figures = run_bench(load_config(config, overrides), steps=steps)
+    if roofline is not None:
+        from charlm.bench.roofline import draw_roofline
+
+        draw_roofline(figures, roofline, f"{config.name} on {figures['device']}")
     if as_json:
         out.print(json.dumps(figures))
         return
@@ -69,9 +77,48 @@ def bench(
         rows.insert(3, ("train, reference cells", f"{figures['reference_chars_per_s']:,.0f} chars/s"))
     if "sample_eager_chars_per_s" in figures:
         rows.insert(-5, ("sample, 1 sample, no CUDA graphs", f"{figures['sample_eager_chars_per_s']:,.0f} chars/s"))
+    rows += _utilisation_rows(figures)
     for name, value in rows:
         table.add_row(name, value)
     out.print(table)
+    if roofline is not None:
+        out.print(f"wrote {roofline}")
+
+
+def _utilisation_rows(figures: dict) -> list[tuple[str, str]]:
+    """MFU, bandwidth fractions and what bounds each speed (charlm/bench/utilisation.py)."""
+    rows = [
+        (
+            "FLOPs per char, training / forward",
+            f"{figures['flops_per_char_train']:,} / {figures['flops_per_char_forward']:,}",
+        ),
+        (
+            "peak, measured (fp32 / bf16)",
+            f"{_giga(figures['peak_flops_fp32'])} / {_giga(figures['peak_flops_bf16'])} FLOP/s",
+        ),
+        ("bandwidth, measured", f"{figures['bandwidth'] / 1e9:,.1f} GB/s"),
+    ]
+    for name, label in (("train", "train"), ("eval_batch1", "eval, batch 1"), ("eval", "eval, configured batch")):
+        rows.append(
+            (
+                f"{label}: MFU, bandwidth, bound",
+                f"{figures[f'{name}_mfu']:.3f}, {figures[f'{name}_bandwidth_fraction']:.3f}, {figures[f'{name}_bound']}",
+            )
+        )
+    for name, label in (("sample", "sample"), ("sample_int8", "sample, int8")):
+        if f"{name}_bytes_per_char" in figures:
+            rows.append(
+                (
+                    f"{label}: bytes/char, bandwidth, bound",
+                    f"{figures[f'{name}_bytes_per_char']:,}, {figures[f'{name}_bandwidth_fraction']:.3f}, "
+                    f"{figures[f'{name}_bound']}",
+                )
+            )
+    return rows
+
+
+def _giga(flops: float | None) -> str:
+    return "-" if flops is None else f"{flops / 1e9:,.1f} G"
 
 
 def _bench_malloc_ab(cfg, config: Path, steps: int, rounds: int, as_json: bool) -> None:

@@ -72,7 +72,7 @@ def weights_per_unit(cfg: ModelConfig) -> float:
     return max(a, c)
 
 
-def _layer_groups(cfg: ModelConfig) -> list[tuple[int, int, int]]:
+def layer_groups(cfg: ModelConfig) -> list[tuple[int, int, int]]:
     """(how many, input size, units) of the recurrent layers, as models/charrnn.py's layer_sizes
     makes them; counted, not listed, so that a config's billion layers costs nothing here."""
     e, h, n = cfg.embedding_dim, cfg.hidden_size, cfg.num_layers
@@ -87,7 +87,7 @@ def _layer_groups(cfg: ModelConfig) -> list[tuple[int, int, int]]:
 
 def _units(cfg: ModelConfig) -> tuple[int, int, int]:
     """Units of all layers together, of the widest layer and of the last one."""
-    groups = _layer_groups(cfg)
+    groups = layer_groups(cfg)
     return sum(n * units for n, _, units in groups), max(units for _, _, units in groups), groups[-1][2]
 
 
@@ -98,7 +98,7 @@ def parameter_count(vocab_size: int, cfg: ModelConfig) -> int:
         last = cfg.embedding_dim
     else:
         a, c, b = layer_weights(cfg)
-        recurrent = sum(n * units * (a * inputs + c * units + b) for n, inputs, units in _layer_groups(cfg))
+        recurrent = sum(n * units * (a * inputs + c * units + b) for n, inputs, units in layer_groups(cfg))
         last = _units(cfg)[2]
     decoder = (0 if cfg.tie_weights else last * vocab_size) + vocab_size
     return vocab_size * cfg.embedding_dim + int(recurrent) + decoder
