@@ -193,3 +193,15 @@ def test_a_config_too_large_to_build_is_counted_at_once():
 def test_an_unknown_dtype_is_refused():
     with pytest.raises(ValueError, match="fp32, bf16, int8"):
         weight_bytes_per_char(ModelConfig(), 10, "fp8")
+
+
+def test_recurrent_weight_bytes_are_the_hidden_to_hidden_matrices():
+    from charlm.config import load_config
+    from charlm.models.flops import recurrent_weight_bytes
+
+    lstm = load_config(None, ["model.cell=lstm", "model.hidden_size=32", "model.num_layers=2"]).model
+    assert recurrent_weight_bytes(lstm) == 4 * 2 * (4 * 32 * 32)  # fp32, two layers of W_hh (4H x H)
+    gru = load_config(None, ["model.cell=gru", "model.hidden_size=32", "model.num_layers=1"]).model
+    assert recurrent_weight_bytes(gru, "bf16") == 2 * (3 * 32 * 32)
+    scan = load_config(None, ["model.cell=mingru", "model.hidden_size=32", "model.num_layers=2"]).model
+    assert recurrent_weight_bytes(scan) == 0  # every product runs over the whole window

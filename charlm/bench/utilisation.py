@@ -9,9 +9,10 @@ scans) is not in the numerator: it runs far below the matrix roof and would flat
 
 Generation reads every weight a step uses for every character (models/flops.py's weight
 bytes); those bytes times characters per second, over the measured copy bandwidth, is how much
-of the memory system it uses. A training or evaluation step reads each weight once per time
-step for the whole batch, and three times when training (forward, and the two products of
-backward), so its weight traffic per character is that over the batch's rows.
+of the memory system it uses. A training or evaluation window reads its hidden-to-hidden
+matrices at every time step for all its rows, and its other weights once, in products over the
+whole window; training three times (forward, and the two products of backward). A fraction
+above 1 means the weights come from cache, faster than the measured (memory) bandwidth.
 
 What bounds a figure: `compute` when MFU is at least BOUND_FRACTION, `bandwidth` when the
 bandwidth fraction is, else `per-step overhead` (neither roof is within reach: time goes to
@@ -22,7 +23,8 @@ from __future__ import annotations
 
 from charlm.bench.roofs import Roofs
 from charlm.config import Config
-from charlm.models.flops import forward_flops, training_flops, weight_bytes_per_char
+from charlm.inference.stream_scoring import EVAL_CHUNK_TOKENS
+from charlm.models.flops import forward_flops, recurrent_weight_bytes, training_flops, weight_bytes_per_char
 
 BOUND_FRACTION = 0.5
 SPEEDS = {"train": "train_chars_per_s", "eval_batch1": "eval_chars_per_s_batch1", "eval": "eval_chars_per_s"}
@@ -49,7 +51,12 @@ def utilisation(figures: dict, cfg: Config, vocab_size: int, roofs: Roofs) -> di
     peak = roofs.peak_flops(cfg.train.precision)
     forward, training = forward_flops(model, vocab_size).matmul, training_flops(model, vocab_size).matmul
     # bf16 autocast keeps float32 weights and casts them for each product: float32 bytes are read.
-    step_bytes = weight_bytes_per_char(model, vocab_size, "fp32")
+    every, recurrent = weight_bytes_per_char(model, vocab_size, "fp32"), recurrent_weight_bytes(model)
+    windows = {
+        "train": cfg.train.seq_len,
+        "eval_batch1": EVAL_CHUNK_TOKENS,
+        "eval": EVAL_CHUNK_TOKENS // cfg.train.eval_batch_size,
+    }
     out = {
         "flops_per_char_train": training,
         "flops_per_char_forward": forward,
@@ -64,7 +71,8 @@ def utilisation(figures: dict, cfg: Config, vocab_size: int, roofs: Roofs) -> di
     for name, speed_key in SPEEDS.items():
         speed = figures[speed_key]
         flops = (training if name == "train" else forward) * speed
-        traffic = step_bytes * passes[name] / rows[name] * speed
+        per_char = passes[name] * (recurrent + every / max(1, windows[name])) / rows[name]
+        traffic = per_char * speed
         out[f"{name}_flops_per_s"] = flops
         out[f"{name}_mfu"] = flops / peak
         out[f"{name}_bandwidth_fraction"] = traffic / roofs.bandwidth

@@ -131,6 +131,16 @@ def weight_bytes_per_char(cfg: ModelConfig, vocab_size: int, dtype: str = "fp32"
     return weights.linear + recurrent * weights.recurrent + 4 * weights.vectors
 
 
+def recurrent_weight_bytes(cfg: ModelConfig, dtype: str = "fp32") -> int:
+    """Bytes of the hidden-to-hidden matrices: the weights a recurrent layer must read again at
+    every time step whatever the batch (the input and output products of a window run as one
+    product over all its steps). A scan stack has none: all its products run over the window."""
+    if cell_kind(cfg.cell).residual:
+        return 0
+    _, c, _ = (round(w) for w in layer_weights(cfg))
+    return DTYPE_BYTES[dtype] * sum(n * c * units * units for n, _, units in layer_groups(cfg))
+
+
 def _quantised_by_int8(cfg: ModelConfig) -> bool:
     """Whether `sample --int8` stores the recurrent layers' matrices in int8: a fused module that
     PyTorch's dynamic quantisation converts (nn.LSTM, nn.GRU; nn.RNN it leaves in fp32)."""
