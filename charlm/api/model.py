@@ -271,7 +271,11 @@ class Model:
             raise SamplingError(f"k must be between 1 and the vocabulary size {vocab_size}, got {k}")
         start = self._checked_state(state)
         with _python_names({"--prompt": "text"}):
-            ids = encode_continuation(self._trained, text, "text") if start else encode_prompt(self._trained, text)
+            ids = (
+                encode_continuation(self._trained, text, "text")
+                if start is not None
+                else encode_prompt(self._trained, text)
+            )
         _, after = token_log_probs(self._trained.model, ids, self._start(start), self.config.train.seq_len)
         self._remember(start, ids)
         logits = after[0].float().clone()  # an inference tensor: changed only as a copy
