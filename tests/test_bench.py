@@ -83,3 +83,12 @@ def test_ptb_cache_reads_back_exactly(ptb_root):
     # A damaged cache is ignored and rebuilt, never trusted.
     (ptb_root / "ptb" / PTB_CACHE).write_bytes(b"charlm ptb-char cache v1\n{}\n")
     assert load_ptb(ptb_root).train.equal(fresh.train)
+
+
+@pytest.mark.parametrize("name, message", [("plot.svgz", "ending in .png"), ("folder", "ending in .png")])
+def test_a_roofline_path_that_cannot_be_a_png_is_refused_before_measuring(tmp_path, name, message):
+    from conftest import cli
+
+    (tmp_path / "folder").mkdir()
+    refused = cli("bench", "--config", tmp_path / "missing.yaml", "--roofline", tmp_path / name, check=1)
+    assert message in refused.stderr  # the config is not even read: nothing was measured

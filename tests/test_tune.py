@@ -236,3 +236,10 @@ def test_bad_worker_options_are_one_line(config, tmp_path, args, message):
 
 def test_show_refuses_the_workers_options(tmp_path):
     assert "--trials is for its workers" in cli("tune", "show", "x", "--trials", "3", check=1).stderr
+
+
+def test_a_space_that_is_not_a_mapping_says_what_a_space_is(config, tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text("- train.lr\n")
+    with pytest.raises(ConfigError, match="a mapping of config keys to distributions"):
+        load_space(path, config)

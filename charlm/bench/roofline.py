@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from charlm.errors import CharlmError
+
 POINTS = (  # (label, the prefix of its figures in utilisation())
     ("train", "train"),
     ("eval, batch 1", "eval_batch1"),
@@ -49,9 +51,13 @@ def draw_roofline(figures: dict, path: Path, title: str) -> Path:
     axes.legend(loc="lower right")
     axes.grid(True, which="both", alpha=0.3)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(figure)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=100, bbox_inches="tight")
+    except OSError as exc:
+        raise CharlmError(f"cannot write the roofline to {path}: {exc.strerror or exc}") from None
+    finally:
+        plt.close(figure)
     return path
 
 

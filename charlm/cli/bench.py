@@ -36,8 +36,6 @@ def bench(
     as_json: JsonOption = False,
 ) -> None:
     """Measure training, evaluation, sampling and data-preparation speed (medians)."""
-    from rich.table import Table
-
     from charlm.bench.speed import run_bench
     from charlm.config import load_config
 
@@ -49,6 +47,8 @@ def bench(
     if malloc_ab:
         _bench_malloc_ab(load_config(config, overrides), config, steps, rounds, as_json)
         return
+    if roofline is not None:
+        _check_roofline_path(roofline)  # before minutes of measuring, not after
     figures = run_bench(load_config(config, overrides), steps=steps)
     if roofline is not None:
         from charlm.bench.roofline import draw_roofline
@@ -56,10 +56,25 @@ def bench(
         draw_roofline(figures, roofline, f"{config.name} on {figures['device']}")
     if as_json:
         out.print(json.dumps(figures))
-        return
+    else:
+        _print_table(figures, config)
+    if roofline is not None and not as_json:
+        out.print(f"wrote {roofline}")
+
+
+def _print_table(figures: dict, config: Path) -> None:
+    """The figures as a two-column table: speeds, data, memory, then how close to the roofs."""
+    from rich.table import Table
+
     table = Table(title=f"charlm bench: {config} on {figures['device']} (medians)")
     table.add_column("measure")
     table.add_column("value", justify="right")
+    for name, value in _speed_rows(figures) + _utilisation_rows(figures):
+        table.add_row(name, value)
+    out.print(table)
+
+
+def _speed_rows(figures: dict) -> list[tuple[str, str]]:
     rows = [
         ("train, charlm loop", f"{figures['train_chars_per_s']:,.0f} chars/s"),
         ("train, bare PyTorch step", f"{figures['bare_chars_per_s']:,.0f} chars/s"),
@@ -77,12 +92,17 @@ def bench(
         rows.insert(3, ("train, reference cells", f"{figures['reference_chars_per_s']:,.0f} chars/s"))
     if "sample_eager_chars_per_s" in figures:
         rows.insert(-5, ("sample, 1 sample, no CUDA graphs", f"{figures['sample_eager_chars_per_s']:,.0f} chars/s"))
-    rows += _utilisation_rows(figures)
-    for name, value in rows:
-        table.add_row(name, value)
-    out.print(table)
-    if roofline is not None:
-        out.print(f"wrote {roofline}")
+    return rows
+
+
+def _check_roofline_path(path: Path) -> None:
+    """--roofline names a PNG file that can be written (matplotlib picks the format by suffix)."""
+    if path.suffix.lower() != ".png":
+        raise CharlmError(f"--roofline writes a PNG; give a path ending in .png, got {path}")
+    if path.is_dir():
+        raise CharlmError(f"--roofline {path} is a directory; give a file path ending in .png")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise CharlmError(f"--roofline {path}: {path.parent} is not a directory")
 
 
 def _utilisation_rows(figures: dict) -> list[tuple[str, str]]:

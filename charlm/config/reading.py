@@ -54,26 +54,29 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def read_yaml_mapping(path: Path) -> dict[str, Any]:
-    """Parse a YAML file safely into a dict; empty file -> {}."""
+def read_yaml_mapping(
+    path: Path, what: str = "config file", holds: str = "a mapping of sections (data, model, train)"
+) -> dict[str, Any]:
+    """Parse a YAML file safely into a dict; empty file -> {}. `what` names the file in errors,
+    `holds` says what its top level must be (a search space reuses this with its own words)."""
     try:
         size = os.stat(path).st_size
     except OSError:
         size = 0  # read_bytes names the problem
-    data = read_bytes(path, "config file") if size <= MAX_CONFIG_BYTES else b""
+    data = read_bytes(path, what) if size <= MAX_CONFIG_BYTES else b""
     size = max(size, len(data))
     if size > MAX_CONFIG_BYTES:
         raise ConfigError(
             str(path),
             [
-                f"the file is {size:,} bytes; a config is a few KB and charlm reads at most "
+                f"the file is {size:,} bytes; a {what.removesuffix(' file')} is a few KB and charlm reads at most "
                 f"{MAX_CONFIG_BYTES:,} -- is it the right file?"
             ],
         )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise CharlmError(f"config file {path} is not UTF-8 text (byte {exc.start})") from None
+        raise CharlmError(f"{what} {path} is not UTF-8 text (byte {exc.start})") from None
     try:
         data = load_yaml(text)
     except yaml.YAMLError as exc:
@@ -88,9 +91,7 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(
-            str(path), [f"the top level must be a mapping of sections (data, model, train), got {type(data).__name__}"]
-        )
+        raise ConfigError(str(path), [f"the top level must be {holds}, got {type(data).__name__}"])
     return data
 
 

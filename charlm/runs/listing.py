@@ -145,7 +145,11 @@ def _fill_from_summary(row: RunRow, run: RunDir) -> None:
     row.train_s = _number(summary.get("train_seconds")) or row.train_s
     row.wall_s = _number(summary.get("wall_seconds"))
     row.status = _text(summary.get("status", "unreadable")) or "unreadable (status)"
-    if row.status == "running" and summary.get("host") == socket.gethostname() and not _alive(summary.get("pid")):
+    if (
+        row.status == "running"
+        and summary.get("host") == socket.gethostname()
+        and not process_alive(summary.get("pid"))
+    ):
         row.status = "crashed"  # says running, but its process is gone
 
 
@@ -161,8 +165,9 @@ def _text(value) -> str | None:
     return value if isinstance(value, str) and len(value) <= 80 else None
 
 
-def _alive(pid) -> bool:
-    if not isinstance(pid, int):
+def process_alive(pid) -> bool:
+    """Whether a process `pid` runs on this machine (one we may not signal counts as running)."""
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
         return False
     try:
         os.kill(pid, 0)

@@ -18,9 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from charlm.config import Config, load_config
+from charlm.config.reading import read_yaml_mapping
 from charlm.errors import ConfigError
 
 KINDS = ("log_uniform", "uniform", "int", "log_int", "choice")
@@ -78,7 +77,7 @@ def load_space(path: Path, config: Path) -> SearchSpace:
         ConfigError: every problem found, one line each, with the same did-you-mean as `--set`.
     """
     load_config(config)  # the base config's own problems first: every later one is the space's
-    raw = _read_mapping(Path(path))
+    raw = read_yaml_mapping(Path(path), "search space", "a mapping of config keys to distributions")
     problems: list[str] = []
     if not raw:
         problems.append("the space is empty; give at least one key, e.g. train.lr: {log_uniform: [3e-4, 1e-2]}")
@@ -93,24 +92,6 @@ def load_space(path: Path, config: Path) -> SearchSpace:
     if problems:
         raise ConfigError(str(path), problems)
     return SearchSpace(tuple(parameters))
-
-
-def _read_mapping(path: Path) -> dict[str, Any]:
-    from charlm.config.reading import YamlRefused, load_yaml
-    from charlm.files import read_bytes
-
-    text = read_bytes(path, "search space").decode("utf-8", errors="replace")
-    try:
-        raw = load_yaml(text)
-    except (yaml.YAMLError, YamlRefused) as exc:
-        raise ConfigError(str(path), [f"not YAML the space can read: {' '.join(str(exc).split())[:300]}"]) from None
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            str(path), [f"a space is a mapping of config keys to distributions, got a {type(raw).__name__}"]
-        )
-    return raw
 
 
 def _parameter(key: str, spec: Any, problems: list[str]) -> Parameter | None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from charlm.errors import CharlmError
+from charlm.runs.listing import process_alive
 
 PRUNERS = ("median", "halving", "hyperband", "none")
 HEARTBEAT_S = 10  # a database trial's worker writes its heartbeat this often
@@ -217,14 +218,8 @@ def _alive(marks: dict[str, Any]) -> bool:
     """Whether the worker process these marks name still runs. This worker runs no trial while
     it looks, so its own pid (inherited from a dead one) counts as gone."""
     pid = marks.get("pid")
-    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+    if pid == os.getpid() or not process_alive(pid):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
     started = marks.get("pid_started")
     return started is None or started == _process_start(pid)
 

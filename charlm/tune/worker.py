@@ -68,9 +68,9 @@ class TrialRefused(Exception):
 
 def run_worker(job: TuneJob, say: Callable[[str], None] = lambda line: None) -> WorkerResult:
     """Run trials until the study is complete (see the module docstring)."""
-    load_config(job.config)  # refuse a broken base config before any trial
+    base = load_config(job.config)  # refuse a broken base config before any trial
     study = open_study(job.place, job.pruner)
-    _claim_study(study, job)
+    _claim_study(study, job, base)
     started, result = time.monotonic(), WorkerResult([])
     with StopRequest() as stop:  # one for the whole worker: a signal between trials is noticed too
         while not stop.signum:
@@ -206,11 +206,11 @@ def _frozen(trial):
     return next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
 
 
-def _claim_study(study, job: TuneJob) -> None:
+def _claim_study(study, job: TuneJob, base: Config) -> None:
     """The study keeps its base config and space (for `tune show`'s best config); a worker with
     others is refused, since its trials would not be comparable. Read back after writing: of
     two new workers with different configs, the one whose write lost is refused."""
-    mine = {"config": dump_config(load_config(job.config)), "space": job.space.as_records()}
+    mine = {"config": dump_config(base), "space": job.space.as_records()}
     for key, value in mine.items():
         if key not in study.user_attrs:
             study.set_user_attr(key, value)
