@@ -1,15 +1,20 @@
 """Reading and publishing files: the two things every module that touches disk must get right.
 
-`read_bytes` turns a missing, directory or unreadable path into the caller's CharlmError, so no
-user mistake ends in a traceback. `write_atomic` publishes bytes the crash-safe way: a
-temporary file in the same directory, fsync, rename onto the final name, fsync the directory;
-a reader sees the old file or the new one, never a torn one.
+Every file charlm reads goes through `open_regular`: it is opened without blocking and refused
+unless it is a regular file, before a byte is read. A FIFO would block the read forever (a stop
+signal then only sets a flag), and a device (/dev/zero, /dev/urandom) never ends. On top of it,
+`read_bytes` (whole, or up to a cap), `read_head` (the first bytes) and `read_json` turn every
+way a read can fail into the caller's CharlmError, naming the file, so no user mistake ends in a
+traceback or a hang. `write_atomic` publishes bytes the crash-safe way: a temporary file in the
+same directory, fsync, rename onto the final name, fsync the directory; a reader sees the old
+file or the new one, never a torn one.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import json
 import os
 import shutil
 import socket
@@ -18,40 +23,92 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from charlm.errors import CharlmError
 
-
-def read_bytes(path: Path, what: str, error: type[CharlmError] = CharlmError) -> bytes:
-    """The bytes of `path`, or `error` naming `what` ("config file", "checkpoint") and the path."""
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise error(f"{what} not found: {path}") from None
-    except IsADirectoryError:
-        raise error(f"{path} is a directory, not a {what}") from None
-    except OSError as exc:
-        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+# A regular file whose size says 0 may still hold bytes (/proc); read_head reads at least this much.
+_MIN_HEAD = 1 << 16
 
 
-def read_head(path: Path, limit: int, what: str, error: type[CharlmError] = CharlmError) -> tuple[bytes, bool]:
-    """Up to `limit` first bytes of the regular file `path`, and whether it holds more. A FIFO,
-    a device (/dev/zero) or a directory is refused before anything is read: none has a size
-    to stop at."""
+def open_regular(path: Path, what: str, error: type[CharlmError] = CharlmError) -> BinaryIO:
+    """`path` opened for reading in binary, once it is known to be a regular file; else `error`
+    naming `what` ("config file", "checkpoint") and the path."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO must not wait for a writer
     except FileNotFoundError:
         raise error(f"{what} not found: {path}") from None
-    except OSError as exc:
-        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise error(f"{path} is not a regular file; give a {what} (a pipe, device or folder cannot be read)")
+    except IsADirectoryError:
+        raise error(f"{path} is a directory, not a {what}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a path holding NUL
+        raise error(f"cannot read {what} {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise error(f"{path} is a directory, not a {what}")
+        kind = "a pipe" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise error(
+            f"{path} is not a regular file ({kind}); give a {what}: charlm reads only regular files "
+            "(a pipe or a device may never end)"
+        )
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def read_bytes(
+    path: Path, what: str, error: type[CharlmError] = CharlmError, limit: int | None = None
+) -> bytes:
+    """The bytes of the regular file `path`, or `error` naming `what` and the path. With `limit`,
+    a file of more bytes is refused before it is read (a few-KB file that is gigabytes)."""
+    with open_regular(path, what, error) as f:
+        size = os.fstat(f.fileno()).st_size
+        if limit is not None and size > limit:
+            raise error(_too_large(path, what, size, limit))
         try:
-            data = f.read(limit + 1)
+            data = f.read() if limit is None else f.read(limit + 1)
+        except MemoryError:
+            raise error(
+                f"{what} {path} ({size:,} bytes) does not fit in this machine's memory; is it the right file?"
+            ) from None
+        except OSError as exc:
+            raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if limit is not None and len(data) > limit:  # it grew since the check
+        raise error(_too_large(path, what, len(data), limit))
+    return data
+
+
+def read_head(path: Path, limit: int, what: str, error: type[CharlmError] = CharlmError) -> tuple[bytes, bool]:
+    """Up to `limit` first bytes of the regular file `path`, and whether it holds more. Memory
+    follows the file, not `limit`: a limit past the end (a position beyond the text) costs
+    nothing."""
+    with open_regular(path, what, error) as f:
+        size = os.fstat(f.fileno()).st_size
+        try:
+            data = f.read(min(limit, max(size, _MIN_HEAD)) + 1)
+            if len(data) <= limit and len(data) > size:  # it grew, or sizes itself 0 (/proc): read on
+                data += f.read(limit + 1 - len(data))
         except OSError as exc:
             raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     return data[:limit], len(data) > limit
+
+
+def read_json(path: Path, what: str, error: type[CharlmError] = CharlmError, limit: int = 16 << 20) -> Any:
+    """The JSON value in the regular file `path` (UTF-8, at most `limit` bytes), or `error`
+    naming `what`, the path and what is wrong. The value's fields are the caller's to check."""
+    data = read_bytes(path, what, error, limit)
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise error(f"{what} {path} is not UTF-8 text (byte {exc.start:,}); is it the right file?") from None
+    except RecursionError:
+        raise error(f"{what} {path} nests too deeply to be a {what}") from None
+    except ValueError as exc:
+        raise error(f"{what} {path} is not valid JSON ({exc}); is it the right file?") from None
+
+
+def _too_large(path: Path, what: str, size: int, limit: int) -> str:
+    return f"{what} {path} is {size:,} bytes; charlm reads at most {limit:,} for one -- is it the right file?"
 
 
 def write_atomic(path: Path, data: bytes, before_replace: Callable[[], None] | None = None) -> None:

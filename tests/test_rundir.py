@@ -1,7 +1,6 @@
 """RunDir: the names, the one metrics parser and the atomic writers of a run directory."""
 
 import errno
-import json
 import os
 
 import pytest
@@ -90,7 +89,7 @@ def test_summary_reads_back_and_a_damaged_one_has_no_status(tmp_path):
     run.summary.write_text("[]")
     assert run.summary_status() is None
     run.summary.write_text("{not json")
-    with pytest.raises(json.JSONDecodeError):
+    with pytest.raises(ValueError, match="summary.json is not valid JSON"):
         run.read_summary()
 
 

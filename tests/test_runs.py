@@ -52,7 +52,7 @@ def test_runs_lists_every_kind_of_directory(runs_dir, tiny_run):
         "c-crashed": "crashed",
         "d-failed": "failed",
         "e-half": "incomplete",
-        "f-damaged": "unreadable (JSONDecodeError)",
+        "f-damaged": "unreadable (summary.json)",
     }
     done = rows["a-finished"]
     summary = json.loads((tiny_run / "summary.json").read_text())

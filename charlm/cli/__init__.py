@@ -24,7 +24,7 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
-from charlm import __version__
+from charlm import __version__, strict_json
 from charlm.cli import bench, export, runs, tune, viz
 from charlm.cli.common import (
     DeviceOption,
@@ -170,7 +170,7 @@ def eval_command(
     if scored.data_note:
         err.print(f"note: {scored.data_note}")
     if as_json:
-        out.print(json.dumps(scored.as_dict()))
+        out.print(strict_json.dumps(scored.as_dict()))
         return
     d, result = scored.dynamic, scored.result
     how = (

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from charlm import strict_json
 from charlm.cli.common import DeviceOverride, JsonOption, SetOption, friendly_errors, out
 from charlm.errors import CharlmError
 
@@ -55,7 +55,7 @@ def bench(
 
         draw_roofline(figures, roofline, f"{config.name} on {figures['device']}")
     if as_json:
-        out.print(json.dumps(figures))
+        out.print(strict_json.dumps(figures))
     else:
         _print_table(figures, config)
     if roofline is not None and not as_json:
@@ -148,7 +148,7 @@ def _bench_malloc_ab(cfg, config: Path, steps: int, rounds: int, as_json: bool) 
 
     figures = run_malloc_ab(cfg, steps=steps, rounds=rounds)
     if as_json:
-        out.print(json.dumps(figures))
+        out.print(strict_json.dumps(figures))
         return
     table = Table(
         title=f"charlm bench --malloc-ab: {config} on {figures['device']} "

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 import typer
 
+from charlm import strict_json
 from charlm.cli.common import friendly_errors, out
 from charlm.runs.listing import COLUMNS
 from charlm.runs.plot import METRICS, X_AXES
@@ -32,7 +32,7 @@ def runs(
     roots = dirs or [Path("runs")]
     rows = sort_rows([describe_run(path, base=root) for root in roots for path in find_runs([root])], sort)
     if as_json:
-        out.print(json.dumps([r.as_dict() for r in rows]))
+        out.print(strict_json.dumps([r.as_dict() for r in rows]))
     elif as_csv:
         import csv
 

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 import typer
 
+from charlm import strict_json
 from charlm.cli.common import JsonOption, err, friendly_errors, out
 from charlm.errors import CharlmError
 from charlm.files import write_atomic
@@ -110,7 +110,7 @@ def _show(name: str | None, storage: str | None, as_json: bool) -> None:
     best = best_trial(optuna_study)
     if as_json:
         figures = {"trials": [r.as_dict() for r in rows], "best": None if best is None else best.number}
-        out.print(json.dumps(figures | {"importances": importances(optuna_study)}))
+        out.print(strict_json.dumps(figures | {"importances": importances(optuna_study)}))
         return
     out.print(_table(rows))
     if best is None:

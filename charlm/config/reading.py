@@ -63,7 +63,7 @@ def read_yaml_mapping(
         size = os.stat(path).st_size
     except OSError:
         size = 0  # read_bytes names the problem
-    data = read_bytes(path, what) if size <= MAX_CONFIG_BYTES else b""
+    data = read_bytes(path, what, limit=MAX_CONFIG_BYTES) if size <= MAX_CONFIG_BYTES else b""
     size = max(size, len(data))
     if size > MAX_CONFIG_BYTES:
         raise ConfigError(

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from charlm.errors import DownloadError, quote
+from charlm.files import open_regular, write_failure_fix
 
 CHUNK_BYTES = 1 << 16
 TIMEOUT_S = 30
@@ -38,9 +39,12 @@ def md5_of(path: Path) -> str:
 def digest_of(path: Path, algorithm: str) -> str:
     """The hex digest of a file's bytes by a hashlib algorithm ("md5", "sha1", "sha256")."""
     digest = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
+    with open_regular(path, "corpus file", DownloadError) as f:
+        try:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        except OSError as exc:
+            raise DownloadError(f"cannot read corpus file {path}: {exc.strerror or exc}") from None
     return digest.hexdigest()
 
 
@@ -151,6 +155,8 @@ class _SourceHint:
 def _locate(base_url: str, source: str | None, name: str) -> str:
     if source is None:
         return base_url + name
+    if source.lower().startswith("file://"):  # read as the local file it names, with the same checks
+        return urllib.request.url2pathname(urllib.parse.urlsplit(source.rstrip("/") + "/" + name).path)
     if "://" in source:
         return source.rstrip("/") + "/" + name
     return str(Path(source) / name)
@@ -162,9 +168,12 @@ def _fetch_one(location: str, target: Path, checksum: str, hint: _SourceHint, pr
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            digest = _copy_hashed(location, out, target.name, hint, progress, algorithm)
-            out.flush()
-            os.fsync(out.fileno())
+            digest = _copy_hashed(location, _Sink(out, target), target.name, hint, progress, algorithm)
+            try:
+                out.flush()
+                os.fsync(out.fileno())
+            except OSError as exc:
+                raise _write_error(target, exc) from None
         if digest != expected:
             raise DownloadError(
                 f"{location} has the wrong {algorithm}: expected {expected}, got {digest}; "
@@ -184,13 +193,14 @@ def _copy_hashed(
     done = 0
     if "://" not in location:
         try:
-            src = open(location, "rb")
-            total = os.fstat(src.fileno()).st_size
-        except OSError as exc:
+            src = open_regular(Path(location), "corpus file", DownloadError)
+        except DownloadError as exc:
+            reason = str(exc) if os.path.lexists(location) else "No such file or directory"
             raise DownloadError(
-                f"cannot read {location}: {exc.strerror}; --source must be a directory holding "
-                f"{hint.listed}, or a mirror URL"
+                f"cannot read {location}: {reason}; --source must be a directory holding {hint.listed} "
+                "(regular files), or a mirror URL"
             ) from None
+        total = os.fstat(src.fileno()).st_size
     else:
         try:
             src = urllib.request.urlopen(location, timeout=TIMEOUT_S)  # noqa: S310 -- URL is ours or the user's
@@ -211,6 +221,8 @@ def _copy_hashed(
                 done += len(chunk)
                 if progress:
                     progress(name, done, total)
+                if total is not None and done > total:
+                    break  # a server sending more than it announced: refused below, not written on
         except (OSError, http.client.HTTPException) as exc:
             # Both counts with thousands separators, as in the "ended after" message below.
             size = f"{total:,}" if total is not None else "?"
@@ -218,12 +230,38 @@ def _copy_hashed(
                 f"transfer of {location} broke off after {done:,} of {size} bytes ({type(exc).__name__}); "
                 "nothing was written; run the command again"
             ) from None
+    if total is not None and done > total:
+        raise DownloadError(
+            f"{location} sent more than the {total:,} bytes it announced; nothing was written; "
+            "use the canonical URL or a verified copy"
+        )
     if total is not None and done != total:
         raise DownloadError(
             f"transfer of {location} ended after {done:,} of {total:,} bytes; nothing was "
             "written; run the command again"
         )
     return digest.hexdigest()
+
+
+class _Sink:
+    """The temporary file a download lands in; a failed write (disk full) names the file and
+    the disk, never the transfer."""
+
+    def __init__(self, out, target: Path):
+        self.out, self.target = out, target
+
+    def write(self, chunk: bytes) -> None:
+        try:
+            self.out.write(chunk)
+        except OSError as exc:
+            raise _write_error(self.target, exc) from None
+
+
+def _write_error(target: Path, exc: OSError) -> DownloadError:
+    return DownloadError(
+        f"could not write {target}: {exc.strerror or exc}; nothing was written; "
+        f"{write_failure_fix(exc, 'free disk space or choose another data directory', option='data directory')}"
+    )
 
 
 def fsync_dir(folder: Path) -> None:

@@ -6,13 +6,15 @@ charlm prepare the corpus again, never index past a vocabulary or map a file of 
 
 from __future__ import annotations
 
-import json
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from charlm.data.vocab import UNITS, UNK
+from charlm.errors import CharlmError
+from charlm.files import read_json
 
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 16 << 20  # a vocabulary of every Unicode character fits in far less
@@ -43,19 +45,12 @@ def dtype_for(vocab_size: int) -> str:
 def read_manifest(folder: Path) -> tuple[dict | None, str | None]:
     """(manifest, None), or (None, why not): (None, None) when there is no prepared folder."""
     path = Path(folder) / MANIFEST
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_MANIFEST_BYTES + 1)
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return None, None
-    except OSError as exc:
-        return None, f"cannot read {MANIFEST}: {exc.strerror}"
-    if len(data) > MAX_MANIFEST_BYTES:
-        return None, f"{MANIFEST} is larger than {MAX_MANIFEST_BYTES:,} bytes"
     try:
-        manifest = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return None, f"{MANIFEST} is not valid JSON"
+        manifest = read_json(path, MANIFEST, limit=MAX_MANIFEST_BYTES)
+    except CharlmError as exc:  # a pipe, a device, too large, not JSON: prepared again
+        return None, str(exc)
     if not isinstance(manifest, dict):
         return None, f"{MANIFEST} is not a JSON object"
     return manifest, None

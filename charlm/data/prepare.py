@@ -38,6 +38,7 @@ from charlm.data.manifest import DTYPES, MANIFEST, SPLITS, dtype_for, manifest_p
 from charlm.data.units import Piece, ReadProgress, file_size, piece_units, survey
 from charlm.data.vocab import Vocabulary, describe_unit, unit_word
 from charlm.errors import DataError, ResourceError
+from charlm.files import open_regular
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,7 @@ def _ids_problem(folder: Path, manifest: dict) -> str | None:
             continue
         digest = hashlib.sha256()
         try:
-            with open(folder / f"{split}.tokens", "rb") as f:
+            with open_regular(folder / f"{split}.tokens", "token file", DataError) as f:
                 while size := f.readinto(buffer):
                     digest.update(view[:size])
                     ids = torch.frombuffer(buffer, dtype=dtype, count=size // dtype.itemsize)
@@ -178,6 +179,8 @@ def _ids_problem(folder: Path, manifest: dict) -> str | None:
                         return f"{split}.tokens holds ids outside the vocabulary of {limit}"
         except OSError as exc:  # removed or replaced meanwhile
             return f"cannot read {split}.tokens: {exc.strerror}"
+        except DataError as exc:  # replaced by a pipe or a device meanwhile
+            return str(exc)
         if digest.hexdigest() != manifest["sha256"][split]:
             return f"{split}.tokens does not match its SHA-256"
     return None

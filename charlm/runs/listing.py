@@ -89,11 +89,15 @@ def describe_run(path: Path, base: Path | None = None) -> RunRow:
         return row
     problem = None
     # Each file on its own, so the figures of the readable ones still show beside the mark.
-    for fill in (_fill_from_config, _fill_from_metrics, _fill_from_summary):
+    for fill, file in (
+        (_fill_from_config, run.config),
+        (_fill_from_metrics, run.metrics.path),
+        (_fill_from_summary, run.summary),
+    ):
         try:
             fill(row, run)
-        except Exception as exc:  # whatever a damaged file makes a reader raise: the row says so, the listing goes on
-            problem = problem or type(exc).__name__
+        except Exception:  # whatever a damaged file makes a reader raise: the row names the file, the listing goes on
+            problem = problem or file.name
     if problem is not None:
         row.status = f"unreadable ({problem})"
     return row

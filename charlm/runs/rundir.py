@@ -16,6 +16,7 @@ name and format are written down once. Checkpoint bytes themselves are runs/chec
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -26,8 +27,8 @@ import time
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-from charlm.errors import CheckpointError, TrainingError
-from charlm.files import write_atomic, write_failure_fix
+from charlm.errors import CharlmError, CheckpointError, TrainingError
+from charlm.files import open_regular, read_json, write_atomic, write_failure_fix
 
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
@@ -134,11 +135,12 @@ class RunDir:
         _publish(self.config, text.encode("utf-8"), "free disk space or choose another --out-dir")
 
     def read_summary(self) -> dict[str, Any]:
-        """summary.json as written. Raises OSError or ValueError for a missing or damaged file."""
+        """summary.json as written. Raises ValueError for a missing or damaged file (a pipe, a
+        device, too large, not JSON), its message naming the file and the problem."""
         try:
-            summary = json.loads(self.summary.read_text(encoding="utf-8"))
-        except RecursionError:
-            raise ValueError(f"{self.summary} nests too deeply to be a summary") from None
+            summary = read_json(self.summary, "run summary", limit=MAX_SUMMARY_BYTES)
+        except CharlmError as exc:
+            raise ValueError(str(exc)) from None
         if not isinstance(summary, dict):
             raise ValueError(f"{self.summary} holds a {type(summary).__name__}, not an object")
         return summary
@@ -146,9 +148,10 @@ class RunDir:
     def summary_status(self) -> str | None:
         """The status summary.json records, or None when there is none to read."""
         try:
-            return self.read_summary()["status"]
+            status = self.read_summary()["status"]
         except (OSError, ValueError, KeyError):
             return None
+        return status if isinstance(status, str) else None
 
     def write_summary(self, status: str, figures: dict[str, Any]) -> None:
         """summary.json: the run's status and headline figures.
@@ -225,6 +228,7 @@ def find_checkpoint(run: Path | str) -> Path:
 
 
 MAX_RECORD_CHARS = 10_000  # a record is a few hundred characters
+MAX_SUMMARY_BYTES = 1 << 20  # a summary is under 1 KB
 
 
 class MetricsFile:
@@ -277,20 +281,39 @@ class MetricsFile:
 
         Raises OSError when the file exists but cannot be read (`charlm runs` shows that).
         """
-        if not self.path.exists():
+        if not os.path.lexists(self.path):
             return
-        # Undecodable bytes (a damaged disk block) spoil their line only: it fails to parse.
-        with open(self.path, encoding="utf-8", errors="replace", newline="\n") as f:
-            lines = f.read().splitlines()
-        for line in lines:
-            if len(line) > MAX_RECORD_CHARS:  # not a record charlm wrote; not worth parsing
-                continue
-            try:
-                record = json.loads(line)
-            except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past Python's limit
-                continue
-            if isinstance(record, dict) and isinstance(record.get("step"), int):
-                yield line, record
+        try:
+            f = open_regular(self.path, "metrics file")
+        except CharlmError as exc:
+            raise OSError(errno.EINVAL, str(exc)) from None
+        with f:
+            for raw in _bounded_lines(f, MAX_RECORD_CHARS * 4):  # UTF-8: at most 4 bytes a character
+                # Undecodable bytes (a damaged disk block) spoil their line only: it fails to parse.
+                line = raw.decode("utf-8", errors="replace")
+                if len(line) > MAX_RECORD_CHARS:  # not a record charlm wrote; not worth parsing
+                    continue
+                try:
+                    record = json.loads(line)
+                except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past Python's limit
+                    continue
+                if isinstance(record, dict) and type(record.get("step")) is int:
+                    yield line, record
+
+
+def _bounded_lines(f, limit: int) -> Iterator[bytes]:
+    """The lines of the binary file `f` without their ends, any longer than `limit` bytes
+    replaced by b"" (skipped by the caller): memory stays flat whatever the file holds (one
+    line of gigabytes, a file with no newline)."""
+    while True:
+        line = f.readline(limit + 1)
+        if not line:
+            return
+        if len(line) > limit and not line.endswith(b"\n"):
+            while (rest := f.readline(1 << 20)) and not rest.endswith(b"\n"):
+                pass  # the rest of an over-long line
+            line = b""
+        yield line.rstrip(b"\n").removesuffix(b"\r") if line else line
 
 
 def _publish(path: Path, data: bytes, fix: str) -> None:

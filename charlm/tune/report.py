@@ -10,8 +10,9 @@ from typing import Any
 
 import yaml
 
+from charlm.config.reading import MAX_CONFIG_BYTES, YamlRefused, load_yaml
 from charlm.config.schema import config_from_mapping
-from charlm.errors import CharlmError
+from charlm.errors import CharlmError, shorten
 from charlm.tune.space import overrides_of
 from charlm.tune.study import retried_number
 
@@ -93,9 +94,24 @@ def best_config_yaml(study, trial) -> str:
     base = study.user_attrs.get("config")
     if not isinstance(base, str):
         raise CharlmError(f"study {study.study_name!r} holds no base config (was it made by charlm tune?)")
-    cfg = config_from_mapping(yaml.safe_load(base), overrides_of(trial.params), f"study {study.study_name}")
+    cfg = config_from_mapping(_base_mapping(study, base), overrides_of(trial.params), f"study {study.study_name}")
     header = f"# trial {trial.number} of study {study.study_name}: best valid bpc {trial.value:.4f}\n"
     return header + yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+def _base_mapping(study, base: str) -> dict[str, Any]:
+    """The study's base config as a mapping, read as a config file is (size, nesting and alias
+    caps); a study database is shared, so what it holds is checked like any file."""
+    damaged = f"study {study.study_name!r} holds a damaged base config"
+    if len(base) > MAX_CONFIG_BYTES:
+        raise CharlmError(f"{damaged} ({len(base):,} characters; a config is a few KB); start a new study")
+    try:
+        raw = load_yaml(base)
+    except (yaml.YAMLError, YamlRefused) as exc:
+        raise CharlmError(f"{damaged} ({shorten(str(exc))}); start a new study") from None
+    if not isinstance(raw, dict):
+        raise CharlmError(f"{damaged} (a {type(raw).__name__}, not a mapping of sections); start a new study")
+    return raw
 
 
 def importances(study) -> dict[str, float]:
