@@ -56,9 +56,7 @@ def open_regular(path: Path, what: str, error: type[CharlmError] = CharlmError) 
     return os.fdopen(fd, "rb")
 
 
-def read_bytes(
-    path: Path, what: str, error: type[CharlmError] = CharlmError, limit: int | None = None
-) -> bytes:
+def read_bytes(path: Path, what: str, error: type[CharlmError] = CharlmError, limit: int | None = None) -> bytes:
     """The bytes of the regular file `path`, or `error` naming `what` and the path. With `limit`,
     a file of more bytes is refused before it is read (a few-KB file that is gigabytes)."""
     with open_regular(path, what, error) as f:
