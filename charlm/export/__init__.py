@@ -5,7 +5,7 @@ an `ExportFormat`; `export_run` finds it by name (charlm/registry.py lists this 
     onnx_folder.py         step.onnx + score.onnx (onnx_graphs.py traces them) + onnx.json + vocab + card
     web/                   index.html + net.js + app.js + weights.bin + model.json + a model card
     card.py                the model card (README.md) written beside every export
-    folder.py              the output folder, atomic files, vocab.json and export.json
+    folder.py              publishing the folder whole, what it may replace, vocab.json and export.json
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from charlm.registry import Registry
 @dataclass(frozen=True)
 class ExportFormat:
     name: str
-    # write(trained model, run path, output folder) -> the files written, in order
-    write: Callable[..., list[Path]]
+    # write(trained model, run path) -> {file name: bytes, text or a dict for JSON}, export.json
+    # aside (the folder's publication adds it): every file is made in memory before any is written.
+    write: Callable[..., dict]
 
 
 FORMATS: Registry[ExportFormat] = Registry(__name__, "export format", CharlmError)
@@ -34,16 +35,13 @@ def register(kind: ExportFormat) -> ExportFormat:
 
 def export_run(run: Path | str, fmt: str, output: Path, weights: str = "auto") -> list[Path]:
     """Export the model of `run` (a run directory or checkpoint) as `fmt` into the folder
-    `output`, which is made if missing; an existing folder must be empty or an earlier export."""
-    from charlm.export.folder import discard_made, prepare_folder
+    `output`; an existing folder must be empty or an earlier export in that format, which is
+    replaced whole (folder.py). Returns the files written, export.json last."""
+    from charlm.export.folder import check_output, origin_record, publish_export
     from charlm.inference.trained import load_trained
 
     kind = FORMATS.get(fmt)
-    trained = load_trained(run, "cpu", weights)  # first: a run that cannot be read leaves no folder behind
-    made = prepare_folder(Path(output), fmt)
-    try:
-        return kind.write(trained, Path(run), Path(output))
-    except BaseException:
-        if made:  # a refused model or a failed write leaves no folder behind either
-            discard_made(Path(output))
-        raise
+    output = check_output(Path(output), fmt)  # before minutes of tracing, not after
+    trained = load_trained(run, "cpu", weights)  # one whole checkpoint, read once
+    files = kind.write(trained, Path(run))  # a model that does not export writes nothing
+    return publish_export(output, fmt, files, origin_record(trained, Path(run), fmt))

@@ -9,7 +9,7 @@ from pathlib import Path
 from charlm.errors import CharlmError
 from charlm.export import ExportFormat, register
 from charlm.export.card import model_card
-from charlm.export.folder import origin_record, vocab_record, write_file
+from charlm.export.folder import vocab_record
 from charlm.inference.exported import ORIGIN, VOCAB
 from charlm.inference.trained import TrainedModel
 
@@ -21,7 +21,7 @@ USE = (
 )
 
 
-def write_onnx_folder(trained: TrainedModel, run: Path, output: Path) -> list[Path]:
+def write_onnx_folder(trained: TrainedModel, run: Path) -> dict:
     try:  # the Loop graph is built and checked with onnx: fail before tracing
         from onnx.checker import ValidationError
     except ImportError:
@@ -64,15 +64,13 @@ def write_onnx_folder(trained: TrainedModel, run: Path, output: Path) -> list[Pa
         "start": "read the text as the start of a line: the end-of-line token first, as charlm sample does",
     }
     names_written = [STEP, SCORE, SIGNATURE, VOCAB, ORIGIN, "README.md"]
-    written = [
-        write_file(output / STEP, step),
-        write_file(output / SCORE, score),
-        write_file(output / SIGNATURE, signature),
-        write_file(output / VOCAB, vocab_record(trained)),
-        write_file(output / ORIGIN, origin_record(trained, run, "onnx")),
-    ]
-    written.append(write_file(output / "README.md", model_card(trained, run, names_written, USE)))
-    return written
+    return {
+        STEP: step,
+        SCORE: score,
+        SIGNATURE: signature,
+        VOCAB: vocab_record(trained),
+        "README.md": model_card(trained, run, names_written, USE),
+    }
 
 
 def _first_line(exc: Exception) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from charlm.export import ExportFormat, register
 from charlm.export.card import model_card
-from charlm.export.folder import origin_record, vocab_record, write_file
+from charlm.export.folder import vocab_record
 from charlm.inference.exported import CONFIG, ORIGIN, VOCAB, WEIGHTS
 from charlm.inference.trained import TrainedModel
 
@@ -17,22 +17,19 @@ USE = (
 )
 
 
-def write_safetensors_folder(trained: TrainedModel, run: Path, output: Path) -> list[Path]:
+def write_safetensors_folder(trained: TrainedModel, run: Path) -> dict:
     from safetensors.torch import save
 
     state = trained.model.state_dict()
     if trained.cfg.model.tie_weights:  # one matrix, stored once (safetensors refuses shared storage)
         del state["decoder.weight"]
     names = [WEIGHTS, CONFIG, VOCAB, ORIGIN, "README.md"]
-    # export.json last among the model's files: a folder holding it is complete.
-    written = [
-        write_file(output / WEIGHTS, save({k: v.detach().cpu().contiguous() for k, v in state.items()})),
-        write_file(output / CONFIG, trained.cfg.model_dump(mode="json")),
-        write_file(output / VOCAB, vocab_record(trained)),
-        write_file(output / ORIGIN, origin_record(trained, run, "safetensors")),
-    ]
-    written.append(write_file(output / "README.md", model_card(trained, run, names, USE)))
-    return written
+    return {
+        WEIGHTS: save({k: v.detach().cpu().contiguous() for k, v in state.items()}),
+        CONFIG: trained.cfg.model_dump(mode="json"),
+        VOCAB: vocab_record(trained),
+        "README.md": model_card(trained, run, names, USE),
+    }
 
 
 register(ExportFormat("safetensors", write_safetensors_folder))

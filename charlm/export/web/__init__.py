@@ -18,7 +18,7 @@ from charlm.data.corpora import corpus_kind
 from charlm.errors import CharlmError
 from charlm.export import ExportFormat, register
 from charlm.export.card import model_card
-from charlm.export.folder import origin_record, vocab_record, write_file
+from charlm.export.folder import origin_record, vocab_record
 from charlm.export.web.layers import convert, family_of
 from charlm.inference.exported import ORIGIN
 from charlm.inference.trained import TrainedModel
@@ -34,7 +34,7 @@ USE = (
 )
 
 
-def write_web_folder(trained: TrainedModel, run: Path, output: Path) -> list[Path]:
+def write_web_folder(trained: TrainedModel, run: Path) -> dict:
     """Convert first (a cell the page cannot run is refused before any file is written)."""
     family_of(trained.cfg.model.cell)
     readable = readable_maps(trained)
@@ -44,15 +44,12 @@ def write_web_folder(trained: TrainedModel, run: Path, output: Path) -> list[Pat
     }
     pages = {name: resources.files(__name__).joinpath(name).read_bytes() for name in PAGE}
     names = [*PAGE, WEIGHTS, MODEL, ORIGIN, "README.md"]
-    # export.json after the model's files: a folder holding it is complete.
-    written = [
-        write_file(output / WEIGHTS, tensors.data()),
-        write_file(output / MODEL, record),
-        *[write_file(output / name, data) for name, data in pages.items()],
-        write_file(output / ORIGIN, origin_record(trained, run, "web")),
-    ]
-    written.append(write_file(output / "README.md", model_card(trained, run, names, USE)))
-    return written
+    return {
+        WEIGHTS: tensors.data(),
+        MODEL: record,
+        **pages,
+        "README.md": model_card(trained, run, names, USE),
+    }
 
 
 def model_record(
