@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from charlm.data.manifest import DTYPES, MANIFEST, SPLITS, dtype_for, manifest_p
 from charlm.data.units import Piece, ReadProgress, file_size, piece_units, survey
 from charlm.data.vocab import Vocabulary, describe_unit, unit_word
 from charlm.errors import DataError, ResourceError
+from charlm.faults import maybe_signal
 from charlm.files import open_regular
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,7 @@ def load_prepared(
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         _remove_abandoned(folder)
-        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}{STAGING}", dir=folder.parent))
+        staging = _staging(folder)
     except OSError as exc:
         # A read-only data root only costs the cache: prepare in a temporary folder, map it,
         # and remove it (the maps keep the files alive until the process ends).
@@ -97,6 +99,7 @@ def load_prepared(
         return _opened(corpus, staging)
     try:
         _build(staging, sources, plan, wanted, progress)
+        maybe_signal("prepare.before_publish")
         _publish(staging, folder, sources, wanted, replace=rebuild)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -191,7 +194,7 @@ def _publish(staging: Path, folder: Path, sources: list[Path], wanted: dict, rep
     verifies wins (both prepared the same thing; torchrun ranks do); a damaged or stale one is
     retired first."""
     if folder.exists() and (replace or open_prepared(folder, sources, wanted) is None):
-        retired = Path(tempfile.mkdtemp(prefix=f".{folder.name}{STAGING}", dir=folder.parent))
+        retired = _staging(folder)
         try:
             os.replace(folder, retired / "old")
         except FileNotFoundError:
@@ -208,17 +211,41 @@ STAGING = ".staging."
 ABANDONED_AFTER_S = 3600
 
 
+def _staging(folder: Path) -> Path:
+    """A new hidden folder beside `folder`, named for this host and process: `.NAME.staging.HOST-PID-XXXX`."""
+    owner = f"{socket.gethostname().replace('/', '_')}-{os.getpid()}-"
+    return Path(tempfile.mkdtemp(prefix=f".{folder.name}{STAGING}{owner}", dir=folder.parent))
+
+
 def _remove_abandoned(folder: Path) -> None:
-    """Staging folders beside `folder` that nothing has written to for an hour: left by a
-    preparation that was killed (a live one writes its files continuously)."""
-    now = time.time()
-    for stale in folder.parent.glob(f".{glob.escape(folder.name)}{STAGING}*"):
+    """Staging folders beside `folder` left by a preparation that was killed: its process, on
+    this host, has ended, or (another host's, or an older charlm's) nothing has written to it
+    for an hour (a live one writes its files continuously)."""
+    now, prefix = time.time(), f".{folder.name}{STAGING}"
+    for stale in folder.parent.glob(f"{glob.escape(prefix)}*"):
+        if _owner_ended(stale.name[len(prefix) :]):
+            shutil.rmtree(stale, ignore_errors=True)
+            continue
         try:
             newest = max([stale.stat().st_mtime] + [p.stat().st_mtime for p in stale.rglob("*")])
         except OSError:
             continue
         if now - newest > ABANDONED_AFTER_S:
             shutil.rmtree(stale, ignore_errors=True)
+
+
+def _owner_ended(tag: str) -> bool:
+    """Whether the HOST-PID-XXXX tag names a process of this host that has ended."""
+    host, _, pid = tag.rpartition("-")[0].rpartition("-")
+    if host != socket.gethostname().replace("/", "_") or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: another user's live process
+        return False
+    return False
 
 
 def _build(staging: Path, sources: list[Path], plan: Plan, wanted: dict, progress: ReadProgress | None) -> None:
