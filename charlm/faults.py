@@ -9,6 +9,9 @@ yet renamed) and `checkpoint.after_replace` (renamed, side file not yet narrowed
 there until a SIGCONT, as a second trainer would find it) and, for `train.step=N` only, `nan`
 (that step's loss becomes NaN). CHARLM_FAULT_RANK=R limits the fault to torchrun rank R.
 
+CHARLM_SLOW_STEPS=FIRST-LAST:SECONDS makes each optimizer step FIRST to LAST (counted from 1)
+take SECONDS longer, as a machine whose speed changes part-way would (a time budget's tests).
+
 The training loop asks `FaultPlan.from_environment()` once, when it starts: unset, as always
 outside tests, that is None, and each step then pays one `is None` test. Points outside the
 loop (setup, evaluation, checkpoint saves) call `maybe_signal`, one environment lookup each.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections import Counter
 from dataclasses import dataclass
 
@@ -58,3 +62,26 @@ def maybe_signal(point: str) -> None:
     plan = FaultPlan.from_environment()
     if plan is not None:
         plan.reached(point)
+
+
+@dataclass(frozen=True)
+class SlowSteps:
+    """CHARLM_SLOW_STEPS: steps `first` to `last` each take `seconds` longer."""
+
+    first: int
+    last: int
+    seconds: float
+
+    @classmethod
+    def from_environment(cls) -> SlowSteps | None:
+        spec = os.environ.get("CHARLM_SLOW_STEPS")
+        if not spec:
+            return None
+        steps, _, seconds = spec.partition(":")
+        first, _, last = steps.partition("-")
+        return cls(int(first), int(last), float(seconds))
+
+    def after(self, step: int) -> None:
+        """After optimizer step `step`: wait, if it is one of the slow ones."""
+        if self.first <= step <= self.last:
+            time.sleep(self.seconds)

@@ -23,8 +23,8 @@ from charlm.reporting.base import SilentReporter
 from charlm.runs.checkpoint.contents import to_plain
 from charlm.runs.checkpoint.storage import load_checkpoint, load_payload
 from charlm.runs.listing import describe_run
-from charlm.training.optim import LRSchedule
-from charlm.training.time_budget import evaluations_from, plan_steps
+from charlm.training.optim import CosineSpan, LRSchedule
+from charlm.training.time_budget import evaluations_from, plan_steps, revise_plan
 from charlm.training.trainer import train
 from tests.conftest import charlm, cli, copy_run, tiny_text_config, train_losses, write_config, write_text_corpus
 from tests.test_format_compat import write_payload
@@ -187,16 +187,48 @@ def test_the_rate_is_a_pure_function_of_the_step_before_and_after_the_plan(sched
         )
 
 
+def test_a_revision_solves_the_plan_again_from_the_pace_now():
+    plan = plan_steps(100.0, 5.0, 25, 0.1, 1.0, 0.2, 4.0, eval_every=100, cap=None, warmup_steps=0)
+    on_time = 5 + (300 - 25) * 0.1 + 2 * 1.2  # at step 300, as planned
+    assert revise_plan(plan, 300, 0.1, on_time, 1.2, 100, 0.3) is None  # as planned: nothing to change
+    slower = revise_plan(plan, 300, 0.3, on_time, None, 100, 0.3)  # 3x slower from here
+    assert slower.max_steps < plan.max_steps and slower.planned_end_s <= 97
+    assert (slower.decided_at, slower.progress, slower.revision) == (300, 0.3, 1)
+    assert slower.test_s == pytest.approx(12.0) and slower.eval_s == pytest.approx(3.0)  # they slow down too
+    measured = revise_plan(plan, 300, 0.3, on_time, 2.0, 100, 0.3)  # the last valid pass and save took 2 s
+    assert measured.eval_s == pytest.approx(1.8) and measured.save_s == plan.save_s
+    faster = revise_plan(plan, 300, 0.05, on_time, None, 100, 0.3)
+    assert faster.max_steps > plan.max_steps
+    late = revise_plan(plan, 300, 0.1, 99.0, None, 100, 0.3)  # no room for another step: end here
+    assert late.max_steps == late.decided_at == 300 and late.evaluations == 1
+    capped = plan_steps(100.0, 5.0, 25, 0.1, 1.0, 0.2, 4.0, eval_every=100, cap=400, warmup_steps=0)
+    assert revise_plan(capped, 300, 0.01, on_time, None, 100, 0.3) is None  # the cap holds
+
+
+def test_a_revised_decay_bends_from_where_it_stands():
+    cfg = load_config(None, ["train.time_budget=1m", "train.schedule=cosine", "train.warmup_steps=10"]).train
+    schedule = LRSchedule(cfg)
+    schedule.follow(CosineSpan(CALIBRATION_END, 0.0, 400))
+    before = [schedule.lr_at(step, 0) for step in range(201)]
+    schedule.follow(CosineSpan(200, schedule.progress(200), 260))  # the pace fell: the end moves closer
+    after = [schedule.lr_at(step, 0) for step in range(200, 261)]
+    assert after[0] == before[200]  # no jump
+    assert all(a > b for a, b in zip(after, after[1:]))  # still decaying, faster
+    assert after[-1] == pytest.approx(cfg.lr * cfg.min_lr_ratio)  # to the floor at the new end
+
+
 # -- budgeted runs -------------------------------------------------------------------------------
 
 
-def test_a_budgeted_run_plans_once_and_records_the_plan_everywhere(tmp_path, text_files):
+def test_a_budgeted_run_records_its_plan_everywhere(tmp_path, text_files):
     result, reporter = run_budgeted(tmp_path, text_files, budget="4s", fake=None)  # the real clock
     run = tmp_path / "run"
     summary = json.loads((run / "summary.json").read_text())
     plan = summary["budget"]
     assert result.status == "finished" and result.step == summary["step"] == summary["max_steps"] == plan["max_steps"]
-    assert plan["decided_at"] == CALIBRATION_END and plan["planned_end_s"] <= 4 * 0.97
+    # A revision that finds no room for one more step ends the run where it stands, a little late.
+    assert plan["decided_at"] >= CALIBRATION_END and plan["planned_end_s"] <= 4 * (0.97 if not plan["revision"] else 1)
+    assert (plan["revision"] == 0) == (plan["decided_at"] == CALIBRATION_END)
     assert (
         plan["actual_end_s"] == pytest.approx(summary["wall_seconds"], abs=0.5)
         and summary["wall_seconds"] >= summary["train_seconds"]
@@ -206,8 +238,9 @@ def test_a_budgeted_run_plans_once_and_records_the_plan_everywhere(tmp_path, tex
     payload = load_payload(run / "last.pt")
     assert to_plain(payload.budget) == {k: v for k, v in plan.items() if k not in ("time_budget", "actual_end_s")}
     assert payload.config.train.max_steps == plan["max_steps"] and payload.loop.wall_s > 0
-    [line] = [m for m in reporter.messages if "ms/step measured" in m]
-    assert line.startswith("time budget 4s: ") and f"max_steps {plan['max_steps']:,}" in line
+    [line] = [m for m in reporter.messages if "ms/step measured" in m]  # planned once, then revised
+    first = int(line.split("-> max_steps ")[1].split()[0].replace(",", ""))
+    assert line.startswith("time budget 4s: ") and first == plan["max_steps"] or plan["revision"] > 0
     assert any(m.startswith("time budget 4s: ended after") for m in reporter.messages)
     assert not list(run.glob(".budget-probe-*"))  # the timed save's scratch folder is gone
     row = describe_run(run)
@@ -288,7 +321,9 @@ def test_the_checkpoint_plan_is_checked_on_loading(tmp_path, budgeted_run):
         (lambda p: p.update(budget=[1]), "budget should be None or a dict of budget_s"),
         (lambda p: p["budget"].pop("step_s"), "budget should be None or a dict"),
         (lambda p: p["budget"].update(step_s=float("nan")), "budget.step_s should be a finite number >= 0"),
-        (lambda p: p["budget"].update(max_steps=3), "budget.max_steps should be an int above budget.decided_at (25)"),
+        (lambda p: p["budget"].update(max_steps=3), "budget.max_steps should be an int >= 26 (budget.decided_at)"),
+        (lambda p: p["budget"].update(progress=1.5), "budget.progress should be a number from 0 to 1"),
+        (lambda p: p["budget"].update(revision=-1), "budget.revision should be an int >= 0"),
         (lambda p: p["budget"].update(cap=5), "budget.cap should be None or an int >= budget.max_steps"),
         (lambda p: p["budget"].update(evaluations=-1), "budget.evaluations should be an int >= 0"),
         (
@@ -311,6 +346,9 @@ def test_the_checkpoint_plan_is_checked_on_loading(tmp_path, budgeted_run):
     older["config"] = {**good["config"], "train": {**good["config"]["train"], "time_budget": None}}
     payload = load_payload(write_payload(tmp_path / "older.pt", older))  # written before these fields
     assert payload.budget is None and payload.loop.wall_s == payload.loop.elapsed_s
+    unrevised = {**good, "budget": {k: v for k, v in good["budget"].items() if k not in ("progress", "revision")}}
+    plan = load_payload(write_payload(tmp_path / "0.2.pt", unrevised)).budget  # charlm 0.2: plans were never revised
+    assert (plan.progress, plan.revision, plan.max_steps) == (0.0, 0, good["budget"]["max_steps"])
 
 
 def test_a_checkpoint_past_the_plan_without_one_is_refused(tmp_path, budgeted_run):
@@ -320,6 +358,18 @@ def test_a_checkpoint_past_the_plan_without_one_is_refused(tmp_path, budgeted_ru
     cfg = load_config(write_config(tmp_path / "c.yaml", budgeted(corpus_of(budgeted_run))))
     with pytest.raises(CheckpointError, match="holds no time-budget plan"):
         train(cfg, tmp_path / "copy", SilentReporter(), resume=True)
+
+
+@pytest.mark.e2e  # the real clock for about 7 s per case: timing, not a process, but not fast
+@pytest.mark.parametrize("slow", ["120-100000:0.006", "1-150:0.006"], ids=["slower-later", "slower-first"])
+def test_a_budget_holds_when_the_pace_changes_three_fold(tmp_path, text_files, monkeypatch, slow):
+    """Steps take about 3x longer from step 120 on (or until step 150): the run still ends within
+    10% of its budget, having revised its plan."""
+    monkeypatch.setenv("CHARLM_SLOW_STEPS", slow)
+    result, reporter = run_budgeted(tmp_path, text_files, budget="6s", fake=None)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert result.status == "finished" and summary["budget"]["revision"] > 0
+    assert 6 * 0.9 <= summary["wall_seconds"] <= 6 * 1.1, summary["wall_seconds"]
 
 
 # -- exact resume, killed processes, torchrun ------------------------------------------------------

@@ -8,6 +8,7 @@ Events, in the order a run emits them:
 
     message(text)            notes and warnings, at any time (resume's come before start)
     start(RunInfo)           once, before the first step
+    plan(Planned)            when a time budget plans train.max_steps, and when it revises it
     log(TrainLog)            every train.log_every steps, and on the last step
     evaluation(Evaluation)   the valid pass, every train.eval_every steps and on the last step
     then either
@@ -37,7 +38,17 @@ class RunInfo:
     vocab_size: int
     train_tokens: int
     start_step: int
+    max_steps: int | None  # None: a time budget has not planned it yet
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A time budget's plan, made or revised at `step`: the run ends at `max_steps`, and its
+    test pass is planned to end `remaining_s` seconds from now."""
+
+    step: int
     max_steps: int
+    remaining_s: float
 
 
 @dataclass(frozen=True)
@@ -128,6 +139,9 @@ class Finished:
 class Reporter(Protocol):
     def start(self, info: RunInfo) -> None: ...
 
+    def plan(self, entry: Planned) -> None:
+        """Optional: a Reporter without it hears nothing of a time budget's plans."""
+
     def log(self, entry: TrainLog) -> None: ...
 
     def evaluation(self, entry: Evaluation) -> None: ...
@@ -150,6 +164,9 @@ class Sink:
     """A Reporter that ignores every event; a sink overrides the ones it uses."""
 
     def start(self, info: RunInfo) -> None:
+        pass
+
+    def plan(self, entry: Planned) -> None:
         pass
 
     def log(self, entry: TrainLog) -> None:

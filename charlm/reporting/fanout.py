@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from charlm.config import Config
-from charlm.reporting.base import Evaluation, FinalTest, Finished, Reporter, RunInfo, Stopped, TrainLog
+from charlm.reporting.base import Evaluation, FinalTest, Finished, Planned, Reporter, RunInfo, Stopped, TrainLog
 from charlm.reporting.sinks import sink_factory
 from charlm.runs.rundir import RunDir
 
@@ -18,6 +18,12 @@ class FanOut:
     def start(self, info: RunInfo) -> None:
         for sink in self.sinks:
             sink.start(info)
+
+    def plan(self, entry: Planned) -> None:
+        for sink in self.sinks:
+            handler = getattr(sink, "plan", None)  # optional: a library caller's Reporter may lack it
+            if handler is not None:
+                handler(entry)
 
     def log(self, entry: TrainLog) -> None:
         for sink in self.sinks:

@@ -106,6 +106,14 @@ class Dist:
         dist.broadcast(tensor, src=0)
         return float(tensor.item())
 
+    def broadcast_object(self, obj):
+        """Rank 0's `obj` (any picklable value) on every rank."""
+        if not self.enabled:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def gather_rows(self, tensor: torch.Tensor) -> torch.Tensor:
         """Concatenate every rank's (L, rows, H) state along the rows: the single-process layout."""
         if not self.enabled:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -24,24 +25,54 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) ->
     return cls(groups, lr=cfg.lr, betas=cfg.betas, fused=device.type == "cuda" or None)
 
 
+@dataclass(frozen=True)
+class CosineSpan:
+    """The part of a cosine decay in use: from step `start`, where the cosine stands at `progress`
+    (0 at its top, 1 at its floor), to step `end`. A fixed max_steps is one span from the decay's
+    start at progress 0; a time budget's plan starts one, and each revision of the plan (the pace
+    changed) starts another from where the decay stands, so the rate never jumps."""
+
+    start: int
+    progress: float
+    end: int
+
+    def progress_at(self, step: int) -> float:
+        if step <= self.start:
+            return self.progress
+        return min(self.progress + (1 - self.progress) * (step - self.start) / max(self.end - self.start, 1), 1.0)
+
+
 class LRSchedule:
     """Learning rate for each step: linear warm-up, then constant, cosine or plateau.
 
-    Constant and cosine depend on the step alone. Plateau keeps a little state (the best
-    validation loss and how many evaluations failed to beat it), saved in checkpoints.
+    Constant and cosine depend on the step and the span of the decay in use (`span`). Plateau
+    keeps a little state (the best validation loss and how many evaluations failed to beat it),
+    saved in checkpoints.
 
     With train.time_budget, max_steps is only known once the run has timed itself, after step
-    CALIBRATION_END (charlm/config/schema.py): until then the rate holds at train.lr after warm-up, and
-    cosine decays from max(warmup_steps, CALIBRATION_END) to the max_steps planned. The decay's
-    start is a constant, so the rate stays a pure function of the step and max_steps.
+    CALIBRATION_END (charlm/config/schema.py): until then the rate holds at train.lr after
+    warm-up; cosine then decays from `decay_start`, max(warmup_steps, CALIBRATION_END), along
+    the spans the plan and its revisions set (`follow`). Each span is recorded in the plan, so
+    the rate stays a pure function of the step and the checkpoint's plan.
     """
 
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
         self.decay_start = cfg.warmup_steps if cfg.time_budget is None else max(cfg.warmup_steps, CALIBRATION_END)
+        self.span: CosineSpan | None = None  # None: one span from decay_start to cfg.max_steps
         self.scale = 1.0  # plateau's accumulated reductions
         self.best_loss = math.inf
         self.bad_evals = 0
+
+    def follow(self, span: CosineSpan | None) -> None:
+        """Decay along `span` from its start (a time budget's plan), or along the whole
+        decay_start..max_steps (None)."""
+        self.span = span
+
+    def progress(self, step: int) -> float:
+        """How far the cosine has decayed at `step`: 0 (top) to 1 (floor)."""
+        span = self.span or CosineSpan(self.decay_start, 0.0, self.cfg.max_steps)
+        return span.progress_at(step)
 
     def lr_at(self, step: int, epoch: int) -> float:
         """The rate for step `step` (0-based) taken in epoch `epoch` (0-based), drops included."""
@@ -52,10 +83,7 @@ class LRSchedule:
         if step < cfg.warmup_steps:
             return cfg.lr * (step + 1) / cfg.warmup_steps
         if cfg.schedule == "cosine":
-            if step < self.decay_start:
-                return cfg.lr
-            progress = min((step - self.decay_start) / max(cfg.max_steps - self.decay_start, 1), 1.0)
-            ratio = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+            ratio = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * self.progress(step)))
             return cfg.lr * ratio
         return cfg.lr * self.scale
 

@@ -1,8 +1,8 @@
 """train.time_budget: the run's clock, and the max_steps that ends a run within its budget.
 
 BudgetClock is the Trainer's clock: the wall time a run has taken (across the processes of a
-resumed run), and the plan's life: when it is made, how it travels (rank 0 decides and
-broadcasts it), how a resumed run takes it back instead of timing itself again.
+resumed run), and the plan's life: when it is made, how it is revised as the pace changes, how
+it travels (rank 0 decides and broadcasts it), how a resumed run takes it back.
 
 A budgeted run times its steps CALIBRATION_SKIP + 1 to CALIBRATION_END (config/schema.py), a
 slice of the valid split at train.eval_batch_size, a slice of the test split at
@@ -17,16 +17,25 @@ pass is its measured slice scaled to the whole split, and the test pass is model
 way (at batch 1 on a CPU it can take minutes); save_s is a real save of the model and
 optimizer to three files in the run directory (step-N.pt, last.pt, best.pt), fsyncs included,
 on a tiny model the largest cost of an evaluation. What the measurements leave out -- log lines,
-loading best.pt for the test, the drift of a shared machine -- the margin covers.
-The plan is made once, after step CALIBRATION_END, and recorded (BudgetPlan, in
-runs/checkpoint/contents.py: checkpoint, config.yaml, summary.json); a resumed run reads it
-back and never times itself again. The step is a constant, not "when enough seconds were
-timed", so the learning rate of every step is a pure function of the step and the chosen
-max_steps (cosine decay starts at max(warmup_steps, CALIBRATION_END)), and every torchrun rank
-decides at the same step.
+loading best.pt for the test -- the margin covers.
+
+A machine's speed does not hold: another program takes a core, or the first steps ran slow. So
+the plan is revised every train.log_every steps (at least REVISE_MIN_STEPS apart) from the pace
+of the steps since the last revision, the last valid pass and save as they really took, and the
+test pass scaled by the change in pace: the same sum, solved again from the wall time spent.
+A revision that ends the run sooner or later than planned moves max_steps (the changes under
+REVISE_TOLERANCE of the steps left are let be), and the cosine decay bends from where it
+stands to the new end (training/optim.py's CosineSpan), so the rate never jumps. When not one
+more step fits, the run ends at the step it revised. Every plan is recorded (BudgetPlan, in
+runs/checkpoint/contents.py: checkpoint, config.yaml, summary.json) with the step and the
+cosine's progress it was made at, so the rate of every step is a pure function of the step and
+the checkpoint's plan; a resumed run takes that plan back, never times itself from scratch, and
+revises it from its own pace. Revisions happen at fixed steps, so every torchrun rank revises
+at the same step, from rank 0's figures.
 
 CHARLM_FAKE_TIMINGS (tests only, like CHARLM_FAULT) replaces the measurements, so that two
-runs plan the same max_steps: `step=0.01,eval=0.5,save=0.1,test=1,spent=2` (seconds).
+runs plan the same max_steps: `step=0.01,eval=0.5,save=0.1,test=1,spent=2` (seconds); with it
+the plan is never revised (a resumed run must equal an uninterrupted one).
 """
 
 from __future__ import annotations
@@ -35,9 +44,10 @@ import math
 import os
 import tempfile
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -51,9 +61,13 @@ from charlm.reporting.base import Reporter
 from charlm.runs.checkpoint.contents import BudgetPlan, to_plain
 from charlm.runs.checkpoint.storage import save_checkpoint
 from charlm.training.distributed import Dist
+from charlm.training.optim import CosineSpan
 from charlm.training.records import Interval
 
 MARGIN = 0.03  # of the budget, kept free for what is not measured (saves, a machine's drift)
+REVISE_MIN_STEPS = 20  # steps between revisions at least: fewer time the pace too roughly
+REVISE_TOLERANCE = 0.005  # of the steps left: smaller changes of max_steps are let be
+NOTE_CHANGE = 0.02  # of max_steps: a revision that moves it more is a console line
 # A slice long enough to time (about 0.1-0.5 s on a CPU) and short beside the split.
 SLICE_COLUMNS = 256
 SLICE_MIN_TOKENS = 4096
@@ -65,9 +79,10 @@ class BudgetClock:
     """The wall time of a run, and train.time_budget's plan: the Trainer's clock.
 
     It owns the config's max_steps while a plan is pending (it assigns train.max_steps on the
-    Trainer's copy of the config once it plans). The Trainer calls `start_timing(step)` before
-    a budgeted loop, `after_step(step, measure)` after each of its steps, `paused()` around
-    evaluations, `end()` for the loop's last step, and `adopt()` when it resumes.
+    Trainer's copy of the config once it plans, and again when it revises). The Trainer calls
+    `start_timing(step)` before a budgeted loop, `after_step(step, measure)` after each of its
+    steps, `paused()` around evaluations, `end()` for the loop's last step, `cosine_span()`
+    for the decay, and `adopt()` when it resumes.
     """
 
     def __init__(
@@ -80,8 +95,12 @@ class BudgetClock:
         self.pending = tcfg.time_budget is not None  # until it plans, or adopts a recorded plan
         # train.max_steps as the user set it (a cap beside a budget), before a plan assigns its own.
         self.explicit_steps = tcfg.max_steps if "max_steps" in tcfg.model_fields_set else None
-        self._timed: Interval | None = None
+        self.overridden = False  # a resumed run's new train.max_steps replaced the plan: no revisions
+        self._timed: Interval | None = None  # the calibration's steps, evaluations excluded
         self._timed_from = 0
+        self._pace: Interval | None = None  # the steps since the plan or its last revision
+        self._pace_from = 0
+        self._evaluation_s: float | None = None  # the last valid pass and save, as it took
 
     def wall_s(self) -> float:
         """Wall time of every process of this run so far: setup, steps, evaluations, saves."""
@@ -90,6 +109,12 @@ class BudgetClock:
     def end(self) -> int:
         """The step the run ends at: train.max_steps, or never while the plan is pending."""
         return NO_END if self.pending else self.tcfg.max_steps
+
+    def cosine_span(self, decay_start: int) -> CosineSpan | None:
+        """The cosine's span the plan set (None: no plan, or a new max_steps replaced it)."""
+        if self.plan is None or self.overridden:
+            return None
+        return CosineSpan(max(self.plan.decided_at, decay_start), self.plan.progress, self.plan.max_steps)
 
     def adopt(self, recorded: BudgetPlan | None, step: int, before_s: float, run: Path) -> None:
         """On resume: count the earlier processes' wall time, and take the checkpoint's plan,
@@ -112,51 +137,96 @@ class BudgetClock:
                 f"note: train.max_steps {explicit:,} replaces the {recorded.max_steps:,} steps "
                 f"train.time_budget {self.tcfg.time_budget} chose"
             )
+            self.overridden = True
             return
         self.tcfg.max_steps = recorded.max_steps
 
     def start_timing(self, step: int) -> None:
-        """Before the loop's first step, while the plan is pending: choose the steps to time,
+        """Before the loop's first step: while the plan is pending, choose the steps to time,
         CALIBRATION_SKIP + 1 to CALIBRATION_END of this process (one resumed close to
-        CALIBRATION_END times all it runs, its first steps included: a slower, safer estimate)."""
+        CALIBRATION_END times all it runs, its first steps included: a slower, safer estimate);
+        with a plan (resumed), time the pace for its next revision."""
+        if not self.pending:
+            self._restart_pace(step)
+            return
         self._timed_from = step + CALIBRATION_SKIP if step + CALIBRATION_SKIP < CALIBRATION_END else step
         self._timed = None
-        self.after_step(step, None)
+        self.after_step(step, None, 0.0)
 
-    def after_step(self, step: int, measure: Callable[[], tuple[float, float, float]] | None) -> bool:
-        """After each step while the plan is pending: start the clock, or stop it and plan.
-        `measure` gives rank 0's (eval_s, save_s, test_s). Returns True at the step it planned."""
-        if step == self._timed_from:
-            synchronize(self.device)
-            self._timed = Interval()
-        elif step == CALIBRATION_END and self._timed is not None:
-            synchronize(self.device)
-            self._decide(step, self._timed.elapsed() / (step - self._timed_from), measure)
-            return True
-        return False
+    def after_step(
+        self, step: int, measure: Callable[[], tuple[float, float, float]] | None, progress: float = 0.0
+    ) -> bool:
+        """After each step of a budgeted loop: start the calibration's clock, or stop it and
+        plan; once planned, revise the plan when one is due. `measure` gives rank 0's (eval_s,
+        save_s, test_s); `progress` is the cosine's at this step. Returns True when the plan
+        (and train.max_steps) changed."""
+        if self.pending:
+            if step == self._timed_from:
+                synchronize(self.device)
+                self._timed = Interval()
+            elif step == CALIBRATION_END and self._timed is not None:
+                synchronize(self.device)
+                self._decide(step, self._timed.elapsed() / (step - self._timed_from), measure)
+                self._restart_pace(step)
+                return True
+            return False
+        due = step % self.tcfg.log_every == 0 and step - self._pace_from >= REVISE_MIN_STEPS
+        if self._pace is None or self.overridden or not due or step >= self.tcfg.max_steps:
+            return False
+        return self._revise(step, progress)
 
-    def paused(self):
-        """Evaluations during the timed steps are not step time."""
-        return self._timed.paused() if self._timed is not None else nullcontext()
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Evaluations are not step time; their length is what the next revision counts on."""
+        began = time.perf_counter()
+        with self._timed.paused() if self._timed is not None else nullcontext():
+            with self._pace.paused() if self._pace is not None else nullcontext():
+                yield
+        self._evaluation_s = time.perf_counter() - began
+
+    def _restart_pace(self, step: int) -> None:
+        synchronize(self.device)
+        self._pace, self._pace_from = Interval(), step
 
     def _decide(self, step: int, step_s: float, measure: Callable[[], tuple[float, float, float]]) -> None:
-        """Rank 0 measures and plans; every rank takes its max_steps."""
+        """Rank 0 measures and plans; every rank takes its plan."""
         plan, problem = None, None
         if self.ddp.is_main:
             try:
                 plan = self._make_plan(step, step_s, measure)
             except CharlmError as exc:  # too short, or the timed save failed: the other ranks must hear of it
                 problem = exc
-        steps = int(self.ddp.broadcast_from_main(float(plan.max_steps if plan else 0), self.device))
+        plan = self.ddp.broadcast_object(plan)
         if problem is not None:
             raise problem
-        if steps == 0:
+        if plan is None:
             raise TrainingError("rank 0 could not plan train.time_budget (its error is in its output)")
         self.pending, self._timed = False, None
-        self.tcfg.max_steps = steps  # after the plan checked it is above warmup_steps
-        if plan is not None:
-            self.plan = plan
-            self.reporter.message(describe_plan(plan))
+        self._take(plan)  # after the plan checked it is above warmup_steps
+        self.reporter.message(describe_plan(plan))
+
+    def _revise(self, step: int, progress: float) -> bool:
+        """Rank 0 solves the plan again from this process's pace; every rank takes its answer."""
+        synchronize(self.device)
+        plan = None
+        if self.ddp.is_main and fake_timings() is None:
+            step_s = self._pace.elapsed() / (step - self._pace_from)
+            plan = revise_plan(
+                self.plan, step, step_s, self.wall_s(), self._evaluation_s, self.tcfg.eval_every, progress
+            )
+        plan = self.ddp.broadcast_object(plan)
+        self._restart_pace(step)
+        if plan is None:
+            return False
+        before = self.plan.max_steps
+        self._take(plan)
+        if abs(plan.max_steps - before) >= NOTE_CHANGE * before:
+            self.reporter.message(describe_revision(plan, before))
+        return True
+
+    def _take(self, plan: BudgetPlan) -> None:
+        self.plan = plan
+        self.tcfg.max_steps = plan.max_steps
 
     def _make_plan(self, step: int, step_s: float, measure: Callable[[], tuple[float, float, float]]) -> BudgetPlan:
         tcfg = self.tcfg
@@ -188,14 +258,63 @@ class BudgetClock:
             "actual_end_s": self.wall_s() if finished else None,
         }
 
+    def remaining_s(self) -> float | None:
+        """Seconds until the plan's end (the console's ETA), or None without a plan."""
+        if self.plan is None or self.overridden:
+            return None
+        return max(self.plan.planned_end_s - self.wall_s(), 0.0)
+
     def end_message(self) -> str | None:
         """The console line at the end of a budgeted run: its wall time against the plan."""
         if self.plan is None:
             return None
+        revised = f", revised {self.plan.revision} time{'s' if self.plan.revision != 1 else ''}"
         return (
             f"time budget {format_duration(self.plan.budget_s)}: ended after {span(self.wall_s())} of wall time "
-            f"(planned {span(self.plan.planned_end_s)})"
+            f"(planned {span(self.plan.planned_end_s)}{revised if self.plan.revision else ''})"
         )
+
+
+def revise_plan(
+    plan: BudgetPlan,
+    done: int,
+    step_s: float,
+    spent_s: float,
+    evaluation_s: float | None,
+    eval_every: int,
+    progress: float,
+) -> BudgetPlan | None:
+    """The plan solved again at step `done` from the pace now (`step_s`), the wall time spent and
+    the last evaluation's length (None: none since the process started), or None when the
+    change in max_steps is too small to act on. Valid passes and the test pass are taken to
+    slow down or speed up with the steps (another program's load slows all of them); a save is
+    disk work and keeps its time. Ends the run at `done` when not one more step fits."""
+    scale = step_s / max(plan.step_s, 1e-9)
+    eval_s = plan.eval_s * scale if evaluation_s is None else max(evaluation_s - plan.save_s, 0.0)
+    test_s = plan.test_s * scale
+    try:
+        solved = plan_steps(
+            plan.budget_s, spent_s, done, step_s, eval_s, plan.save_s, test_s, eval_every, plan.cap, warmup_steps=0
+        )
+        steps, evaluations, end = solved.max_steps, solved.evaluations, solved.planned_end_s
+    except TrainingError:  # not one more step fits: end here (its valid pass, then the test)
+        steps, evaluations = done, 1
+        end = spent_s + eval_s + plan.save_s + test_s
+    if abs(steps - plan.max_steps) < max(1.0, REVISE_TOLERANCE * (plan.max_steps - done)):
+        return None
+    return replace(
+        plan,
+        max_steps=steps,
+        decided_at=done,
+        step_s=step_s,
+        eval_s=eval_s,
+        evaluations=evaluations,
+        test_s=test_s,
+        spent_s=spent_s,
+        planned_end_s=end,
+        progress=progress,
+        revision=plan.revision + 1,
+    )
 
 
 def measure_passes(
@@ -219,6 +338,15 @@ def describe_plan(plan: BudgetPlan) -> str:
         f"{plan.decided_at} -> max_steps {plan.max_steps:,}{capped} (training {span(training)}, {evaluations} "
         f"with saves {span(plan.evaluations * (plan.eval_s + plan.save_s))}, test {span(plan.test_s)}; "
         f"{span(plan.spent_s)} spent so far; planned end at {span(plan.planned_end_s)})"
+    )
+
+
+def describe_revision(plan: BudgetPlan, before: int) -> str:
+    """The console line of a revision that moved the end: the pace now and the new max_steps."""
+    ending = " (nothing more fits: it ends here)" if plan.max_steps == plan.decided_at else ""
+    return (
+        f"time budget {format_duration(plan.budget_s)}: {plan.step_s * 1000:,.1f} ms/step at step {plan.decided_at:,} "
+        f"-> max_steps {before:,} -> {plan.max_steps:,}{ending} (planned end at {span(plan.planned_end_s)})"
     )
 
 

@@ -25,12 +25,12 @@ from charlm.data.corpora import load_corpus
 from charlm.data.corpus import Corpus
 from charlm.device import device_name, pick_device
 from charlm.errors import CheckpointError
-from charlm.faults import FaultPlan, maybe_signal
+from charlm.faults import FaultPlan, SlowSteps, maybe_signal
 from charlm.inference.stream_scoring import Score, evaluate
 from charlm.models.charrnn import CharRNN
 from charlm.models.hidden import detach_hidden
 from charlm.models.size import allocation_errors
-from charlm.reporting.base import Evaluation, FinalTest, Finished, Reporter, RunInfo, Stopped
+from charlm.reporting.base import Evaluation, FinalTest, Finished, Planned, Reporter, RunInfo, Stopped
 from charlm.reporting.fanout import FanOut, build_reporter
 from charlm.runs.checkpoint.contents import LoopState, Payload
 from charlm.runs.rundir import RunDir
@@ -205,6 +205,7 @@ class Trainer:
         if self._payload is not None:
             self.state, self.hidden = self.checkpointer.restore(self._payload)
             self.clock.adopt(self._payload.budget, self.state.step, self.state.wall_s, self.run_dir)
+            self.schedule.follow(self.clock.cosine_span(self.schedule.decay_start))
         elif self.ddp.is_main:
             # A fresh start in a folder without checkpoints: metrics of an attempt killed
             # before its first checkpoint describe nothing that exists any more.
@@ -242,7 +243,7 @@ class Trainer:
                 len(self.corpus.vocab),
                 len(self.corpus.train),
                 state.step,
-                tcfg.max_steps,
+                None if self.clock.pending else tcfg.max_steps,
             )
         )
         self._write_summary("running")
@@ -281,15 +282,16 @@ class Trainer:
         or a stop signal; with `evaluate`, score valid and publish checkpoints every
         train.eval_every steps and at the end."""
         tcfg, state = self.cfg.train, self.state
-        budgeted = until is None and self.clock.pending
+        budgeted = until is None and tcfg.time_budget is not None and not self.clock.overridden
 
-        def end() -> int:  # a budget's plan moves the end once, at step CALIBRATION_END
+        def end() -> int:  # a budget's plan sets the end at step CALIBRATION_END and revises it
             return self.clock.end() if until is None else until
 
         if budgeted:
             self.clock.start_timing(state.step)
         self.model.train()
         self.faults = FaultPlan.from_environment()  # tests only; None otherwise (see charlm/faults.py)
+        self.slow = SlowSteps.from_environment()  # tests only, likewise
         interval = Interval()
         last_input = self.train_rows.size(1) - 1  # every column but the last is an input
         while state.step < end() and not self._should_stop(stop):
@@ -311,9 +313,10 @@ class Trainer:
             state.loss_count += 1
             if self.faults is not None:
                 self.faults.reached(f"train.step={state.step}")
-            if budgeted and self.clock.pending and self.clock.after_step(state.step, self._measure_passes):
-                if self.ddp.is_main:
-                    self.files.write_config(dump_config(self.cfg))  # the resolved config, with the steps chosen
+            if self.slow is not None:
+                self.slow.after(state.step)
+            if budgeted and self.clock.after_step(state.step, self._measure_passes, self.schedule.progress(state.step)):
+                self._plan_changed()
             last_step = state.step == end()
             if state.step % tcfg.log_every == 0 or last_step:
                 self.records.log(state, lr, interval)
@@ -321,6 +324,15 @@ class Trainer:
             if evaluate and (state.step % tcfg.eval_every == 0 or last_step):
                 with interval.paused(), self.clock.paused():  # evaluation time is not training time
                     self._evaluate_and_checkpoint()
+
+    def _plan_changed(self) -> None:
+        """A time budget planned or revised max_steps: the decay bends to the new end, the
+        resolved config records it, the console's bar and time left follow it."""
+        self.schedule.follow(self.clock.cosine_span(self.schedule.decay_start))
+        if self.ddp.is_main:
+            self.files.write_config(dump_config(self.cfg))
+        remaining = self.clock.remaining_s()
+        self.reporter.plan(Planned(self.state.step, self.cfg.train.max_steps, remaining or 0.0))
 
     def _should_stop(self, stop: StopRequest, now: bool = False) -> bool:
         """Whether any process got a stop signal. Across ranks this is one all-reduce: every

@@ -4,7 +4,9 @@ own Reporter to `train()` get theirs in its place."""
 
 from __future__ import annotations
 
-from charlm.reporting.base import Evaluation, FinalTest, RunInfo, Sink, Stopped, TrainLog
+import time
+
+from charlm.reporting.base import Evaluation, FinalTest, Planned, RunInfo, Sink, Stopped, TrainLog
 from charlm.reporting.sinks import register
 
 
@@ -14,7 +16,7 @@ class RichReporter(Sink):
 
     def __init__(self):
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
         self.console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
         self.live = self.console.is_terminal
@@ -22,7 +24,7 @@ class RichReporter(Sink):
         self.progress = Progress(
             BarColumn(bar_width=16),
             MofNCompleteColumn(),
-            TimeRemainingColumn(),
+            remaining_column(),
             TextColumn("{task.fields[stats]}"),
             console=self.console,
             disable=not self.live,
@@ -49,9 +51,17 @@ class RichReporter(Sink):
             f"vocabulary {info.vocab_size} | {info.train_tokens:,} train tokens"
         )
         if info.start_step:
-            self.console.print(f"resuming at step {info.start_step:,} of {info.max_steps:,}")
+            of = f" of {info.max_steps:,}" if info.max_steps is not None else ""
+            self.console.print(f"resuming at step {info.start_step:,}{of}")
         self.progress.start()
-        self.task = self.progress.add_task("train", total=info.max_steps, completed=info.start_step, stats="")
+        # A time budget's total is unknown until it plans: the bar waits for plan().
+        self.task = self.progress.add_task(
+            "train", total=info.max_steps, completed=info.start_step, stats="", ends_at=None
+        )
+
+    def plan(self, entry: Planned) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, total=entry.max_steps, ends_at=time.monotonic() + entry.remaining_s)
 
     def log(self, entry: TrainLog) -> None:
         valid = f"{self.valid_bpc:.4f}" if self.valid_bpc is not None else "-"
@@ -86,6 +96,28 @@ class RichReporter(Sink):
             f"step {step:>7,} | {split} bpc {result.bpc:.4f} | loss {result.loss:.4f} nats | "
             f"ppl {result.perplexity:.3f} | {result.tokens:,} tokens{mark}"
         )
+
+
+def remaining_column():
+    """The bar's time left: a time budget's own figure once it has planned (its evaluations and
+    test pass included, revised with the pace), else Rich's estimate from the steps' pace."""
+    from rich.progress import ProgressColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    class Remaining(ProgressColumn):
+        def __init__(self):
+            super().__init__()
+            self.estimate = TimeRemainingColumn()
+
+        def render(self, task):
+            ends_at = task.fields.get("ends_at")
+            if ends_at is None:
+                return self.estimate.render(task)
+            minutes, seconds = divmod(int(max(ends_at - time.monotonic(), 0)), 60)
+            hours, minutes = divmod(minutes, 60)
+            return Text(f"{hours}:{minutes:02d}:{seconds:02d}", style="progress.remaining")
+
+    return Remaining()
 
 
 @register("console")

@@ -89,6 +89,10 @@ class BudgetPlan:
     test_s: float  # seconds for the final test pass
     spent_s: float  # wall time used when it planned
     planned_end_s: float
+    # The cosine's progress (0 at its top, 1 at its floor) at decided_at: a revision made as the
+    # pace changed bends the rest of the decay from where it stands (training/optim.py).
+    progress: float = 0.0
+    revision: int = 0  # 0: the plan made after the timed steps; n: its n-th revision
 
 
 def to_plain(state: Any) -> dict[str, Any]:

@@ -104,22 +104,26 @@ class FieldChecks:
         if value is None:
             return None
         names = _names(state_class)
+        if isinstance(value, dict):  # files of charlm 0.2 hold no revision: the first plan's defaults
+            value = {"progress": 0.0, "revision": 0, **value}
         if not isinstance(value, dict) or set(value) != set(names):
             raise self.refuse("budget", f"None or a dict of {', '.join(names)}", value)
         if cfg.train.time_budget is None:
             raise self.refuse("budget", "None (the config has no train.time_budget)", value)
-        seconds = {}  # the plan's float fields are all seconds
+        seconds = {}  # the plan's float fields: seconds, and the cosine's progress
         for f in fields(state_class):
             if f.type == "float":
                 if not _is_number(value[f.name]) or not 0 <= value[f.name] < math.inf:
                     raise self.refuse(f"budget.{f.name}", "a finite number >= 0", value[f.name])
                 seconds[f.name] = float(value[f.name])
-        for key in ("decided_at", "evaluations"):
+        for key in ("decided_at", "evaluations", "revision"):
             self.count(value[key], f"budget.{key}")
-        if type(value["max_steps"]) is not int or value["max_steps"] <= value["decided_at"]:
-            raise self.refuse(
-                "budget.max_steps", f"an int above budget.decided_at ({value['decided_at']})", value["max_steps"]
-            )
+        if seconds["progress"] > 1:
+            raise self.refuse("budget.progress", "a number from 0 to 1", value["progress"])
+        # A revision may end the run at the step it was made (the pace fell too far to go on).
+        lowest = value["decided_at"] + (value["revision"] == 0)
+        if type(value["max_steps"]) is not int or value["max_steps"] < lowest:
+            raise self.refuse("budget.max_steps", f"an int >= {lowest} (budget.decided_at)", value["max_steps"])
         if value["cap"] is not None and (type(value["cap"]) is not int or value["cap"] < value["max_steps"]):
             raise self.refuse("budget.cap", f"None or an int >= budget.max_steps ({value['max_steps']})", value["cap"])
         return state_class(**{**value, **seconds})
