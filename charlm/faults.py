@@ -4,7 +4,10 @@ Set CHARLM_FAULT to `POINT:ACTION` or `POINT#K:ACTION` (the K-th time POINT is r
 from 1). Points: `train.setup` (before the corpus loads), `train.step=N` (once optimizer step N
 is done), `train.evaluate` (as an evaluation starts), and within each checkpoint file's
 publication `checkpoint.after_widen`, `checkpoint.before_replace` (temporary file written, not
-yet renamed) and `checkpoint.after_replace` (renamed, side file not yet narrowed). Actions:
+yet renamed) and `checkpoint.after_replace` (renamed, side file not yet narrowed); within an export's
+publication `export.file` (each file written into the staging folder), `export.before_swap` and
+`export.after_swap`; and `prepare.before_publish` (a prepared corpus staged, not yet renamed into
+place). Actions:
 `sigterm`, `sigint`, `sigkill`, `sigstop` (sent by the process to itself; `sigstop` pauses it
 there until a SIGCONT, as a second trainer would find it) and, for `train.step=N` only, `nan`
 (that step's loss becomes NaN). CHARLM_FAULT_RANK=R limits the fault to torchrun rank R.

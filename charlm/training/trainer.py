@@ -43,6 +43,7 @@ from charlm.training.records import Interval, Records, TrainResult
 from charlm.training.resume import claim_run, released_on_error, vocab_difference
 from charlm.training.signals import StopRequest
 from charlm.training.size_check import check_run_fits
+from charlm.training.threads import apply_threads
 from charlm.training.time_budget import BudgetClock, measure_passes
 
 
@@ -130,9 +131,8 @@ class Trainer:
         tcfg = self.cfg.train
         self.files = RunDir(run_dir)
         self.ddp = ddp or Dist()
-        if tcfg.threads:
-            torch.set_num_threads(tcfg.threads)
         self.device = self.ddp.place(pick_device(tcfg.device))
+        self.threads = apply_threads(tcfg, self.device, reporter.message)  # None: fixed, or not a CPU run
         self.clock = BudgetClock(tcfg, self.device, self.ddp, reporter, started)
         self.ddp.rows_per_rank(tcfg.batch_size)  # refuse an uneven split before any work
         torch.manual_seed(tcfg.seed)
@@ -315,6 +315,8 @@ class Trainer:
                 self.faults.reached(f"train.step={state.step}")
             if self.slow is not None:
                 self.slow.after(state.step)
+            if self.threads is not None:
+                self.threads.after_step()
             if budgeted and self.clock.after_step(state.step, self._measure_passes, self.schedule.progress(state.step)):
                 self._plan_changed()
             last_step = state.step == end()
