@@ -63,6 +63,8 @@ def read_bytes(path: Path, what: str, error: type[CharlmError] = CharlmError, li
         size = os.fstat(f.fileno()).st_size
         if limit is not None and size > limit:
             raise error(_too_large(path, what, size, limit))
+        if size > _physical_memory():  # refused before an allocation the kernel might grant lazily
+            raise error(f"{what} {path} is {size:,} bytes, more than this machine's memory; is it the right file?")
         try:
             data = f.read() if limit is None else f.read(limit + 1)
         except MemoryError:
@@ -103,6 +105,13 @@ def read_json(path: Path, what: str, error: type[CharlmError] = CharlmError, lim
         raise error(f"{what} {path} nests too deeply to be a {what}") from None
     except ValueError as exc:
         raise error(f"{what} {path} is not valid JSON ({exc}); is it the right file?") from None
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):  # not reported here: no cap
+        return 1 << 62
 
 
 def _too_large(path: Path, what: str, size: int, limit: int) -> str:

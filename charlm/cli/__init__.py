@@ -250,14 +250,21 @@ def sample(
 
 def _read_prompt(prompt: str | None, prompt_file: Path | None) -> str:
     """The prompt from --prompt or --prompt-file (not both), checked as UTF-8; "" without either."""
-    from charlm.data.corpus import read_utf8
+    from charlm.files import read_bytes
 
     if prompt is not None and prompt_file is not None:
         raise CharlmError("give --prompt or --prompt-file, not both")
     if prompt is not None:
         check_utf8("--prompt", prompt)
     if prompt_file is not None:
-        prompt = read_utf8(prompt_file).rstrip("\n")
+        data = read_bytes(prompt_file, "prompt file")
+        try:
+            prompt = data.decode("utf-8").rstrip("\n")
+        except UnicodeDecodeError as exc:
+            raise CharlmError(
+                f"--prompt-file {prompt_file} is not valid UTF-8: byte offset {exc.start} (0x{data[exc.start]:02x}); "
+                "convert the file to UTF-8 (for example with iconv)"
+            ) from None
     return prompt or ""
 
 

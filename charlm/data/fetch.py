@@ -193,12 +193,11 @@ def _copy_hashed(
     done = 0
     if "://" not in location:
         try:
-            src = open_regular(Path(location), "corpus file", DownloadError)
+            src = open_regular(Path(location), "file of --source", DownloadError)
         except DownloadError as exc:
-            reason = str(exc) if os.path.lexists(location) else "No such file or directory"
+            reason = str(exc) if os.path.lexists(location) else f"cannot read {location}: No such file or directory"
             raise DownloadError(
-                f"cannot read {location}: {reason}; --source must be a directory holding {hint.listed} "
-                "(regular files), or a mirror URL"
+                f"{reason}; --source must be a directory holding {hint.listed}, or a mirror URL"
             ) from None
         total = os.fstat(src.fileno()).st_size
     else:

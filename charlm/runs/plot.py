@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,7 +60,8 @@ def y_range(
 def plot_runs(runs: list[Path], out: Path, x: str = "step", metric: str = "bpc") -> Path:
     """Draw the runs' curves (see `draw_runs`) into `out`, a .png or .svg file."""
     _check_choices(x, metric)
-    missing = [str(run) for run in runs if not RunDir(run).metrics.exists()]
+    # lexists, not is_file: a pipe or a device there is named by the reader, not called missing.
+    missing = [str(run) for run in runs if not os.path.lexists(RunDir(run).metrics.path)]
     if missing:
         raise CharlmError(f"no metrics.jsonl in: {', '.join(missing)}; pass run directories")
     if Path(out).suffix.lower() not in (".png", ".svg"):
@@ -116,7 +118,12 @@ def draw_runs(runs: list[Path], x: str = "step", metric: str = "bpc") -> Figure:
 def _draw_run(ax, run: Path, color: str, x: str, metric: str) -> tuple[int, list, list[float]]:
     """One run's train and valid curves, its best valid starred and its test line on `ax`.
     Returns the curves drawn, the curves' points and the marked values (best valid, test)."""
-    records = RunDir(run).metrics.records()
+    metrics = RunDir(run).metrics
+    try:
+        records = metrics.records()
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise CharlmError(why if str(metrics.path) in why else f"cannot read {metrics.path}: {why}") from None
     name = Path(run).name or str(run)
     drawn, run_points, marks = 0, [], []
     for split, style in (("train", dict(lw=1, alpha=0.55)), ("valid", dict(lw=2, marker="o", ms=3))):
