@@ -106,8 +106,8 @@ def hostile(tmp_path):
 
 
 def refused(proc, path: Path) -> None:
-    """One error line that names the path and says it is not a regular file."""
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    """One error line (notes aside) that names the path and says it is not a regular file."""
+    lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("note: ")]
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr
     assert str(path) in lines[0] and "not a regular file" in lines[0], lines[0]
 
@@ -161,6 +161,24 @@ def test_a_pipe_or_device_in_a_run_directory_marks_its_row(tiny_run, tmp_path, h
     (row,) = json.loads(proc.stdout)
     assert row["status"] == f"unreadable ({name})"
     assert row["steps"] == 20  # the other files' figures still show
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", ["config.yaml", "metrics.jsonl"])
+def test_a_pipe_or_device_in_a_run_to_resume_is_refused(tiny_run, tmp_path, hostile, name, kind):
+    run = copy_run(tiny_run, tmp_path)
+    path = hostile(kind, run / name)
+    config = () if name == "config.yaml" else ("--config", tiny_run / "config.yaml")
+    proc = cli("train", *config, "--resume", "--out-dir", run, "--set", "train.max_steps=25")
+    refused(proc, path)
+    assert "--resume" in proc.stderr or name == "config.yaml"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_pipe_or_device_as_the_viz_page_is_left_alone(tiny_run, tmp_path, hostile, kind):
+    path = hostile(kind)
+    proc = cli("viz", tiny_run, "-o", path, "--chars", 20, check=1)
+    assert "is not a regular file; choose another -o" in proc.stderr
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -561,3 +579,29 @@ def test_hostile_fifo_watch_catches_a_reader(tmp_path):
     assert fifo.path.read_bytes() == b"x"
     fifo.close()
     assert fifo.opened and time.monotonic() - started < 10
+
+
+def test_a_full_disk_during_fetch_names_the_file_and_the_limit(shared_ptb, tmp_path):
+    """A source larger than the room left: the message says where the write failed and why,
+    not that the transfer broke off; nothing is left at the final path."""
+    from tests.conftest import file_size_limit
+
+    with file_size_limit(1 << 20):
+        proc = cli("data", "fetch", "ptb", "--source", shared_ptb, "--root", tmp_path / "data", check=1)
+    assert "could not write" in proc.stderr and "ptb.train.txt" in proc.stderr
+    assert "ulimit -f" in proc.stderr and "broke off" not in proc.stderr
+    assert not list((tmp_path / "data" / "ptb").glob("*.part"))
+    assert not (tmp_path / "data" / "ptb" / "ptb.train.txt").exists()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="runs/checkpoint/storage.py's _read_hashes reads a checkpoint's .sha256 side file with "
+    "Path.read_text, not files.read_bytes: a pipe there blocks (a device grows memory); owned by "
+    "the checkpoint code's engineer",
+)
+def test_a_pipe_as_a_checkpoints_hash_file_is_refused(tiny_run, tmp_path, hostile):
+    run = copy_run(tiny_run, tmp_path)
+    hostile("fifo", run / "best.pt.sha256")
+    proc = cli("eval", run, "--text", tiny_run.parent / "valid.txt")
+    assert proc.returncode == 1 and "not a regular file" in proc.stderr

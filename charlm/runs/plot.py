@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from charlm.errors import CharlmError
 from charlm.files import write_atomic, write_failure_fix
-from charlm.runs.rundir import RunDir
+from charlm.runs.rundir import RunDir, unreadable
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -122,8 +122,7 @@ def _draw_run(ax, run: Path, color: str, x: str, metric: str) -> tuple[int, list
     try:
         records = metrics.records()
     except OSError as exc:
-        why = exc.strerror or str(exc)
-        raise CharlmError(why if str(metrics.path) in why else f"cannot read {metrics.path}: {why}") from None
+        raise CharlmError(unreadable(metrics.path, exc)) from None
     name = Path(run).name or str(run)
     drawn, run_points, marks = 0, [], []
     for split, style in (("train", dict(lw=1, alpha=0.55)), ("valid", dict(lw=2, marker="o", ms=3))):

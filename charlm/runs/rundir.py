@@ -268,9 +268,7 @@ class MetricsFile:
         try:
             kept = [line for line, record in self._lines() if record["step"] <= step and record.get("split") != "test"]
         except OSError as exc:
-            raise TrainingError(
-                f"could not read {self.path}: {exc.strerror or exc}; move it away, then --resume"
-            ) from None
+            raise TrainingError(f"{unreadable(self.path, exc)}; move it away, then --resume") from None
         _publish(self.path, "".join(line + "\n" for line in kept).encode(), "free disk space, then --resume")
 
     def remove(self) -> None:
@@ -299,6 +297,12 @@ class MetricsFile:
                     continue
                 if isinstance(record, dict) and type(record.get("step")) is int:
                     yield line, record
+
+
+def unreadable(path: Path, exc: OSError) -> str:
+    """'could not read PATH: why', naming the path once (files.open_regular's refusal names it)."""
+    why = exc.strerror or str(exc)
+    return why if str(path) in why else f"could not read {path}: {why}"
 
 
 def _bounded_lines(f, limit: int) -> Iterator[bytes]:

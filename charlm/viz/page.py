@@ -32,6 +32,9 @@ from importlib import resources
 import numpy as np
 import torch
 
+from charlm.errors import CharlmError
+from charlm.files import open_regular
+
 KIND_NAMES = {"hidden": "hidden output h", "cell": "cell state tanh(c)"}
 RANKED = 12  # units listed per property
 SURPRISAL_MAX = 8.0  # bits at the top of the colour scale: a 1-in-256 guess
@@ -100,11 +103,11 @@ def is_viz_page(path) -> bool:
     template = _asset("page.html")
     opening = template[: template.index(GENERATOR) + len(GENERATOR)].encode("utf-8")
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, "page") as f:
             if f.read(len(opening)) != opening:
                 return False
             return not any(PLACEHOLDER in chunk for chunk in iter(lambda: f.read(1 << 20), b""))
-    except OSError:
+    except (OSError, CharlmError):  # a pipe or a device is never a page
         return False
 
 
