@@ -605,3 +605,41 @@ def test_a_pipe_as_a_checkpoints_hash_file_is_refused(tiny_run, tmp_path, hostil
     hostile("fifo", run / "best.pt.sha256")
     proc = cli("eval", run, "--text", tiny_run.parent / "valid.txt")
     assert proc.returncode == 1 and "not a regular file" in proc.stderr
+
+
+@settings(max_examples=80, **FIXED)
+@given(size=st.integers(0, 3000), limit=st.integers(0, 4000))
+def test_read_bytes_returns_the_file_or_refuses_it_over_the_cap(tmp_path, size, limit):
+    path = tmp_path / "f"
+    path.write_bytes(b"y" * size)
+    if size <= limit:
+        assert read_bytes(path, "test file", limit=limit) == b"y" * size
+    else:
+        with pytest.raises(CharlmError, match=f"is {size:,} bytes; charlm reads at most {limit:,}"):
+            read_bytes(path, "test file", limit=limit)
+
+
+BASE_CONFIGS = {
+    "a list": "[1, 2]",
+    "a scalar": "7",
+    "broken YAML": "model: [",
+    "a Python tag": "!!python/object/apply:os.system ['true']",
+    "aliases that expand": "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+    + "".join(f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdefg", "bcdefgh")),
+    "deep nesting": "a: " + "[" * 200 + "]" * 200,
+    "2 MB": "a: " + "x" * 2_000_000,
+    "an unknown section": "modle: {cell: lstm}",
+}
+
+
+@pytest.mark.parametrize("base", BASE_CONFIGS.values(), ids=BASE_CONFIGS)
+def test_tune_show_refuses_a_damaged_base_config_in_the_study(base):
+    """The study database is shared: the base config stored in it is read as a config file is."""
+    from types import SimpleNamespace
+
+    from charlm.tune.report import best_config_yaml
+
+    study = SimpleNamespace(study_name="s", user_attrs={"config": base})
+    trial = SimpleNamespace(number=0, value=1.5, params={})
+    with pytest.raises(CharlmError, match="study"):
+        best_config_yaml(study, trial)
