@@ -10,7 +10,9 @@ publication `export.file` (each file written into the staging folder), `export.b
 place). Actions:
 `sigterm`, `sigint`, `sigkill`, `sigstop` (sent by the process to itself; `sigstop` pauses it
 there until a SIGCONT, as a second trainer would find it) and, for `train.step=N` only, `nan`
-(that step's loss becomes NaN). CHARLM_FAULT_RANK=R limits the fault to torchrun rank R.
+(that step's loss becomes NaN). CHARLM_FAULT_RANK=R limits the fault to torchrun rank R, and
+CHARLM_FAULT_ATTEMPT=A to torchrun's attempt A (TORCHELASTIC_RESTART_COUNT: 0 first, then each
+restart of `--max-restarts`), so a restarted group runs past the point that killed the first.
 
 CHARLM_SLOW_STEPS=FIRST-LAST:SECONDS makes each optimizer step FIRST to LAST (counted from 1)
 take SECONDS longer, as a machine whose speed changes part-way would (a time budget's tests).
@@ -43,7 +45,10 @@ class FaultPlan:
         """The fault CHARLM_FAULT asks for in this process, or None (unset, or another rank's)."""
         spec = os.environ.get("CHARLM_FAULT")
         only = os.environ.get("CHARLM_FAULT_RANK")
+        attempt = os.environ.get("CHARLM_FAULT_ATTEMPT")
         if not spec or (only is not None and only != os.environ.get("RANK", "0")):
+            return None
+        if attempt is not None and attempt != os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"):
             return None
         where, _, action = spec.rpartition(":")
         point, _, nth = where.partition("#")

@@ -92,11 +92,6 @@ class Checkpointer:
         """Continue from `payload` (checked, and upgraded from older formats, by load_payload):
         the model, optimizer, schedule, average and random streams take its state; returns
         the loop's position and this rank's rows of the carried hidden state."""
-        if payload.world_size != self.ddp.world_size:
-            raise CheckpointError(
-                f"{self.files.path} was trained by {payload.world_size} process(es); resume it with the same "
-                f"number (torchrun --nproc_per_node {payload.world_size}), not {self.ddp.world_size}"
-            )
         try:
             self.model.load_state_dict(payload.model)
             self.optimizer.load_state_dict(payload.optimizer)
@@ -107,13 +102,24 @@ class Checkpointer:
             ) from None
         self.schedule.load_state_dict(payload.schedule)
         self._restore_average(payload)
+        # The hidden state was saved whole (every rank's rows): each rank takes its block, however
+        # many processes trained it before.
         rows = self.cfg.train.batch_size // self.ddp.world_size
         mine = [h[:, self.ddp.rank * rows : (self.ddp.rank + 1) * rows] for h in payload.hidden]
-        rng = payload.rng_ranks[self.ddp.rank]
-        torch.set_rng_state(rng["torch"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        self._restore_random_streams(payload)
         return replace(payload.loop), hidden_from_list(mine, self.device)
+
+    def _restore_random_streams(self, payload: Payload) -> None:
+        """Each rank's random streams as it left them; with another number of processes than
+        the checkpoint's, fresh streams per rank (a rank's dropout masks cannot be split or
+        joined), from the seed, the rank and the step, so a repeat goes the same way."""
+        if payload.world_size == self.ddp.world_size:
+            rng = payload.rng_ranks[self.ddp.rank]
+            torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+            return
+        torch.manual_seed(hash((self.cfg.train.seed, self.ddp.rank, payload.loop.step)) % 2**63)
 
     def _restore_average(self, payload: Payload) -> None:
         if self.average is None or (payload.average is None and payload.average_problem is None):

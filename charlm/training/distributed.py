@@ -9,6 +9,12 @@ gradient: the runs agree up to floating-point reduction order.
 
 Rank 0 evaluates, prints and writes checkpoints; the others wait for it at the next collective.
 In a single process every method here is a no-op, so the training loop has one code path.
+
+Elastic restarts: `torchrun --max-restarts N` starts the whole group again when a process dies
+(TORCHELASTIC_RESTART_COUNT counts the attempts); the Trainer then resumes from the last
+checkpoint by itself. Each attempt joins under its own key prefix in the launcher's store: the
+store outlives the attempts, and a gloo group joining with the keys of the last one would try to
+reach the dead processes' addresses and hang (seen with torch 2.13).
 """
 
 from __future__ import annotations
@@ -27,8 +33,9 @@ from charlm.errors import CharlmError
 class Dist:
     """This process's place in the job: rank `rank` of `world_size`."""
 
-    def __init__(self, rank: int = 0, world_size: int = 1, local_rank: int = 0):
+    def __init__(self, rank: int = 0, world_size: int = 1, local_rank: int = 0, attempt: int = 0):
         self.rank, self.world_size, self.local_rank = rank, world_size, local_rank
+        self.attempt = attempt  # torchrun's restarts of the group before this one (0: the first)
 
     @classmethod
     def from_environment(cls, device: str, timeout_s: float) -> Dist:
@@ -49,8 +56,9 @@ class Dist:
         use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
         if use_cuda:
             torch.cuda.set_device(local_rank)
-        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(seconds=timeout_s))
-        return cls(rank, world_size, local_rank)
+        attempt = restart_count()
+        join_group("nccl" if use_cuda else "gloo", rank, world_size, attempt, timedelta(seconds=timeout_s))
+        return cls(rank, world_size, local_rank, attempt or 0)
 
     @property
     def enabled(self) -> bool:
@@ -136,3 +144,55 @@ class Dist:
     def close(self) -> None:
         if self.enabled and dist.is_initialized():
             dist.destroy_process_group()
+
+    def lost_peer(self, exc: BaseException) -> CharlmError | None:
+        """The one-line error for a collective that failed because another process of the job
+        died or was stopped (None: `exc` is something else). An expected event of distributed
+        training, not a bug: the last checkpoint is whole, and the job can go on from it."""
+        text = str(exc)
+        if not self.enabled or not any(marker in text for marker in PEER_LOST):
+            return None
+        cause = next(line for line in text.splitlines() if any(marker in line for marker in PEER_LOST))
+        cause = cause.split("] ", 1)[-1].split(". ")[0][:160]  # without gloo's source location and advice
+        return CharlmError(
+            f"rank {self.rank} of {self.world_size} lost contact with another process of the job ({cause}): it "
+            "died or was stopped. The last checkpoint is whole: under torchrun --max-restarts the group "
+            "restarts and resumes from it by itself; otherwise run the same command again with --resume "
+            "(with as many processes, or fewer, as long as they divide train.batch_size)"
+        )
+
+
+# What gloo and NCCL say when the process at the other end of a collective is gone.
+PEER_LOST = (
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "Broken pipe",
+    "Connection refused",
+    "NCCL communicator was aborted",
+    "ProcessGroupNCCL",
+)
+
+
+def restart_count() -> int | None:
+    """TORCHELASTIC_RESTART_COUNT: torchrun's restarts of the group so far (None: not torchrun)."""
+    value = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def join_group(backend: str, rank: int, world_size: int, attempt: int | None, timeout: timedelta) -> None:
+    """init_process_group; under torchelastic, through the launcher's store with this attempt's
+    own key prefix (see the module docstring)."""
+    if attempt is None or "MASTER_ADDR" not in os.environ:
+        dist.init_process_group(backend, timeout=timeout)
+        return
+    # With an agent store (c10d rendezvous, --standalone) the launcher hosts it; otherwise rank 0.
+    hosted = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        world_size,
+        is_master=not hosted and rank == 0,
+        timeout=timeout,
+    )
+    prefixed = dist.PrefixStore(f"charlm/attempt-{attempt}", store)
+    dist.init_process_group(backend, store=prefixed, rank=rank, world_size=world_size, timeout=timeout)

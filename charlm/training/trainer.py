@@ -69,15 +69,24 @@ def train(
     run_dir = Path(run_dir)
     mode = "always" if resume else cfg.train.resume
     ddp = Dist.from_environment(cfg.train.device, cfg.train.dist_timeout)
+    if ddp.attempt and mode == "never":
+        mode = "auto"  # torchrun --max-restarts started the group again: go on from the last checkpoint
     try:
         # Rank 0 speaks for the job; the other ranks report nothing and write no metrics.
         sinks = build_reporter(cfg, RunDir(run_dir), reporter) if ddp.is_main else FanOut([])
+        if ddp.attempt:
+            sinks.message(f"torchrun restarted the group (restart {ddp.attempt}): resuming from the last checkpoint")
         with stop or StopRequest() as stop:
             try:
                 with allocation_errors(
                     f"training into {run_dir}", "lower train.batch_size, train.seq_len or the model's size"
                 ):
                     return _train(cfg, run_dir, sinks, mode, stop, ddp, init_from, started)
+            except RuntimeError as exc:  # gloo's and NCCL's errors; DistError is one
+                lost = ddp.lost_peer(exc)
+                if lost is None:
+                    raise
+                raise lost from None
             finally:
                 sinks.close()
     finally:
@@ -204,6 +213,13 @@ class Trainer:
             self._lock = self.files.lock()  # held until the process exits
         if self._payload is not None:
             self.state, self.hidden = self.checkpointer.restore(self._payload)
+            if self._payload.world_size != self.ddp.world_size:
+                rows = self.cfg.train.batch_size
+                self.reporter.message(
+                    f"note: {self._payload.source} was trained by {self._payload.world_size} process(es), now by "
+                    f"{self.ddp.world_size}: the batch's {rows} rows are shared out again "
+                    f"({rows // self.ddp.world_size} a process); dropout's random streams start anew"
+                )
             self.clock.adopt(self._payload.budget, self.state.step, self.state.wall_s, self.run_dir)
             self.schedule.follow(self.clock.cosine_span(self.schedule.decay_start))
         elif self.ddp.is_main:
