@@ -245,7 +245,9 @@ def _swap_in(staging: Path, target: Path) -> bool:
             raise
     if _rename_exchange(staging, target):
         return True
-    aside = staging.with_name(staging.name + ".old")
+    # Without the atomic swap: two renames. A kill between them leaves the old folder at a name
+    # outside the staging prefix, so no later publication takes it for litter and deletes it.
+    aside = target.with_name(f".{target.name}.previous-{_owner()}")
     os.rename(target, aside)
     os.rename(staging, target)
     os.rename(aside, staging)

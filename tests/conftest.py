@@ -13,11 +13,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-# A fixed team of one thread per core, before torch starts: with train.threads unset charlm would
-# otherwise follow the free cores (training/threads.py), and a scan cell's last bits with them,
-# on a machine busy with other tests. tests/test_threads.py unsets it where it tests that choice.
-os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
-
 import pytest
 import torch
 import yaml

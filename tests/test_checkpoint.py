@@ -302,3 +302,22 @@ def test_a_checkpoint_loads_on_cpu_and_holds_only_plain_values(trained_run):
         tensors = [v for v in payload["model"].values()]
         assert tensors and all(t.device.type == "cpu" for t in tensors)
         assert set(payload) >= {"format_version", "config", "vocab", "model", "optimizer", "loop", "rng"}
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_a_save_replaces_a_side_file_that_is_not_a_file(tmp_path, kind):
+    """Publishing reads the old side file to widen it; one that is a pipe (which would block) or
+    a folder is not trusted and not waited on: the save goes on, the checkpoint verifies."""
+    path = tmp_path / "last.pt"
+    side = hash_path(path)
+    if kind == "fifo":
+        import os
+
+        os.mkfifo(side)
+    else:
+        side.mkdir()
+        with pytest.raises(CheckpointError, match="could not write"):  # a folder cannot be replaced by a file
+            save_checkpoint(path, {"x": torch.ones(2)})
+        side.rmdir()
+    save_checkpoint(path, {"x": torch.ones(2)})
+    assert side.is_file() and verify_checkpoint(path)

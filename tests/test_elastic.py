@@ -101,3 +101,31 @@ def test_a_run_resumes_with_fewer_processes_then_more(uninterrupted, tmp_path):
         third.stderr
     )
     assert_same_run(one, tmp_path / "run")
+
+
+ELASTIC_ENV = {"TORCHELASTIC_RUN_ID": "job-1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29511"}
+
+
+def test_a_restart_resumes_only_the_run_its_own_launch_started(tmp_path, text_files, monkeypatch):
+    """One process under torchrun (WORLD_SIZE 1) restarted by --max-restarts: it resumes by itself
+    the run its launch started, and still refuses a run another launch (or none) left there."""
+    from charlm.config import load_config as load
+    from charlm.reporting.base import SilentReporter
+    from charlm.training.trainer import train
+
+    cfg = load(write_config(tmp_path / "c.yaml", tiny_text_config(text_files, max_steps=20, eval_every=5)))
+    for key, value in ELASTIC_ENV.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
+    monkeypatch.setenv("CHARLM_FAULT", "train.step=10:sigterm")
+    assert train(cfg, tmp_path / "run", SilentReporter()).status == "stopped"
+    monkeypatch.delenv("CHARLM_FAULT")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    monkeypatch.setenv("MASTER_PORT", "29512")  # another launch: not its run
+    with pytest.raises(Exception, match="already holds a run"):
+        train(cfg, tmp_path / "run", SilentReporter())
+    monkeypatch.setenv("MASTER_PORT", ELASTIC_ENV["MASTER_PORT"])  # the launch that started it, restarted
+    reporter = SilentReporter()
+    result = train(cfg, tmp_path / "run", reporter)
+    assert result.status == "finished" and result.step == 20
+    assert "torchrun restarted the group (restart 1): resuming from the last checkpoint" in reporter.messages

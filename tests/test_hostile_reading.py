@@ -593,12 +593,6 @@ def test_a_full_disk_during_fetch_names_the_file_and_the_limit(shared_ptb, tmp_p
     assert not (tmp_path / "data" / "ptb" / "ptb.train.txt").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runs/checkpoint/storage.py's _read_hashes reads a checkpoint's .sha256 side file with "
-    "Path.read_text, not files.read_bytes: a pipe there blocks (a device grows memory); owned by "
-    "the checkpoint code's engineer",
-)
 def test_a_pipe_as_a_checkpoints_hash_file_is_refused(tiny_run, tmp_path, hostile):
     run = copy_run(tiny_run, tmp_path)
     hostile("fifo", run / "best.pt.sha256")

@@ -82,7 +82,7 @@ def test_the_governor_steps_aside_for_a_users_choice(monkeypatch, restore_thread
     assert apply_threads(tcfg, CPU, print) is None and torch.get_num_threads() == 1
     torch.set_num_threads(2)
     unset = load_config(None, []).train
-    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # torchrun sets it to 1 for each of several processes
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # a user's choice; torchrun sets 1 for each of several processes
     assert apply_threads(unset, CPU, print) is None
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert apply_threads(unset, torch.device("cuda"), print) is None
@@ -138,3 +138,14 @@ for cell in sorted(all_cells()):
     weights = torch.cat([p.detach().flatten() for p in model.parameters()])
     print(cell, hashlib.sha256(weights.numpy().tobytes()).hexdigest())
 """
+
+
+def test_train_puts_the_thread_count_back(tmp_path, text_files, restore_threads):
+    from charlm.reporting.base import SilentReporter
+    from charlm.training.trainer import train
+    from tests.conftest import tiny_text_config, write_config
+
+    torch.set_num_threads(1)
+    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_text_config(text_files, threads=2, max_steps=3)))
+    assert train(cfg, tmp_path / "run", SilentReporter()).status == "finished"
+    assert torch.get_num_threads() == 1

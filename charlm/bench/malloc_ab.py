@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from charlm import strict_json
 from charlm.config import Config
 from charlm.errors import CharlmError
 from charlm.malloc import ENV, reuse_blocker, reuse_freed_memory
@@ -134,4 +135,4 @@ if __name__ == "__main__":
     # Before torch allocates anything large; CHARLM_MALLOC (set by the parent) decides.
     reuse = reuse_freed_memory()
     result = measure(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))
-    print(json.dumps({**result, "reuse_active": reuse.active}))
+    print(strict_json.dumps({**result, "reuse_active": reuse.active}))

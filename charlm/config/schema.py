@@ -146,9 +146,9 @@ class TrainConfig(_Section):
     time_budget: str | None = Field(
         None,
         description='Wall time for the whole run ("15m", "90s", "2h", "1h30m", or seconds): charlm times the '
-        "first steps, then fixes max_steps so that training, the planned evaluations and the final test pass "
-        "end within it (charlm/training/time_budget.py). max_steps, if set too, is then an upper cap; left "
-        "unset it plays no part. A resumed run keeps the max_steps it chose.",
+        "first steps, then chooses max_steps so that training, the planned evaluations and the final test pass "
+        "end within it, and revises it as the pace changes (charlm/training/time_budget.py). max_steps, if set "
+        "too, is then an upper cap; left unset it plays no part. A resumed run goes on from its recorded plan.",
     )
     optimizer: Literal["adamw", "adam", "sgd"] = Field(
         "adamw", description="adamw (decoupled weight decay), adam (weight decay as L2 in the gradient, as AWD) or sgd."

@@ -12,11 +12,10 @@ folder.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 
-from charlm import __version__
+from charlm import __version__, strict_json
 from charlm import files as disk
 from charlm.data.corpora import corpus_kind
 from charlm.errors import CharlmError
@@ -106,7 +105,7 @@ def _fault(point: str) -> None:
 
 def _encoded(value: bytes | str | dict) -> bytes:
     if isinstance(value, dict):
-        value = json.dumps(value, indent=1, ensure_ascii=True) + "\n"
+        value = strict_json.dumps(value, indent=1, ensure_ascii=True) + "\n"
     return value.encode("utf-8") if isinstance(value, str) else value
 
 

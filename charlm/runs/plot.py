@@ -138,7 +138,7 @@ def _draw_run(ax, run: Path, color: str, x: str, metric: str) -> tuple[int, list
             ax.scatter([bx], [by], marker="*", s=160, color=color, edgecolor="black", zorder=5)
             ax.annotate(f"{by:.3f}", (bx, by), textcoords="offset points", xytext=(6, -12), fontsize=8)
             marks.append(by)
-    test = [r[metric] for r in records if r.get("split") == "test" and math.isfinite(r.get(metric, math.nan))]
+    test = [r[metric] for r in records if r.get("split") == "test" and finite(r.get(metric))]
     if test:  # the last test score: the one summary.json reports
         ax.axhline(test[-1], color=color, ls="--", lw=1, label=f"{name} test {test[-1]:.3f}")
         # At the left edge: the best-valid star usually sits at the right end of its curve.
@@ -166,9 +166,14 @@ def _split_points(records: list[dict], split: str, x: str, metric: str) -> list[
         if r.get("split") != split or metric not in r:
             continue
         value = r.get(key, steps_to_x.get(r["step"]))
-        if value is not None and math.isfinite(r[metric]):
+        if finite(value) and finite(r[metric]):
             points.append((value * scale, r[metric]))
     return points
+
+
+def finite(value) -> bool:
+    """Whether a record's field is a finite number (null is how charlm writes one that was not)."""
+    return type(value) in (int, float) and math.isfinite(value)
 
 
 def _check_choices(x: str, metric: str) -> None:

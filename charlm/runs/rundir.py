@@ -27,13 +27,15 @@ import time
 from pathlib import Path
 from typing import IO, Any, Iterator
 
+from charlm import strict_json
 from charlm.errors import CharlmError, CheckpointError, TrainingError
-from charlm.files import open_regular, read_json, write_atomic, write_failure_fix
+from charlm.files import open_regular, read_bytes, read_json, write_atomic, write_failure_fix
 
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 LOCK = ".lock"
+ELASTIC_JOB = ".torchrun-job"  # which torchrun launch started the run (training/distributed.py)
 TENSORBOARD = "tensorboard"
 LAST = "last.pt"
 BEST = "best.pt"
@@ -166,10 +168,21 @@ class RunDir:
             "updated_at": time.time(),
             **figures,
         }
-        _publish(self.summary, (json.dumps(summary, indent=2) + "\n").encode(), "free disk space, then --resume")
+        _publish(self.summary, (strict_json.dumps(summary, indent=2) + "\n").encode(), "free disk space, then --resume")
 
     def remove_summary(self) -> None:
         self.summary.unlink(missing_ok=True)
+
+    def write_elastic_job(self, job: str) -> None:
+        """Record the torchrun launch training this run, so its restarts may resume it."""
+        _publish(self.path / ELASTIC_JOB, job.encode("utf-8"), "free disk space or choose another --out-dir")
+
+    def elastic_job(self) -> str | None:
+        """The torchrun launch that trained this run last, or None (none, or not readable)."""
+        try:
+            return read_bytes(self.path / ELASTIC_JOB, "torchrun job file", limit=4096).decode("utf-8", "replace")
+        except CharlmError:
+            return None
 
     # -- checkpoints --------------------------------------------------------------------
 
@@ -255,7 +268,7 @@ class MetricsFile:
             # The one write that is not atomic, by design: an append costs one line, not the
             # file; a line torn by a kill or a full disk is skipped by _lines.
             with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+                f.write(strict_json.dumps(record) + "\n")
         except OSError as exc:
             raise TrainingError(
                 f"could not write {self.path}: {exc.strerror or exc}; {write_failure_fix(exc, 'free disk space')}, then --resume"

@@ -119,7 +119,7 @@ class Checkpointer:
             if "cuda" in rng and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(rng["cuda"])
             return
-        torch.manual_seed(hash((self.cfg.train.seed, self.ddp.rank, payload.loop.step)) % 2**63)
+        torch.manual_seed(self.cfg.train.seed + 1_000_003 * self.ddp.rank + 7_919 * payload.loop.step)
 
     def _restore_average(self, payload: Payload) -> None:
         if self.average is None or (payload.average is None and payload.average_problem is None):

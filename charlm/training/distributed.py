@@ -33,9 +33,12 @@ from charlm.errors import CharlmError
 class Dist:
     """This process's place in the job: rank `rank` of `world_size`."""
 
-    def __init__(self, rank: int = 0, world_size: int = 1, local_rank: int = 0, attempt: int = 0):
+    def __init__(
+        self, rank: int = 0, world_size: int = 1, local_rank: int = 0, attempt: int = 0, job: str | None = None
+    ):
         self.rank, self.world_size, self.local_rank = rank, world_size, local_rank
         self.attempt = attempt  # torchrun's restarts of the group before this one (0: the first)
+        self.job = job  # which torchrun launch this is (None: not started by torchrun)
 
     @classmethod
     def from_environment(cls, device: str, timeout_s: float) -> Dist:
@@ -44,8 +47,8 @@ class Dist:
             world_size = int(os.environ.get("WORLD_SIZE", "1"))
         except ValueError:
             raise CharlmError(f"WORLD_SIZE must be a whole number, got {os.environ['WORLD_SIZE']!r}") from None
-        if world_size == 1:
-            return cls()
+        if world_size == 1:  # one process, or torchrun's one: it may be restarted too
+            return cls(attempt=restart_count() or 0, job=elastic_job())
         try:
             rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
         except (KeyError, ValueError):
@@ -58,7 +61,7 @@ class Dist:
             torch.cuda.set_device(local_rank)
         attempt = restart_count()
         join_group("nccl" if use_cuda else "gloo", rank, world_size, attempt, timedelta(seconds=timeout_s))
-        return cls(rank, world_size, local_rank, attempt or 0)
+        return cls(rank, world_size, local_rank, attempt or 0, elastic_job())
 
     @property
     def enabled(self) -> bool:
@@ -162,14 +165,15 @@ class Dist:
         )
 
 
-# What gloo and NCCL say when the process at the other end of a collective is gone.
+# What gloo and NCCL say when the process at the other end of a collective is gone or stopped.
+# (NCCL's watchdog often ends the process itself instead; then torchrun's report is all there is.)
 PEER_LOST = (
     "Connection closed by peer",
     "Connection reset by peer",
     "Broken pipe",
     "Connection refused",
+    "Timed out waiting",
     "NCCL communicator was aborted",
-    "ProcessGroupNCCL",
 )
 
 
@@ -179,10 +183,19 @@ def restart_count() -> int | None:
     return int(value) if value is not None and value.isdigit() else None
 
 
+def elastic_job() -> str | None:
+    """Which torchrun launch this process belongs to: its run id and the launcher's store address
+    (a port torchrun picks afresh for each launch, kept across its restarts); None outside torchrun.
+    A restart resumes a run by itself only when the run was started by the same launch."""
+    if restart_count() is None:
+        return None
+    return "{}@{}:{}".format(*(os.environ.get(k, "") for k in ("TORCHELASTIC_RUN_ID", "MASTER_ADDR", "MASTER_PORT")))
+
+
 def join_group(backend: str, rank: int, world_size: int, attempt: int | None, timeout: timedelta) -> None:
     """init_process_group; under torchelastic, through the launcher's store with this attempt's
     own key prefix (see the module docstring)."""
-    if attempt is None or "MASTER_ADDR" not in os.environ:
+    if attempt is None or "MASTER_ADDR" not in os.environ or not os.environ.get("MASTER_PORT", "").isdigit():
         dist.init_process_group(backend, timeout=timeout)
         return
     # With an agent store (c10d rendezvous, --standalone) the launcher hosts it; otherwise rank 0.

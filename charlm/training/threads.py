@@ -10,9 +10,12 @@ With train.threads unset (and no OMP_NUM_THREADS: torchrun sets it to 1 per proc
 starts several, and a user's choice wins), a CPU run's ThreadGovernor looks, every CHECK_EVERY_S
 seconds of training, at how much CPU time the machine spent outside this process
 (/proc/stat's busy time less this process's own): each core's worth of it (rounded) takes one
-thread away, down to one, and gives it back once the neighbour is gone. The thread count does
-not change what is computed (on the CPUs measured a step's results are bitwise the same on 1 or
-2 threads), only how fast. Where /proc/stat is missing (macOS, Windows) it does nothing.
+thread away, down to one, and gives it back once the neighbour is gone. For the LSTM, GRU,
+RNNs and Mogrifier the thread count changes only the speed (on the CPUs tested, a step's results
+are the same bits on 1 or 2 threads: tests/test_threads.py); the scan cells' results differ in
+their last bits, so a run that must repeat bit for bit on a shared machine sets train.threads.
+train() puts the process's thread count back when it returns. Where /proc/stat is missing
+(macOS, Windows) the governor does nothing.
 """
 
 from __future__ import annotations

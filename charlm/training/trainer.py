@@ -69,8 +69,9 @@ def train(
     run_dir = Path(run_dir)
     mode = "always" if resume else cfg.train.resume
     ddp = Dist.from_environment(cfg.train.device, cfg.train.dist_timeout)
-    if ddp.attempt and mode == "never":
-        mode = "auto"  # torchrun --max-restarts started the group again: go on from the last checkpoint
+    if ddp.attempt and mode == "never" and RunDir(run_dir).elastic_job() == ddp.job:
+        mode = "auto"  # torchrun --max-restarts started this job's group again: go on from its checkpoint
+    threads = torch.get_num_threads()  # train.threads and the governor change it for this run only
     try:
         # Rank 0 speaks for the job; the other ranks report nothing and write no metrics.
         sinks = build_reporter(cfg, RunDir(run_dir), reporter) if ddp.is_main else FanOut([])
@@ -91,6 +92,7 @@ def train(
                 sinks.close()
     finally:
         ddp.close()
+        torch.set_num_threads(threads)
 
 
 def _train(
@@ -168,6 +170,7 @@ class Trainer:
             torch.autocast(self.device.type, dtype=torch.bfloat16) if tcfg.precision == "bf16" else nullcontext()
         )
         self.stopping = False
+        self._config_stale = False  # a time budget's plan changed max_steps since config.yaml was written
         self._payload, self._lock, self._opened = payload, lock, False  # lock: claim_run's, if it took one
 
     def _read_corpus(self, payload: Payload | None) -> None:
@@ -230,6 +233,8 @@ class Trainer:
         self._payload = None  # restored; its tensors may go
         if self.ddp.is_main:
             self.files.write_config(dump_config(self.cfg))
+            if self.ddp.job is not None:
+                self.files.write_elastic_job(self.ddp.job)  # a restart of this job may resume this run
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -262,6 +267,7 @@ class Trainer:
                 None if self.clock.pending else tcfg.max_steps,
             )
         )
+        self._report_plan()  # a resumed budgeted run's time left
         self._write_summary("running")
         try:
             self._loop(stop, None, evaluate=True)
@@ -327,14 +333,7 @@ class Trainer:
             interval.tokens += tokens
             state.loss_sum += loss
             state.loss_count += 1
-            if self.faults is not None:
-                self.faults.reached(f"train.step={state.step}")
-            if self.slow is not None:
-                self.slow.after(state.step)
-            if self.threads is not None:
-                self.threads.after_step()
-            if budgeted and self.clock.after_step(state.step, self._measure_passes, self.schedule.progress(state.step)):
-                self._plan_changed()
+            self._after_step(budgeted)
             last_step = state.step == end()
             if state.step % tcfg.log_every == 0 or last_step:
                 self.records.log(state, lr, interval)
@@ -343,14 +342,28 @@ class Trainer:
                 with interval.paused(), self.clock.paused():  # evaluation time is not training time
                     self._evaluate_and_checkpoint()
 
-    def _plan_changed(self) -> None:
-        """A time budget planned or revised max_steps: the decay bends to the new end, the
-        resolved config records it, the console's bar and time left follow it."""
-        self.schedule.follow(self.clock.cosine_span(self.schedule.decay_start))
-        if self.ddp.is_main:
-            self.files.write_config(dump_config(self.cfg))
+    def _after_step(self, budgeted: bool) -> None:
+        """What follows each step besides logging and evaluation: the test hooks, the thread
+        governor, and a time budget's plan (made, or revised, at its steps)."""
+        step = self.state.step
+        if self.faults is not None:
+            self.faults.reached(f"train.step={step}")
+        if self.slow is not None:
+            self.slow.after(step)
+        if self.threads is not None:
+            self.threads.after_step()
+        if budgeted and self.clock.after_step(step, self._measure_passes, self.schedule.progress(step)):
+            self.schedule.follow(self.clock.cosine_span(self.schedule.decay_start))
+            # config.yaml takes the new max_steps with the next checkpoint, so that the two agree
+            # (a resume given the run's own config.yaml must not read it as a new max_steps).
+            self._config_stale = True
+            self._report_plan()
+
+    def _report_plan(self) -> None:
+        """The console's bar: the planned total and the plan's own time left."""
         remaining = self.clock.remaining_s()
-        self.reporter.plan(Planned(self.state.step, self.cfg.train.max_steps, remaining or 0.0))
+        if remaining is not None:
+            self.reporter.plan(Planned(self.state.step, self.cfg.train.max_steps, remaining))
 
     def _should_stop(self, stop: StopRequest, now: bool = False) -> bool:
         """Whether any process got a stop signal. Across ranks this is one all-reduce: every
@@ -416,6 +429,9 @@ class Trainer:
 
     def _save(self, best: bool = False) -> None:
         self.checkpointer.save(self.state, self.hidden, self.clock.wall_s(), self.clock.plan, best)
+        if self._config_stale and self.ddp.is_main:
+            self.files.write_config(dump_config(self.cfg))  # with the plan's max_steps, as the checkpoint
+        self._config_stale = False
 
     def _final_test(self) -> Score | None:
         """Score test with the best checkpoint (rank 0), at train.test_batch_size."""

@@ -12,7 +12,6 @@ worker resumes it; between trials they end the worker at once.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from charlm import strict_json
 from charlm.config import Config, dump_config, load_config
 from charlm.errors import CharlmError, ConfigError
 from charlm.files import write_atomic
@@ -226,7 +226,7 @@ def _claim_study(study, job: TuneJob, base: Config) -> None:
 def _write_trial_file(run: Path, job: TuneJob, number: int) -> None:
     run.mkdir(parents=True, exist_ok=True)
     record = {"study": job.place.name, "storage": public_url(job.place.storage), "trial": number}
-    write_atomic(run / TRIAL_FILE, (json.dumps(record, indent=2) + "\n").encode())
+    write_atomic(run / TRIAL_FILE, (strict_json.dumps(record, indent=2) + "\n").encode())
 
 
 def _values_text(values: dict[str, Any]) -> str:

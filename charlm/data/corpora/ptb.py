@@ -21,7 +21,8 @@ from charlm.data.corpora import CorpusKind, ProgressFn, register, resolve_data_r
 from charlm.data.corpus import Corpus, read_utf8
 from charlm.data.fetch import fetch_files, missing_files
 from charlm.data.vocab import Vocabulary
-from charlm.files import write_atomic
+from charlm.errors import CharlmError
+from charlm.files import read_bytes, write_atomic
 
 if TYPE_CHECKING:
     from charlm.config import DataConfig
@@ -103,6 +104,7 @@ def load_ptb(
 # feeds every PTB BPC charlm reports.
 PTB_CACHE = "ptb_char.bin"
 _CACHE_MAGIC = b"charlm ptb-char cache v2\n"
+CACHE_LIMIT = 64 << 20  # PTB-char is 6.3M characters: one byte each, and a header
 PTB_TOKENS = {"train": 5_017_482, "valid": 393_042, "test": 442_423}
 PTB_VOCAB_SIZE = 50
 
@@ -119,9 +121,9 @@ def _write_ptb_cache(path: Path, corpus: Corpus) -> None:
 
 def _read_ptb_cache(path: Path) -> Corpus | None:
     """The cached corpus, or None (then it is derived again): missing, or failing a check."""
-    try:
-        data = path.read_bytes()
-    except OSError:
+    try:  # a pipe or device put there is not waited on: the corpus is derived again
+        data = read_bytes(path, "PTB-char cache", limit=CACHE_LIMIT)
+    except CharlmError:
         return None
     problem = _cache_problem(data)
     if problem is not None:

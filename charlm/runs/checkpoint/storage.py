@@ -54,7 +54,11 @@ def save_checkpoint(paths: Path | list[Path], payload: dict[str, Any]) -> None:
 
 def _publish(path: Path, data: bytes, digest: str) -> None:
     # Widen, replace, narrow: a kill at any point leaves a file its side file admits.
-    _write_atomic(hash_path(path), _hash_lines(_read_hashes(path) | {digest}))
+    try:
+        admitted = _read_hashes(path)
+    except CheckpointError:  # a side file that is not one (a pipe, a folder): replaced, not trusted
+        admitted = set()
+    _write_atomic(hash_path(path), _hash_lines(admitted | {digest}))
     maybe_signal("checkpoint.after_widen")
     _write_atomic(path, data, fault_point="checkpoint.before_replace")
     maybe_signal("checkpoint.after_replace")
@@ -163,12 +167,17 @@ def _is_pickle(data: bytes) -> bool:
     return True
 
 
+HASH_FILE_LIMIT = 64 << 10  # a side file holds one or two hashes: 65 bytes a line
+
+
 def _read_hashes(path: Path) -> set[str]:
-    try:
-        text = hash_path(path).read_text(encoding="ascii", errors="replace")
-    except OSError:
+    """The SHA-256s `path`'s side file admits (none when it is missing). A pipe, device or
+    oversized file there is refused by the one reader, not waited on."""
+    side = hash_path(path)
+    if not side.exists() and not side.is_symlink():
         return set()
-    return {line.split()[0] for line in text.splitlines() if line.strip()}
+    text = read_bytes(side, "checkpoint's checksum file", CheckpointError, HASH_FILE_LIMIT)
+    return {line.split()[0] for line in text.decode("ascii", errors="replace").splitlines() if line.strip()}
 
 
 def _hash_lines(hashes: set[str]) -> bytes:
