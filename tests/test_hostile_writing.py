@@ -520,15 +520,19 @@ def training(tmp_path):
     files = write_text_corpus(tmp_path)
     config = write_config(tmp_path / "long.yaml", tiny_text_config(files, max_steps=3000, eval_every=1, log_every=50))
     run_dir = tmp_path / "live"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "charlm", "train", "-c", str(config), "--out-dir", str(run_dir)],
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    # Its output goes to a file: a pipe nobody reads fills up (a line per evaluation) and the
+    # trainer then blocks writing it, deaf to SIGTERM until someone reads.
+    log = tmp_path / "train.err"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "charlm", "train", "-c", str(config), "--out-dir", str(run_dir)],
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     deadline = time.monotonic() + 60
     while not (run_dir / "last.pt").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")
         time.sleep(0.1)
     yield run_dir, files
     proc.terminate()
