@@ -143,11 +143,7 @@ def write_atomic(path: Path, data: bytes, before_replace: Callable[[], None] | N
             before_replace()
         os.replace(tmp, path)
         tmp = None
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_folder(path.parent)
     finally:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
@@ -182,15 +178,11 @@ _umask: int | None = None
 
 def _mode_for(path: Path) -> int:
     """The mode of the file at `path`, or what open() would give a new one under the umask."""
-    global _umask
     try:
         return os.stat(path).st_mode & 0o7777
     except OSError:
         pass
-    if _umask is None:
-        _umask = os.umask(0o022)  # reading the umask means setting it; put it straight back
-        os.umask(_umask)
-    return 0o666 & ~_umask
+    return 0o666 & ~_current_umask()
 
 
 @contextmanager
@@ -215,11 +207,11 @@ def publish_folder(
     """
     target = Path(os.path.abspath(target))
     _remove_dead_staging(target)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f"{_staging_prefix(target)}{_owner()}-"))
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f"{_staging_prefix(target)}{staging_owner()}-"))
     try:
         os.chmod(staging, _folder_mode(target))  # mkdtemp makes 0700 folders
         yield staging
-        _fsync_folder(staging)
+        fsync_folder(staging)
         if hook is not None:
             hook("before_swap")
         if _swap_in(staging, target):  # `staging` now holds the old folder
@@ -228,7 +220,7 @@ def publish_folder(
             except BaseException:
                 _swap_in(staging, target)  # put it back as it was
                 raise
-        _fsync_folder(target.parent)
+        fsync_folder(target.parent)
         if hook is not None:
             hook("after_swap")
     finally:
@@ -247,7 +239,7 @@ def _swap_in(staging: Path, target: Path) -> bool:
         return True
     # Without the atomic swap: two renames. A kill between them leaves the old folder at a name
     # outside the staging prefix, so no later publication takes it for litter and deletes it.
-    aside = target.with_name(f".{target.name}.previous-{_owner()}")
+    aside = target.with_name(f".{target.name}.previous-{staging_owner()}")
     os.rename(target, aside)
     os.rename(staging, target)
     os.rename(aside, staging)
@@ -273,21 +265,30 @@ def _staging_prefix(target: Path) -> str:
     return f".{target.name}.charlm-"
 
 
-def _owner() -> str:
-    """host-pid: which process a staging folder belongs to (a host name holds no '/')."""
-    return f"{socket.gethostname().replace('/', '_')}-{os.getpid()}"
+def staging_owner() -> str:
+    """HOST-PID: which process a staging folder belongs to (a host name holds no '/')."""
+    return f"{_host()}-{os.getpid()}"
+
+
+def owner_ended(tag: str) -> bool:
+    """Whether a staging folder's HOST-PID-XXXX tag names a process of this host that has ended."""
+    host, _, pid = tag.rpartition("-")[0].rpartition("-")
+    return host == _host() and pid.isdigit() and not _alive(int(pid))
+
+
+def _host() -> str:
+    return socket.gethostname().replace("/", "_")
 
 
 def _remove_dead_staging(target: Path) -> None:
     """Staging folders beside `target` whose process, on this host, has ended (killed mid-way)."""
-    prefix, host = _staging_prefix(target), socket.gethostname().replace("/", "_")
+    prefix = _staging_prefix(target)
     try:
         names = [n for n in os.listdir(target.parent) if n.startswith(prefix)]
     except OSError:
         return
     for name in names:
-        owner, _, pid = name[len(prefix) :].rpartition("-")[0].rpartition("-")
-        if owner == host and pid.isdigit() and not _alive(int(pid)):
+        if owner_ended(name[len(prefix) :]):
             shutil.rmtree(target.parent / name, ignore_errors=True)
 
 
@@ -301,7 +302,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable (the new name survives a crash)."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)

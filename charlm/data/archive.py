@@ -19,8 +19,9 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from charlm.data.fetch import ProgressFn, checksum_matches, fsync_dir, split_checksum
+from charlm.data.fetch import ProgressFn, checksum_matches, split_checksum
 from charlm.errors import DataError
+from charlm.files import fsync_folder
 
 CHUNK_BYTES = 1 << 20
 
@@ -77,7 +78,7 @@ def extract_member(
                 f"the archive holds other bytes than the published {corpus}; {fix}"
             )
         os.replace(tmp, target)
-        fsync_dir(target.parent)
+        fsync_folder(target.parent)
     except OSError as exc:
         raise _cannot_write(target, exc) from None
     finally:

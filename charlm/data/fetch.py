@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from charlm.errors import DownloadError, quote
-from charlm.files import open_regular, write_failure_fix
+from charlm.files import fsync_folder, open_regular, write_failure_fix
 
 CHUNK_BYTES = 1 << 16
 TIMEOUT_S = 30
@@ -180,7 +180,7 @@ def _fetch_one(location: str, target: Path, checksum: str, hint: _SourceHint, pr
                 "the source serves different bytes -- use the canonical URL or a verified copy"
             )
         os.replace(tmp, target)
-        fsync_dir(target.parent)
+        fsync_folder(target.parent)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -261,12 +261,3 @@ def _write_error(target: Path, exc: OSError) -> DownloadError:
         f"could not write {target}: {exc.strerror or exc}; nothing was written; "
         f"{write_failure_fix(exc, 'free disk space or choose another data directory', option='data directory')}"
     )
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename in `folder` durable (the new name survives a crash)."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

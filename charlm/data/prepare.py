@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -40,7 +39,7 @@ from charlm.data.units import Piece, ReadProgress, file_size, piece_units, surve
 from charlm.data.vocab import Vocabulary, describe_unit, unit_word
 from charlm.errors import DataError, ResourceError
 from charlm.faults import maybe_signal
-from charlm.files import open_regular
+from charlm.files import open_regular, owner_ended, staging_owner
 
 log = logging.getLogger(__name__)
 
@@ -213,8 +212,7 @@ ABANDONED_AFTER_S = 3600
 
 def _staging(folder: Path) -> Path:
     """A new hidden folder beside `folder`, named for this host and process: `.NAME.staging.HOST-PID-XXXX`."""
-    owner = f"{socket.gethostname().replace('/', '_')}-{os.getpid()}-"
-    return Path(tempfile.mkdtemp(prefix=f".{folder.name}{STAGING}{owner}", dir=folder.parent))
+    return Path(tempfile.mkdtemp(prefix=f".{folder.name}{STAGING}{staging_owner()}-", dir=folder.parent))
 
 
 def _remove_abandoned(folder: Path) -> None:
@@ -223,7 +221,7 @@ def _remove_abandoned(folder: Path) -> None:
     for an hour (a live one writes its files continuously)."""
     now, prefix = time.time(), f".{folder.name}{STAGING}"
     for stale in folder.parent.glob(f"{glob.escape(prefix)}*"):
-        if _owner_ended(stale.name[len(prefix) :]):
+        if owner_ended(stale.name[len(prefix) :]):
             shutil.rmtree(stale, ignore_errors=True)
             continue
         try:
@@ -232,20 +230,6 @@ def _remove_abandoned(folder: Path) -> None:
             continue
         if now - newest > ABANDONED_AFTER_S:
             shutil.rmtree(stale, ignore_errors=True)
-
-
-def _owner_ended(tag: str) -> bool:
-    """Whether the HOST-PID-XXXX tag names a process of this host that has ended."""
-    host, _, pid = tag.rpartition("-")[0].rpartition("-")
-    if host != socket.gethostname().replace("/", "_") or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # EPERM: another user's live process
-        return False
-    return False
 
 
 def _build(staging: Path, sources: list[Path], plan: Plan, wanted: dict, progress: ReadProgress | None) -> None:
