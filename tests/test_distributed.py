@@ -145,3 +145,14 @@ def test_a_scan_cell_under_torchrun_equals_one_process(corpus, tmp_path):
     one, two = launch(config, tmp_path / "one", ranks=1), launch(config, tmp_path / "two", ranks=2)
     assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
     assert_same_model(tmp_path / "one", tmp_path / "two", atol=1e-5)
+
+
+def test_an_sha_rnn_under_torchrun_equals_one_process(corpus, tmp_path):
+    """SHA-RNN (its attention memory is state, split by rows like h and c): 2 ranks equal 1 process."""
+    _, files = corpus
+    cfg = tiny_text_config(files, **KEYS)
+    cfg["model"].update(family="sha_rnn", embedding_dim=8, hidden_size=16, num_layers=2, memory=12, boom_size=16)
+    config = write_config(tmp_path / "sha.yaml", cfg)
+    one, two = launch(config, tmp_path / "one", ranks=1), launch(config, tmp_path / "two", ranks=2)
+    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
+    assert_same_model(tmp_path / "one", tmp_path / "two", atol=1e-5)

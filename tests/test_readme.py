@@ -110,6 +110,10 @@ def write_stand_in_configs(folder: Path) -> None:
         with_cell = tiny.replace("cell: lstm", f"cell: {cell}")
         (configs / f"ptb_{cell}_cpu.yaml").write_text(with_cell)
         (configs / f"shakespeare_{cell}_cpu.yaml").write_text(with_cell.replace("corpus: ptb", "corpus: shakespeare"))
+    # The SHA-RNN recipes: the tiny model's LSTM in an SHA-RNN block, with a short memory.
+    sha = tiny.replace("cell: lstm", "family: sha_rnn\n  cell: lstm\n  memory: 16")
+    (configs / "ptb_sha_rnn_cpu.yaml").write_text(sha)
+    (configs / "shakespeare_sha_rnn_cpu.yaml").write_text(sha.replace("corpus: ptb", "corpus: shakespeare"))
 
 
 @pytest.mark.e2e

@@ -19,6 +19,12 @@ def test_the_schema_names_exactly_the_registered_cells():
     assert set(get_args(ModelConfig.model_fields["cell"].annotation)) == set(all_cells())
 
 
+def test_the_schema_names_exactly_the_registered_model_families():
+    from charlm.models.families import FAMILIES
+
+    assert set(get_args(ModelConfig.model_fields["family"].annotation)) == set(FAMILIES.all())
+
+
 @pytest.mark.parametrize("name", sorted(all_cells()))
 def test_every_cell_builds_runs_and_carries_its_state(name):
     kind = cell_kind(name)

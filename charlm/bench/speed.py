@@ -35,6 +35,7 @@ from charlm.inference.trained import TrainedModel, quantize_for_cpu
 from charlm.malloc import reuse_freed_memory
 from charlm.models.cells import cell_kind
 from charlm.models.charrnn import CharRNN
+from charlm.models.families import build_model
 from charlm.models.recurrent import recurrent_stack
 from charlm.reporting.base import SilentReporter
 from charlm.reporting.fanout import build_reporter
@@ -161,15 +162,21 @@ class BareStep:
     charlm's loop. Its recurrent layers are the model's own, from the cell registry (the fused
     module, or the reference stack for `model.impl: reference`). It matches configs like
     ptb_cpu.yaml exactly; with dropout, tied weights or another optimizer the ratio also counts
-    those differences."""
+    those differences. Another model family than charrnn (sha_rnn) runs its own model here,
+    dropout off: the ratio is then charlm's loop against that model in a bare loop."""
 
     def __init__(self, cfg: Config, vocab_size: int, device: torch.device):
         m, t = cfg.model, cfg.train
-        self.embedding = nn.Embedding(vocab_size, m.embedding_dim).to(device)
-        self.rnn = recurrent_stack(m, m.embedding_dim, m.hidden_size, m.num_layers, 0.0).to(device)
-        # One stack of hidden_size layers (untied), or a scan cell's blocks at the embedding's width.
-        width = m.embedding_dim if cell_kind(m.cell).residual else m.hidden_size
-        self.decoder = nn.Linear(width, vocab_size).to(device)
+        if m.family != "charrnn":
+            # Another family's layers are its own: the model itself, without dropout, in this loop.
+            model = build_model(vocab_size, m.model_copy(update={"dropout": 0.0})).to(device)
+            self.embedding, self.rnn, self.decoder = nn.Identity(), model, nn.Identity()
+        else:
+            self.embedding = nn.Embedding(vocab_size, m.embedding_dim).to(device)
+            self.rnn = recurrent_stack(m, m.embedding_dim, m.hidden_size, m.num_layers, 0.0).to(device)
+            # One stack of hidden_size layers (untied), or a scan cell's blocks at the embedding's width.
+            width = m.embedding_dim if cell_kind(m.cell).residual else m.hidden_size
+            self.decoder = nn.Linear(width, vocab_size).to(device)
         self.params = [*self.embedding.parameters(), *self.rnn.parameters(), *self.decoder.parameters()]
         fused = device.type == "cuda" or None
         self.optimizer = torch.optim.AdamW(self.params, lr=t.lr, fused=fused)

@@ -20,12 +20,22 @@ from charlm.config.reading import apply_overrides, read_yaml_mapping
 from charlm.config.section import INT64_MAX, MAX_LR, MAX_THREADS, SEED_MAX, Fraction, _Section
 from charlm.errors import ConfigError, quote
 
+# The longest attention memory a config may ask for (model.memory): far past any use, and small
+# enough that no row count times it overflows a size calculation.
+MAX_MEMORY = 1 << 22
+
 __all__ = ["INT64_MAX", "SEED_MAX", "DataConfig", "Config", "ModelConfig", "TrainConfig"]
 
 
 class ModelConfig(_Section):
     """Embedding -> multi-layer recurrent network -> dropout -> linear decoder."""
 
+    family: Literal["charrnn", "sha_rnn"] = Field(
+        "charrnn",
+        description="The model's layout (charlm/models/families/): charrnn, embedding -> recurrent layers -> "
+        "decoder; sha_rnn, Merity's single-headed attention RNN (2019): blocks of a recurrent layer, one "
+        "attention head over a memory of past positions in model.attention_layers, and a Boom feed-forward layer.",
+    )
     cell: Literal["lstm", "gru", "rnn_tanh", "rnn_relu", "mogrifier_lstm", "mingru", "minlstm"] = Field(
         "lstm",
         description="The recurrent cell: LSTM, GRU, a plain RNN (tanh or ReLU), the Mogrifier LSTM (Melis et al. "
@@ -79,12 +89,37 @@ class ModelConfig(_Section):
         description="Share the embedding and decoder matrices (Press & Wolf 2017). With embedding_dim != "
         "hidden_size the last layer gets embedding_dim units, as AWD-LSTM does (needs 2+ layers).",
     )
+    memory: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_MEMORY,
+        description="sha_rnn: how far back the attention looks: each position attends to itself and this many "
+        "positions before it, carried between windows as state (default 1024; the paper kept 5000 rows, "
+        "window included).",
+    )
+    attention_layers: list[int] | None = Field(
+        None,
+        description="sha_rnn: which blocks carry the attention head, counted from 1 (default: the second to "
+        "last, the paper's one head; every block is the paper's larger model).",
+    )
+    boom_size: int | None = Field(
+        None,
+        gt=0,
+        description="sha_rnn: inner width of each block's Boom layer, a multiple of embedding_dim (default 4 x "
+        "embedding_dim; the paper's nhid).",
+    )
 
     @model_validator(mode="after")
     def _check_cell_and_layers(self) -> ModelConfig:
         # The cell registry says which cells have fused kernels (imported on use, as above).
         from charlm.models.cells import cell_kind
+        from charlm.models.families import family_of
 
+        problems = family_of(self).config_problems(self)  # the family's own rules (models/families/)
+        if problems:
+            raise ValueError("; ".join(problems))
+        if self.family != "charrnn":  # its rules above judged the cell and the layers
+            return self._check_locked_dropout()
         kind = cell_kind(self.cell)
         problems = kind.config_problems(self)  # the cell's own rules (models/cells/)
         if problems:

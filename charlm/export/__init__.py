@@ -39,9 +39,13 @@ def export_run(run: Path | str, fmt: str, output: Path, weights: str = "auto") -
     replaced whole (folder.py). Returns the files written, export.json last."""
     from charlm.export.folder import check_output, origin_record, publish_export
     from charlm.inference.trained import load_trained
+    from charlm.models.families import family_of
 
     kind = FORMATS.get(fmt)
     output = check_output(Path(output), fmt)  # before minutes of tracing, not after
     trained = load_trained(run, "cpu", weights)  # one whole checkpoint, read once
+    refusal = family_of(trained.cfg.model).export_refusal(fmt)
+    if refusal is not None:
+        raise CharlmError(f"{run} cannot be exported as {fmt}: {refusal}")
     files = kind.write(trained, Path(run))  # a model that does not export writes nothing
     return publish_export(output, fmt, files, origin_record(trained, Path(run), fmt))

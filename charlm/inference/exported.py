@@ -33,6 +33,7 @@ from charlm.data.vocab import Vocabulary
 from charlm.errors import CheckpointError
 from charlm.files import read_bytes, read_head
 from charlm.models.charrnn import CharRNN
+from charlm.models.families import build_model
 from charlm.models.size import allocation_errors, check_fits, model_bytes
 
 WEIGHTS, CONFIG, VOCAB, ORIGIN = "model.safetensors", "config.json", "vocab.json", "export.json"
@@ -99,7 +100,7 @@ def load_exported(folder: Path | str, device: str | torch.device = "cpu") -> Exp
         "config.json is damaged, or use a machine with more memory",
     )
     with allocation_errors(f"loading the model of {folder}", "use a machine with more memory"):
-        model = CharRNN(len(vocab), config.model)
+        model = build_model(len(vocab), config.model)
         _load_weights(model, data[WEIGHTS], folder / WEIGHTS)
     return ExportedModel(folder, config, vocab, model.to(device).eval(), step, weights)
 

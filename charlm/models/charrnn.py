@@ -22,7 +22,7 @@ from torch import nn
 
 from charlm.config import ModelConfig
 from charlm.models.cells import cell_kind
-from charlm.models.hidden import Hidden
+from charlm.models.hidden import Hidden, per_layer
 from charlm.models.recurrent import recurrent_stack
 from charlm.models.regularize import LockedDropout, activation_penalty, embed_with_dropout, run_with_weight_drop
 
@@ -96,6 +96,10 @@ class CharRNN(nn.Module):
         """The cell's one-character stepper for this model (models/lstm_step.py), or None where
         the model's own forward is the way to step (no stepper for the cell, or not applicable)."""
         return self.kind.stepper.for_model(self) if self.kind.stepper is not None else None
+
+    def layer_states(self, hidden: Hidden) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Each layer's (h, c or None) of batch row 0 (charlm viz)."""
+        return per_layer(hidden, self.layered, self.kind.has_cell_state)
 
     def num_parameters(self) -> int:
         """Distinct trainable parameters (a tied matrix counts once)."""

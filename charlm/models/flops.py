@@ -42,6 +42,7 @@ from typing import NamedTuple
 
 from charlm.config import ModelConfig
 from charlm.models.cells import cell_kind
+from charlm.models.families import sha_rnn
 from charlm.models.scan_stack import MLP_MULTIPLE
 from charlm.models.size import layer_groups, layer_weights
 
@@ -104,7 +105,10 @@ def forward_flops(cfg: ModelConfig, vocab_size: int) -> Flops:
     """The forward pass per character, from the embedding's output to the logits (see the module docstring)."""
     weights = _step_weights(cfg, vocab_size)
     decoder_bias = vocab_size
-    return Flops(2 * (weights.linear + weights.recurrent), _body_elementwise(cfg) + decoder_bias)
+    flops = Flops(2 * (weights.linear + weights.recurrent), _body_elementwise(cfg) + decoder_bias)
+    if cfg.family == "sha_rnn":
+        flops += _attention_flops(cfg)
+    return flops
 
 
 def training_flops(cfg: ModelConfig, vocab_size: int) -> Flops:
@@ -125,10 +129,12 @@ def weight_bytes_per_char(cfg: ModelConfig, vocab_size: int, dtype: str = "fp32"
     if dtype not in DTYPE_BYTES:
         raise ValueError(f"dtype {dtype!r}: choose one of {', '.join(DTYPE_BYTES)}")
     weights = _step_weights(cfg, vocab_size)
+    # An SHA-RNN's step also reads its attention memory, fp32 whatever the weights' dtype.
+    memory = 4 * _attention_heads(cfg) * sha_rnn.memory_of(cfg) * cfg.embedding_dim if cfg.family == "sha_rnn" else 0
     if dtype != "int8":
-        return DTYPE_BYTES[dtype] * sum(weights)
+        return DTYPE_BYTES[dtype] * sum(weights) + memory
     recurrent = 1 if _quantised_by_int8(cfg) else 4
-    return weights.linear + recurrent * weights.recurrent + 4 * weights.vectors
+    return weights.linear + recurrent * weights.recurrent + 4 * weights.vectors + memory
 
 
 def recurrent_weight_bytes(cfg: ModelConfig, dtype: str = "fp32") -> int:
@@ -138,7 +144,15 @@ def recurrent_weight_bytes(cfg: ModelConfig, dtype: str = "fp32") -> int:
     if cell_kind(cfg.cell).residual:
         return 0
     _, c, _ = (round(w) for w in layer_weights(cfg))
-    return DTYPE_BYTES[dtype] * sum(n * c * units * units for n, _, units in layer_groups(cfg))
+    return DTYPE_BYTES[dtype] * sum(n * c * units * units for n, _, units in _layers(cfg))
+
+
+def _layers(cfg: ModelConfig) -> list[tuple[int, int, int]]:
+    """(how many, input size, units) of the recurrent layers: size.py's groups, or an SHA-RNN's
+    blocks, each of embedding_dim inputs and hidden_size units."""
+    if cfg.family == "sha_rnn":
+        return [(cfg.num_layers, cfg.embedding_dim, cfg.hidden_size)]
+    return layer_groups(cfg)
 
 
 def _quantised_by_int8(cfg: ModelConfig) -> bool:
@@ -151,6 +165,8 @@ def _quantised_by_int8(cfg: ModelConfig) -> bool:
 
 
 def _step_weights(cfg: ModelConfig, vocab_size: int) -> _StepWeights:
+    if cfg.family == "sha_rnn":
+        return _StepWeights(*sha_rnn.ShaRnnSizes().step_weights(cfg, vocab_size))
     if cell_kind(cfg.cell).residual:
         linear, vectors = _scan_stack_weights(cfg)
         recurrent, out = 0, cfg.embedding_dim
@@ -175,6 +191,8 @@ def _scan_stack_weights(cfg: ModelConfig) -> tuple[int, int]:
 
 def _body_elementwise(cfg: ModelConfig) -> int:
     """Elementwise FLOPs between the embedding and the decoder."""
+    if cfg.family == "sha_rnn":
+        return _sha_rnn_elementwise(cfg)
     if cell_kind(cfg.cell).residual:
         return _scan_stack_elementwise(cfg)
     _, _, b = layer_weights(cfg)
@@ -200,6 +218,34 @@ def _scan_stack_elementwise(cfg: ModelConfig) -> int:
     cell = _layer_norm(width) + (gates + _SCAN_GATES_PER_UNIT[cfg.cell] + recurrence) * units + 2 * width
     mlp = _layer_norm(width) + wide + wide + width + width
     return cfg.num_layers * (cell + mlp) + _layer_norm(width)
+
+
+def _attention_heads(cfg: ModelConfig) -> int:
+    return len(sha_rnn.attention_layers_of(cfg))
+
+
+def _attention_flops(cfg: ModelConfig) -> Flops:
+    """An SHA-RNN's attention per character at a full memory (S = memory + 1 keys): q.k and the
+    weighted sum of values, 2 * E * S each; the scale, mask and softmax of S scores, 5 per score
+    (scale, mask select, max and exp and sum, divide); the keys' and values' scaling, 2 * E * S,
+    is elementwise work over every key each call (the states are scaled as read)."""
+    keys, width = sha_rnn.memory_of(cfg) + 1, cfg.embedding_dim
+    heads = _attention_heads(cfg)
+    return Flops(heads * 2 * 2 * width * keys, heads * (5 * keys + 2 * width * keys))
+
+
+def _sha_rnn_elementwise(cfg: ModelConfig) -> int:
+    """Per block: its LayerNorm, the recurrent layer (biases, the cell's step), the chunks' sum,
+    two LayerNorms, the Boom (bias, GELU's 3 per element, its chunks' sum) and the residual add;
+    per attention block also two LayerNorms, the query's bias, LayerNorm and scale, the value
+    scale's gate (sigmoid, tanh, *: 3 per unit, and 2 * E from its (1, 2E) product's bias and
+    sigmoids), and the residual add. See _attention_flops for the keys."""
+    width, units, boom = cfg.embedding_dim, cfg.hidden_size, sha_rnn.boom_of(cfg)
+    _, _, b = layer_weights(cfg)
+    rnn = round(b) * units + _cell_elementwise(cfg, width, units) + units - width
+    block = 3 * _layer_norm(width) + rnn + boom + 3 * boom + boom - width + width
+    attention = 3 * _layer_norm(width) + width + width + 3 * width + 2 * width + 2 * width + width
+    return cfg.num_layers * block + _attention_heads(cfg) * attention
 
 
 def _layer_norm(width: int) -> int:

@@ -58,3 +58,16 @@ def select_rows(hidden: Hidden, index: torch.Tensor) -> Hidden:
 def repeat_rows(hidden: Hidden, rows: int) -> Hidden:
     """A batch-1 state as `rows` identical rows."""
     return select_rows(hidden, torch.zeros(rows, dtype=torch.long, device=hidden_parts(hidden)[0].device))
+
+
+def state_shapes(model, device: torch.device) -> list[tuple[int, int]]:
+    """(dimension 0, dimension 2) of each tensor of `model`'s state, the batch's dimension left
+    out: what a carried state must have to continue it (one character read at batch 1)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            _, hidden = model(torch.zeros(1, 1, dtype=torch.long, device=device))[:2]
+    finally:
+        model.train(was_training)
+    return [(h.size(0), h.size(2)) for h in hidden_parts(hidden)]

@@ -33,6 +33,7 @@ import torch
 from charlm.config import Config, ModelConfig
 from charlm.errors import ResourceError
 from charlm.models.cells import cell_kind
+from charlm.models.families import family_of
 from charlm.models.recurrent import recurrent_stack
 
 FLOAT_BYTES = 4
@@ -92,6 +93,9 @@ def _units(cfg: ModelConfig) -> tuple[int, int, int]:
 
 
 def parameter_count(vocab_size: int, cfg: ModelConfig) -> int:
+    family = family_of(cfg).sizes  # another family than charrnn counts itself (models/families/)
+    if family is not None:
+        return family.parameter_count(vocab_size, cfg)
     kind = cell_kind(cfg.cell)
     if kind.residual:  # residual blocks at the embedding's width; the decoder reads that width
         recurrent = kind.stack_parameters(cfg.embedding_dim, cfg.hidden_size, cfg.num_layers)
@@ -110,7 +114,10 @@ def model_bytes(vocab_size: int, cfg: ModelConfig) -> int:
 
 
 def state_floats(cfg: ModelConfig) -> int:
-    """Floats of the hidden state of one row: h (and c) of every layer."""
+    """Floats of the hidden state of one row: h (and c) of every layer (another family: its own count)."""
+    family = family_of(cfg).sizes
+    if family is not None:
+        return family.state_floats(cfg)
     per_layer = 2 if cell_kind(cfg.cell).has_cell_state else 1
     return per_layer * _units(cfg)[0]
 
@@ -126,9 +133,14 @@ def training_state_bytes(vocab_size: int, cfg: Config) -> int:
 def training_window_bytes(vocab_size: int, cfg: Config, columns: int) -> int:
     """What one B x T window keeps for the backward pass (see the module docstring); no window
     is wider than the `columns` of the train split laid out in B rows."""
-    m, w = cfg.model, weights_per_unit(cfg.model)
-    per_token = m.embedding_dim + int((w + 2) * _units(m)[0]) + 3 * vocab_size
-    tokens = cfg.train.batch_size * min(cfg.train.seq_len + 20 * cfg.train.variable_bptt, columns)
+    m = cfg.model
+    window = min(cfg.train.seq_len + 20 * cfg.train.variable_bptt, columns)
+    family = family_of(m).sizes
+    if family is not None:
+        per_token = family.window_floats(m, vocab_size, window)
+    else:
+        per_token = m.embedding_dim + int((weights_per_unit(m) + 2) * _units(m)[0]) + 3 * vocab_size
+    tokens = cfg.train.batch_size * window
     return FLOAT_BYTES * (tokens * per_token + cfg.train.batch_size * state_floats(m))
 
 
@@ -152,17 +164,25 @@ def check_training_fits(
 def eval_chunk_bytes(vocab_size: int, cfg: ModelConfig, rows: int, chunk_len: int) -> int:
     """One chunk of `evaluate` (rows x chunk_len tokens): activations, logits, and the chunk's
     gathered ids and their positions (the stream itself is read in place, never copied)."""
-    widest = _units(cfg)[1]
-    per_token = cfg.embedding_dim + 2 * widest + 2 * vocab_size
+    per_token = _pass_floats(cfg, vocab_size, chunk_len) + vocab_size
     return FLOAT_BYTES * (rows * chunk_len * per_token + rows * state_floats(cfg)) + 48 * rows * chunk_len
 
 
 def sample_bytes(vocab_size: int, cfg: ModelConfig, num_samples: int, prompt_len: int, kept_len: int) -> int:
     """Sampling beyond the model: the prompt's pass, one step's state and logits, and `kept_len`
     characters of each sample when the texts are collected (0 when streamed)."""
-    widest = _units(cfg)[1]
-    per_row = prompt_len * (cfg.embedding_dim + 2 * widest + vocab_size) + state_floats(cfg) + 4 * vocab_size
+    per_row = prompt_len * _pass_floats(cfg, vocab_size, prompt_len) + state_floats(cfg) + 4 * vocab_size
     return FLOAT_BYTES * num_samples * per_row + 8 * num_samples * kept_len
+
+
+def _pass_floats(cfg: ModelConfig, vocab_size: int, length: int) -> int:
+    """Floats per position of a `length`-long forward pass without backward: the embedding, one
+    layer's input and output at a time, the logits (another family: its own count, attention
+    scores included)."""
+    family = family_of(cfg).sizes
+    if family is not None:
+        return family.pass_floats(cfg, vocab_size, length)
+    return cfg.embedding_dim + 2 * _units(cfg)[1] + vocab_size
 
 
 def available_bytes(device: torch.device | str = "cpu") -> int | None:

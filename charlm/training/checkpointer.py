@@ -16,7 +16,7 @@ import torch
 from charlm.config import Config
 from charlm.errors import CheckpointError
 from charlm.models.charrnn import CharRNN
-from charlm.models.hidden import Hidden, hidden_from_list, hidden_parts
+from charlm.models.hidden import Hidden, hidden_from_list, hidden_parts, state_shapes
 from charlm.runs.checkpoint.contents import BudgetPlan, LoopState, Payload, to_plain
 from charlm.runs.checkpoint.storage import load_payload, remove_checkpoint, save_payload
 from charlm.runs.rundir import BEST, LAST, RunDir, step_checkpoint_name
@@ -106,8 +106,21 @@ class Checkpointer:
         # many processes trained it before.
         rows = self.cfg.train.batch_size // self.ddp.world_size
         mine = [h[:, self.ddp.rank * rows : (self.ddp.rank + 1) * rows] for h in payload.hidden]
+        if mine:
+            self._check_state(payload, mine)
         self._restore_random_streams(payload)
         return replace(payload.loop), hidden_from_list(mine, self.device)
+
+    def _check_state(self, payload: Payload, parts: list[torch.Tensor]) -> None:
+        """Refuse a carried state the model cannot continue (a damaged or foreign checkpoint),
+        before a step runs it into an error deep inside the model."""
+        want = state_shapes(self.model, self.device)
+        have = [(h.size(0), h.size(2)) for h in parts]
+        if have != want:
+            raise CheckpointError(
+                f"{payload.source}: its carried hidden state does not fit the model (tensors of "
+                f"{_shapes(have)}, the model carries {_shapes(want)}); resume from another checkpoint or start a new run"
+            )
 
     def _restore_random_streams(self, payload: Payload) -> None:
         """Each rank's random streams as it left them; with another number of processes than
@@ -142,3 +155,8 @@ class Checkpointer:
         best = load_payload(self.files.path / BEST)
         model, _ = best.build_model("auto", self.device)
         return model, best.loop.step
+
+
+def _shapes(shapes: list[tuple[int, int]]) -> str:
+    listed = ", ".join(f"{a} x B x {b}" for a, b in shapes[:6])
+    return listed + (f" and {len(shapes) - 6} more" if len(shapes) > 6 else "")

@@ -31,13 +31,25 @@ from charlm.data.corpora import corpus_kind
 from charlm.errors import CharlmError, CheckpointError, TrainingError, quote
 from charlm.inference.trained import load_trained
 from charlm.models.charrnn import CharRNN
+from charlm.models.families import build_model
 from charlm.reporting.base import Reporter
 from charlm.runs.checkpoint.contents import Payload
 from charlm.runs.rundir import RunDir
 
 # The model keys that decide which parameters exist and their shapes (besides the vocabulary).
 # model.impl too: the reference cells name their weights differently from nn.LSTM's.
-SHAPE_KEYS = ("cell", "impl", "embedding_dim", "hidden_size", "num_layers", "tie_weights", "mogrifier_rounds")
+SHAPE_KEYS = (
+    "family",
+    "cell",
+    "impl",
+    "embedding_dim",
+    "hidden_size",
+    "num_layers",
+    "tie_weights",
+    "mogrifier_rounds",
+    "attention_layers",
+    "boom_size",
+)
 # The tensors with one row (or value) per token.
 VOCAB_ROWS = ("embedding.weight", "decoder.weight", "decoder.bias")
 
@@ -154,7 +166,7 @@ def check_shape(
     if (old.dropout_hidden > 0) != (new.dropout_hidden > 0):
         differ.append("dropout_hidden")  # 0 or not picks one module per layer or one stack: other names
     with torch.device("meta"):  # shapes only: no memory, no random numbers drawn
-        wanted = {k: tuple(v.shape) for k, v in CharRNN(vocab_size, new).state_dict().items()}
+        wanted = {k: tuple(v.shape) for k, v in build_model(vocab_size, new).state_dict().items()}
     have = {k: tuple(v.shape) for k, v in state.items()}
     if not differ and wanted == have:
         return

@@ -27,7 +27,7 @@ from charlm.device import device_name, pick_device
 from charlm.errors import CheckpointError
 from charlm.faults import FaultPlan, SlowSteps, maybe_signal
 from charlm.inference.stream_scoring import Score, evaluate
-from charlm.models.charrnn import CharRNN
+from charlm.models.families import build_model
 from charlm.models.hidden import detach_hidden
 from charlm.models.size import allocation_errors
 from charlm.reporting.base import Evaluation, FinalTest, Finished, Planned, Reporter, RunInfo, Stopped
@@ -186,7 +186,7 @@ class Trainer:
         """The model (from a fine-tuning source's weights, if given), what the loop runs of it,
         its optimizer, schedule and average."""
         tcfg, ddp = self.cfg.train, self.ddp
-        self.model = CharRNN(len(self.corpus.vocab), self.cfg.model).to(self.device)
+        self.model = build_model(len(self.corpus.vocab), self.cfg.model).to(self.device)
         # Fine-tuning: the source's weights, before the optimizer and average see the model.
         self.origin = (
             init.apply(self.model, self.corpus.vocab.tokens, self.reporter)

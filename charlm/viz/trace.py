@@ -5,7 +5,7 @@ after reading it.
 Positions are stepped one character at a time, because the fused cells (nn.LSTM and friends)
 return only the last layer's outputs and only the final cell state of a window; after a
 one-character window the state *is* every layer's h (and c) at that position, for every cell
-charlm has (models/hidden.py's per_layer).
+charlm has (the model's layer_states).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 
 from charlm.models.charrnn import CharRNN
-from charlm.models.hidden import per_layer
 
 TOP_K = 5
 CONTEXT_CHUNK = 4096  # tokens of context per forward pass
@@ -65,7 +64,6 @@ def trace_stream(model: CharRNN, context: torch.Tensor, span: torch.Tensor) -> T
 
 def _trace(model: CharRNN, context: torch.Tensor, span: torch.Tensor) -> Trace:
     device = next(model.parameters()).device
-    has_cell = model.kind.has_cell_state
     n, vocab = len(span), model.decoder.out_features
     # Everything kept is written into buffers allocated once: a small tensor kept per step,
     # between the step's own temporaries, fragments the heap (about 200 bytes per activation
@@ -84,7 +82,7 @@ def _trace(model: CharRNN, context: torch.Tensor, span: torch.Tensor) -> Trace:
             predicted[i] = True
         logits, hidden = model(torch.tensor([[token]], device=device), hidden)
         last_logits = logits[0, -1]
-        states = per_layer(hidden, model.layered, has_cell)
+        states = model.layer_states(hidden)
         if not layers:
             layers = [
                 LayerTrace(torch.empty(n, h.numel()), None if c is None else torch.empty(n, c.numel()))

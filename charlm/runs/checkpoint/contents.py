@@ -22,6 +22,7 @@ from charlm import __version__
 from charlm.config import Config
 from charlm.errors import CheckpointError
 from charlm.models.charrnn import CharRNN
+from charlm.models.families import build_model
 from charlm.models.size import check_fits, model_bytes, parameter_count
 from charlm.runs.checkpoint.fields import FieldChecks, FieldError, show
 from charlm.runs.checkpoint.weights import WEIGHT_CHOICES, Weights
@@ -235,7 +236,7 @@ class Payload:
                 f"{self.source}: weights do not fit the stored config: it describes a {described} of "
                 f"{wanted:,} parameters, the weights hold {stored:,} values -- use another checkpoint"
             )
-        model = CharRNN(len(self.vocab), m)
+        model = build_model(len(self.vocab), m)
         try:
             model.load_state_dict(averaged if averaged is not None else self.model)
         except (RuntimeError, TypeError, ValueError) as exc:
