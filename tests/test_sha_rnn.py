@@ -288,6 +288,13 @@ def test_a_carried_state_that_does_not_fit_is_refused_on_resume(tmp_path, text_f
         }[damage]
         save_checkpoint(saved, payload)
     config = write_config(tmp_path / "part.yaml", tiny_text_config(text_files))
-    ran = cli("train", "--config", config, *(a for o in SHA_OVERRIDES for a in ("--set", o)), "--out-dir",
-              tmp_path / "part", "--resume")
+    ran = cli(
+        "train",
+        "--config",
+        config,
+        *(a for o in SHA_OVERRIDES for a in ("--set", o)),
+        "--out-dir",
+        tmp_path / "part",
+        "--resume",
+    )
     assert ran.returncode != 0 and "carried hidden state does not fit the model" in ran.stderr, ran.stderr
