@@ -285,7 +285,7 @@ def test_a_config_asking_for_an_absurd_model_is_refused_before_any_model_is_buil
 
     path = write_payload(tmp_path / "c.pt", damaged(good_payload, huge))
     payload = load_payload(path)  # a valid config; its size is judged where a model is built
-    monkeypatch.setattr(payload_module, "CharRNN", lambda *a: pytest.fail("a model was built"))
+    monkeypatch.setattr(payload_module, "build_model", lambda *a: pytest.fail("a model was built"))
     with pytest.raises(ResourceError) as info:
         payload.build_model("trained")
     message = str(info.value)
@@ -316,7 +316,7 @@ def test_a_config_of_more_parameters_than_the_weights_hold_is_refused_before_bui
         payload["config"] = {**payload["config"], "model": {**payload["config"]["model"], "num_layers": 100_000}}
 
     path = write_payload(tmp_path / "c.pt", damaged(good_payload, deep))
-    monkeypatch.setattr(payload_module, "CharRNN", lambda *a: pytest.fail("a model was built"))
+    monkeypatch.setattr(payload_module, "build_model", lambda *a: pytest.fail("a model was built"))
     with pytest.raises(
         CheckpointError,
         match=re.escape(

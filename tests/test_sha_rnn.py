@@ -4,6 +4,7 @@ carried by the memory, pieces), the attention's gradient, the family's arithmeti
 configs, and every charlm path on a trained run."""
 
 import json
+import sys
 
 import pytest
 import torch
@@ -298,3 +299,32 @@ def test_a_carried_state_that_does_not_fit_is_refused_on_resume(tmp_path, text_f
         "--resume",
     )
     assert ran.returncode != 0 and "carried hidden state does not fit the model" in ran.stderr, ran.stderr
+
+
+@pytest.mark.e2e  # a process's own peak memory
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_maxrss is in KB on Linux only")
+def test_an_sha_sample_runs_in_constant_memory(sha_run):
+    """The memory is a fixed cache of model.memory rows: a longer sample keeps nothing more."""
+    from tests.test_sample_memory import peak_rss_kb
+
+    short = peak_rss_kb("sample", str(sha_run), "--length", "1000", "--seed", "1")
+    long = peak_rss_kb("sample", str(sha_run), "--length", "20000", "--seed", "1")
+    assert long <= short + 8 * 1024, (short, long)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh", "rnn_relu"])
+def test_one_step_through_the_cell_function_equals_the_fused_module(cell):
+    """Sampling steps a block's fused layer through aten's cell function (one_step); in fp32,
+    against the fused module (oneDNN's kernel on the CPU)."""
+    from charlm.models.families.sha_rnn import one_step
+
+    torch.manual_seed(0)
+    rnn = ModelConfig(**{**SHA, "cell": cell})
+    layer = build_model(VOCAB, rnn).blocks[0].rnn
+    x = torch.randn(3, 1, 8)
+    _, state = layer(torch.randn(3, 4, 8))
+    want, want_state = layer(x, state)
+    got, got_state = one_step(layer, x, state)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    for a, b in zip(hidden_parts(got_state), hidden_parts(want_state)):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)

@@ -98,7 +98,7 @@ def test_other_runtime_errors_pass_through():
 def test_training_an_absurd_model_is_refused_before_it_is_built(tmp_path, tiny_run, monkeypatch):
     import charlm.training.trainer
 
-    monkeypatch.setattr(charlm.training.trainer, "CharRNN", lambda *a: pytest.fail("a model was built"))
+    monkeypatch.setattr(charlm.training.trainer, "build_model", lambda *a: pytest.fail("a model was built"))
     cfg = load_config(tiny_run.parent / "run.yaml", ["model.hidden_size=1000000"])
     with pytest.raises(ResourceError) as info:
         train(cfg, tmp_path / "huge", SilentReporter())

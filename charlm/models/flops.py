@@ -30,6 +30,11 @@ gradient are one product of the same size each; autograd computes both here, the
 being trained), a convention for the elementwise part, whose true cost depends on each op's
 derivative. These are model FLOPs: nothing recomputed is counted.
 
+An SHA-RNN (models/families/sha_rnn.py) is counted block by block from its own weights, plus
+its attention at a full memory: each position's q.k and weighted sum over memory + 1 keys
+(_attention_flops). Counted per character of a step, the value scale's (1, 2E) product runs
+once a call, so sampling pays it per character and a long window almost never.
+
 Sampling one character at a time runs the same forward, except that a scan cell steps (8 per
 unit) whatever `model.scan` says, and the fast CPU LSTM stepper (models/lstm_step.py) replaces
 the first layer's input product by a row of a precomputed (V, 4H) table.
