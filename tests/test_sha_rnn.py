@@ -328,3 +328,14 @@ def test_one_step_through_the_cell_function_equals_the_fused_module(cell):
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
     for a, b in zip(hidden_parts(got_state), hidden_parts(want_state)):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_fine_tuning_from_an_sha_run(tmp_path, sha_run, text_files):
+    """--init-from: the defaults written out fit the source; another family is refused in one line."""
+    config = write_config(tmp_path / "ft.yaml", tiny_text_config(text_files))
+    sets = [a for o in [*SHA_OVERRIDES, "model.attention_layers=[1]"] for a in ("--set", o)]
+    cli("train", "--config", config, *sets, "--out-dir", tmp_path / "ft", "--init-from", sha_run, check=0)
+    refused = cli("train", "--config", config, "--out-dir", tmp_path / "lstm", "--init-from", sha_run)
+    assert refused.returncode == 1 and "model.family is sha_rnn there and charrnn here" in refused.stderr, (
+        refused.stderr
+    )

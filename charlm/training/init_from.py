@@ -32,6 +32,7 @@ from charlm.errors import CharlmError, CheckpointError, TrainingError, quote
 from charlm.inference.trained import load_trained
 from charlm.models.charrnn import CharRNN
 from charlm.models.families import build_model
+from charlm.models.families.sha_rnn import attention_layers_of, boom_of
 from charlm.reporting.base import Reporter
 from charlm.runs.checkpoint.contents import Payload
 from charlm.runs.rundir import RunDir
@@ -154,6 +155,14 @@ def check_units(old: Config, new: Config, source: Path) -> None:
         )
 
 
+def _shape_value(cfg: ModelConfig, key: str):
+    """A SHAPE_KEYS value as the model resolves it: an SHA-RNN's defaults (attention in the second
+    to last block, a Boom 4x wide) equal the same values written out."""
+    if cfg.family == "sha_rnn" and key in ("attention_layers", "boom_size"):
+        return attention_layers_of(cfg) if key == "attention_layers" else boom_of(cfg)
+    return getattr(cfg, key)
+
+
 def check_shape(
     old: ModelConfig, new: ModelConfig, vocab_size: int, state: dict[str, torch.Tensor], source: Path
 ) -> None:
@@ -161,7 +170,8 @@ def check_shape(
     differ = [
         k
         for k in SHAPE_KEYS
-        if getattr(old, k) != getattr(new, k) and (k != "mogrifier_rounds" or old.cell == new.cell == "mogrifier_lstm")
+        if _shape_value(old, k) != _shape_value(new, k)
+        and (k != "mogrifier_rounds" or old.cell == new.cell == "mogrifier_lstm")
     ]
     if (old.dropout_hidden > 0) != (new.dropout_hidden > 0):
         differ.append("dropout_hidden")  # 0 or not picks one module per layer or one stack: other names

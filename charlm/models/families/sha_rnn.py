@@ -224,7 +224,9 @@ class SHARNN(nn.Module):
         memories: list[torch.Tensor | None] = [None] * blocks
         for i, part in zip(self.attending, parts[blocks * per : -1]):
             memories[i] = part.transpose(0, 1)
-        return states, memories, parts[-1].reshape(-1)
+        # Clamped: a count from a damaged checkpoint must not mask a position's own key (a row
+        # of the softmax with nothing to attend would be NaN).
+        return states, memories, parts[-1].reshape(-1).clamp(0, self.memory_size)
 
     def _pack(self, states, seen: list[torch.Tensor], filled: torch.Tensor | None, x: torch.Tensor) -> Hidden:
         rows, length, kept = x.size(0), x.size(1), self.memory_size
