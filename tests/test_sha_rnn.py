@@ -339,3 +339,14 @@ def test_fine_tuning_from_an_sha_run(tmp_path, sha_run, text_files):
     assert refused.returncode == 1 and "model.family is sha_rnn there and charrnn here" in refused.stderr, (
         refused.stderr
     )
+
+
+def test_viz_sizes_a_page_by_the_layers_states_not_the_memory():
+    """charlm viz records each block's h and c; the attention memory is not on the page."""
+    from charlm.models.size import layer_state_floats
+
+    cfg = ModelConfig(**{**SHA, "memory": 1_000_000})
+    assert layer_state_floats(cfg) == 3 * 2 * 16
+    net = build_model(VOCAB, cfg)
+    _, hidden = net(ids(2, rows=1))
+    assert layer_state_floats(cfg) == sum(h.numel() + c.numel() for h, c in net.layer_states(hidden))

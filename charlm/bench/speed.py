@@ -169,7 +169,8 @@ class BareStep:
         m, t = cfg.model, cfg.train
         if m.family != "charrnn":
             # Another family's layers are its own: the model itself, without dropout, in this loop.
-            model = build_model(vocab_size, m.model_copy(update={"dropout": 0.0})).to(device)
+            quiet = {k: 0.0 for k in ("dropout", "dropout_input", "dropout_output", "dropout_embedding")}
+            model = build_model(vocab_size, m.model_copy(update=quiet)).to(device)
             self.embedding, self.rnn, self.decoder = nn.Identity(), model, nn.Identity()
         else:
             self.embedding = nn.Embedding(vocab_size, m.embedding_dim).to(device)

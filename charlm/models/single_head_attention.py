@@ -9,7 +9,8 @@ query: for queries from x (B, T, E) and the states to attend, s (B, S, E),
     v = tanh(c) * sigmoid(f) * s,  [c, f] = W_v sigmoid(v_s) + b_v    no product per position
     out = softmax(q k^T / sqrt(E) + mask) v
 
-q_s, k_s, v_s start at zero (a scale of 0.5). Dropout, as the authors' code has it: on q, on v
+q_s, k_s, v_s start at zero: q and k scaled by 0.5, v by tanh(c) * sigmoid(f) of small values
+(the gate's weights start near zero, so v starts near zero). Dropout, as the authors' code has it: on q, on v
 and on the attention weights. The value scale is the same for every position, so it costs one
 small product per call, not per position.
 """

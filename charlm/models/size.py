@@ -122,6 +122,14 @@ def state_floats(cfg: ModelConfig) -> int:
     return per_layer * _units(cfg)[0]
 
 
+def layer_state_floats(cfg: ModelConfig) -> int:
+    """Floats of one row's recurrent layers' states (h, and c for cells with one), without an
+    SHA-RNN's attention memory: what `charlm viz` records a position."""
+    if cfg.family == "sha_rnn":  # one layer of hidden_size units per block
+        return (2 if cell_kind(cfg.cell).has_cell_state else 1) * cfg.num_layers * cfg.hidden_size
+    return state_floats(cfg)
+
+
 def training_state_bytes(vocab_size: int, cfg: Config) -> int:
     """Weights, gradients, optimizer moments and the weight average: held for the whole run."""
     tcfg = cfg.train

@@ -16,7 +16,7 @@ from charlm.errors import CharlmError
 from charlm.files import publish
 from charlm.inference.choices import SPLITS
 from charlm.inference.trained import TrainedModel, load_trained, stream_to_score
-from charlm.models.size import allocation_errors, check_fits, show_bytes, state_floats
+from charlm.models.size import allocation_errors, check_fits, layer_state_floats, show_bytes
 from charlm.viz.labels import guess_labels, token_labels
 from charlm.viz.page import (
     KIND_NAMES,
@@ -153,7 +153,7 @@ def _check_values(output, split, text, chars, start, context, bits) -> None:
 
 
 def _check_size(trained: TrainedModel, n: int) -> None:
-    units = state_floats(trained.cfg.model)  # every layer's h, and c for cells that have one
+    units = layer_state_floats(trained.cfg.model)  # every layer's h, and c for cells that have one
     if n * units > MAX_ACTIVATIONS:
         raise CharlmError(
             f"{n:,} characters of this model are {n * units:,} activations ({units:,} units); a page holds "
