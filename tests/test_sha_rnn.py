@@ -305,11 +305,9 @@ def test_a_carried_state_that_does_not_fit_is_refused_on_resume(tmp_path, text_f
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_maxrss is in KB on Linux only")
 def test_an_sha_sample_runs_in_constant_memory(sha_run):
     """The memory is a fixed cache of model.memory rows: a longer sample keeps nothing more."""
-    from tests.test_sample_memory import peak_rss_kb
+    from tests.test_sample_memory import assert_sample_memory_flat
 
-    short = peak_rss_kb("sample", str(sha_run), "--length", "1000", "--seed", "1")
-    long = peak_rss_kb("sample", str(sha_run), "--length", "20000", "--seed", "1")
-    assert long <= short + 8 * 1024, (short, long)
+    assert_sample_memory_flat(sha_run, 20_000)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh", "rnn_relu"])

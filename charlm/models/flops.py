@@ -47,7 +47,7 @@ from typing import NamedTuple
 
 from charlm.config import ModelConfig
 from charlm.models.cells import cell_kind
-from charlm.models.families import sha_rnn
+from charlm.models.families import family_of, sha_rnn
 from charlm.models.scan_stack import MLP_MULTIPLE
 from charlm.models.size import layer_groups, layer_weights
 
@@ -170,8 +170,9 @@ def _quantised_by_int8(cfg: ModelConfig) -> bool:
 
 
 def _step_weights(cfg: ModelConfig, vocab_size: int) -> _StepWeights:
-    if cfg.family == "sha_rnn":
-        return _StepWeights(*sha_rnn.ShaRnnSizes().step_weights(cfg, vocab_size))
+    family = family_of(cfg).sizes  # another family than charrnn counts its own weights
+    if family is not None:
+        return _StepWeights(*family.step_weights(cfg, vocab_size))
     if cell_kind(cfg.cell).residual:
         linear, vectors = _scan_stack_weights(cfg)
         recurrent, out = 0, cfg.embedding_dim

@@ -140,9 +140,10 @@ class ShaBlock(nn.Module):
         self.boom = Boom(width, boom_of(cfg), p)
         self.dropout = nn.Dropout(p) if p > 0 else nn.Identity()
 
-    def forward(self, x, state, memory: torch.Tensor | None, mask: torch.Tensor | None):
+    def forward(self, x, state, memory: torch.Tensor | None, mask: torch.Tensor | None, weights: list | None = None):
         """x (B, T, E); memory (B, M, E) or None -> x, the layer's state, and the states this
-        block's attention saw (B, M + T, E), None without attention."""
+        block's attention saw (B, M + T, E), None without attention. `weights`: a list that
+        collects the attention's weights (SHARNN.attention_weights)."""
         x = self.start_norm(x)
         x, state = one_step(self.rnn, x, state) if x.size(1) == 1 and state is not None else self.rnn(x, state)
         x = chunk_sum(self.dropout(x), self.width)
@@ -151,6 +152,8 @@ class ShaBlock(nn.Module):
             remembered = self.memory_norm(x)
             x = self.mid_norm(x)
             seen = remembered if memory is None else torch.cat([memory.to(remembered.dtype), remembered], 1)
+            if weights is not None:
+                weights.append(self.attention.weights(x, seen, mask))
             x = x + self.dropout(self.attention(x, seen, mask))
         x = self.ff_norm(x) + self.dropout(self.boom(self.boom_norm(x)))
         return x, state, seen
@@ -232,7 +235,7 @@ class SHARNN(nn.Module):
         rows, length, kept = x.size(0), x.size(1), self.memory_size
         parts = [p for s in states for p in (s if isinstance(s, tuple) else (s,))]
         for keys in seen:  # (B, M + T, E) or (B, T, E): the last `kept` rows, zeros before a short start
-            keys = keys[:, -kept:].float() if keys.dtype in (torch.float16, torch.bfloat16) else keys[:, -kept:]
+            keys = keys[:, -kept:].to(torch.promote_types(keys.dtype, torch.float32))  # kept in fp32 or wider
             if keys.size(1) < kept:
                 keys = torch.cat([keys.new_zeros(rows, kept - keys.size(1), keys.size(2)), keys], 1)
             parts.append(keys.transpose(0, 1).contiguous())
@@ -267,13 +270,7 @@ class SHARNN(nn.Module):
         h = self.embedding(x)
         mask, found = self._mask(x.size(1), filled, h.device), []
         for block, state, memory in zip(self.blocks, states, memories):
-            if block.attention is not None:
-                y, _ = block.rnn(block.start_norm(h), state)
-                y = chunk_sum(y, block.width)
-                seen = block.memory_norm(y)
-                seen = seen if memory is None else torch.cat([memory.to(seen.dtype), seen], 1)
-                found.append(block.attention.weights(block.mid_norm(y), seen, mask))
-            h, _, _ = block(h, state, memory, mask)
+            h, _, _ = block(h, state, memory, mask, found)
         return found
 
     def fast_stepper(self):
