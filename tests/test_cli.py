@@ -130,6 +130,11 @@ def test_prompt_with_unknown_characters_is_a_clear_error(tiny_run):
     int8 = cli("sample", tiny_run, "--int8", "--length", "30", "--seed", "4", "--prompt", "to ", check=0).stdout
     assert int8 == cli("sample", tiny_run, "--int8", "--length", "30", "--seed", "4", "--prompt", "to ", check=0).stdout
     assert int8.startswith("to ") and len(int8) == 3 + 30 + 1
+    bf16 = cli("sample", tiny_run, "--bf16", "--length", "30", "--seed", "4", "--prompt", "to ", check=0).stdout
+    assert bf16 == cli("sample", tiny_run, "--bf16", "--length", "30", "--seed", "4", "--prompt", "to ", check=0).stdout
+    assert bf16.startswith("to ") and len(bf16) == 3 + 30 + 1
+    assert "choose one" in cli("sample", tiny_run, "--bf16", "--int8", check=1).stderr
+    assert "--bf16 cannot apply" in cli("sample", tiny_run, "--bf16", "--beam", "2", check=1).stderr
     greedy = cli("sample", tiny_run, "--greedy", "--length", "20", "--prompt", "to ", check=0).stdout
     assert greedy == cli("sample", tiny_run, "--greedy", "--length", "20", "--prompt", "to ", check=0).stdout
 

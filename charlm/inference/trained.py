@@ -249,6 +249,24 @@ def encode_stops(trained: TrainedModel, stops: tuple[str, ...]) -> list[Stop]:
     return encoded
 
 
+def check_bf16(trained: TrainedModel) -> None:
+    """`--bf16` keeps a stepper's matrices in bf16: refused where no stepper runs the model."""
+    device = next(trained.model.parameters()).device
+    if device.type != "cpu":
+        raise SamplingError("--bf16 works on the CPU only; drop it or use --device cpu")
+    if trained.model.fast_stepper(torch.bfloat16) is None:
+        cfg = trained.cfg.model
+        model = "an SHA-RNN" if cfg.family != "charrnn" else f"a {cfg.impl} {cfg.cell} model"
+        raise SamplingError(
+            f"--bf16 runs the one-character steppers of fused LSTMs and of minGRU/minLSTM models, and this is "
+            f"{model}{' with int8 weights' if _quantised(trained.model) else ''}; sample without --bf16"
+        )
+
+
+def _quantised(model: nn.Module) -> bool:
+    return any("quantized" in type(m).__module__ for m in model.modules())
+
+
 def check_sampling(
     trained: TrainedModel,
     prompt: str,
@@ -264,6 +282,8 @@ def check_sampling(
     caller's `state=`), so it is read as it is, without a line start.
     """
     opts.check(len(trained.vocab))
+    if opts.bf16:
+        check_bf16(trained)
     encode_stops(trained, opts.stop)
     ids = encode_continuation(trained, prompt) if continued else encode_prompt(trained, prompt)
     kept = 0 if (opts.num_samples == 1 if streamed is None else streamed) else opts.length

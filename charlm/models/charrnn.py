@@ -92,10 +92,11 @@ class CharRNN(nn.Module):
                 x = self.hidden_dropout(x)
         return x, tuple(new_parts)
 
-    def fast_stepper(self):
-        """The cell's one-character stepper for this model (models/lstm_step.py), or None where
-        the model's own forward is the way to step (no stepper for the cell, or not applicable)."""
-        return self.kind.stepper.for_model(self) if self.kind.stepper is not None else None
+    def fast_stepper(self, dtype: torch.dtype = torch.float32):
+        """The cell's one-character stepper for this model (models/lstm_step.py, scan_step.py),
+        its matrices in `dtype`, or None where the model's own forward is the way to step (no
+        stepper for the cell, or not applicable)."""
+        return self.kind.stepper.for_model(self, dtype) if self.kind.stepper is not None else None
 
     def layer_states(self, hidden: Hidden) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         """Each layer's (h, c or None) of batch row 0 (charlm viz)."""

@@ -9,7 +9,8 @@ less, with the same fp32 arithmetic (the logits agree with the model's within ro
   once: gates_x[v] = W_ih0 embedding[v] + b_ih0 + b_hh0, one (vocabulary, 4H) lookup per step
   instead of a (4H x embedding_dim) product;
 - every later layer does one product with [W_ih | W_hh] on [x, h] and one summed bias;
-- the gates take one sigmoid over all four blocks and one tanh, in place.
+- the gates take one sigmoid over all four blocks and one tanh, in place;
+- with `charlm sample --bf16`, the matrices are kept in bf16 (models/step_product.py).
 
 Measured on the 2-core AMD EPYC, 2x512 LSTM (the README's performance table has the figures).
 """
@@ -21,6 +22,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from charlm.models.step_product import Product
+
 if TYPE_CHECKING:
     from charlm.models.charrnn import CharRNN
 
@@ -29,18 +32,19 @@ State = list[tuple[torch.Tensor, torch.Tensor]]  # (h, c) per layer, each (N, H)
 
 class LSTMStepper:
     @staticmethod
-    def for_model(model: CharRNN) -> LSTMStepper | None:
-        """A stepper for a fused fp32 LSTM on the CPU, else None (the model then steps itself)."""
+    def for_model(model: CharRNN, dtype: torch.dtype = torch.float32) -> LSTMStepper | None:
+        """A stepper for a fused fp32 LSTM on the CPU, its matrices in `dtype` (fp32, or bf16 for
+        `charlm sample --bf16`: models/step_product.py), else None (the model then steps itself)."""
         rnns = list(model.rnns) if model.layered else [getattr(model, "rnn", None)]
         if not all(type(r) is nn.LSTM for r in rnns):
             return None  # reference cells, or int8-quantised modules
         weight = model.decoder.weight
         if weight.device.type != "cpu" or weight.dtype != torch.float32:
             return None
-        return LSTMStepper(model)
+        return LSTMStepper(model, dtype)
 
     @torch.no_grad()
-    def __init__(self, model: CharRNN):
+    def __init__(self, model: CharRNN, dtype: torch.dtype = torch.float32):
         layers = []  # (W_ih, W_hh, b_ih + b_hh) per layer, in order
         for rnn in model.rnns if model.layered else [model.rnn]:
             for k in range(rnn.num_layers):
@@ -48,13 +52,11 @@ class LSTMStepper:
                 bias = getattr(rnn, f"bias_ih_l{k}") + getattr(rnn, f"bias_hh_l{k}")
                 layers.append((w_ih.detach(), w_hh.detach(), bias))
         w_ih0, w_hh0, bias0 = layers[0]
-        self.input_gates = torch.addmm(bias0, model.embedding.weight.detach(), w_ih0.t())  # (V, 4H)
-        # Transposed views made once: each `.t()` in the step is one more call per character.
-        self.w_hh0_t = w_hh0.t()
-        self.later = [(torch.cat([w_ih, w_hh], 1).contiguous().t(), bias) for w_ih, w_hh, bias in layers[1:]]
+        self.input_gates = torch.addmm(bias0, model.embedding.weight.detach(), w_ih0.t())  # (V, 4H), fp32
+        self.first = Product(w_hh0, None, dtype)
+        self.later = [Product(torch.cat([w_ih, w_hh], 1), bias, dtype) for w_ih, w_hh, bias in layers[1:]]
         self.sizes = [w_hh.size(1) for _, w_hh, _ in layers]
-        self.decoder_weight_t = model.decoder.weight.detach().t()
-        self.decoder_bias = model.decoder.bias.detach()
+        self.decoder = Product(model.decoder.weight, model.decoder.bias, dtype)
         self.layered = model.layered
 
     def state_from(self, hidden) -> State:
@@ -70,12 +72,12 @@ class LSTMStepper:
         No autograd context of its own (a `no_grad` per call costs about as much as a cell's
         arithmetic): the weights here are detached, and generate() steps in inference mode.
         """
-        h, c = _cell(torch.addmm(self.input_gates[ids], state[0][0], self.w_hh0_t), state[0][1], self.sizes[0])
+        h, c = _cell(self.first(state[0][0], add=self.input_gates[ids]), state[0][1], self.sizes[0])
         new_state = [(h, c)]
-        for (weight_t, bias), (h_prev, c_prev), size in zip(self.later, state[1:], self.sizes[1:]):
-            h, c = _cell(torch.addmm(bias, torch.cat([h, h_prev], 1), weight_t), c_prev, size)
+        for product, (h_prev, c_prev), size in zip(self.later, state[1:], self.sizes[1:]):
+            h, c = _cell(product(torch.cat([h, h_prev], 1)), c_prev, size)
             new_state.append((h, c))
-        return torch.addmm(self.decoder_bias, h, self.decoder_weight_t), new_state
+        return self.decoder(h), new_state
 
 
 def _cell(gates: torch.Tensor, c: torch.Tensor, hidden: int) -> tuple[torch.Tensor, torch.Tensor]:

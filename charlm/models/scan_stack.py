@@ -43,11 +43,14 @@ class ScanCell(nn.Module):
         self.hidden_size = hidden_size
         self.gates = nn.Linear(input_size, self.GATES * hidden_size)
 
-    def projections(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The GATES projections of inputs x (..., input_size), float32 at least."""
-        return widen(self.gates(x)).chunk(self.GATES, -1)
-
     def gate_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(k, v) of inputs x (..., input_size), float32 at least."""
+        return self.split(widen(self.gates(x)))
+
+    def split(self, projection: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(k, v) from the GATES projections side by side (..., GATES * hidden_size): the
+        subclass's own gates. Apart from `gate_inputs` so that the sampling stepper
+        (models/scan_step.py) can make the projection its own way."""
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, h: torch.Tensor):

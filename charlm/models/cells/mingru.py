@@ -17,15 +17,25 @@ import torch
 
 from charlm.models.cells import CellKind, register
 from charlm.models.scan_stack import ScanCell, ScanStack, scan_config_problems
+from charlm.models.scan_step import ScanStepper
 
 
 class MinGRUCell(ScanCell):
     GATES = 2  # z and the candidate, from one product
 
-    def gate_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def split(self, projection: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(k, v): the update gate's logit and the candidate's pre-activation, as projected."""
-        k, v = self.projections(x)
+        k, v = projection.chunk(2, -1)
         return k, v
 
 
-register(CellKind("mingru", has_cell_state=False, reference=MinGRUCell, stack=ScanStack, rules=scan_config_problems))
+register(
+    CellKind(
+        "mingru",
+        has_cell_state=False,
+        reference=MinGRUCell,
+        stack=ScanStack,
+        rules=scan_config_problems,
+        stepper=ScanStepper,
+    )
+)

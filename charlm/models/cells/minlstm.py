@@ -18,17 +18,27 @@ import torch.nn.functional as F
 
 from charlm.models.cells import CellKind, register
 from charlm.models.scan_stack import ScanCell, ScanStack, scan_config_problems
+from charlm.models.scan_step import ScanStepper
 
 
 class MinLSTMCell(ScanCell):
     GATES = 3  # forget, input and the candidate, from one product
 
-    def gate_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def split(self, projection: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(k, v) of the shared recurrence, with z = i' = i / (f + i)."""
-        f, i, v = self.projections(x)
+        f, i, v = projection.chunk(3, -1)
         # f' = f / (f + i) = sigmoid(log f - log i): the update gate of the shared form, with
         # z = i' = sigmoid(log i - log f); log sigmoid(y) = -softplus(-y).
         return F.softplus(-f) - F.softplus(-i), v
 
 
-register(CellKind("minlstm", has_cell_state=False, reference=MinLSTMCell, stack=ScanStack, rules=scan_config_problems))
+register(
+    CellKind(
+        "minlstm",
+        has_cell_state=False,
+        reference=MinLSTMCell,
+        stack=ScanStack,
+        rules=scan_config_problems,
+        stepper=ScanStepper,
+    )
+)

@@ -7,7 +7,7 @@ family's model has CharRNN's interface, which is all the loop, checkpoints, eval
 sampling rely on:
 
     model(x (B, T) ids, hidden or None, ar=0.0, tar=0.0) -> logits (B, T, V), hidden[, penalty]
-    model.cfg, model.embedding, model.decoder, model.num_parameters(), model.fast_stepper(),
+    model.cfg, model.embedding, model.decoder, model.num_parameters(), model.fast_stepper(dtype),
     model.layer_states(hidden) -> each layer's (h, c or None) of batch row 0 (charlm viz)
 
 with the hidden state a tensor or a tuple of tensors, each with the batch on dimension 1 (so

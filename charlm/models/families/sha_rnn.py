@@ -273,7 +273,7 @@ class SHARNN(nn.Module):
             h, _, _ = block(h, state, memory, mask, found)
         return found
 
-    def fast_stepper(self):
+    def fast_stepper(self, dtype: torch.dtype = torch.float32):
         """None: sampling steps through forward (no fused stepper for this family)."""
         return None
 

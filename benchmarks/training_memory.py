@@ -1,0 +1,101 @@
+"""Peak memory and speed of training steps, A/B: scan-cell blocks keeping their MLP activations
+against recomputing them in backward (`model.recompute`), beside the LSTM recipe.
+
+    CHARLM_DATA=/path/to/data .venv/bin/python benchmarks/training_memory.py
+    .venv/bin/python benchmarks/training_memory.py --configs configs/ptb_mingru_cpu.yaml --rounds 3
+
+Every figure is a fresh process (`--child`): it builds the recipe's trainer (corpus loaded,
+model, optimizer), notes its peak resident memory (`ru_maxrss`), trains `--warmup` steps and
+then `--blocks` blocks of `--steps` steps through charlm's loop (`Trainer.train_steps`, as
+`charlm bench` times it), and reports the median chars/s of the blocks and its peak resident
+memory after training: the training steps' high-water mark, without any evaluation. A second
+kind of process scores the first 200,000 valid characters at the recipe's eval batch, for the
+evaluation's own peak. Rounds alternate the variants' order; the table gives medians over
+rounds. Run it on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+CONFIGS = ["configs/ptb_cpu.yaml", "configs/ptb_mingru_cpu.yaml", "configs/ptb_minlstm_cpu.yaml"]
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child(config: str, what: str, args) -> dict:
+    import torch
+
+    from charlm.bench.speed import bench_trainer, timed_steps
+    from charlm.config import load_config
+    from charlm.inference.stream_scoring import evaluate
+    from charlm.malloc import reuse_freed_memory
+    from charlm.training.signals import StopRequest
+
+    reuse_freed_memory()  # as `charlm` starts (charlm/malloc.py)
+    overrides = ["train.warmup_steps=0", "train.schedule=constant", f"train.log_every={args.steps}"]
+    if what.startswith("recompute-"):
+        overrides.append(f"model.recompute={what.removeprefix('recompute-')}")
+    cfg = load_config(config, overrides)
+    with tempfile.TemporaryDirectory(prefix="charlm-memory-") as run_dir:
+        trainer = bench_trainer(cfg, Path(run_dir))
+        built = peak_mb()
+        if what == "eval":
+            evaluate(trainer.model, trainer.corpus.valid[:200_000], cfg.train.eval_batch_size, torch.device("cpu"))
+            return {"built_mb": built, "peak_mb": peak_mb()}
+        with StopRequest() as stop:
+            timed_steps(trainer, args.warmup, stop)
+            speeds = [timed_steps(trainer, args.steps, stop) for _ in range(args.blocks)]
+    return {"built_mb": built, "peak_mb": peak_mb(), "chars_per_s": statistics.median(speeds)}
+
+
+def variants_of(config: str) -> list[str]:
+    return ["keep", "recompute-mlp", "recompute-block", "eval"] if "min" in Path(config).name else ["keep", "eval"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", nargs="+", default=CONFIGS)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--blocks", type=int, default=3)
+    parser.add_argument("--child", nargs=2, metavar=("CONFIG", "WHAT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(*args.child, args)))
+        return
+    results: dict[tuple[str, str], list[dict]] = {}
+    for r in range(args.rounds):
+        for config in args.configs:
+            order = variants_of(config) if r % 2 == 0 else variants_of(config)[::-1]
+            for what in order:
+                command = [sys.executable, __file__, "--child", config, what]
+                command += ["--warmup", str(args.warmup), "--steps", str(args.steps), "--blocks", str(args.blocks)]
+                out = subprocess.run(command, capture_output=True, text=True, check=True)
+                results.setdefault((config, what), []).append(json.loads(out.stdout.splitlines()[-1]))
+        print(f"round {r + 1} of {args.rounds} done", file=sys.stderr)
+    print(
+        f"medians of {args.rounds} fresh processes per row; training: {args.blocks} blocks of {args.steps} steps "
+        f"after {args.warmup}; eval: 200,000 valid characters at the recipe's eval batch"
+    )
+    print("| config | variant | peak RSS MB | RSS when built MB | chars/s |")
+    print("| --- | --- | --- | --- | --- |")
+    for (config, what), runs in results.items():
+        peak = statistics.median(run["peak_mb"] for run in runs)
+        built = statistics.median(run["built_mb"] for run in runs)
+        speed = statistics.median(run["chars_per_s"] for run in runs) if what != "eval" else None
+        print(f"| {config} | {what} | {peak:,.0f} | {built:,.0f} | {f'{speed:,.0f}' if speed else '-'} |")
+
+
+if __name__ == "__main__":
+    main()
