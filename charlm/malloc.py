@@ -115,6 +115,26 @@ def _apply(mallopt) -> MemoryReuse:
     return MemoryReuse(applied, "" if applied else "glibc refused every setting")
 
 
+def release_free_memory() -> bool:
+    """Hand the heap's free pages back to the kernel (glibc's `malloc_trim(0)`), where memory
+    reuse is on; True if any went back.
+
+    Reuse keeps what a training step frees for the next step; an evaluation between steps
+    allocates other sizes (a 65,536-character chunk at once), which the kept blocks do not fit,
+    so without this the heap holds both at once. The trainer calls it around each evaluation: a
+    pass starts from the pages it needs and the steps after it fault theirs in again for a step
+    or two (docs/performance.md, "Memory reuse", has the peaks).
+    """
+    if _done is None or not _done.active:
+        return False
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError):
+        return False
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim(0) == 1
+
+
 def glibc_mallopt():
     """glibc's `mallopt(param, value) -> 1 on success`, or None where the C library is another."""
     try:

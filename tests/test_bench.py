@@ -26,20 +26,20 @@ def test_bench_reports_every_figure(tmp_path, text_files, short_samples):
     result = CliRunner().invoke(app, ["bench", "--config", str(config), "--steps", "2", "--json"])
     assert result.exit_code == 0, result.output
     figures = json.loads(result.stdout)
-    assert set(figures) == set(BENCH_KEYS) | {"reference_chars_per_s", "sample_int8_chars_per_s"} | set(
-        UTILISATION_KEYS
-    )
+    ran = {"reference_chars_per_s", "sample_bf16_chars_per_s", "sample_int8_chars_per_s"}
+    assert set(figures) == set(BENCH_KEYS) | ran | set(UTILISATION_KEYS)
     assert figures["reference_chars_per_s"] > 0
     assert figures["device"].startswith("cpu")
     assert figures["malloc"].startswith(("reuse (", "glibc default ("))  # charlm/malloc.py, as charlm runs
     for key in BENCH_KEYS[2:]:
         assert math.isfinite(figures[key]) and figures[key] > 0, key
     assert math.isclose(figures["loop_efficiency"], figures["train_chars_per_s"] / figures["bare_chars_per_s"])
-    for name in ("train", "eval_batch1", "eval", "sample", "sample_int8"):
+    for name in ("train", "eval_batch1", "eval", "sample", "sample_bf16", "sample_int8"):
         assert 0 < figures[f"{name}_mfu"] < 1 and 0 < figures[f"{name}_bandwidth_fraction"], name
         assert figures[f"{name}_bound"] in ("compute", "bandwidth", "per-step overhead")
     assert figures["flops_per_char_train"] == 3 * figures["flops_per_char_forward"] > 0
-    assert figures["sample_bytes_per_char"] > figures["sample_int8_bytes_per_char"] > 0
+    assert figures["sample_bytes_per_char"] > figures["sample_bf16_bytes_per_char"] > 0
+    assert figures["sample_bf16_bytes_per_char"] > figures["sample_int8_bytes_per_char"]
     assert math.isclose(figures["train_mfu"], figures["train_flops_per_s"] / figures["peak_flops"])
     roofline = tmp_path / "roofline.png"
     table = CliRunner().invoke(app, ["bench", "--config", str(config), "--steps", "1", "--roofline", str(roofline)])

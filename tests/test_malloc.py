@@ -222,3 +222,51 @@ def test_bench_malloc_ab_table_and_refusals(tmp_path, text_files, monkeypatch):
     assert lines["train, minor page faults"] == ["1,500,000", "40", ""]
     assert lines["train, kernel seconds"] == ["3.50", "3.50", ""]
     assert lines["peak memory (RSS), MB"] == ["700", "980", "1.400"]
+
+
+RELEASE = """
+import json, torch
+from charlm.malloc import release_free_memory, reuse_freed_memory
+reuse_freed_memory()
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+x = torch.ones(50 * 2**20)  # 200 MiB: with reuse on, from the heap, not a mapping of its own
+y = torch.ones(2**10)  # a small block above it, so that freeing x leaves a hole the top trim misses
+del x
+kept = rss_mb()
+released = release_free_memory()
+print(json.dumps({"kept": kept, "after": rss_mb(), "released": released}))
+"""
+
+
+@pytest.mark.e2e  # malloc settings at a process start
+@needs_glibc
+@pytest.mark.parametrize("setting", ["reuse", "default"])
+def test_free_memory_goes_back_to_the_kernel_when_released(setting):
+    proc = subprocess.run(
+        [sys.executable, "-c", RELEASE],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean_env(**({"CHARLM_MALLOC": "default"} if setting == "default" else {})),
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    if setting == "reuse":
+        assert got["released"] and got["kept"] - got["after"] > 150, got  # the 200 MiB hole went back
+    else:
+        assert not got["released"] and got["kept"] - got["after"] < 50, got  # glibc unmapped it already
+
+
+def test_the_trainer_releases_free_memory_around_each_evaluation(tmp_path, text_files, monkeypatch):
+    import charlm.training.trainer as trainer
+    from tests.conftest import run
+
+    calls = []
+    real = trainer.evaluate
+    monkeypatch.setattr(trainer, "release_free_memory", lambda: calls.append("release") or False)
+    monkeypatch.setattr(trainer, "evaluate", lambda *args, **kw: calls.append("evaluate") or real(*args, **kw))
+    run(tmp_path, text_files, max_steps=4, eval_every=2)
+    # Two valid passes and the test pass, each between two releases.
+    assert calls == ["release", "evaluate", "release"] * 3

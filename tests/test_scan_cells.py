@@ -183,3 +183,25 @@ def test_the_scan_benchmark_prints_its_figures(monkeypatch, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines[1:]] == ["steps", "linear", "log"]
     assert all("x faster" in line and "max |h - steps|" in line for line in lines[2:])
+
+
+@pytest.mark.parametrize("cell", ["mingru", "minlstm"])
+def test_scoring_in_pieces_computes_the_whole_window(cell, monkeypatch):
+    """Without gradients a long window runs in pieces of PIECE_POSITIONS, the state carried."""
+    import charlm.models.scan_stack as scan_stack
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(cell=cell, embedding_dim=8, hidden_size=12, num_layers=2)
+    model = CharRNN(13, cfg).double().eval()
+    x, hidden = torch.randint(0, 13, (3, 50)), torch.randn(2, 3, 12, dtype=torch.float64)
+    whole_logits, whole_state = model(x, hidden)  # gradients on: one piece
+    monkeypatch.setattr(scan_stack, "PIECE_POSITIONS", 3 * 7)  # pieces of 7 positions, the last of 1
+    runs, run = [], ScanStack._run
+    monkeypatch.setattr(
+        ScanStack, "_run", lambda self, piece, *rest: runs.append(len(piece)) or run(self, piece, *rest)
+    )
+    with torch.no_grad():
+        logits, state = model(x, hidden)
+    assert runs == [7] * 7 + [1]
+    torch.testing.assert_close(logits, whole_logits.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(state, whole_state.detach(), rtol=1e-12, atol=1e-12)

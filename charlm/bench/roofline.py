@@ -18,6 +18,7 @@ POINTS = (  # (label, the prefix of its figures in utilisation())
     ("eval, batch 1", "eval_batch1"),
     ("eval", "eval"),
     ("sample", "sample"),
+    ("sample, bf16", "sample_bf16"),
     ("sample, int8", "sample_int8"),
 )
 

@@ -81,6 +81,8 @@ def run_bench(cfg: Config, steps: int = 20, repeats: int = 5, warmup: int = 3, r
         figures["sample16_chars_per_s"] = sample_speed(model, 16, device)
         if device.type == "cuda":  # the same sample without CUDA graphs (inference/graphed_steps.py)
             figures["sample_eager_chars_per_s"] = sample_speed(model, 1, device, cuda_graphs=False)
+        if device.type == "cpu" and model.fast_stepper(torch.bfloat16) is not None:
+            figures["sample_bf16_chars_per_s"] = sample_speed(model, 1, device, bf16=True)  # `--bf16`
         if device.type == "cpu":
             trained = TrainedModel(Path(run_dir), 0, cfg, trainer.corpus.vocab, model)
             quantize_for_cpu(trained)  # `charlm sample --int8`
@@ -222,9 +224,10 @@ def sample_speed(
     length: int = 1000,
     repeats: int = 5,
     cuda_graphs: bool = True,
+    bf16: bool = False,
 ) -> float:
     """Characters per second summed over all samples."""
-    opts = SamplingOptions(length=length, num_samples=num_samples, seed=0, cuda_graphs=cuda_graphs)
+    opts = SamplingOptions(length=length, num_samples=num_samples, seed=0, cuda_graphs=cuda_graphs, bf16=bf16)
     prompt = torch.zeros(1, dtype=torch.long)
     times = []
     for _ in range(repeats):

@@ -28,7 +28,7 @@ from charlm.models.flops import forward_flops, recurrent_weight_bytes, training_
 
 BOUND_FRACTION = 0.5
 SPEEDS = {"train": "train_chars_per_s", "eval_batch1": "eval_chars_per_s_batch1", "eval": "eval_chars_per_s"}
-UTILISATION_KEYS = (  # what utilisation() adds to run_bench's figures; the sample_int8 ones where it ran
+UTILISATION_KEYS = (  # what utilisation() adds to run_bench's figures; sample_bf16's and sample_int8's where they ran
     "flops_per_char_train",
     "flops_per_char_forward",
     "peak_flops",
@@ -39,7 +39,7 @@ UTILISATION_KEYS = (  # what utilisation() adds to run_bench's figures; the samp
     *(f"{name}_{what}" for name in SPEEDS for what in ("flops_per_s", "mfu", "bandwidth_fraction", "bound")),
     *(
         f"{name}_{what}"
-        for name in ("sample", "sample_int8")
+        for name in ("sample", "sample_bf16", "sample_int8")
         for what in ("bytes_per_char", "bandwidth_fraction", "mfu", "bound")
     ),
 )
@@ -84,8 +84,9 @@ def utilisation(figures: dict, cfg: Config, vocab_size: int, roofs: Roofs) -> di
 def _sampling(out: dict, figures: dict, model, vocab_size: int, roofs: Roofs) -> None:
     """One-sample generation: bytes of weights read per character, per dtype it ran in."""
     runs = [("sample", "fp32", figures["sample_chars_per_s"])]
-    if "sample_int8_chars_per_s" in figures:
-        runs.append(("sample_int8", "int8", figures["sample_int8_chars_per_s"]))
+    for name, dtype in (("sample_bf16", "bf16"), ("sample_int8", "int8")):
+        if f"{name}_chars_per_s" in figures:
+            runs.append((name, dtype, figures[f"{name}_chars_per_s"]))
     for name, dtype, speed in runs:
         per_char = weight_bytes_per_char(model, vocab_size, dtype)
         out[f"{name}_bytes_per_char"] = per_char

@@ -82,6 +82,11 @@ def _speed_rows(figures: dict) -> list[tuple[str, str]]:
         ("eval, batch 1", f"{figures['eval_chars_per_s_batch1']:,.0f} chars/s"),
         ("eval, configured batch", f"{figures['eval_chars_per_s']:,.0f} chars/s"),
         ("sample, 1 sample", f"{figures['sample_chars_per_s']:,.0f} chars/s"),
+        *(
+            (f"sample, 1 sample, {label}", f"{figures[key]:,.0f} chars/s")
+            for key, label in (("sample_bf16_chars_per_s", "--bf16"), ("sample_int8_chars_per_s", "--int8"))
+            if key in figures
+        ),
         ("sample, 16 samples", f"{figures['sample16_chars_per_s']:,.0f} chars/s"),
         ("data preparation", f"{figures['prepare_s']:.3f} s"),
         ("cached data load", f"{figures['cached_load_s']:.3f} s"),
@@ -91,7 +96,8 @@ def _speed_rows(figures: dict) -> list[tuple[str, str]]:
     if "reference_chars_per_s" in figures:
         rows.insert(3, ("train, reference cells", f"{figures['reference_chars_per_s']:,.0f} chars/s"))
     if "sample_eager_chars_per_s" in figures:
-        rows.insert(-5, ("sample, 1 sample, no CUDA graphs", f"{figures['sample_eager_chars_per_s']:,.0f} chars/s"))
+        at = next(i for i, (label, _) in enumerate(rows) if label == "sample, 16 samples")
+        rows.insert(at, ("sample, 1 sample, no CUDA graphs", f"{figures['sample_eager_chars_per_s']:,.0f} chars/s"))
     return rows
 
 
@@ -125,7 +131,7 @@ def _utilisation_rows(figures: dict) -> list[tuple[str, str]]:
                 f"{figures[f'{name}_mfu']:.3f}, {figures[f'{name}_bandwidth_fraction']:.3f}, {figures[f'{name}_bound']}",
             )
         )
-    for name, label in (("sample", "sample"), ("sample_int8", "sample, int8")):
+    for name, label in (("sample", "sample"), ("sample_bf16", "sample, bf16"), ("sample_int8", "sample, int8")):
         if f"{name}_bytes_per_char" in figures:
             rows.append(
                 (

@@ -36,8 +36,9 @@ its attention at a full memory: each position's q.k and weighted sum over memory
 once a call, so sampling pays it per character and a long window almost never.
 
 Sampling one character at a time runs the same forward, except that a scan cell steps (8 per
-unit) whatever `model.scan` says, and the fast CPU LSTM stepper (models/lstm_step.py) replaces
-the first layer's input product by a row of a precomputed (V, 4H) table.
+unit) whatever `model.scan` says, and the CPU steppers replace the first layer's input product
+by a row of a precomputed table (models/lstm_step.py: (V, 4H); models/scan_step.py: the first
+block's gate and candidate, (V, units) each). The counts here are the model's, as written.
 """
 
 from __future__ import annotations

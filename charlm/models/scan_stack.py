@@ -29,6 +29,11 @@ from charlm.models.hidden import Hidden
 from charlm.models.scan import SCANS, step, step_through, widen
 
 MLP_MULTIPLE = 4
+# Without gradients (scoring, sampling's prompt), a window runs in pieces of this many positions
+# (rows x time), the state carried between them: the same results, and intermediates no larger
+# than a training window's (64 x 128). Scoring the PTB recipe's valid split at batch 128 peaked
+# at 3.9 GB of resident memory with one 65,536-position piece; docs/scan-cells.md has the figures.
+PIECE_POSITIONS = 8192
 
 
 class ScanCell(nn.Module):
@@ -107,12 +112,25 @@ class ScanStack(nn.Module):
         state_dtype = torch.promote_types(x.dtype, torch.float32)  # float32, or float64 for gradcheck
         if hidden is None:
             hidden = x.new_zeros(self.num_layers, x.size(0), self.hidden_size, dtype=state_dtype)
-        states = []
         x = x.transpose(0, 1).contiguous()  # time-major: each position one contiguous slice for the scan
+        if torch.is_grad_enabled() or x.size(0) * x.size(1) <= PIECE_POSITIONS:
+            x, hidden = self._run(x, hidden, state_dtype)
+            return self.norm(x).transpose(0, 1), hidden
+        # Scoring: pieces of PIECE_POSITIONS (rows x positions), the state carried between them,
+        # so that the blocks' wide intermediates are a piece's, not the whole chunk's.
+        pieces = []
+        for piece in x.split(max(1, PIECE_POSITIONS // x.size(1))):
+            out, hidden = self._run(piece, hidden, state_dtype)
+            pieces.append(self.norm(out))
+        return torch.cat(pieces).transpose(0, 1), hidden
+
+    def _run(self, x: torch.Tensor, hidden, state_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every block over time-major x (T, B, width), from `hidden` (layers, B, units)."""
+        states = []
         for block, h0 in zip(self.blocks, hidden):
             x, h = block(x, h0.to(state_dtype), self.scan)
             states.append(h)
-        return self.norm(x).transpose(0, 1), torch.stack(states)
+        return x, torch.stack(states)
 
 
 def stack_parameters(gates: int, width: int, units: int, layers: int) -> int:

@@ -27,6 +27,7 @@ from charlm.device import device_name, pick_device
 from charlm.errors import CheckpointError
 from charlm.faults import FaultPlan, SlowSteps, maybe_signal
 from charlm.inference.stream_scoring import Score, evaluate
+from charlm.malloc import release_free_memory
 from charlm.models.families import build_model
 from charlm.models.hidden import detach_hidden
 from charlm.models.size import allocation_errors
@@ -409,7 +410,7 @@ class Trainer:
         result = Score(0, 0.0)
         if self.ddp.is_main:  # the others wait in the broadcast
             with self.average.swapped_in() if self.average is not None else nullcontext():
-                result = evaluate(self.model, self.corpus.valid, tcfg.eval_batch_size, self.device, tcfg.seq_len)
+                result = self._score(self.model, self.corpus.valid, tcfg.eval_batch_size)
         result = Score(result.tokens, self.ddp.broadcast_from_main(result.loss, self.device))
         if self.average is not None and self.average.observe(result.loss, state.step):
             self.reporter.message(
@@ -440,9 +441,18 @@ class Trainer:
         model, step = self.checkpointer.best_model()
         batch = self.cfg.train.test_batch_size
         self.reporter.message(f"scoring test with the best checkpoint (step {step:,}), batch size {batch}")
-        result = evaluate(model, self.corpus.test, batch, self.device, self.cfg.train.seq_len)
+        result = self._score(model, self.corpus.test, batch)
         self.reporter.test(FinalTest(step, result, batch))
         return result
+
+    def _score(self, model: torch.nn.Module, stream: torch.Tensor, batch: int) -> Score:
+        """evaluate(), with the heap's free pages handed back before and after it: a pass's
+        buffers are not a step's, and the heap would otherwise keep both (charlm/malloc.py)."""
+        release_free_memory()
+        try:
+            return evaluate(model, stream, batch, self.device, self.cfg.train.seq_len)
+        finally:
+            release_free_memory()
 
     def _measure_passes(self) -> tuple[float, float, float]:
         """A time budget's timings of a valid pass, a save and the test pass (rank 0)."""

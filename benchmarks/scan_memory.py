@@ -1,17 +1,20 @@
-"""Peak memory and speed of training steps, A/B: scan-cell blocks keeping their MLP activations
-against recomputing them in backward (`model.recompute`), beside the LSTM recipe.
+"""Peak memory and speed of training and of scoring, per recipe; for scan-cell models, scoring in
+pieces (models/scan_stack.py's PIECE_POSITIONS) against one piece per chunk, A/B.
 
-    CHARLM_DATA=/path/to/data .venv/bin/python benchmarks/training_memory.py
-    .venv/bin/python benchmarks/training_memory.py --configs configs/ptb_mingru_cpu.yaml --rounds 3
+    CHARLM_DATA=/path/to/data .venv/bin/python benchmarks/scan_memory.py
+    .venv/bin/python benchmarks/scan_memory.py --configs configs/ptb_mingru_cpu.yaml --rounds 3
 
 Every figure is a fresh process (`--child`): it builds the recipe's trainer (corpus loaded,
 model, optimizer), notes its peak resident memory (`ru_maxrss`), trains `--warmup` steps and
 then `--blocks` blocks of `--steps` steps through charlm's loop (`Trainer.train_steps`, as
 `charlm bench` times it), and reports the median chars/s of the blocks and its peak resident
 memory after training: the training steps' high-water mark, without any evaluation. A second
-kind of process scores the first 200,000 valid characters at the recipe's eval batch, for the
-evaluation's own peak. Rounds alternate the variants' order; the table gives medians over
-rounds. Run it on an otherwise idle machine.
+kind of process scores the first 200,000 valid characters at the recipe's eval batch (`eval`),
+or the first 50,000 at batch 1 (`eval1`), for the evaluation's own peak and speed, as charlm
+runs it, and for scan cells also with pieces switched off (`eval-whole`, `eval1-whole`: each
+65,536-character chunk at once, as before pieces existed). Rounds
+alternate the variants' order; the table gives medians over rounds. Run it on an otherwise idle
+machine.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 CONFIGS = ["configs/ptb_cpu.yaml", "configs/ptb_mingru_cpu.yaml", "configs/ptb_minlstm_cpu.yaml"]
@@ -35,6 +39,7 @@ def peak_mb() -> float:
 def child(config: str, what: str, args) -> dict:
     import torch
 
+    import charlm.models.scan_stack as scan_stack
     from charlm.bench.speed import bench_trainer, timed_steps
     from charlm.config import load_config
     from charlm.inference.stream_scoring import evaluate
@@ -42,16 +47,19 @@ def child(config: str, what: str, args) -> dict:
     from charlm.training.signals import StopRequest
 
     reuse_freed_memory()  # as `charlm` starts (charlm/malloc.py)
+    if what.endswith("-whole"):
+        scan_stack.PIECE_POSITIONS = 1 << 62
     overrides = ["train.warmup_steps=0", "train.schedule=constant", f"train.log_every={args.steps}"]
-    if what.startswith("recompute-"):
-        overrides.append(f"model.recompute={what.removeprefix('recompute-')}")
     cfg = load_config(config, overrides)
     with tempfile.TemporaryDirectory(prefix="charlm-memory-") as run_dir:
         trainer = bench_trainer(cfg, Path(run_dir))
         built = peak_mb()
-        if what == "eval":
-            evaluate(trainer.model, trainer.corpus.valid[:200_000], cfg.train.eval_batch_size, torch.device("cpu"))
-            return {"built_mb": built, "peak_mb": peak_mb()}
+        if what.startswith("eval"):
+            batch, chars = (1, 50_000) if what.startswith("eval1") else (cfg.train.eval_batch_size, 200_000)
+            started = time.perf_counter()
+            evaluate(trainer.model, trainer.corpus.valid[:chars], batch, torch.device("cpu"))
+            speed = chars / (time.perf_counter() - started)
+            return {"built_mb": built, "peak_mb": peak_mb(), "chars_per_s": speed}
         with StopRequest() as stop:
             timed_steps(trainer, args.warmup, stop)
             speeds = [timed_steps(trainer, args.steps, stop) for _ in range(args.blocks)]
@@ -59,7 +67,9 @@ def child(config: str, what: str, args) -> dict:
 
 
 def variants_of(config: str) -> list[str]:
-    return ["keep", "recompute-mlp", "recompute-block", "eval"] if "min" in Path(config).name else ["keep", "eval"]
+    if "min" in Path(config).name:
+        return ["train", "eval", "eval-whole", "eval1", "eval1-whole"]
+    return ["train", "eval", "eval1"]
 
 
 def main() -> None:
@@ -86,15 +96,15 @@ def main() -> None:
         print(f"round {r + 1} of {args.rounds} done", file=sys.stderr)
     print(
         f"medians of {args.rounds} fresh processes per row; training: {args.blocks} blocks of {args.steps} steps "
-        f"after {args.warmup}; eval: 200,000 valid characters at the recipe's eval batch"
+        f"after {args.warmup}; eval: 200,000 valid characters at the recipe's eval batch; eval1: 50,000 at batch 1"
     )
     print("| config | variant | peak RSS MB | RSS when built MB | chars/s |")
     print("| --- | --- | --- | --- | --- |")
     for (config, what), runs in results.items():
         peak = statistics.median(run["peak_mb"] for run in runs)
         built = statistics.median(run["built_mb"] for run in runs)
-        speed = statistics.median(run["chars_per_s"] for run in runs) if what != "eval" else None
-        print(f"| {config} | {what} | {peak:,.0f} | {built:,.0f} | {f'{speed:,.0f}' if speed else '-'} |")
+        speed = statistics.median(run["chars_per_s"] for run in runs)
+        print(f"| {config} | {what} | {peak:,.0f} | {built:,.0f} | {speed:,.0f} |")
 
 
 if __name__ == "__main__":
