@@ -26,7 +26,7 @@ class SamplingOptions:
     stop: tuple[str, ...] = ()  # end each sample at the first of these it generates (stop_strings.py)
     include_stop: bool = False  # keep the stop string at the end of the text
     beam: int | None = None  # beam search of this width instead of sampling (beam_search.py)
-    bf16: bool = False  # CPU: the stepper's matrices in bf16 (models/step_product.py), about 1.5x faster
+    bf16: bool = False  # CPU: the stepper's matrices in bf16 (models/step_product.py; docs/performance.md)
 
     @property
     def weights_dtype(self) -> torch.dtype:

@@ -4,7 +4,9 @@ few rows, with W stored in fp32 or in bf16 (`charlm sample --bf16`).
 Generating one sample multiplies one row by every weight matrix per character, so its time is
 reading the weights: bf16 halves the bytes. On the 2-core AMD EPYC (AVX-512 BF16) the products
 of a 2x512 LSTM's step ran 1.5-1.9x faster and a two-block minGRU's 1.8-2.5x (one process,
-interleaved, medians of 15; docs/performance.md has the samples' speeds). Only the matrices are
+interleaved, medians of 15), where the weights do not stay in cache; a model small enough to
+stay there samples slower in bf16, so it is opt-in (docs/performance.md has the samples'
+speeds). Only the matrices are
 rounded: the input is rounded to bf16 for the product (oneDNN accumulates in fp32), the result
 comes back as fp32 and the bias is added in fp32, and everything else of the step (the state,
 gates, LayerNorms, logits) stays fp32.
