@@ -117,6 +117,7 @@ def test_eval_json_and_score_agree_exactly(model, trained_run, corpus):
         ({"seed": 3, "temperature": 0.8, "top_k": 5}, ["--seed", "3", "--temperature", "0.8", "--top-k", "5"]),
         ({"seed": 4, "top_p": 0.9, "stop": ["e "]}, ["--seed", "4", "--top-p", "0.9", "--stop", "e "]),
         ({"beam": 3}, ["--beam", "3"]),
+        ({"seed": 5, "bf16": True}, ["--seed", "5", "--bf16"]),
     ],
 )
 def test_sample_and_the_command_line_give_the_same_text(model, trained_run, options, flags):
@@ -237,6 +238,8 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
         (lambda m, run: m.sample(beam=len(m.vocabulary) + 1), "SamplingError", "beam must be between"),
         (lambda m, run: m.sample(beam=0), "SamplingError", "beam must be between"),
         (lambda m, run: m.sample(beam=2, seed=1), "SamplingError", "so seed cannot apply"),
+        (lambda m, run: m.sample(beam=2, bf16=True), "SamplingError", "so bf16 cannot apply"),
+        (lambda m, run: m.stream(bf16="yes"), "ArgumentError", "bf16 must be True or False"),
         (lambda m, run: m.sample(beam=2, length=10**13), "ResourceError", "lower beam or length"),
         (lambda m, run: m.sample(length=10**30), "ResourceError", "lower n or length"),
         (lambda m, run: m.sample(temperature=10**400), "SamplingError", "temperature must be"),

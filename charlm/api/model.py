@@ -145,6 +145,7 @@ class Model:
         stop: str | list[str] | None = None,
         include_stop: bool = False,
         beam: int | None = None,
+        bf16: bool = False,
         state: State | None = None,
     ) -> str:
         """The text generated after `prompt` (the prompt itself not included), as `charlm sample`
@@ -152,7 +153,8 @@ class Model:
         among the `top_k` most likely or the most likely holding `top_p`; or `greedy`; or with
         `beam`, the most likely text of `length` characters under the model (beam search of that
         width). It ends before the first of the `stop` strings it generates (with
-        `include_stop`, after it). With `state`, the prompt follows what the model had read.
+        `include_stop`, after it). `bf16` (CPU; LSTM, minGRU, minLSTM) keeps the stepper's weight
+        matrices in bf16, as `--bf16` does. With `state`, the prompt follows what the model had read.
 
         >>> m = charlm.load("runs/tiny")
         >>> m.sample("to be", length=40, seed=1)                 # 40 characters drawn
@@ -162,7 +164,7 @@ class Model:
         >>> m.sample("to be", length=20, beam=4)                 # the most likely 20 characters
         '...'
         """
-        opts = _options(1, length, temperature, top_k, top_p, greedy, seed, stop, include_stop, beam)
+        opts = _options(1, length, temperature, top_k, top_p, greedy, seed, stop, include_stop, beam, bf16)
         return "".join(self._start_pieces(prompt, opts, state, streamed=False, hold=True))
 
     def stream(
@@ -178,6 +180,7 @@ class Model:
         stop: str | list[str] | None = None,
         include_stop: bool = False,
         beam: int | None = None,
+        bf16: bool = False,
         state: State | None = None,
     ) -> Iterator[str]:
         """`sample`'s text in pieces as they are generated (a beam's at once, when found); nothing
@@ -188,7 +191,7 @@ class Model:
         >>> len("".join(pieces))
         30
         """
-        opts = _options(1, length, temperature, top_k, top_p, greedy, seed, stop, include_stop, beam)
+        opts = _options(1, length, temperature, top_k, top_p, greedy, seed, stop, include_stop, beam, bf16)
         return self._start_pieces(prompt, opts, state, streamed=True)
 
     def samples(
@@ -203,6 +206,7 @@ class Model:
         seed: int | None = None,
         stop: str | list[str] | None = None,
         include_stop: bool = False,
+        bf16: bool = False,
         state: State | None = None,
     ) -> list[str]:
         """`n` samples generated side by side as one batch (`charlm sample --num-samples n`), each
@@ -212,7 +216,7 @@ class Model:
         >>> m.samples("the ", n=3, length=20, seed=0, stop="\\n")
         ['...', '...', '...']
         """
-        opts = _options(n, length, temperature, top_k, top_p, False, seed, stop, include_stop, None)
+        opts = _options(n, length, temperature, top_k, top_p, False, seed, stop, include_stop, None, bf16)
         kept: list[list[str]] = [[] for _ in range(opts.num_samples)]
         for row, text in self._start_pieces(prompt, opts, state, streamed=False, rows=True, hold=True):
             kept[row].append(text)
@@ -369,6 +373,7 @@ SAMPLING_NAMES = {
     "--stop": "stop",
     "--include-stop": "include_stop",
     "--beam": "beam",
+    "--bf16": "bf16",
     "--prompt": "prompt",
 }
 
@@ -393,6 +398,7 @@ def _options(
     stop: object,
     include_stop: object,
     beam: object,
+    bf16: object,
 ) -> SamplingOptions:
     """The arguments' types checked; their values are SamplingOptions.check's to judge."""
     return SamplingOptions(
@@ -406,6 +412,7 @@ def _options(
         stop=check_texts("stop", stop),
         include_stop=check_flag("include_stop", include_stop),
         beam=check_optional_int("beam", beam),
+        bf16=check_flag("bf16", bf16),
     )
 
 
