@@ -29,6 +29,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from fresh_processes import in_turn
+
 VARIANTS = ("trim", "reuse", "default")
 # The `reuse` variant: charlm's own entry point with the trainer's trim switched off.
 NO_TRIM = (
@@ -67,7 +69,7 @@ def main() -> None:
     args = parser.parse_args()
     results: dict[str, list[dict]] = {v: [] for v in args.variants}
     for r in range(args.rounds):
-        for variant in args.variants if r % 2 == 0 else args.variants[::-1]:
+        for variant in in_turn(args.variants, r):
             results[variant].append(run_once(variant, args))
         print(f"round {r + 1} of {args.rounds} done", file=sys.stderr)
     print(

@@ -22,9 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
+
+from fresh_processes import child_figures, in_turn
 
 CONFIGS = [
     "configs/ptb_cpu.yaml",
@@ -73,11 +74,6 @@ def bandwidth() -> float:
     return copy_bandwidth(torch.device("cpu"))
 
 
-def run_child(*args: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=CONFIGS)
@@ -99,11 +95,10 @@ def main() -> None:
     sizes: dict[tuple[str, str], int] = {}
     bandwidths = []
     for r in range(args.rounds):
-        bandwidths.append(_bandwidth_child())
+        bandwidths.append(child_figures(__file__, ["--bandwidth"])["bandwidth"])
         for config in args.configs:
-            order = args.variants if r % 2 == 0 else args.variants[::-1]
-            for variant in order:
-                got = run_child(config, variant, *_child_args(args))
+            for variant in in_turn(args.variants, r):
+                got = child_figures(__file__, ["--child", config, variant, *_child_args(args)])
                 speeds.setdefault((config, variant), []).append(got["chars_per_s"])
                 sizes[(config, variant)] = got["bytes"]
         print(f"round {r + 1} of {args.rounds} done", file=sys.stderr)
@@ -112,11 +107,6 @@ def main() -> None:
 
 def _child_args(args) -> list[str]:
     return ["--vocab", str(args.vocab), "--length", str(args.length), "--repeats", str(args.repeats)]
-
-
-def _bandwidth_child() -> float:
-    out = subprocess.run([sys.executable, __file__, "--bandwidth"], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.splitlines()[-1])["bandwidth"]
 
 
 def _print_table(args, speeds: dict, sizes: dict, bw: float) -> None:

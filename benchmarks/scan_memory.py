@@ -23,11 +23,12 @@ import argparse
 import json
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from fresh_processes import child_figures, in_turn
 
 CONFIGS = ["configs/ptb_cpu.yaml", "configs/ptb_mingru_cpu.yaml", "configs/ptb_minlstm_cpu.yaml"]
 
@@ -87,12 +88,10 @@ def main() -> None:
     results: dict[tuple[str, str], list[dict]] = {}
     for r in range(args.rounds):
         for config in args.configs:
-            order = variants_of(config) if r % 2 == 0 else variants_of(config)[::-1]
-            for what in order:
-                command = [sys.executable, __file__, "--child", config, what]
-                command += ["--warmup", str(args.warmup), "--steps", str(args.steps), "--blocks", str(args.blocks)]
-                out = subprocess.run(command, capture_output=True, text=True, check=True)
-                results.setdefault((config, what), []).append(json.loads(out.stdout.splitlines()[-1]))
+            for what in in_turn(variants_of(config), r):
+                timing = ["--warmup", str(args.warmup), "--steps", str(args.steps), "--blocks", str(args.blocks)]
+                got = child_figures(__file__, ["--child", config, what, *timing])
+                results.setdefault((config, what), []).append(got)
         print(f"round {r + 1} of {args.rounds} done", file=sys.stderr)
     print(
         f"medians of {args.rounds} fresh processes per row; training: {args.blocks} blocks of {args.steps} steps "

@@ -23,10 +23,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from fresh_processes import child_figures, in_turn
 
 CONFIGS = ["configs/ptb_cpu.yaml", "configs/shakespeare_cpu.yaml"]
 VARIANTS = ("recipe", "bind", "rows x2", "window x2")
@@ -71,12 +72,11 @@ def main() -> None:
     speeds: dict[tuple[str, str], list[float]] = {}
     for r in range(args.rounds):
         for config in args.configs:
-            for variant in args.variants if r % 2 == 0 else args.variants[::-1]:
+            for variant in in_turn(args.variants, r):
                 env = {**os.environ, **(BIND if variant == "bind" else {})}
-                command = [sys.executable, __file__, "--child", config, variant]
-                command += ["--warmup", str(args.warmup), "--steps", str(args.steps), "--blocks", str(args.blocks)]
-                out = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
-                speeds.setdefault((config, variant), []).append(json.loads(out.stdout.splitlines()[-1]))
+                timing = ["--warmup", str(args.warmup), "--steps", str(args.steps), "--blocks", str(args.blocks)]
+                got = child_figures(__file__, ["--child", config, variant, *timing], env)
+                speeds.setdefault((config, variant), []).append(got)
         print(f"round {r + 1} of {args.rounds} done", file=sys.stderr)
     print(
         f"training chars/s, medians of {args.rounds} fresh processes ({args.blocks} blocks of {args.steps} steps each)"

@@ -1,6 +1,9 @@
 """`charlm sample --bf16`: the steppers' matrices in bf16 (models/step_product.py), within the
 documented tolerance of fp32 (docs/performance.md), and refused where no stepper runs the model."""
 
+import runpy
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -27,24 +30,17 @@ def model_of(cell: str, *more: str):
     return model
 
 
-def teacher_forced_log_probs(model, dtype: torch.dtype, text: torch.Tensor) -> torch.Tensor:
-    """log p(text[i + 1] | text[: i + 1]) for every i, stepped by the model's stepper in `dtype`."""
-    stepper = model.fast_stepper(dtype)
-    with torch.inference_mode():
-        logits, hidden = model(text[:1].view(1, 1))
-        state, logits, out = stepper.state_from(hidden), logits[:, -1], []
-        for i in range(1, len(text)):
-            out.append(torch.log_softmax(logits.double(), -1)[0, text[i]])
-            logits, state = stepper.step(text[i : i + 1], state)
-    return torch.stack(out)
+# The benchmark's own teacher forcing (what docs/performance.md's tolerance table was measured with).
+log_probs = runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "sampling_bf16_tolerance.py"))[
+    "log_probs"
+]
 
 
 @pytest.mark.parametrize("cell", STEPPED)
 def test_bf16_steps_stay_within_the_documented_tolerance_of_fp32(cell):
     model = model_of(cell)
     text = torch.randint(0, 27, (400,), generator=torch.Generator().manual_seed(1))
-    fp32 = teacher_forced_log_probs(model, torch.float32, text)
-    bf16 = teacher_forced_log_probs(model, torch.bfloat16, text)
+    fp32, bf16 = log_probs(model, torch.float32, text), log_probs(model, torch.bfloat16, text)
     difference = (fp32 - bf16).abs()
     assert difference.max() < MAX_NATS
     assert abs(fp32.mean() - bf16.mean()) / torch.log(torch.tensor(2.0)) < MEAN_BITS

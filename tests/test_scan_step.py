@@ -9,6 +9,7 @@ from charlm.inference.sampling_steps import SamplingOptions
 from charlm.inference.trained import TrainedModel, quantize_for_cpu
 from charlm.models.charrnn import CharRNN
 from charlm.models.scan_step import ScanStepper
+from tests.test_lstm_step import assert_steps_match, assert_text_is_the_models
 
 SIZES = ["model.num_layers=3", "model.embedding_dim=8", "model.hidden_size=12"]
 CELLS = ["mingru", "minlstm"]
@@ -26,27 +27,17 @@ def test_steps_match_the_model_within_rounding(cell, tied):
     with torch.no_grad():  # LayerNorms away from their ones and zeros: the stepper must read them
         for p in model.parameters():
             p.add_(0.3 * torch.randn_like(p))
-    stepper = ScanStepper.for_model(model)
-    assert stepper is not None
-    logits, hidden = model(torch.randint(0, 13, (3, 7)))
-    state = stepper.state_from(hidden)
-    for _ in range(20):
-        ids = torch.randint(0, 13, (3,))
-        expected, hidden = model(ids.unsqueeze(1), hidden)
-        got, state = stepper.step(ids, state)
-        torch.testing.assert_close(got, expected[:, -1], rtol=1e-5, atol=1e-5)
+
+    def same_state(state, hidden):
         torch.testing.assert_close(torch.stack(state), hidden, rtol=1e-5, atol=1e-5)
+
+    assert_steps_match(model, ScanStepper.for_model(model), same_state)
 
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_generated_text_is_the_models(cell, monkeypatch):
     torch.manual_seed(1)
-    model = scan_model(cell)
-    opts = SamplingOptions(length=300, num_samples=2, seed=5)
-    fast = generate(model, torch.tensor([1, 2, 3]), opts)
-    monkeypatch.setattr(ScanStepper, "for_model", staticmethod(lambda *args: None))
-    slow = generate(model, torch.tensor([1, 2, 3]), opts)  # the model's forward, one call per character
-    assert torch.equal(fast, slow)
+    assert_text_is_the_models(scan_model(cell), ScanStepper, monkeypatch)
 
 
 @pytest.mark.parametrize("overrides", [["model.cell=lstm"], ["model.cell=gru"]])

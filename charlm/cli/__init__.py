@@ -186,6 +186,47 @@ def eval_command(
     out.print(f"perplexity  {result.perplexity:.4f}")
 
 
+# `charlm sample`'s longer options, named here so that the command's signature stays readable.
+# max: 1e308 is inf in float32, and -inf / inf (a banned id's logit) is nan.
+TemperatureOption = Annotated[float, typer.Option(help="Below 1: safer text; above 1: more varied (0.0001 to 10000).")]
+TopPOption = Annotated[
+    Optional[float], typer.Option(help="Sample only among the most likely characters holding probability P.")
+]
+Int8Option = Annotated[
+    bool, typer.Option("--int8", help="CPU: int8 weights, about 2x faster; slightly different text.")
+]
+Bf16Option = Annotated[
+    bool,
+    typer.Option(
+        "--bf16",
+        help="CPU (LSTM, minGRU, minLSTM): bf16 weight matrices, 1.2-3x faster for models above ~10 MB of "
+        "weights (slower for smaller ones); slightly different text.",
+    ),
+]
+CudaGraphsOption = Annotated[
+    bool, typer.Option(help="GPU: replay each character's step as one CUDA graph (same text, faster).")
+]
+StopOption = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        metavar="TEXT",
+        help="End each sample before the first TEXT it generates (repeatable; e.g. --stop $'\\n\\n'). "
+        "Only the generated text is searched; nothing past a stop is printed.",
+    ),
+]
+IncludeStopOption = Annotated[
+    bool, typer.Option("--include-stop", help="End each sample after its stop string, not before.")
+]
+BeamOption = Annotated[
+    Optional[int],
+    typer.Option(
+        metavar="N",
+        help="Beam search of width N (1 to the vocabulary size): the most likely text of --length characters "
+        "under the model (total log-probability, not length-normalised; never less likely than --greedy).",
+    ),
+]
+
+
 @app.command()
 @friendly_errors
 def sample(
@@ -193,69 +234,45 @@ def sample(
     prompt: Annotated[Optional[str], typer.Option(help="Text to continue (PTB models: plain spaces are fine).")] = None,
     prompt_file: Annotated[Optional[Path], typer.Option(help="Read the prompt from this UTF-8 file.")] = None,
     length: Annotated[int, typer.Option(help="Characters to generate per sample.")] = 500,
-    # max: 1e308 is inf in float32, and -inf / inf (a banned id's logit) is nan.
-    temperature: Annotated[
-        float, typer.Option(help="Below 1: safer text; above 1: more varied (0.0001 to 10000).")
-    ] = 1.0,
+    temperature: TemperatureOption = 1.0,
     top_k: Annotated[Optional[int], typer.Option(help="Sample only among the K most likely characters.")] = None,
-    top_p: Annotated[
-        Optional[float], typer.Option(help="Sample only among the most likely characters holding probability P.")
-    ] = None,
+    top_p: TopPOption = None,
     greedy: Annotated[bool, typer.Option(help="Always take the most likely character.")] = False,
     num_samples: Annotated[int, typer.Option(help="Independent samples, generated as one batch.")] = 1,
     seed: Annotated[Optional[int], typer.Option(min=0, max=SEED_MAX, help="The same seed gives the same text.")] = None,
     device: DeviceOption = "cpu",
-    int8: Annotated[
-        bool, typer.Option("--int8", help="CPU: int8 weights, about 2x faster; slightly different text.")
-    ] = False,
-    bf16: Annotated[
-        bool,
-        typer.Option(
-            "--bf16",
-            help="CPU (LSTM, minGRU, minLSTM): bf16 weight matrices, 1.2-3x faster for models above ~10 MB of "
-            "weights (slower for smaller ones); slightly different text.",
-        ),
-    ] = False,
-    cuda_graphs: Annotated[
-        bool, typer.Option(help="GPU: replay each character's step as one CUDA graph (same text, faster).")
-    ] = True,
+    int8: Int8Option = False,
+    bf16: Bf16Option = False,
+    cuda_graphs: CudaGraphsOption = True,
     weights: WeightsOption = "auto",
-    stop: Annotated[
-        Optional[list[str]],
-        typer.Option(
-            metavar="TEXT",
-            help="End each sample before the first TEXT it generates (repeatable; e.g. --stop $'\\n\\n'). "
-            "Only the generated text is searched; nothing past a stop is printed.",
-        ),
-    ] = None,
-    include_stop: Annotated[
-        bool, typer.Option("--include-stop", help="End each sample after its stop string, not before.")
-    ] = False,
-    beam: Annotated[
-        Optional[int],
-        typer.Option(
-            metavar="N",
-            help="Beam search of width N (1 to the vocabulary size): the most likely text of --length characters "
-            "under the model (total log-probability, not length-normalised; never less likely than --greedy).",
-        ),
-    ] = None,
+    stop: StopOption = None,
+    include_stop: IncludeStopOption = False,
+    beam: BeamOption = None,
 ) -> None:
     """Generate text from a trained model, streamed as it is produced."""
     from charlm.inference.sampling_steps import SamplingOptions
-    from charlm.inference.trained import check_sampling, load_trained, quantize_for_cpu
+    from charlm.inference.trained import check_sampling
 
     prompt = _read_prompt(prompt, prompt_file)
     stops = tuple(check_utf8("--stop", s) for s in stop or ())
     opts = SamplingOptions(
         length, temperature, top_k, top_p, greedy, num_samples, seed, cuda_graphs, stops, include_stop, beam, bf16
     )
+    trained = _load_to_sample(run, device, weights, int8, bf16)
+    check_sampling(trained, prompt, opts)  # refuse bad options before echoing the prompt
+    _print_samples(trained, prompt, opts)
+
+
+def _load_to_sample(run: Path, device: str, weights: str, int8: bool, bf16: bool):
+    """The run's model, its weights stored as --int8 says (--bf16 acts in the stepper, at sampling)."""
+    from charlm.inference.trained import load_trained, quantize_for_cpu
+
     if int8 and bf16:
         raise CharlmError("--int8 and --bf16 are two ways to store the weights; choose one")
     trained = load_trained(run, device, weights)
     if int8:
         quantize_for_cpu(trained)
-    check_sampling(trained, prompt, opts)  # refuse bad options before echoing the prompt
-    _print_samples(trained, prompt, opts)
+    return trained
 
 
 def _read_prompt(prompt: str | None, prompt_file: Path | None) -> str:

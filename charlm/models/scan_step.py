@@ -56,10 +56,10 @@ class ScanStepper:
         bf16 for `charlm sample --bf16`: models/step_product.py), else None (the model then
         steps itself: int8-quantised products, a GPU, which replays CUDA graphs instead)."""
         stack = getattr(model, "rnn", None)
+        # `--int8` quantises every nn.Linear at once (the decoder with the blocks'): a decoder of
+        # another type means the blocks' products are not plain matrices either.
         if not isinstance(stack, ScanStack) or type(model.decoder) is not nn.Linear:
             return None
-        if not all(type(m) is nn.Linear for m in stack.modules() if "Linear" in type(m).__name__):
-            return None  # torch.ao's dynamically quantised Linear
         weight = model.decoder.weight
         if weight.device.type != "cpu" or weight.dtype != torch.float32:
             return None
